@@ -1,0 +1,21 @@
+"""Handlers: one module per notice or alert family, imported as ``mma.handlers``.
+
+The contract (checked by :mod:`mma.registry` at start-up and by a test):
+
+``NAME: str``
+    Unique short name of the family (``"lvk"``, ``"ztf"``...).
+``KIND: str``
+    ``"notice"`` or ``"alert"``.
+``DEFAULT_TOPICS: tuple[str, ...]``
+    Kafka topics the module claims unless the configuration remaps them.
+``parse(raw: bytes, *, topic: str) -> Notice | Alert``
+    Turns one message into a domain object. Raises only
+    :class:`mma.errors.BadMessage` subclasses; never touches SQL or the network.
+``sniff(raw: bytes) -> bool`` (optional)
+    Cheap test of whether a file's content is this family's, for ``mma replay``.
+``split(raw: bytes) -> Iterator[bytes]`` (optional)
+    Cuts a file holding many records (Avro container, parquet) into the payloads
+    that ``parse`` takes, one per record. Without it a file is one message.
+
+Adding a family is one module here plus ``tests/handlers/test_<name>.py``.
+"""

@@ -1,0 +1,190 @@
+"""Domain objects passed between handlers, skymaps, the correlator and emitters.
+
+All are frozen dataclasses, validated in ``__post_init__``: a handler that
+builds one from bad values gets :class:`mma.errors.InvalidValue`, which the
+ingest loop turns into a dead letter. Angles are degrees in ICRS; times are
+timezone-aware UTC :class:`datetime.datetime`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from mma.errors import InvalidValue
+
+Messenger = Literal["gw", "neutrino", "grb", "xray", "optical"]
+RegionKind = Literal["skymap", "circle", "ellipse", "box"]
+
+
+def check_utc(name: str, value: datetime | None) -> None:
+    """Raise :class:`InvalidValue` unless *value* is None or timezone-aware UTC."""
+    if value is None:
+        return
+    offset = value.utcoffset()
+    if offset is None or offset.total_seconds() != 0:
+        raise InvalidValue(f"{name} must be timezone-aware UTC, got {value!r}")
+
+
+def check_position(ra_deg: float, dec_deg: float) -> None:
+    """Raise :class:`InvalidValue` unless RA in [0, 360) and Dec in [-90, 90] (deg)."""
+    if not (math.isfinite(ra_deg) and math.isfinite(dec_deg)):
+        raise InvalidValue(f"non-finite position ra={ra_deg!r} dec={dec_deg!r}")
+    if not (0.0 <= ra_deg < 360.0):
+        raise InvalidValue(f"RA {ra_deg!r} deg outside [0, 360)")
+    if not (-90.0 <= dec_deg <= 90.0):
+        raise InvalidValue(f"Dec {dec_deg!r} deg outside [-90, 90]")
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """A sky region as the notice states it, before any HEALPix work.
+
+    Attributes
+    ----------
+    kind : {'skymap', 'circle', 'ellipse', 'box'}
+    skymap : bytes, optional
+        FITS bytes (possibly gzip-compressed) of a HEALPix map, flat or multi-order.
+    skymap_url : str, optional
+        Where the map can be downloaded when it is not inline.
+    ra_deg, dec_deg : float, optional
+        Centre of a circle, ellipse or box (ICRS, degrees).
+    radius_deg : float, optional
+        Circle radius (degrees) at probability ``containment``.
+    containment : float
+        Probability enclosed by ``radius_deg`` (e.g. 0.9, or 0.3935 for 1 sigma 2-D).
+    """
+
+    kind: RegionKind
+    skymap: bytes | None = None
+    skymap_url: str | None = None
+    ra_deg: float | None = None
+    dec_deg: float | None = None
+    radius_deg: float | None = None
+    containment: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.kind == "skymap" and self.skymap is None and self.skymap_url is None:
+            raise InvalidValue("a skymap region needs inline bytes or a URL")
+        if self.ra_deg is not None or self.dec_deg is not None:
+            check_position(self.ra_deg or 0.0, self.dec_deg or 0.0)
+        if self.radius_deg is not None and not (
+            math.isfinite(self.radius_deg) and 0.0 < self.radius_deg <= 180.0
+        ):
+            raise InvalidValue(f"radius {self.radius_deg!r} deg outside (0, 180]")
+        if not (0.0 < self.containment < 1.0):
+            raise InvalidValue(f"containment {self.containment!r} outside (0, 1)")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notice about a multi-messenger event (GW, neutrino, GRB, X-ray).
+
+    Attributes
+    ----------
+    event_id : str
+        Canonical identifier (e.g. LVK superevent ``S240114aj``).
+    messenger : str
+        ``gw``, ``neutrino``, ``grb`` or ``xray``.
+    instrument : str
+        Facility that issued it (``LVK``, ``IceCube``, ``Fermi-GBM``...).
+    notice_type : str
+        The facility's notice type (``PRELIMINARY``, ``RETRACTION``, ``GND_POS``...).
+    event_time : datetime
+        Time of the event (merger, trigger), UTC.
+    issued_time : datetime
+        When the notice was created, UTC; orders notices of one event.
+    region : RegionSpec or None
+        The localisation; None for retractions and time-only notices.
+    retraction : bool
+        True if the notice withdraws the event.
+    test : bool
+        True for mock, test or injection events; never mixed with production output.
+    aliases : tuple of str
+        Other names of the same event.
+    properties : mapping
+        JSON-serialisable extras kept with the notice (FAR [Hz], classification...).
+    flags : tuple of str
+        Vetoes and caveats stated by the notice itself.
+    """
+
+    event_id: str
+    messenger: Messenger
+    instrument: str
+    notice_type: str
+    event_time: datetime
+    issued_time: datetime
+    region: RegionSpec | None = None
+    retraction: bool = False
+    test: bool = False
+    aliases: tuple[str, ...] = ()
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.event_id:
+            raise InvalidValue("empty event_id")
+        check_utc("event_time", self.event_time)
+        check_utc("issued_time", self.issued_time)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One optical transient alert (a detection of an object by a survey).
+
+    Attributes
+    ----------
+    alert_id : str
+        Survey identifier of this alert (ZTF ``candid``, Rubin ``diaSourceId``).
+    object_id : str
+        Survey identifier of the object (ZTF ``objectId``, Rubin ``diaObjectId``).
+    survey : str
+        ``ZTF`` or ``LSST``.
+    ra_deg, dec_deg : float
+        Position (ICRS, degrees).
+    time : datetime
+        Time of the detection, UTC.
+    band : str or None
+        Filter name (``g``, ``r``, ``i``...).
+    magnitude, magnitude_err : float or None
+        PSF magnitude of the difference image and its 1-sigma error (AB mag).
+    first_detection : datetime or None
+        First detection of the object by the survey, UTC, if the packet says.
+    quality : mapping
+        Raw vetting fields (``rb``, ``drb``, ``isdiffpos``, ``ssdistnr``...).
+    broker : str or None
+        The broker the alert came through (``Fink``...), if any.
+    distance_mpc : float or None
+        Host luminosity distance [Mpc] when a broker provides one.
+    """
+
+    alert_id: str
+    object_id: str
+    survey: str
+    ra_deg: float
+    dec_deg: float
+    time: datetime
+    band: str | None = None
+    magnitude: float | None = None
+    magnitude_err: float | None = None
+    first_detection: datetime | None = None
+    quality: Mapping[str, Any] = field(default_factory=dict)
+    broker: str | None = None
+    distance_mpc: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.alert_id or not self.object_id:
+            raise InvalidValue("empty alert_id or object_id")
+        check_position(self.ra_deg, self.dec_deg)
+        check_utc("time", self.time)
+        check_utc("first_detection", self.first_detection)
+        if self.distance_mpc is not None and not (
+            math.isfinite(self.distance_mpc) and self.distance_mpc > 0
+        ):
+            raise InvalidValue(f"distance {self.distance_mpc!r} Mpc not positive and finite")
+
+
+Item = Notice | Alert
