@@ -1,0 +1,236 @@
+"""SQLAlchemy tables of mma (Core, not ORM: the hot paths are bulk statements).
+
+Sky positions are stored twice: as RA/Dec in degrees (ICRS) and as the
+level-29 NESTED HEALPix index ``hpx29``; regions are stored as tiles
+``[lo, hi)`` of level-29 indices with their probability density [sr^-1],
+healpix-alchemy's representation, so "which stored alerts lie in this region"
+is a range join on both SQLite and PostgreSQL. Everything derivable from the
+tiles (credible levels, areas) is recomputed, not stored, except the 50/90 %
+areas kept on the region row for status displays.
+
+Every timestamp is timezone-aware UTC (:class:`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware.
+
+    SQLite keeps no time zone, so values are normalised to UTC on the way in
+    and marked UTC on the way out; naive datetimes are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: mma stores UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+Id = Integer().with_variant(BigInteger(), "postgresql")
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("messenger", String(16), nullable=False),
+    Column("instrument", String(32), nullable=False),
+    Column("event_time", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False, default="active"),
+    Column("test", Boolean, nullable=False, default=False),
+    Column("properties", JSON, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False, default=_now),
+    Column("updated_at", UTCDateTime, nullable=False, default=_now, onupdate=_now),
+)
+
+event_aliases = Table(
+    "event_aliases",
+    metadata,
+    Column("alias", String(64), primary_key=True),
+    Column("event_pk", Id, ForeignKey("events.id"), nullable=False, index=True),
+)
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_pk", Id, ForeignKey("events.id"), nullable=False, index=True),
+    Column("handler", String(32), nullable=False),
+    Column("notice_type", String(32), nullable=False),
+    Column("issued_time", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False, default=_now),
+    Column("origin", Text, nullable=True),  # topic:partition:offset, or a file path
+    Column("sha256", String(64), nullable=False, unique=True),  # idempotent re-ingest
+    Column("raw", LargeBinary, nullable=False),
+    Column("properties", JSON, nullable=False, default=dict),
+    Column("flags", JSON, nullable=False, default=list),
+)
+
+regions = Table(
+    "regions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_pk", Id, ForeignKey("events.id"), nullable=False),
+    Column("notice_pk", Id, ForeignKey("notices.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    # active | superseded | retracted | expired
+    Column("status", String(16), nullable=False, default="active", index=True),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("area50_deg2", Float, nullable=False),
+    Column("area90_deg2", Float, nullable=False),
+    Column("n_tiles", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, default=_now),
+    UniqueConstraint("event_pk", "version"),
+)
+
+region_tiles = Table(
+    "region_tiles",
+    metadata,
+    Column("region_pk", Id, ForeignKey("regions.id"), primary_key=True),
+    Column("lo", BigInteger, primary_key=True),  # level-29 NESTED index, inclusive
+    Column("hi", BigInteger, nullable=False),  # level-29 NESTED index, exclusive
+    Column("probdensity", Float, nullable=False),  # sr^-1
+    Column("distmu", Float, nullable=True),  # Mpc, conditional distance ansatz
+    Column("distsigma", Float, nullable=True),  # Mpc
+    Column("distnorm", Float, nullable=True),  # Mpc^-2
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("survey", String(16), nullable=False),
+    Column("object_id", String(64), nullable=False),
+    Column("ra_deg", Float, nullable=False),
+    Column("dec_deg", Float, nullable=False),
+    Column("first_time", UTCDateTime, nullable=False),
+    Column("last_time", UTCDateTime, nullable=False),
+    Column("n_alerts", Integer, nullable=False, default=1),
+    UniqueConstraint("survey", "object_id"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("survey", String(16), nullable=False),
+    Column("alert_id", String(64), nullable=False),
+    Column("object_pk", Id, ForeignKey("objects.id"), nullable=False, index=True),
+    Column("ra_deg", Float, nullable=False),
+    Column("dec_deg", Float, nullable=False),
+    Column("hpx29", BigInteger, nullable=False, index=True),
+    Column("time", UTCDateTime, nullable=False, index=True),
+    Column("band", String(8), nullable=True),
+    Column("magnitude", Float, nullable=True),
+    Column("magnitude_err", Float, nullable=True),
+    Column("first_detection", UTCDateTime, nullable=True),
+    Column("distance_mpc", Float, nullable=True),
+    Column("broker", String(32), nullable=True),
+    Column("quality", JSON, nullable=False, default=dict),
+    Column("vetoes", JSON, nullable=False, default=list),  # reasons; empty = passes vetting
+    Column("received_at", UTCDateTime, nullable=False, default=_now),
+    UniqueConstraint("survey", "alert_id"),
+)
+
+coincidences = Table(
+    "coincidences",
+    metadata,
+    Column("coincidence_id", String(36), primary_key=True),
+    Column("event_pk", Id, ForeignKey("events.id"), nullable=False, index=True),
+    Column("alert_pk", Id, ForeignKey("alerts.id"), nullable=False),
+    Column("region_pk", Id, ForeignKey("regions.id"), nullable=False),
+    # active | updated | retracted | withdrawn (left the region after an update)
+    Column("status", String(16), nullable=False),
+    Column("vetoed", Boolean, nullable=False, default=False),
+    Column("log_bayes_factor", Float, nullable=False),
+    Column("p_chance", Float, nullable=False),
+    Column("rank", Integer, nullable=True),
+    Column("revision", Integer, nullable=False, default=1),
+    Column("payload", JSON, nullable=False),  # the contract object of DESIGN.md 4
+    Column("created_at", UTCDateTime, nullable=False, default=_now),
+    Column("updated_at", UTCDateTime, nullable=False, default=_now, onupdate=_now),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("coincidence_id", String(36), ForeignKey("coincidences.coincidence_id"),
+           nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("payload", JSON, nullable=False),
+    # pending | sent | parked
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False, default=_now),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False, default=_now),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Index(None, "status", "next_attempt_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False, default=_now),
+    Column("source", String(64), nullable=False),  # handler name, or "replay"/"kafka"
+    Column("origin", Text, nullable=True),  # topic:partition:offset, or a file path
+    Column("error_type", String(64), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+)

@@ -1,0 +1,244 @@
+"""The only module that writes SQL: events, notices, regions, alerts, coincidences.
+
+Every function takes an open :class:`sqlalchemy.Connection` inside a
+transaction owned by the caller (:mod:`mma.ingest`), so that a notice, its
+region and the coincidences it causes commit together or not at all. Writes are
+idempotent: re-ingesting the same notice bytes or the same alert is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from mma.db.schema import (
+    alerts,
+    coincidences,
+    dead_letters,
+    event_aliases,
+    events,
+    notices,
+    objects,
+    region_tiles,
+    regions,
+)
+from mma.models import Alert, Notice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoredNotice:
+    """Result of :func:`add_notice`."""
+
+    event_pk: int
+    notice_pk: int
+    is_new: bool  # False when the same bytes were stored before (idempotent re-delivery)
+
+
+def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
+               origin: str | None) -> StoredNotice:
+    """Store a notice and create or update its event (with aliases).
+
+    A revised event time in a newer notice updates the event; it never forks a
+    new event.
+    """
+    digest = hashlib.sha256(raw).hexdigest()
+    known = conn.execute(
+        select(notices.c.id, notices.c.event_pk).where(notices.c.sha256 == digest)
+    ).first()
+    if known is not None:
+        return StoredNotice(known.event_pk, known.id, is_new=False)
+
+    event_pk = find_event(conn, (notice.event_id, *notice.aliases))
+    if event_pk is None:
+        event_pk = conn.execute(
+            insert(events).values(
+                event_id=notice.event_id, messenger=notice.messenger,
+                instrument=notice.instrument, event_time=notice.event_time,
+                status="active", test=notice.test, properties=dict(notice.properties),
+            )
+        ).inserted_primary_key[0]
+        log.info("event %s: new %s event from %s", notice.event_id, notice.messenger,
+                 notice.instrument)
+    else:
+        latest = conn.execute(
+            select(func.max(notices.c.issued_time)).where(notices.c.event_pk == event_pk)
+        ).scalar_one()
+        if latest is None or notice.issued_time >= latest:
+            conn.execute(
+                update(events).where(events.c.id == event_pk).values(
+                    event_time=notice.event_time, properties=dict(notice.properties)
+                )
+            )
+    for alias in {notice.event_id, *notice.aliases}:
+        if conn.execute(select(event_aliases.c.alias).where(
+                event_aliases.c.alias == alias)).first() is None:
+            conn.execute(insert(event_aliases).values(alias=alias, event_pk=event_pk))
+
+    notice_pk = conn.execute(
+        insert(notices).values(
+            event_pk=event_pk, handler=handler, notice_type=notice.notice_type,
+            issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
+            properties=dict(notice.properties), flags=list(notice.flags),
+        )
+    ).inserted_primary_key[0]
+    return StoredNotice(event_pk, notice_pk, is_new=True)
+
+
+def find_event(conn: Connection, names: Iterable[str]) -> int | None:
+    """Primary key of the event known under any of *names*, or None."""
+    row = conn.execute(
+        select(event_aliases.c.event_pk).where(event_aliases.c.alias.in_(list(names)))
+    ).first()
+    return None if row is None else int(row.event_pk)
+
+
+def event_row(conn: Connection, event_pk: int) -> Mapping[str, Any]:
+    """The event row plus its sorted aliases under ``aliases``."""
+    row = conn.execute(select(events).where(events.c.id == event_pk)).one()._asdict()
+    row["aliases"] = sorted(conn.execute(
+        select(event_aliases.c.alias).where(event_aliases.c.event_pk == event_pk)
+    ).scalars())
+    return row
+
+
+def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
+               tiles: Mapping[str, np.ndarray | None], window: tuple[datetime, datetime],
+               area50_deg2: float, area90_deg2: float) -> tuple[int, int]:
+    """Store a new region version for an event and supersede the older ones.
+
+    Parameters
+    ----------
+    tiles
+        Arrays ``lo``, ``hi`` (level-29 NESTED, int64), ``probdensity`` [sr^-1]
+        and optionally ``distmu``, ``distsigma`` [Mpc], ``distnorm`` [Mpc^-2].
+
+    Returns
+    -------
+    (region_pk, version)
+    """
+    version = (conn.execute(
+        select(func.max(regions.c.version)).where(regions.c.event_pk == event_pk)
+    ).scalar_one() or 0) + 1
+    conn.execute(
+        update(regions).where(regions.c.event_pk == event_pk, regions.c.status == "active")
+        .values(status="superseded")
+    )
+    lo = tiles["lo"]
+    assert lo is not None
+    region_pk = conn.execute(
+        insert(regions).values(
+            event_pk=event_pk, notice_pk=notice_pk, version=version, kind=kind,
+            status="active", window_start=window[0], window_end=window[1],
+            area50_deg2=area50_deg2, area90_deg2=area90_deg2, n_tiles=len(lo),
+        )
+    ).inserted_primary_key[0]
+    columns = {name: arr.tolist() for name, arr in tiles.items() if arr is not None}
+    rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(),
+                                                                      strict=True)]
+    for row in rows:
+        row["region_pk"] = region_pk
+    conn.execute(insert(region_tiles), rows)
+    return int(region_pk), int(version)
+
+
+def region_tiles_of(conn: Connection, region_pk: int) -> dict[str, np.ndarray | None]:
+    """Tile arrays of a stored region, sorted by ``lo``."""
+    rows = conn.execute(
+        select(region_tiles.c.lo, region_tiles.c.hi, region_tiles.c.probdensity,
+               region_tiles.c.distmu, region_tiles.c.distsigma, region_tiles.c.distnorm)
+        .where(region_tiles.c.region_pk == region_pk).order_by(region_tiles.c.lo)
+    ).all()
+    cols = list(zip(*rows, strict=True)) if rows else [[]] * 6
+    out: dict[str, np.ndarray | None] = {
+        "lo": np.asarray(cols[0], dtype=np.int64),
+        "hi": np.asarray(cols[1], dtype=np.int64),
+        "probdensity": np.asarray(cols[2], dtype=float),
+    }
+    for name, values in zip(("distmu", "distsigma", "distnorm"), cols[3:], strict=True):
+        out[name] = None if not rows or values[0] is None else np.asarray(values, dtype=float)
+    return out
+
+
+def retract_event(conn: Connection, event_pk: int) -> list[str]:
+    """Mark an event, its regions and its coincidences retracted.
+
+    Returns the ids of the coincidences that were live, so that a retraction
+    can be sent on every channel that carried them.
+    """
+    conn.execute(update(events).where(events.c.id == event_pk).values(status="retracted"))
+    conn.execute(update(regions).where(regions.c.event_pk == event_pk,
+                                       regions.c.status == "active").values(status="retracted"))
+    live = list(conn.execute(
+        select(coincidences.c.coincidence_id).where(
+            coincidences.c.event_pk == event_pk, coincidences.c.status != "retracted")
+    ).scalars())
+    return live
+
+
+def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
+              vetoes: Sequence[str]) -> tuple[int, datetime] | None:
+    """Store an alert and update its object.
+
+    Returns
+    -------
+    (alert_pk, object_first_time), or None if this alert was stored before.
+    """
+    if conn.execute(select(alerts.c.id).where(
+            alerts.c.survey == alert.survey, alerts.c.alert_id == alert.alert_id)).first():
+        return None
+    first = min(t for t in (alert.time, alert.first_detection) if t is not None)
+    obj = conn.execute(select(objects).where(
+        objects.c.survey == alert.survey, objects.c.object_id == alert.object_id)).first()
+    if obj is None:
+        object_pk = conn.execute(insert(objects).values(
+            survey=alert.survey, object_id=alert.object_id, ra_deg=alert.ra_deg,
+            dec_deg=alert.dec_deg, first_time=first, last_time=alert.time, n_alerts=1,
+        )).inserted_primary_key[0]
+        object_first = first
+    else:
+        object_pk = obj.id
+        object_first = min(obj.first_time, first)
+        conn.execute(update(objects).where(objects.c.id == obj.id).values(
+            first_time=object_first, last_time=max(obj.last_time, alert.time),
+            n_alerts=obj.n_alerts + 1,
+        ))
+    alert_pk = conn.execute(insert(alerts).values(
+        survey=alert.survey, alert_id=alert.alert_id, object_pk=object_pk,
+        ra_deg=alert.ra_deg, dec_deg=alert.dec_deg, hpx29=hpx29, time=alert.time,
+        band=alert.band, magnitude=alert.magnitude, magnitude_err=alert.magnitude_err,
+        first_detection=alert.first_detection, distance_mpc=alert.distance_mpc,
+        broker=alert.broker, quality=_jsonable(alert.quality), vetoes=list(vetoes),
+    )).inserted_primary_key[0]
+    return int(alert_pk), object_first
+
+
+def _jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain JSON types only (numpy scalars from Avro/parquet decoders become Python)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not np.isfinite(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def add_dead_letter(engine: Engine, *, source: str, origin: str | None, error: BaseException,
+                    raw: bytes) -> int:
+    """Keep the raw bytes of a message that could not be processed, in its own transaction."""
+    with engine.begin() as conn:
+        pk = conn.execute(insert(dead_letters).values(
+            source=source, origin=origin, error_type=type(error).__name__,
+            error=str(error)[:4000], size=len(raw), raw=raw,
+        )).inserted_primary_key[0]
+    return int(pk)
