@@ -179,9 +179,11 @@ alerts = Table(
     Column("distance_mpc", Float, nullable=True),
     Column("broker", String(32), nullable=True),
     Column("quality", JSON, nullable=False, default=dict),
-    Column("vetoes", JSON, nullable=False, default=list),  # reasons; empty = passes vetting
+    Column("vetoes", JSON, nullable=False, default=list),  # reasons it fails vetting
+    Column("passes_vetting", Boolean, nullable=False),  # vetoes == [], indexable
     Column("received_at", UTCDateTime, nullable=False, default=_now),
     UniqueConstraint("survey", "alert_id"),
+    Index(None, "survey", "passes_vetting", "time"),
 )
 
 coincidences = Table(

@@ -217,6 +217,7 @@ def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
         band=alert.band, magnitude=alert.magnitude, magnitude_err=alert.magnitude_err,
         first_detection=alert.first_detection, distance_mpc=alert.distance_mpc,
         broker=alert.broker, quality=_jsonable(alert.quality), vetoes=list(vetoes),
+        passes_vetting=not vetoes,
     )).inserted_primary_key[0]
     return int(alert_pk), object_first
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 03:10:25.096808
+Create Date: 2026-11-25 03:11:53.687063
 """
 
 import sqlalchemy as sa
@@ -73,6 +73,7 @@ def upgrade() -> None:
     sa.Column('broker', sa.String(length=32), nullable=True),
     sa.Column('quality', sa.JSON(), nullable=False),
     sa.Column('vetoes', sa.JSON(), nullable=False),
+    sa.Column('passes_vetting', sa.Boolean(), nullable=False),
     sa.Column('received_at', mma.db.schema.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['object_pk'], ['objects.id'], name=op.f('fk_alerts_object_pk_objects')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_alerts')),
@@ -81,6 +82,7 @@ def upgrade() -> None:
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_alerts_hpx29'), ['hpx29'], unique=False)
         batch_op.create_index(batch_op.f('ix_alerts_object_pk'), ['object_pk'], unique=False)
+        batch_op.create_index(batch_op.f('ix_alerts_survey_passes_vetting_time'), ['survey', 'passes_vetting', 'time'], unique=False)
         batch_op.create_index(batch_op.f('ix_alerts_time'), ['time'], unique=False)
 
     op.create_table('event_aliases',
@@ -211,6 +213,7 @@ def downgrade() -> None:
     op.drop_table('event_aliases')
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_alerts_time'))
+        batch_op.drop_index(batch_op.f('ix_alerts_survey_passes_vetting_time'))
         batch_op.drop_index(batch_op.f('ix_alerts_object_pk'))
         batch_op.drop_index(batch_op.f('ix_alerts_hpx29'))
 

@@ -1,0 +1,317 @@
+"""Matching in both directions: a new alert against the active regions, and a
+new region against the alerts already stored.
+
+The correlator keeps the active region of each event in memory (rebuilt from
+the database at start-up by :meth:`Correlator.load_active`), finds matches with
+the level-29 range index of :class:`mma.skymaps.region.Region`, scores them
+with :mod:`mma.scoring` and writes coincidences through
+:mod:`mma.db.store`-style statements in the caller's transaction. It never
+emits: emitters read what it committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, insert, select, update
+
+from mma.config import Config
+from mma.db import store
+from mma.db.schema import alerts, coincidences, objects, regions
+from mma.rates import BackgroundRates
+from mma.scoring import Score, ln_b_distance, score_match
+from mma.skymaps.region import Region
+
+log = logging.getLogger(__name__)
+
+# Namespace of coincidence ids: uuid5(event_id|survey|alert_id) is stable across re-scoring.
+COINCIDENCE_NS = uuid.UUID("5d1c3e0a-6f55-4c36-9a38-8f0e3e0b8a11")
+# Relative change in a score below which a re-scored coincidence is "unchanged".
+RESCORE_TOLERANCE = 1e-9
+
+
+def coincidence_id(event_id: str, survey: str, alert_id: str) -> str:
+    """Stable identifier of the pairing of an event and an alert."""
+    return str(uuid.uuid5(COINCIDENCE_NS, f"{event_id}|{survey}|{alert_id}"))
+
+
+@dataclass(frozen=True)
+class ActiveRegion:
+    """An event's current region with what scoring needs about the event."""
+
+    region_pk: int
+    version: int
+    event_pk: int
+    event: Mapping[str, Any]  # store.event_row(): event_id, aliases, messenger...
+    window_days: tuple[float, float]
+    region: Region
+
+    @property
+    def start(self) -> datetime:
+        """Earliest alert time that can match (UTC)."""
+        return self.event["event_time"] + timedelta(days=self.window_days[0])
+
+    @property
+    def end(self) -> datetime:
+        """Latest alert time that can match (UTC)."""
+        return self.event["event_time"] + timedelta(days=self.window_days[1])
+
+
+class Correlator:
+    """Both match directions over the active regions."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.max_cl = float(config.section("scoring")["max_credible_level"])
+        self.rates = BackgroundRates(config)
+        self.active: dict[int, ActiveRegion] = {}  # by event_pk
+
+    def load_active(self, conn: Connection) -> None:
+        """Rebuild the in-memory index from the active regions in the database."""
+        self.active.clear()
+        for row in conn.execute(select(regions).where(regions.c.status == "active")):
+            event = store.event_row(conn, row.event_pk)
+            region = Region.from_tiles(**store.region_tiles_of(conn, row.id))
+            self.activate(row.id, row.version, event, region)
+        log.info("loaded %d active regions", len(self.active))
+
+    def activate(self, region_pk: int, version: int, event: Mapping[str, Any],
+                 region: Region) -> ActiveRegion:
+        """Make *region* the current one of its event (superseding any older one)."""
+        active = ActiveRegion(region_pk, version, int(event["id"]), event,
+                              self.config.window_days(event["messenger"]), region)
+        self.active[active.event_pk] = active
+        return active
+
+    def deactivate(self, event_pk: int) -> None:
+        """Forget the event's region (retraction or expiry)."""
+        self.active.pop(event_pk, None)
+
+    # -- direction 1: a new region against stored alerts -------------------------------------
+    def on_region(self, conn: Connection, active: ActiveRegion, now: datetime) -> set[str]:
+        """Match a new or updated region against every alert stored in its window.
+
+        Coincidences of the event that the new region no longer contains are
+        marked retracted with the flag ``left_region``.
+
+        Returns
+        -------
+        Ids of coincidences created or changed.
+        """
+        rows = conn.execute(
+            select(alerts, objects.c.first_time.label("object_first"))
+            .join(objects, objects.c.id == alerts.c.object_pk)
+            .where(alerts.c.time >= active.start, alerts.c.time <= active.end)
+        ).all()
+        touched: set[str] = set()
+        kept: set[str] = set()
+        if rows:
+            ipix = np.fromiter((r.hpx29 for r in rows), dtype=np.int64, count=len(rows))
+            tiles = active.region.lookup(ipix)
+            for row, tile in zip(rows, tiles.tolist(), strict=True):
+                if tile < 0 or active.region.credible_level[tile] > self.max_cl:
+                    continue
+                cid, changed = self._record(conn, active, row._asdict(), row.object_first,
+                                            tile, now)
+                kept.add(cid)
+                if changed:
+                    touched.add(cid)
+        touched |= self._withdraw_others(conn, active, kept)
+        log.info("event %s: region v%d matched %d stored alerts in window",
+                 active.event["event_id"], active.version, len(kept))
+        return touched
+
+    # -- direction 2: a new alert against active regions -------------------------------------
+    def on_alert(self, conn: Connection, alert_row: Mapping[str, Any],
+                 object_first: datetime, now: datetime) -> tuple[set[str], set[int]]:
+        """Match a newly stored alert against every active region.
+
+        Returns
+        -------
+        (coincidence ids created or changed, event primary keys they belong to)
+        """
+        touched: set[str] = set()
+        events_touched: set[int] = set()
+        ipix = np.array([alert_row["hpx29"]], dtype=np.int64)
+        for active in list(self.active.values()):
+            if not (active.start <= alert_row["time"] <= active.end):
+                continue
+            tile = int(active.region.lookup(ipix)[0])
+            if tile < 0 or active.region.credible_level[tile] > self.max_cl:
+                continue
+            cid, changed = self._record(conn, active, alert_row, object_first, tile, now)
+            if changed:
+                touched.add(cid)
+                events_touched.add(active.event_pk)
+        return touched, events_touched
+
+    # -- ranking -----------------------------------------------------------------------------
+    @staticmethod
+    def rerank(conn: Connection, event_pks: set[int]) -> None:
+        """Rank each event's live, unvetoed coincidences by ln B (1 = best); others get none."""
+        for event_pk in event_pks:
+            rows = conn.execute(
+                select(coincidences.c.coincidence_id, coincidences.c.rank,
+                       coincidences.c.status, coincidences.c.vetoed)
+                .where(coincidences.c.event_pk == event_pk)
+                .order_by(coincidences.c.log_bayes_factor.desc(), coincidences.c.p_chance,
+                          coincidences.c.coincidence_id)
+            ).all()
+            rank = 0
+            for row in rows:
+                new: int | None = None
+                if row.status != "retracted" and not row.vetoed:
+                    rank += 1
+                    new = rank
+                if new != row.rank:
+                    conn.execute(update(coincidences).where(
+                        coincidences.c.coincidence_id == row.coincidence_id).values(rank=new))
+
+    # -- retraction --------------------------------------------------------------------------
+    def retract(self, conn: Connection, event_pk: int) -> set[str]:
+        """Retract an event: its regions, and every live coincidence (flag ``event_retracted``).
+
+        Returns the ids of the coincidences retracted, which must be announced
+        on every channel that carried them.
+        """
+        live = store.retract_event(conn, event_pk)
+        for cid in live:
+            row = conn.execute(select(coincidences.c.payload, coincidences.c.revision).where(
+                coincidences.c.coincidence_id == cid)).one()
+            payload = dict(row.payload)
+            payload["flags"] = [*payload["flags"], "event_retracted"]
+            conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid)
+                         .values(status="retracted", revision=row.revision + 1, payload=payload))
+        self.deactivate(event_pk)
+        return set(live)
+
+    # -- scoring and persistence -------------------------------------------------------------
+    def _score(self, conn: Connection, active: ActiveRegion, alert: Mapping[str, Any],
+               tile: int, now: datetime) -> Score:
+        region = active.region
+        dt_days = (alert["time"] - active.event["event_time"]).total_seconds() / 86400.0
+        ln_b_d = 0.0
+        if region.has_distance and alert.get("distance_mpc"):
+            distance = float(alert["distance_mpc"])
+            pdf = float(region.distance_pdf(tile, distance))
+            assert region.distmu is not None and region.distsigma is not None
+            reach = float(np.max(region.distmu + 4.0 * region.distsigma))
+            ln_b_d = ln_b_distance(pdf, distance, reach)
+        return score_match(
+            prob_density_sr=float(region.probdensity[tile]),
+            credible_level=float(region.credible_level[tile]),
+            searched_area_deg2=float(region.searched_area_deg2[tile]),
+            dt_days=dt_days, window=active.window_days,
+            rate_per_sr_per_day=self.rates.rate(conn, alert["survey"], now), ln_b_d=ln_b_d,
+        )
+
+    def _record(self, conn: Connection, active: ActiveRegion, alert: Mapping[str, Any],
+                object_first: datetime, tile: int, now: datetime) -> tuple[str, bool]:
+        """Insert or re-score the coincidence of *alert* with *active*.
+
+        Returns
+        -------
+        (coincidence_id, changed)
+        """
+        score = self._score(conn, active, alert, tile, now)
+        event = active.event
+        cid = coincidence_id(event["event_id"], alert["survey"], alert["alert_id"])
+        flags = list(alert["vetoes"] and [f"veto:{v}" for v in alert["vetoes"]])
+        if object_first < event["event_time"]:
+            flags.append("prior_activity")
+        if event["test"]:
+            flags.append("test")
+        payload = {
+            "coincidence_id": cid,
+            "event_id": event["event_id"],
+            "aliases": list(event["aliases"]),
+            "messenger": event["messenger"],
+            "instrument": event["instrument"],
+            "event_time": _iso(event["event_time"]),
+            "region_version": active.version,
+            "alert_id": alert["alert_id"],
+            "object_id": _object_id(conn, alert),
+            "survey": alert["survey"],
+            "ra": alert["ra_deg"],
+            "dec": alert["dec_deg"],
+            "alert_time": _iso(alert["time"]),
+            "dt_days": score.dt_days,
+            "prob_density_sr": score.prob_density_sr,
+            "credible_level": score.credible_level,
+            "searched_area_deg2": score.searched_area_deg2,
+            "log_bayes_factor": score.log_bayes_factor,
+            "components": score.components(),
+            "p_chance": score.p_chance,
+            "flags": flags,
+        }
+        existing = conn.execute(
+            select(coincidences).where(coincidences.c.coincidence_id == cid)).first()
+        if existing is None:
+            conn.execute(insert(coincidences).values(
+                coincidence_id=cid, event_pk=active.event_pk, alert_pk=alert["id"],
+                region_pk=active.region_pk, status="active", vetoed=bool(alert["vetoes"]),
+                log_bayes_factor=score.log_bayes_factor, p_chance=score.p_chance,
+                revision=1, payload=payload))
+            return cid, True
+        if existing.status == "retracted" and event["status"] == "retracted":
+            return cid, False
+        if existing.status == "retracted" or _differs(existing.payload, payload):
+            conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid).values(
+                region_pk=active.region_pk, status="updated",
+                log_bayes_factor=score.log_bayes_factor, p_chance=score.p_chance,
+                revision=existing.revision + 1, payload=payload))
+            return cid, True
+        return cid, False
+
+    def _withdraw_others(self, conn: Connection, active: ActiveRegion, kept: set[str]) -> set[str]:
+        """Retract the event's coincidences that the new region no longer holds."""
+        gone = conn.execute(
+            select(coincidences.c.coincidence_id, coincidences.c.payload,
+                   coincidences.c.revision).where(
+                coincidences.c.event_pk == active.event_pk,
+                coincidences.c.status != "retracted")
+        ).all()
+        out = set()
+        for row in gone:
+            if row.coincidence_id in kept:
+                continue
+            payload = dict(row.payload)
+            payload["flags"] = [*payload["flags"], "left_region"]
+            payload["region_version"] = active.version
+            conn.execute(update(coincidences).where(
+                coincidences.c.coincidence_id == row.coincidence_id).values(
+                status="retracted", revision=row.revision + 1, payload=payload))
+            out.add(row.coincidence_id)
+        return out
+
+
+def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """True if a re-scored coincidence changed in anything a consumer would act on."""
+    for key in ("region_version", "credible_level", "log_bayes_factor", "p_chance",
+                "prob_density_sr", "searched_area_deg2"):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, float) and isinstance(b, float):
+            if not math.isclose(a, b, rel_tol=RESCORE_TOLERANCE, abs_tol=1e-300):
+                return True
+        elif a != b:
+            return True
+    return sorted(old.get("flags", [])) != sorted(new.get("flags", []))
+
+
+def _object_id(conn: Connection, alert: Mapping[str, Any]) -> str:
+    if "object_id" in alert:
+        return str(alert["object_id"])
+    return str(conn.execute(select(objects.c.object_id).where(
+        objects.c.id == alert["object_pk"])).scalar_one())
+
+
+def _iso(value: datetime) -> str:
+    """ISO 8601 UTC with a ``Z`` suffix and millisecond precision."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -1,0 +1,192 @@
+"""The guarded processing step shared by ``mma replay``, ``mma ingest`` and ``mma run``.
+
+One message → one transaction: a notice with its event, region and the
+coincidences its region causes, or an alert with its object and the
+coincidences it causes, commit together. Any :class:`mma.errors.BadMessage`
+(and any unexpected error of a handler or of the skymap code) sends the raw
+bytes to the dead-letter table with the origin and the reason, and the stream
+goes on. Database failures are not the message's fault: they propagate as
+:class:`mma.errors.TransientError` so the caller retries instead of
+dead-lettering good data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from mma.config import Config
+from mma.correlator import ActiveRegion, Correlator
+from mma.db import store
+from mma.errors import BadMessage, TransientError
+from mma.models import Alert, Item, Notice
+from mma.scoring import vet_ztf
+from mma.skymaps.decode import read_multiorder
+from mma.skymaps.region import Region, build_region, hpx29
+from mma.skymaps.shapes import circle_map
+
+log = logging.getLogger(__name__)
+
+
+class Handler(Protocol):
+    """What the pipeline needs of a handler module (see :mod:`mma.handlers`)."""
+
+    NAME: str
+    KIND: str
+
+    def parse(self, raw: bytes, *, topic: str) -> Notice | Alert: ...
+
+
+@dataclass
+class Outcome:
+    """What processing one message did."""
+
+    kind: str  # notice | alert | duplicate | dead_letter
+    touched: set[str] = field(default_factory=set)  # coincidence ids created or changed
+
+
+class Pipeline:
+    """Parse, store, correlate: one message at a time, each in one transaction."""
+
+    def __init__(self, engine: Engine, config: Config) -> None:
+        self.engine = engine
+        self.config = config
+        self.correlator = Correlator(config)
+        self.vetting = config.section("vetting.ztf")
+        self.max_skymap_bytes = int(config.section("limits")["max_skymap_bytes"])
+        self.counts: Counter[str] = Counter()
+        with engine.connect() as conn:
+            self.correlator.load_active(conn)
+
+    def process(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "",
+                item: Item | None = None, now: datetime | None = None) -> Outcome:
+        """Process one message; never raises for a bad message.
+
+        Parameters
+        ----------
+        handler
+            The handler module that claims the message.
+        raw
+            The message bytes, kept with the notice or in the dead-letter table.
+        origin
+            ``topic:partition:offset`` or a file path (with ``#n`` for the n-th record).
+        item
+            The already parsed object, if the caller parsed it (replay sorts first).
+        now
+            Stream time: the notice's issue time or the alert's time in a
+            replay, the wall clock when live.
+
+        Raises
+        ------
+        TransientError
+            The database failed; the message should be retried, not dead-lettered.
+        """
+        try:
+            if item is None:
+                item = handler.parse(raw, topic=topic)
+            if isinstance(item, Notice):
+                outcome = self._notice(handler, item, raw, origin, now or item.issued_time)
+            else:
+                outcome = self._alert(item, now or item.time)
+        except (OperationalError, DBAPIError) as exc:
+            raise TransientError(f"{origin}: database error: {exc}") from exc
+        except BadMessage as exc:
+            return self._dead_letter(handler.NAME, origin, exc, raw)
+        except Exception as exc:  # a bug must not kill the stream; the bytes are kept
+            log.exception("%s: unexpected error in %s", origin, handler.NAME)
+            return self._dead_letter(handler.NAME, origin, exc, raw)
+        self.counts[outcome.kind] += 1
+        return outcome
+
+    def dead_letter(self, source: str, origin: str, error: BaseException, raw: bytes) -> Outcome:
+        """Keep a message that failed before it reached a handler (e.g. unknown format)."""
+        return self._dead_letter(source, origin, error, raw)
+
+    def _dead_letter(self, source: str, origin: str, error: BaseException,
+                     raw: bytes) -> Outcome:
+        pk = store.add_dead_letter(self.engine, source=source, origin=origin, error=error,
+                                   raw=raw)
+        log.error("%s: dead letter #%d (%s, %d bytes): %s", origin, pk, type(error).__name__,
+                  len(raw), error)
+        self.counts["dead_letter"] += 1
+        return Outcome("dead_letter")
+
+    def _region_of(self, notice: Notice) -> Region | None:
+        """Build the notice's region (CPU-heavy: done before the transaction opens)."""
+        spec = notice.region
+        if spec is None:
+            return None
+        if spec.kind == "skymap" and spec.skymap is not None:
+            return build_region(read_multiorder(spec.skymap, max_bytes=self.max_skymap_bytes))
+        if spec.kind == "circle" and spec.radius_deg is not None:
+            assert spec.ra_deg is not None and spec.dec_deg is not None
+            return build_region(circle_map(spec.ra_deg, spec.dec_deg, spec.radius_deg,
+                                           spec.containment))
+        log.warning("event %s: %s region not usable yet (URL-only maps arrive with the "
+                    "skymap fetcher)", notice.event_id, spec.kind)
+        return None
+
+    def _notice(self, handler: Handler, notice: Notice, raw: bytes, origin: str,
+                now: datetime) -> Outcome:
+        region = None if notice.retraction else self._region_of(notice)
+        kind = notice.region.kind if notice.region is not None else ""
+        with self.engine.begin() as conn:
+            stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
+            if not stored.is_new:
+                log.info("%s: notice for %s already stored", origin, notice.event_id)
+                return Outcome("duplicate")
+            if notice.retraction:
+                touched = self.correlator.retract(conn, stored.event_pk)
+                self.correlator.rerank(conn, {stored.event_pk})
+                log.warning("event %s: retracted by %s; %d coincidences withdrawn",
+                            notice.event_id, origin, len(touched))
+                return Outcome("notice", touched)
+            if region is None:
+                return Outcome("notice")
+            event = store.event_row(conn, stored.event_pk)
+            start, end = self.config.window_days(notice.messenger)
+            t0 = event["event_time"]
+            region_pk, version = store.add_region(
+                conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
+                tiles={"lo": region.lo, "hi": region.hi, "probdensity": region.probdensity,
+                       "distmu": region.distmu, "distsigma": region.distsigma,
+                       "distnorm": region.distnorm},
+                window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
+                area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
+            active: ActiveRegion = self.correlator.activate(region_pk, version, event, region)
+            touched = self.correlator.on_region(conn, active, now)
+            self.correlator.rerank(conn, {stored.event_pk})
+        log.info("event %s: region v%d from %s, %d tiles, A90 %.0f deg2, %d coincidences "
+                 "changed", notice.event_id, version, origin, region.n_tiles,
+                 region.area_deg2(0.9), len(touched))
+        return Outcome("notice", touched)
+
+    def _alert(self, alert: Alert, now: datetime) -> Outcome:
+        ipix = int(hpx29(alert.ra_deg, alert.dec_deg))
+        vetoes = vet_ztf(alert.quality, self.vetting) if alert.survey == "ZTF" else []
+        with self.engine.begin() as conn:
+            stored = store.add_alert(conn, alert, hpx29=ipix, vetoes=vetoes)
+            if stored is None:
+                return Outcome("duplicate")
+            alert_pk, object_first = stored
+            self.correlator.rates.note_alert(alert.survey)
+            row = {
+                "id": alert_pk, "alert_id": alert.alert_id, "object_id": alert.object_id,
+                "survey": alert.survey, "ra_deg": alert.ra_deg, "dec_deg": alert.dec_deg,
+                "time": alert.time, "hpx29": ipix, "vetoes": vetoes,
+                "distance_mpc": alert.distance_mpc,
+            }
+            touched, events_touched = self.correlator.on_alert(conn, row, object_first, now)
+            self.correlator.rerank(conn, events_touched)
+        return Outcome("alert", touched)
+
+
+def utcnow() -> datetime:
+    """The wall clock, timezone-aware UTC."""
+    return datetime.now(UTC)

@@ -1,0 +1,107 @@
+"""Coincidences as users read them: the JSON records of DESIGN.md 4 and a summary table."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+from sqlalchemy import Connection, func, select
+
+from mma.db.schema import alerts, coincidences, dead_letters, events, notices, regions
+
+LIVE = ("active", "updated")
+
+
+def records(conn: Connection, *, include_test: bool = False,
+            include_vetoed: bool = False) -> list[dict[str, Any]]:
+    """Coincidence records, best first: live ones by P_chance then ln B, then retracted.
+
+    Vetoed coincidences are kept in the database with their reasons but are
+    not emitted unless *include_vetoed*; test/mock events likewise.
+    """
+    query = select(coincidences.c.payload, coincidences.c.status, coincidences.c.rank,
+                   coincidences.c.vetoed)
+    out = []
+    for row in conn.execute(query):
+        if row.vetoed and not include_vetoed:
+            continue
+        if "test" in row.payload["flags"] and not include_test:
+            continue
+        record = dict(row.payload)
+        record["status"] = row.status
+        record["rank"] = row.rank
+        out.append(record)
+    out.sort(key=lambda r: (r["status"] not in LIVE, r["p_chance"], -r["log_bayes_factor"],
+                            r["coincidence_id"]))
+    return [_ordered(r) for r in out]
+
+
+FIELDS = ("coincidence_id", "status", "event_id", "aliases", "messenger", "instrument",
+          "event_time", "region_version", "alert_id", "object_id", "survey", "ra", "dec",
+          "alert_time", "dt_days", "prob_density_sr", "credible_level", "searched_area_deg2",
+          "log_bayes_factor", "components", "p_chance", "flags", "rank")
+
+
+def _ordered(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The contract's field order first, anything extra after."""
+    out = {key: record[key] for key in FIELDS}
+    out.update({k: v for k, v in record.items() if k not in out})
+    return out
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], fh: IO[str]) -> int:
+    """Write one JSON object per line; return the count."""
+    n = 0
+    for row in rows:
+        fh.write(json.dumps(row, allow_nan=False, default=_refuse) + "\n")
+        n += 1
+    return n
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, int]) -> str:
+    """A readable table: one line per event with its best candidate, then the totals."""
+    lines = []
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] in LIVE:
+            by_event.setdefault(row["event_id"], []).append(row)
+    region_rows = conn.execute(
+        select(events.c.event_id, events.c.messenger, events.c.status, regions.c.version,
+               regions.c.area90_deg2)
+        .join(regions, regions.c.event_pk == events.c.id)
+        .where(regions.c.status.in_(("active", "retracted")))
+        .order_by(events.c.event_time)
+    ).all()
+    header = (f"{'event':<14} {'msgr':<5} {'v':>2} {'A90 deg2':>9} {'cands':>5}  "
+              f"{'best object':<14} {'CL':>5} {'lnB':>6} {'P_chance':>8}")
+    lines += [header, "-" * len(header)]
+    for ev in region_rows:
+        cands = by_event.get(ev.event_id, [])
+        best = min(cands, key=lambda r: r["rank"] or math.inf) if cands else None
+        status = " (retracted)" if ev.status == "retracted" else ""
+        lines.append(
+            f"{ev.event_id:<14} {ev.messenger:<5} {ev.version:>2} {ev.area90_deg2:>9.0f} "
+            f"{len(cands):>5}  "
+            + (f"{best['object_id']:<14} {best['credible_level']:>5.3f} "
+               f"{best['log_bayes_factor']:>6.2f} {best['p_chance']:>8.3g}" if best else
+               f"{'-':<14} {'':>5} {'':>6} {'':>8}")
+            + status)
+    totals = {
+        "notices": conn.execute(select(func.count()).select_from(notices)).scalar_one(),
+        "alerts": conn.execute(select(func.count()).select_from(alerts)).scalar_one(),
+        "coincidences emitted": len(rows),
+        "vetoed (kept, not emitted)": conn.execute(select(func.count()).select_from(
+            coincidences).where(coincidences.c.vetoed.is_(True))).scalar_one(),
+        "dead letters": conn.execute(select(func.count()).select_from(
+            dead_letters)).scalar_one(),
+        "duplicates skipped": counts.get("duplicate", 0),
+    }
+    lines.append("")
+    lines.append("  ".join(f"{k}: {v}" for k, v in totals.items()))
+    return "\n".join(lines)
