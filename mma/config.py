@@ -60,9 +60,10 @@ def _merge(
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
         if key not in defaults:
-            if any(word in key.lower() for word in _SECRET_WORDS):
+            secret = _secret_key(dotted, value)
+            if secret:
                 raise ConfigError(
-                    f"{origin}: key '{dotted}' looks like a secret; secrets are read only "
+                    f"{origin}: key '{secret}' looks like a secret; secrets are read only "
                     "from the environment or systemd credentials (see [secrets])"
                 )
             raise ConfigError(f"{origin}: unknown key '{dotted}'")
@@ -78,6 +79,18 @@ def _merge(
             )
         else:
             base[key] = float(value) if isinstance(default, float) else value
+
+
+def _secret_key(dotted: str, value: Any) -> str | None:
+    """The dotted name of a secret-looking key at or below *dotted*, if any."""
+    if any(word in dotted.rsplit(".", 1)[-1].lower() for word in _SECRET_WORDS):
+        return dotted
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found = _secret_key(f"{dotted}.{key}", inner)
+            if found:
+                return found
+    return None
 
 
 def _env_layer(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:

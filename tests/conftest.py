@@ -1,0 +1,49 @@
+"""Shared fixtures: databases (SQLite and a real PostgreSQL), the corpus, configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from mma.config import Config, load_config
+from mma.db.engine import make_engine, upgrade
+
+pytest_plugins = ["tests.services.fixtures"]
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The real-data corpus beside the repository (../shared/corpus)."""
+    if not CORPUS.is_dir():
+        raise RuntimeError(f"the corpus is missing at {CORPUS}: CI runs with ../shared beside")
+    return CORPUS
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Defaults, with state and cache under the test's temporary directory."""
+    return load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp_path / "state"),
+                                "MMA_PATHS__CACHE_DIR": str(tmp_path / "cache")},
+                       system_file=tmp_path / "absent.toml")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: SQLite in a temp dir, and a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on *db_url* with the schema migrated to head."""
+    eng = make_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
