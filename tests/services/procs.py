@@ -1,0 +1,211 @@
+"""Process helpers shared by the service harness: free ports, PID bookkeeping, stopping.
+
+Every process the harness starts is registered here.  It is stopped by its PID by the
+owner (a pytest finalizer), and as a backstop by an :mod:`atexit` hook.  A small PID file
+in the cache directory lets a later session stop processes orphaned by a session that was
+killed with SIGKILL (where neither finalizers nor ``atexit`` run).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+_live: dict[int, ManagedProcess] = {}
+_live_lock = threading.Lock()
+
+
+def cache_root() -> Path:
+    """Return the harness cache directory: env ``MMA_TEST_CACHE``, else ``~/.cache/mma-test``."""
+    env = os.environ.get("MMA_TEST_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mma-test"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port on ``host`` that is free right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Return whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    """Return the last ``lines`` lines of a text file, or a note if it cannot be read."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _pid_dir() -> Path:
+    return cache_root() / "pids"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class ManagedProcess:
+    """A child process started in its own session, with its output going to a log file.
+
+    ``marker`` is a string that occurs in the command line (normally the process's temp dir);
+    it is used to recognise the process again before killing an orphan by PID.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        marker: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self.stop_signal = stop_signal
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.marker = marker
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        logger.info("starting %s: %s", name, " ".join(self.argv))
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        with _live_lock:
+            _live[self.pid] = self
+        self._write_pid_file()
+
+    def _pid_file(self) -> Path:
+        return _pid_dir() / f"{self.pid}.json"
+
+    def _write_pid_file(self) -> None:
+        try:
+            _pid_dir().mkdir(parents=True, exist_ok=True)
+            self._pid_file().write_text(
+                json.dumps({"pid": self.pid, "owner": os.getpid(), "marker": self.marker,
+                            "name": self.name})
+            )
+        except OSError as exc:
+            logger.warning("cannot write PID file for %s: %s", self.name, exc)
+
+    def running(self) -> bool:
+        """Return whether the process has not exited yet."""
+        return self.popen.poll() is None
+
+    def stop(self, sig: signal.Signals | None = None, timeout: float = 30.0) -> int | None:
+        """Send ``sig`` (default: the process's ``stop_signal``) to the PID, wait up to
+        ``timeout`` s, then SIGKILL its process group.
+
+        Returns the exit code (``None`` only if even SIGKILL did not reap it).
+        """
+        sig = sig or self.stop_signal
+        if self.running():
+            logger.info("stopping %s (pid %d) with %s", self.name, self.pid, sig.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s (pid %d) ignored %s for %.0f s: SIGKILL",
+                               self.name, self.pid, sig.name, timeout)
+        # Kill whatever is left in its session too (e.g. PostgreSQL backends after a crash).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        code: int | None = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            code = self.popen.wait(10)
+        with _live_lock:
+            _live.pop(self.pid, None)
+        with contextlib.suppress(OSError):
+            self._pid_file().unlink()
+        self._log.close()
+        return code
+
+
+def reap_orphans() -> None:
+    """SIGKILL harness processes left behind by a dead pytest session (recorded PID files).
+
+    A process is killed only if its recorded owner is gone, it is still alive, and its
+    command line still contains the recorded marker (so a reused PID is never hit).
+    """
+    directory = _pid_dir()
+    if not directory.is_dir():
+        return
+    for pid_file in directory.glob("*.json"):
+        try:
+            info = json.loads(pid_file.read_text())
+            pid, owner, marker = int(info["pid"]), int(info["owner"]), str(info["marker"])
+        except (OSError, ValueError, KeyError, TypeError):
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+            continue
+        if _alive(owner) and owner != os.getpid():
+            continue  # another live session owns it
+        if _alive(pid) and marker and marker in _cmdline(pid):
+            logger.warning("killing orphaned %s (pid %d)", info.get("name"), pid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
+
+
+def stop_all(timeout: float = 10.0) -> None:
+    """Stop every process still registered (the ``atexit`` backstop)."""
+    with _live_lock:
+        procs = list(_live.values())
+    for proc in procs:
+        proc.stop(timeout=timeout)
+
+
+atexit.register(stop_all)
