@@ -69,26 +69,32 @@ def collect(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Pat
             pipeline.dead_letter("replay", str(path), HostileMessage(
                 f"file larger than {max_bytes} bytes; first {max_bytes} bytes kept"), raw)
             continue
+        index = 0
         try:
-            records = list(registry.iter_file(raw, str(path)))
+            # Records stream out of the file: those read before a broken block are kept,
+            # and the whole file goes to the dead letters if it breaks.
+            for index, (handler, payload) in enumerate(registry.iter_file(raw, str(path))):
+                origin = f"{path}#{index}" if hasattr(handler, "split") else str(path)
+                item = _parse(pipeline, handler, payload, origin)
+                if item is not None:
+                    when = item.issued_time if isinstance(item, Notice) else item.time
+                    entries.append(Entry(when, len(entries), origin, handler, payload, item))
         except BadMessage as exc:
-            pipeline.dead_letter("replay", str(path), exc, raw)
-            continue
-        for index, (handler, payload) in enumerate(records):
-            origin = str(path) if len(records) == 1 else f"{path}#{index}"
-            try:
-                item = handler.parse(payload, topic="")
-            except BadMessage as exc:
-                pipeline.dead_letter(handler.NAME, origin, exc, payload)
-                continue
-            except Exception as exc:  # a handler bug must not stop the replay
-                log.exception("%s: unexpected error in %s", origin, handler.NAME)
-                pipeline.dead_letter(handler.NAME, origin, exc, payload)
-                continue
-            when = item.issued_time if isinstance(item, Notice) else item.time
-            entries.append(Entry(when, len(entries), origin, handler, payload, item))
+            pipeline.dead_letter("replay", f"{path} (after record {index})", exc, raw)
     entries.sort()
     return entries
+
+
+def _parse(pipeline: Pipeline, handler: Handler, payload: bytes, origin: str) -> Item | None:
+    """Parse one record; a bad one is dead-lettered and None returned."""
+    try:
+        return handler.parse(payload, topic="")
+    except BadMessage as exc:
+        pipeline.dead_letter(handler.NAME, origin, exc, payload)
+    except Exception as exc:  # a handler bug must not stop the replay; the bytes are kept
+        log.exception("%s: unexpected error in %s", origin, handler.NAME)
+        pipeline.dead_letter(handler.NAME, origin, exc, payload)
+    return None
 
 
 def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.PathLike[str]],

@@ -1,0 +1,107 @@
+"""Database layer on SQLite and on a real PostgreSQL: migrations, UTC, idempotent writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, func, select
+
+from mma.db import store
+from mma.db.schema import alerts, dead_letters, events, metadata, notices, objects
+from mma.errors import MalformedMessage
+from mma.models import Alert, Notice
+
+T0 = datetime(2024, 1, 14, 22, 59, 29, 889000, tzinfo=UTC)
+
+
+def _notice(**kw) -> Notice:
+    base = dict(event_id="S240114aj", messenger="gw", instrument="LVK",
+                notice_type="PRELIMINARY", event_time=T0,
+                issued_time=T0 + timedelta(seconds=30))
+    base.update(kw)
+    return Notice(**base)
+
+
+def _alert(alert_id: str = "1", obj: str = "ZTF24aaaaaaa", hours: float = 3.0) -> Alert:
+    return Alert(alert_id=alert_id, object_id=obj, survey="ZTF", ra_deg=10.0, dec_deg=-5.0,
+                 time=T0 + timedelta(hours=hours),
+                 first_detection=T0 - timedelta(days=2), quality={"rb": 0.9})
+
+
+def test_migration_matches_the_tables(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_timestamps_come_back_utc_aware(engine: Engine) -> None:
+    with engine.begin() as conn:
+        stored = store.add_notice(conn, _notice(), b"raw-1", handler="lvk", origin="t")
+        row = conn.execute(select(events).where(events.c.id == stored.event_pk)).one()
+    assert row.event_time == T0
+    assert row.event_time.utcoffset() == timedelta(0)
+
+
+def test_notice_is_idempotent_and_keeps_raw_bytes(engine: Engine) -> None:
+    with engine.begin() as conn:
+        first = store.add_notice(conn, _notice(), b"same bytes", handler="lvk", origin="a")
+        again = store.add_notice(conn, _notice(), b"same bytes", handler="lvk", origin="b")
+        assert first.is_new and not again.is_new
+        assert again.notice_pk == first.notice_pk
+        assert conn.execute(select(func.count()).select_from(notices)).scalar_one() == 1
+        raw = conn.execute(select(notices.c.raw)).scalar_one()
+    assert bytes(raw) == b"same bytes"
+
+
+def test_aliases_merge_and_revised_time_updates_the_event(engine: Engine) -> None:
+    with engine.begin() as conn:
+        a = store.add_notice(conn, _notice(), b"n1", handler="lvk", origin=None)
+        revised = T0 + timedelta(seconds=2)
+        b = store.add_notice(conn, _notice(event_id="GW240114", aliases=("S240114aj",),
+                                           event_time=revised, notice_type="UPDATE",
+                                           issued_time=T0 + timedelta(hours=1)),
+                             b"n2", handler="lvk", origin=None)
+        assert a.event_pk == b.event_pk  # one event, never forked
+        row = store.event_row(conn, a.event_pk)
+        assert row["event_time"] == revised
+        assert row["aliases"] == ["GW240114", "S240114aj"]
+        # An older notice arriving late does not roll the time back.
+        store.add_notice(conn, _notice(issued_time=T0 + timedelta(seconds=10),
+                                       notice_type="PRELIMINARY"), b"n0", handler="lvk",
+                         origin=None)
+        assert store.event_row(conn, a.event_pk)["event_time"] == revised
+
+
+def test_alert_dedup_and_object_span(engine: Engine) -> None:
+    with engine.begin() as conn:
+        one = store.add_alert(conn, _alert("1", hours=3), hpx29=123, vetoes=[])
+        dup = store.add_alert(conn, _alert("1", hours=3), hpx29=123, vetoes=[])
+        two = store.add_alert(conn, _alert("2", hours=30), hpx29=123, vetoes=["rb=0.1<0.5"])
+        assert one is not None and two is not None and dup is None
+        assert one[1] == T0 - timedelta(days=2)  # first detection from the packet
+        obj = conn.execute(select(objects)).one()
+        assert obj.n_alerts == 2
+        assert obj.last_time == T0 + timedelta(hours=30)
+        passes = dict(conn.execute(select(alerts.c.alert_id, alerts.c.passes_vetting)).all())
+    assert passes == {"1": True, "2": False}
+
+
+def test_dead_letter_keeps_bytes_and_reason(engine: Engine) -> None:
+    raw = bytes(range(256)) * 10
+    pk = store.add_dead_letter(engine, source="lvk", origin="igwn.gwalert:0:42",
+                               error=MalformedMessage("bad JSON at byte 3"), raw=raw)
+    with engine.connect() as conn:
+        row = conn.execute(select(dead_letters).where(dead_letters.c.id == pk)).one()
+    assert bytes(row.raw) == raw and row.size == len(raw)
+    assert row.error_type == "MalformedMessage" and "byte 3" in row.error
+    assert row.origin == "igwn.gwalert:0:42"
+
+
+def test_naive_datetime_is_refused(engine: Engine) -> None:
+    with pytest.raises(Exception, match="naive datetime"), engine.begin() as conn:
+        conn.execute(events.insert().values(
+            event_id="X", messenger="gw", instrument="LVK",
+            event_time=datetime(2024, 1, 1), status="active", test=False, properties={}))
