@@ -78,7 +78,10 @@ class Correlator:
         self.active.clear()
         for row in conn.execute(select(regions).where(regions.c.status == "active")):
             event = store.event_row(conn, row.event_pk)
-            region = Region.from_tiles(**store.region_tiles_of(conn, row.id))
+            tiles = store.region_tiles_of(conn, row.id)
+            region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity,
+                                       distmu=tiles.distmu, distsigma=tiles.distsigma,
+                                       distnorm=tiles.distnorm)
             self.activate(row.id, row.version, event, region)
         log.info("loaded %d active regions", len(self.active))
 

@@ -154,9 +154,8 @@ class Pipeline:
             t0 = event["event_time"]
             region_pk, version = store.add_region(
                 conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
-                tiles={"lo": region.lo, "hi": region.hi, "probdensity": region.probdensity,
-                       "distmu": region.distmu, "distsigma": region.distsigma,
-                       "distnorm": region.distnorm},
+                tiles=store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
+                                  region.distsigma, region.distnorm),
                 window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
                 area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
             active: ActiveRegion = self.correlator.activate(region_pk, version, event, region)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,12 +19,11 @@ from mma.models import Alert, Notice
 T0 = datetime(2024, 1, 14, 22, 59, 29, 889000, tzinfo=UTC)
 
 
-def _notice(**kw) -> Notice:
-    base = dict(event_id="S240114aj", messenger="gw", instrument="LVK",
-                notice_type="PRELIMINARY", event_time=T0,
-                issued_time=T0 + timedelta(seconds=30))
-    base.update(kw)
-    return Notice(**base)
+def _notice(**kw: Any) -> Notice:
+    base = Notice(event_id="S240114aj", messenger="gw", instrument="LVK",
+                  notice_type="PRELIMINARY", event_time=T0,
+                  issued_time=T0 + timedelta(seconds=30))
+    return replace(base, **kw)
 
 
 def _alert(alert_id: str = "1", obj: str = "ZTF24aaaaaaa", hours: float = 3.0) -> Alert:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, select, update
@@ -32,6 +32,24 @@ from mma.db.schema import (
 from mma.models import Alert, Notice
 
 log = logging.getLogger(__name__)
+
+
+def _insert(conn: Connection, stmt: Any) -> int:
+    """Execute an INSERT and return the new row's integer primary key."""
+    key = conn.execute(stmt).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+class Tiles(NamedTuple):
+    """A region's tiles as stored: level-29 NESTED ``[lo, hi)`` with their values."""
+
+    lo: np.ndarray  # int64
+    hi: np.ndarray  # int64
+    probdensity: np.ndarray  # sr^-1
+    distmu: np.ndarray | None = None  # Mpc
+    distsigma: np.ndarray | None = None  # Mpc
+    distnorm: np.ndarray | None = None  # Mpc^-2
 
 
 @dataclass(frozen=True)
@@ -59,13 +77,11 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
 
     event_pk = find_event(conn, (notice.event_id, *notice.aliases))
     if event_pk is None:
-        event_pk = conn.execute(
-            insert(events).values(
-                event_id=notice.event_id, messenger=notice.messenger,
-                instrument=notice.instrument, event_time=notice.event_time,
-                status="active", test=notice.test, properties=dict(notice.properties),
-            )
-        ).inserted_primary_key[0]
+        event_pk = _insert(conn, insert(events).values(
+            event_id=notice.event_id, messenger=notice.messenger,
+            instrument=notice.instrument, event_time=notice.event_time,
+            status="active", test=notice.test, properties=dict(notice.properties),
+        ))
         log.info("event %s: new %s event from %s", notice.event_id, notice.messenger,
                  notice.instrument)
     else:
@@ -83,13 +99,11 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
                 event_aliases.c.alias == alias)).first() is None:
             conn.execute(insert(event_aliases).values(alias=alias, event_pk=event_pk))
 
-    notice_pk = conn.execute(
-        insert(notices).values(
-            event_pk=event_pk, handler=handler, notice_type=notice.notice_type,
-            issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
-            properties=dict(notice.properties), flags=list(notice.flags),
-        )
-    ).inserted_primary_key[0]
+    notice_pk = _insert(conn, insert(notices).values(
+        event_pk=event_pk, handler=handler, notice_type=notice.notice_type,
+        issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
+        properties=dict(notice.properties), flags=list(notice.flags),
+    ))
     return StoredNotice(event_pk, notice_pk, is_new=True)
 
 
@@ -111,15 +125,14 @@ def event_row(conn: Connection, event_pk: int) -> Mapping[str, Any]:
 
 
 def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
-               tiles: Mapping[str, np.ndarray | None], window: tuple[datetime, datetime],
+               tiles: Tiles, window: tuple[datetime, datetime],
                area50_deg2: float, area90_deg2: float) -> tuple[int, int]:
     """Store a new region version for an event and supersede the older ones.
 
     Parameters
     ----------
     tiles
-        Arrays ``lo``, ``hi`` (level-29 NESTED, int64), ``probdensity`` [sr^-1]
-        and optionally ``distmu``, ``distsigma`` [Mpc], ``distnorm`` [Mpc^-2].
+        The region's tiles (a :class:`mma.skymaps.region.Region` has the same fields).
 
     Returns
     -------
@@ -132,40 +145,32 @@ def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
         update(regions).where(regions.c.event_pk == event_pk, regions.c.status == "active")
         .values(status="superseded")
     )
-    lo = tiles["lo"]
-    assert lo is not None
-    region_pk = conn.execute(
-        insert(regions).values(
-            event_pk=event_pk, notice_pk=notice_pk, version=version, kind=kind,
-            status="active", window_start=window[0], window_end=window[1],
-            area50_deg2=area50_deg2, area90_deg2=area90_deg2, n_tiles=len(lo),
-        )
-    ).inserted_primary_key[0]
-    columns = {name: arr.tolist() for name, arr in tiles.items() if arr is not None}
+    region_pk = _insert(conn, insert(regions).values(
+        event_pk=event_pk, notice_pk=notice_pk, version=version, kind=kind,
+        status="active", window_start=window[0], window_end=window[1],
+        area50_deg2=area50_deg2, area90_deg2=area90_deg2, n_tiles=len(tiles.lo),
+    ))
+    columns = {name: arr.tolist() for name, arr in tiles._asdict().items() if arr is not None}
     rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(),
                                                                       strict=True)]
     for row in rows:
         row["region_pk"] = region_pk
     conn.execute(insert(region_tiles), rows)
-    return int(region_pk), int(version)
+    return region_pk, int(version)
 
 
-def region_tiles_of(conn: Connection, region_pk: int) -> dict[str, np.ndarray | None]:
-    """Tile arrays of a stored region, sorted by ``lo``."""
+def region_tiles_of(conn: Connection, region_pk: int) -> Tiles:
+    """Tiles of a stored region, sorted by ``lo``."""
     rows = conn.execute(
         select(region_tiles.c.lo, region_tiles.c.hi, region_tiles.c.probdensity,
                region_tiles.c.distmu, region_tiles.c.distsigma, region_tiles.c.distnorm)
         .where(region_tiles.c.region_pk == region_pk).order_by(region_tiles.c.lo)
     ).all()
-    cols = list(zip(*rows, strict=True)) if rows else [[]] * 6
-    out: dict[str, np.ndarray | None] = {
-        "lo": np.asarray(cols[0], dtype=np.int64),
-        "hi": np.asarray(cols[1], dtype=np.int64),
-        "probdensity": np.asarray(cols[2], dtype=float),
-    }
-    for name, values in zip(("distmu", "distsigma", "distnorm"), cols[3:], strict=True):
-        out[name] = None if not rows or values[0] is None else np.asarray(values, dtype=float)
-    return out
+    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
+    dist = [None if not rows or values[0] is None else np.asarray(values, dtype=float)
+            for values in cols[3:]]
+    return Tiles(np.asarray(cols[0], dtype=np.int64), np.asarray(cols[1], dtype=np.int64),
+                 np.asarray(cols[2], dtype=float), *dist)
 
 
 def retract_event(conn: Connection, event_pk: int) -> list[str]:
@@ -199,10 +204,10 @@ def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
     obj = conn.execute(select(objects).where(
         objects.c.survey == alert.survey, objects.c.object_id == alert.object_id)).first()
     if obj is None:
-        object_pk = conn.execute(insert(objects).values(
+        object_pk = _insert(conn, insert(objects).values(
             survey=alert.survey, object_id=alert.object_id, ra_deg=alert.ra_deg,
             dec_deg=alert.dec_deg, first_time=first, last_time=alert.time, n_alerts=1,
-        )).inserted_primary_key[0]
+        ))
         object_first = first
     else:
         object_pk = obj.id
@@ -211,15 +216,15 @@ def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
             first_time=object_first, last_time=max(obj.last_time, alert.time),
             n_alerts=obj.n_alerts + 1,
         ))
-    alert_pk = conn.execute(insert(alerts).values(
+    alert_pk = _insert(conn, insert(alerts).values(
         survey=alert.survey, alert_id=alert.alert_id, object_pk=object_pk,
         ra_deg=alert.ra_deg, dec_deg=alert.dec_deg, hpx29=hpx29, time=alert.time,
         band=alert.band, magnitude=alert.magnitude, magnitude_err=alert.magnitude_err,
         first_detection=alert.first_detection, distance_mpc=alert.distance_mpc,
         broker=alert.broker, quality=_jsonable(alert.quality), vetoes=list(vetoes),
         passes_vetting=not vetoes,
-    )).inserted_primary_key[0]
-    return int(alert_pk), object_first
+    ))
+    return alert_pk, object_first
 
 
 def _jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,8 +243,8 @@ def add_dead_letter(engine: Engine, *, source: str, origin: str | None, error: B
                     raw: bytes) -> int:
     """Keep the raw bytes of a message that could not be processed, in its own transaction."""
     with engine.begin() as conn:
-        pk = conn.execute(insert(dead_letters).values(
+        pk = _insert(conn, insert(dead_letters).values(
             source=source, origin=origin, error_type=type(error).__name__,
             error=str(error)[:4000], size=len(raw), raw=raw,
-        )).inserted_primary_key[0]
-    return int(pk)
+        ))
+    return pk
