@@ -1,0 +1,156 @@
+"""LVK igwn.gwalert notices: every corpus file, checked against an independent read."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from astropy.io import fits
+from astropy.time import Time
+
+from mma.handlers import lvk
+from tests.conftest import CORPUS
+
+GWALERT = CORPUS / "gcn-json" / "igwn-gwalert"
+FILES = sorted(GWALERT.rglob("*.json"))
+
+
+def _read(name: str) -> tuple[bytes, dict[str, Any]]:
+    raw = (GWALERT / name).read_bytes()
+    return raw, json.loads(raw)
+
+
+def _utc(text: str) -> datetime:
+    # astropy's ISOT parser, not datetime.fromisoformat as in the handler.
+    return Time(text.rstrip("Z"), format="isot", scale="utc").to_datetime(timezone=UTC)
+
+
+def test_corpus_is_present() -> None:
+    assert len(FILES) >= 30
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_corpus_notice_parses(path: Path) -> None:
+    raw = path.read_bytes()
+    doc = json.loads(raw)
+    assert lvk.sniff(raw)
+    notice = lvk.parse(raw, topic="igwn.gwalert")
+    assert notice.event_id == doc["superevent_id"]
+    assert notice.notice_type == doc["alert_type"]
+    assert notice.messenger == "gw" and notice.instrument == "LVK"
+    assert notice.issued_time == _utc(doc["time_created"])
+    assert notice.issued_time.utcoffset() is not None
+    assert notice.properties["alert_type"] == doc["alert_type"]
+    assert notice.properties["urls"] == doc["urls"]
+    assert notice.test is doc["superevent_id"].startswith("M")
+    event = doc["event"]
+    if event is None:
+        assert notice.retraction and notice.region is None
+        return
+    assert abs(notice.event_time - _utc(event["time"])).total_seconds() < 1e-6
+    assert notice.region is not None and notice.region.kind == "skymap"
+    assert notice.region.skymap == base64.b64decode(event["skymap"])
+    assert notice.properties["far"] == event["far"]
+    for key in (
+        "group",
+        "pipeline",
+        "search",
+        "instruments",
+        "classification",
+        "properties",
+        "significant",
+    ):
+        assert notice.properties[key] == event.get(key)  # MSBURST has no search
+    assert ("low_significance" in notice.flags) is (event.get("significant") is False)
+
+
+def test_skymap_bytes_are_a_multiorder_fits_map() -> None:
+    raw, _ = _read("S230518h-initial.json")
+    notice = lvk.parse(raw, topic="igwn.gwalert")
+    assert notice.region is not None and notice.region.skymap is not None
+    with fits.open(BytesIO(notice.region.skymap)) as hdus:
+        names = hdus[1].columns.names
+    assert names[:2] == ["UNIQ", "PROBDENSITY"]  # multi-order, not flattened
+    assert {"DISTMU", "DISTSIGMA", "DISTNORM"} <= set(names)
+
+
+@pytest.mark.parametrize("name", ["MS181101ab-retraction.json", "MS230425k-retraction.json"])
+def test_mock_retraction(name: str) -> None:
+    raw, doc = _read(name)
+    notice = lvk.parse(raw, topic="igwn.gwalert")
+    assert doc["event"] is None
+    assert notice.retraction and notice.test
+    assert notice.region is None
+    assert notice.notice_type == "RETRACTION"
+    # No event, no event time: the placeholder is the issue time, and it is flagged.
+    assert notice.event_time == notice.issued_time
+    assert set(notice.flags) == {"mock", "no_event_time"}
+
+
+def test_mock_life_cycle_ordered_by_issue_time() -> None:
+    notices = [
+        lvk.parse(_read(f"MS230425k-{kind}.json")[0], topic="igwn.gwalert")
+        for kind in ("preliminary", "initial", "retraction")
+    ]
+    assert {n.event_id for n in notices} == {"MS230425k"}
+    assert [n.notice_type for n in notices] == ["PRELIMINARY", "INITIAL", "RETRACTION"]
+    assert notices[0].issued_time < notices[1].issued_time
+    assert notices[1].issued_time > notices[2].issued_time  # the files are not in time order
+    assert [n.retraction for n in notices] == [False, False, True]
+    assert all(n.test and "mock" in n.flags for n in notices)
+
+
+def test_early_warning_is_flagged() -> None:
+    raw, doc = _read("MS181101ab-earlywarning.json")
+    notice = lvk.parse(raw, topic="igwn.gwalert")
+    assert doc["alert_type"] == "EARLY_WARNING"
+    assert "early_warning" in notice.flags and "mock" in notice.flags
+    assert notice.properties["significant"] is None  # the 2018 sample predates the field
+
+
+def test_real_event_update_supersedes_initial() -> None:
+    initial = lvk.parse(_read("S230518h-initial.json")[0], topic="igwn.gwalert")
+    update = lvk.parse(_read("S230518h-update.json")[0], topic="igwn.gwalert")
+    assert not initial.test and not update.test
+    assert initial.flags == () and update.flags == ()
+    assert update.event_id == initial.event_id == "S230518h"
+    assert update.event_time == initial.event_time
+    assert update.issued_time > initial.issued_time
+    assert update.notice_type == "UPDATE"
+    assert update.properties["properties"]["HasNS"] == pytest.approx(0.9956840182648402)
+    assert update.properties["far"] == pytest.approx(3.218261352069347e-10)
+
+
+def test_external_coincidence_kept_without_combined_map() -> None:
+    raw, doc = _read("MSBURST-initial.json")
+    notice = lvk.parse(raw, topic="igwn.gwalert")
+    assert "external_coinc" in notice.flags
+    coinc = notice.properties["external_coinc"]
+    assert "combined_skymap" not in coinc
+    assert coinc["observatory"] == doc["external_coinc"]["observatory"]
+    assert notice.properties["has_combined_skymap"] is True
+
+
+def test_non_utc_offset_is_converted() -> None:
+    _, doc = _read("MS181101ab-retraction.json")
+    doc["time_created"] = "2018-11-02T00:36:23+01:00"
+    notice = lvk.parse(json.dumps(doc).encode(), topic="igwn.gwalert")
+    assert notice.issued_time == datetime(2018, 11, 1, 23, 36, 23, tzinfo=UTC)
+    assert notice.issued_time.tzinfo is UTC
+
+
+def test_sniff_rejects_other_formats() -> None:
+    assert not lvk.sniff(b"")
+    assert not lvk.sniff(b'["superevent_id"]')
+    assert not lvk.sniff(b'{"alert_type": "PRELIMINARY"}')
+    assert not lvk.sniff(b'{"note": "the key \\"superevent_id\\": is quoted"}')
+    for other in (CORPUS / "gcn-json" / "gcn-schema" / "icecube").rglob("*.json"):
+        assert not lvk.sniff(other.read_bytes()), other
+    assert not lvk.sniff(
+        (CORPUS / "alerts/ztf/avro/ZTF18abudxnw_2695378462115010012.avro").read_bytes()
+    )
