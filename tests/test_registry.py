@@ -1,0 +1,155 @@
+"""The handler registry: discovery, the contract, topic claims and content detection."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from mma.errors import ConfigError, MalformedMessage, UnknownFormat
+from mma.handlers import fink, lvk, ztf
+from mma.registry import KINDS, Registry, discover
+from tests.conftest import CORPUS
+
+
+def _module(name: str = "fake", **attrs: Any) -> ModuleType:
+    module = ModuleType(f"mma.handlers.{name}")
+    defaults: dict[str, Any] = {
+        "NAME": name,
+        "KIND": "notice",
+        "DEFAULT_TOPICS": (f"{name}.topic",),
+        "parse": lambda raw, *, topic: None,
+    }
+    for key, value in {**defaults, **attrs}.items():
+        if value is not None:
+            setattr(module, key, value)
+    return module
+
+
+def test_discovery_finds_the_handlers_and_honours_the_contract() -> None:
+    modules = discover()
+    assert {lvk, ztf, fink} <= set(modules)
+    registry = Registry()
+    for handler in registry.handlers:  # every module in the tree, not only these three
+        assert handler.KIND in KINDS and isinstance(handler.DEFAULT_TOPICS, tuple)
+    assert registry.by_name("lvk") is lvk
+    assert registry.for_topic("igwn.gwalert") is lvk
+    assert "igwn.gwalert" in registry.topics()
+    assert registry.topics("ztf") == ()
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"NAME": None}, "NAME"),
+        ({"NAME": "Bad Name"}, "NAME"),
+        ({"KIND": "event"}, "KIND"),
+        ({"DEFAULT_TOPICS": ["a.topic"]}, "DEFAULT_TOPICS"),
+        ({"DEFAULT_TOPICS": ("",)}, "DEFAULT_TOPICS"),
+        ({"parse": None}, "parse"),
+        ({"parse": "not callable"}, "parse"),
+        ({"sniff": True}, "sniff"),
+        ({"split": 3}, "split"),
+    ],
+)
+def test_contract_violations_are_config_errors(attrs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Registry([_module(**attrs)])
+
+
+def test_duplicate_names_and_topics() -> None:
+    with pytest.raises(ConfigError, match="two handlers are named 'a'"):
+        Registry([_module("a"), _module("b", NAME="a")])
+    with pytest.raises(ConfigError, match="claimed by 'a' and 'b'"):
+        Registry([_module("a"), _module("b", DEFAULT_TOPICS=("a.topic",))])
+
+
+def test_topic_override_from_configuration() -> None:
+    registry = Registry(topics={"ztf": ["^ztf_.*_programid1$"], "lvk": ["igwn.gwalert.test"]})
+    assert registry.for_topic("ztf_20240115_programid1") is ztf
+    assert registry.for_topic("igwn.gwalert.test") is lvk
+    with pytest.raises(UnknownFormat, match=r"igwn\.gwalert"):
+        registry.for_topic("igwn.gwalert")  # remapped away
+    with pytest.raises(UnknownFormat, match="no handler claims"):
+        registry.for_topic("ztf_20240115_programid2")
+
+
+def test_topic_override_mistakes() -> None:
+    with pytest.raises(ConfigError, match="unknown handler"):
+        Registry(topics={"nosuch": ["x"]})
+    with pytest.raises(ConfigError, match="list of names"):
+        Registry(topics={"lvk": "igwn.gwalert"})  # a string would be 12 one-letter topics
+    with pytest.raises(ConfigError, match="pattern"):
+        Registry(topics={"ztf": ["^ztf_(unclosed"]})
+    with pytest.raises(ConfigError, match="no handler named"):
+        Registry().by_name("nosuch")
+
+
+def test_exact_claims_win_and_overlapping_patterns_are_refused() -> None:
+    registry = Registry(
+        [_module("a", DEFAULT_TOPICS=("^x.*",)), _module("b", DEFAULT_TOPICS=("xy",))]
+    )
+    assert registry.for_topic("xy").NAME == "b"
+    assert registry.for_topic("xz").NAME == "a"
+    clash = Registry([_module("a", DEFAULT_TOPICS=("^x",)), _module("b", DEFAULT_TOPICS=("^xy",))])
+    with pytest.raises(ConfigError, match="matches patterns"):
+        clash.for_topic("xyz")
+
+
+@pytest.mark.parametrize(
+    ("path", "handler"),
+    [
+        ("gcn-json/igwn-gwalert/S230518h-update.json", lvk),
+        ("gcn-json/igwn-gwalert/MS181101ab-retraction.json", lvk),
+        ("alerts/ztf/avro/ZTF18abudxnw_2695378462115010012.avro", ztf),
+        ("alerts/ztf/avro/prototype_87704463155000.avro", ztf),
+        (
+            "alerts/ztf/fink-2024-01-15/part-00005-e55a3e2d-0f29-423f-8621-3547113ad41b-c000.snappy.parquet",
+            fink,
+        ),
+    ],
+)
+def test_detect_from_content(path: str, handler: ModuleType) -> None:
+    assert Registry().detect((CORPUS / path).read_bytes()) is handler
+
+
+def test_detect_unknown_and_crashing_sniffs() -> None:
+    def crash(raw: bytes) -> bool:
+        raise RuntimeError("bug")
+
+    registry = Registry([_module("a", sniff=crash), _module("b", sniff=lambda raw: raw == b"B")])
+    assert registry.detect(b"B").NAME == "b"
+    with pytest.raises(UnknownFormat, match="no handler recognises"):
+        registry.detect(b"\x00\x01 nothing known")
+
+
+def test_iter_file_applies_split() -> None:
+    registry = Registry()
+    lvk_raw = (CORPUS / "gcn-json/igwn-gwalert/S230518h-update.json").read_bytes()
+    assert list(registry.iter_file(lvk_raw, "S230518h-update.json")) == [(lvk, lvk_raw)]
+    night = sorted((CORPUS / "alerts/ztf/fink-2024-01-15").glob("*.parquet"))
+    total = 0
+    for part in night:
+        pairs = list(registry.iter_file(part.read_bytes(), part))
+        assert {h for h, _ in pairs} == {fink}
+        total += len(pairs)
+    assert total == 849
+    packet = (CORPUS / "alerts/ztf/avro/ZTF18abudxnw_2695378462115010012.avro").read_bytes()
+    [(handler, payload)] = registry.iter_file(packet, "p.avro")
+    assert handler is ztf and ztf.parse(payload, topic="").object_id == "ZTF18abudxnw"
+
+
+def test_iter_file_errors_name_the_path() -> None:
+    registry = Registry()
+    with pytest.raises(UnknownFormat, match=r"^mystery\.bin: no handler"):
+        list(registry.iter_file(b"\x00" * 32, "mystery.bin"))
+    broken = b"PAR1" + b"\x00" * 64 + b"PAR1"
+    with pytest.raises(UnknownFormat, match=r"broken\.parquet"):
+        list(registry.iter_file(broken, "broken.parquet"))  # sniff says no: not Fink
+    with pytest.raises(MalformedMessage, match=r"broken\.parquet"):
+        list(
+            Registry([_module("p", sniff=lambda raw: True, split=fink.split)]).iter_file(
+                broken, "broken.parquet"
+            )
+        )
