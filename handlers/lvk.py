@@ -117,7 +117,7 @@ def sniff(raw: bytes) -> bool:
     inside a JSON string value (its quotes would be escaped), and bytes.find is
     memchr-fast even on 2 MB messages. ``parse`` does the real validation.
     """
-    if raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
+    if raw[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":  # slice first: no copy of big files
         return False
     return _SUPEREVENT_KEY.search(raw) is not None
 
