@@ -52,6 +52,11 @@ class ActiveRegion:
     event: Mapping[str, Any]  # store.event_row(): event_id, aliases, messenger...
     window_days: tuple[float, float]
     region: Region
+    # Tiles whose distance layers carry information (LVK maps mark the others
+    # DISTMU=+inf), and the background range of the distance factor [Mpc]: the
+    # farthest such tile's DISTMU + 4 DISTSIGMA. None without distance layers.
+    distance_ok: np.ndarray | None = None
+    distance_reach_mpc: float | None = None
 
     @property
     def start(self) -> datetime:
@@ -89,7 +94,8 @@ class Correlator:
                  region: Region) -> ActiveRegion:
         """Make *region* the current one of its event (superseding any older one)."""
         active = ActiveRegion(region_pk, version, int(event["id"]), event,
-                              self.config.window_days(event["messenger"]), region)
+                              self.config.window_days(event["messenger"]), region,
+                              *_distance_support(region))
         self.active[active.event_pk] = active
         return active
 
@@ -201,12 +207,11 @@ class Correlator:
         region = active.region
         dt_days = (alert["time"] - active.event["event_time"]).total_seconds() / 86400.0
         ln_b_d = 0.0
-        if region.has_distance and alert.get("distance_mpc"):
-            distance = float(alert["distance_mpc"])
-            pdf = float(region.distance_pdf(tile, distance))
-            assert region.distmu is not None and region.distsigma is not None
-            reach = float(np.max(region.distmu + 4.0 * region.distsigma))
-            ln_b_d = ln_b_distance(pdf, distance, reach)
+        distance = alert.get("distance_mpc")
+        if (distance and active.distance_ok is not None and active.distance_ok[tile]
+                and active.distance_reach_mpc):
+            pdf = float(region.distance_pdf(tile, float(distance)))
+            ln_b_d = ln_b_distance(pdf, float(distance), active.distance_reach_mpc)
         return score_match(
             prob_density_sr=float(region.probdensity[tile]),
             credible_level=float(region.credible_level[tile]),
@@ -271,6 +276,10 @@ class Correlator:
                 log_bayes_factor=score.log_bayes_factor, p_chance=score.p_chance,
                 revision=existing.revision + 1, payload=payload))
             return cid, True
+        if existing.region_pk != active.region_pk:
+            # A new region version that scores the same: follow it, announce nothing.
+            conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid)
+                         .values(region_pk=active.region_pk, payload=payload))
         return cid, False
 
     def _withdraw_others(self, conn: Connection, active: ActiveRegion, kept: set[str]) -> set[str]:
@@ -295,10 +304,21 @@ class Correlator:
         return out
 
 
+def _distance_support(region: Region) -> tuple[np.ndarray | None, float | None]:
+    """Mask of informative distance tiles and the reach [Mpc] (see ActiveRegion)."""
+    if region.distmu is None or region.distsigma is None or region.distnorm is None:
+        return None, None
+    ok = (np.isfinite(region.distmu) & np.isfinite(region.distsigma)
+          & (region.distsigma > 0) & np.isfinite(region.distnorm) & (region.distnorm > 0))
+    if not ok.any():
+        return ok, None
+    return ok, float(np.max(region.distmu[ok] + 4.0 * region.distsigma[ok]))
+
+
 def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """True if a re-scored coincidence changed in anything a consumer would act on."""
-    for key in ("region_version", "credible_level", "log_bayes_factor", "p_chance",
-                "prob_density_sr", "searched_area_deg2"):
+    for key in ("credible_level", "log_bayes_factor", "p_chance", "prob_density_sr",
+                "searched_area_deg2"):
         a, b = old.get(key), new.get(key)
         if isinstance(a, float) and isinstance(b, float):
             if not math.isclose(a, b, rel_tol=RESCORE_TOLERANCE, abs_tol=1e-300):

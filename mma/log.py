@@ -8,16 +8,20 @@ import sys
 import time
 
 
+_handler: logging.Handler | None = None
+
+
 def configure(level: str = "INFO") -> None:
     """Configure the root logger once.
 
     Under systemd (``JOURNAL_STREAM`` set) the journal adds its own timestamps,
     so lines carry only the level, the logger and the message.
     """
+    global _handler
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    if _handler is not None:  # reconfiguring (SIGHUP): replace only our own handler
+        root.removeHandler(_handler)
+    handler = _handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("JOURNAL_STREAM"):
         fmt = "%(levelname)s %(name)s: %(message)s"
     else:
@@ -27,3 +31,5 @@ def configure(level: str = "INFO") -> None:
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Alembic narrates every migration step at INFO; its warnings still show.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

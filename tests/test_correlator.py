@@ -76,7 +76,8 @@ def alert(alert_id: str, pixel: int, hours: float, rb: float = 0.9) -> Alert:
 
 
 def feed(pipeline: Pipeline, item: Notice | Alert) -> set[str]:
-    raw = repr(item).encode()[:200] + str(id(item)).encode()
+    # Bytes that identify the message as a real one would: equal items, equal bytes.
+    raw = repr(item).encode()
     now = item.issued_time if isinstance(item, Notice) else item.time
     return pipeline.process(HANDLER, raw, origin="test", item=item, now=now).touched
 
@@ -148,20 +149,25 @@ def test_vetoed_alert_is_kept_but_unranked(engine: Engine, config: Config) -> No
 
 def test_update_rescores_and_withdraws(engine: Engine, config: Config) -> None:
     p = Pipeline(engine, config)
-    feed(p, notice("PRELIMINARY", 0.01, {0: 0.6, 1: 0.3, 2: 0.1}))
+    feed(p, notice("PRELIMINARY", 0.01, {0: 0.6, 1: 0.25, 2: 0.15}))
     feed(p, alert("a", pixel=0, hours=2))
     feed(p, alert("b", pixel=1, hours=2))
     before = rows(engine)
-    assert before["b"]["credible_level"] == pytest.approx(0.9)
-    touched = feed(p, notice("UPDATE", 3, {0: 0.9, 2: 0.1}))
+    assert before["b"]["credible_level"] == pytest.approx(0.85)
+    touched = feed(p, notice("UPDATE", 3, {0: 0.85, 2: 0.15}))
     after = rows(engine)
     assert touched == {after["a"]["coincidence_id"], after["b"]["coincidence_id"]}
     assert after["a"]["status"] == "updated" and after["a"]["region_version"] == 2
-    assert after["a"]["credible_level"] == pytest.approx(0.9)
+    assert after["a"]["credible_level"] == pytest.approx(0.85)
     assert after["a"]["coincidence_id"] == before["a"]["coincidence_id"]  # stable id
     assert after["b"]["status"] == "retracted" and "left_region" in after["b"]["flags"]
-    # The same update delivered again changes nothing.
-    assert feed(p, notice("UPDATE", 3, {0: 0.9, 2: 0.1})) == set()
+    # The same update delivered again is a duplicate and changes nothing ...
+    assert feed(p, notice("UPDATE", 3, {0: 0.85, 2: 0.15})) == set()
+    # ... and a newer notice with the same map moves the region on without an update.
+    assert feed(p, notice("UPDATE", 4, {0: 0.85, 2: 0.15})) == set()
+    again = rows(engine)
+    assert again["a"]["region_version"] == 3 and again["a"]["status"] == "updated"
+    assert again["a"]["credible_level"] == after["a"]["credible_level"]
 
 
 def test_retraction_withdraws_every_coincidence(engine: Engine, config: Config) -> None:

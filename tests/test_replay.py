@@ -42,7 +42,7 @@ def replayed(request: pytest.FixtureRequest, corpus: Path,
         url = f"sqlite:///{tmp / 'replay.sqlite'}"
     else:
         server = request.getfixturevalue("postgres_server")
-        url = server.database_url(server.create_database())
+        url = server.create_database()
     out = tmp / "coincidences.jsonl"
     status = main(["replay", str(corpus / "gcn-json/igwn-gwalert/O4-2024-01"),
                    str(corpus / "alerts/ztf/fink-2024-01-15"), "--output", str(out),
@@ -118,10 +118,10 @@ def test_update_supersedes_and_rescores(replayed: dict[str, Any]) -> None:
     lines = replayed["lines"]
     aj = [r for r in lines if r["event_id"] == "S240114aj" and r["status"] != "retracted"]
     assert aj and all(r["region_version"] == 2 for r in aj)
-    # MANIFEST: ZTF18acdyfgs moves from CL 0.23 to 0.25 when the second map arrives.
+    # MANIFEST: ZTF18acdyfgs sits at CL 0.23 in the first map and 0.25 in the second;
+    # both notices precede its detection, so it is scored against the second only.
     best = [r for r in aj if r["object_id"] == "ZTF18acdyfgs"]
-    assert best and all(0.22 < r["credible_level"] < 0.27 for r in best)
-    assert {r["status"] for r in best} == {"updated"}
+    assert best and all(0.245 <= r["credible_level"] < 0.255 for r in best)
 
 
 def test_no_dead_letters_for_good_corpus_files(replayed: dict[str, Any]) -> None:
@@ -158,6 +158,7 @@ def test_bad_files_are_dead_lettered_and_replay_goes_on(tmp_path: Path, corpus: 
     with engine.connect() as conn:
         letters = conn.execute(select(dead_letters)).all()
         n_regions = len(conn.execute(select(regions.c.id)).all())
+        n_matches = len(conn.execute(select(coincidences.c.coincidence_id)).all())
     engine.dispose()
     origins = {Path(r.origin.split(" ")[0].split("#")[0]).name: r for r in letters}
     assert set(origins) == {"truncated.json", "random.bin", "nan.json", "xxe.xml",
@@ -165,7 +166,7 @@ def test_bad_files_are_dead_lettered_and_replay_goes_on(tmp_path: Path, corpus: 
     for name in ("truncated.json", "random.bin", "nan.json", "xxe.xml"):
         assert bytes(origins[name].raw) == (data / name).read_bytes()  # nothing lost
     assert n_regions == 1  # the good notice went through
-    assert out.read_text().strip()  # and so did the alerts matching it
+    assert n_matches > 0  # and so did the alerts matching it (vetoed ones included)
     logged = caplog.text
     for name in origins:
         assert name in logged  # every bad file is named in an error line

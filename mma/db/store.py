@@ -88,7 +88,9 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
         latest = conn.execute(
             select(func.max(notices.c.issued_time)).where(notices.c.event_pk == event_pk)
         ).scalar_one()
-        if latest is None or notice.issued_time >= latest:
+        # A newer notice revises the event time; a retraction carries none of its own.
+        if (latest is None or notice.issued_time >= latest) and not (
+                notice.retraction or "no_event_time" in notice.flags):
             conn.execute(
                 update(events).where(events.c.id == event_pk).values(
                     event_time=notice.event_time, properties=dict(notice.properties)
