@@ -1,8 +1,12 @@
 """Skymaps, imported as ``mma.skymaps``: a :class:`mma.models.RegionSpec` in, a
 :class:`mma.skymaps.region.Region` out.
 
-``decode`` turns FITS bytes into a validated multi-order table, ``region`` turns
-that table into a Region with credible levels per tile and level-29 NESTED
-``[lo, hi)`` ranges (healpix-alchemy's representation), which answer both
-match directions: point in region, and region over stored points.
+``decode`` turns FITS bytes into a validated, normalised multi-order table
+(:func:`~mma.skymaps.decode.read_multiorder`), ``shapes`` turns circles (and
+Fisher core + tail mixtures) into the same kind of table
+(:func:`~mma.skymaps.shapes.circle_map`), and ``region`` turns a table into a
+Region (:func:`~mma.skymaps.region.build_region`): level-29 NESTED ``[lo, hi)``
+ranges (healpix-alchemy's representation) with credible levels and searched
+areas per tile exactly as ``ligo.skymap.postprocess.crossmatch`` defines them.
+These answer both match directions: point in region, and region over stored points.
 """
