@@ -162,7 +162,7 @@ def test_postgres_restart_keeps_data(postgres_server: PostgresServer | ExternalP
 
 
 @pytest.mark.postgres
-def test_postgres_server_stops_by_pid(tmp_path: Any) -> None:
+def test_postgres_server_stops_by_pid() -> None:
     """A harness server's postmaster (and its backends) are gone after cleanup()."""
     server = PostgresServer()
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tests.services.install import ensure_java, ensure_kafka_jars
-from tests.services.procs import LOOPBACK, ManagedProcess, free_port, tail
+from tests.services.procs import LOOPBACK, ManagedProcess, error_lines, free_port, tail
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,30 @@ def wait_until_ready(bootstrap: str, timeout: float, proc: ManagedProcess | None
             last = exc
             time.sleep(0.2)
     raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout:.0f} s: {last}")
+
+
+def warm_up_group_coordinator(bootstrap: str, timeout: float = 20.0) -> None:
+    """Make the broker create ``__consumer_offsets`` now (≈0.2 s).
+
+    Otherwise the first consumer-group join of a test waits ≈3 s (librdkafka backs off while
+    the coordinator topic is being created).  Failure only logs a warning.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap,
+                              "logger": logging.getLogger(f"{__name__}.admin")}
+    admin = AdminClient(config)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        futures = admin.describe_consumer_groups(["mma-test-warm-up"], request_timeout=5)
+        try:
+            futures["mma-test-warm-up"].result()
+            return
+        except KafkaException as exc:
+            logger.debug("group coordinator not ready yet: %s", exc)
+            time.sleep(0.1)
+    logger.warning("Kafka group coordinator at %s not ready after %.0f s", bootstrap, timeout)
 
 
 def _client_config(bootstrap: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -207,9 +231,11 @@ class KafkaBroker:
             self.proc.stop(timeout=5)
             raise KafkaStartError(
                 f"Kafka broker failed to start on {self.bootstrap_servers}: {exc}\n"
+                f"--- ERROR lines of {self.log_path} ---\n{error_lines(self.log_path)}\n"
                 f"--- tail of {self.log_path} ---\n{tail(self.log_path)}\n"
                 f"--- tail of {self.stdout_path} ---\n{tail(self.stdout_path)}"
             ) from exc
+        warm_up_group_coordinator(self.bootstrap_servers)
         logger.info("Kafka ready on %s (pid %d) in %.1f s",
                     self.bootstrap_servers, self.proc.pid, time.monotonic() - started)
 
@@ -283,13 +309,21 @@ def kafka_from_env() -> KafkaBroker | ExternalKafka:
     external = os.environ.get("MMA_TEST_KAFKA")
     if external:
         return ExternalKafka(external)
-    broker = KafkaBroker()
-    try:
-        broker.start()
-    except BaseException:
-        broker.cleanup()
-        raise
-    return broker
+    for attempt in (1, 2):
+        broker = KafkaBroker()
+        try:
+            broker.start()
+        except KafkaStartError as exc:
+            broker.cleanup()
+            if attempt == 1 and "Address already in use" in str(exc):
+                logger.warning("Kafka port taken meanwhile; retrying on new ports")
+                continue
+            raise
+        except BaseException:
+            broker.cleanup()
+            raise
+        return broker
+    raise AssertionError("unreachable")
 
 
 def unique_topic(prefix: str = "mma-test") -> str:

@@ -231,10 +231,18 @@ def postgres_from_env() -> PostgresServer | ExternalPostgres:
     external = os.environ.get("MMA_TEST_POSTGRES")
     if external:
         return ExternalPostgres(external)
-    server = PostgresServer()
-    try:
-        server.start()
-    except BaseException:
-        server.cleanup()
-        raise
-    return server
+    for attempt in (1, 2):
+        server = PostgresServer()
+        try:
+            server.start()
+        except PostgresStartError as exc:
+            server.cleanup()
+            if attempt == 1 and "could not bind" in str(exc):
+                logger.warning("PostgreSQL port taken meanwhile; retrying on a new port")
+                continue
+            raise
+        except BaseException:
+            server.cleanup()
+            raise
+        return server
+    raise AssertionError("unreachable")

@@ -13,9 +13,11 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -60,6 +62,16 @@ def tail(path: Path, lines: int = 60) -> str:
     except OSError as exc:
         return f"<cannot read {path}: {exc}>"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def error_lines(path: Path, pattern: str = " ERROR ", limit: int = 10) -> str:
+    """Return the first ``limit`` lines of a log that contain ``pattern`` ("" if none)."""
+    try:
+        with open(path, errors="replace") as handle:
+            found = [line.rstrip() for line in handle if pattern in line]
+    except OSError:
+        return ""
+    return "\n".join(found[:limit])
 
 
 def _pid_dir() -> Path:
@@ -196,8 +208,17 @@ def reap_orphans() -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
+            _remove_workdir(marker)
         with contextlib.suppress(OSError):
             pid_file.unlink()
+
+
+def _remove_workdir(marker: str) -> None:
+    """Delete an orphan's temp dir if the marker is one made by the harness (``/tmp/mma-*``)."""
+    path = Path(marker)
+    if path.is_dir() and path.parent == Path(tempfile.gettempdir()) and \
+            path.name.startswith("mma-"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def stop_all(timeout: float = 10.0) -> None:
