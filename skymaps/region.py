@@ -212,8 +212,9 @@ class Region:
             Ranges that are not HEALPix tiles or overlap; a negative or non-finite
             density; total probability off 1 by more than ``NORMALISATION_TOLERANCE``.
         """
-        lo_a = np.asarray(lo, dtype=np.int64)
-        hi_a = np.asarray(hi, dtype=np.int64)
+        # Copies: the Region makes its arrays read-only and must not freeze the caller's.
+        lo_a = np.array(lo, dtype=np.int64)
+        hi_a = np.array(hi, dtype=np.int64)
         order = _range_orders(lo_a, hi_a)
         uniq = (np.int64(4) << (2 * order)) + (lo_a >> (2 * (MAX_ORDER - order)))
         return cls._build(lo_a, hi_a, uniq, probdensity, (distmu, distsigma, distnorm))
@@ -236,7 +237,7 @@ class Region:
             raise ValueError("lo, hi and probdensity must be 1-D arrays of one length")
         if not np.all(np.isfinite(dens)) or np.any(dens < 0):
             raise BadSkymap("probability density is negative or not finite")
-        layers = [None if d is None else np.asarray(d, dtype=np.float64) for d in dist]
+        layers = [None if d is None else np.array(d, dtype=np.float64) for d in dist]
         n_given = sum(d is not None for d in layers)
         if n_given not in (0, 3):
             raise ValueError("give all of distmu, distsigma, distnorm or none")

@@ -230,12 +230,16 @@ def test_from_tiles_rebuilds_the_same_region_in_any_order():
         np.testing.assert_array_equal(getattr(rebuilt, field.name), getattr(region, field.name))
 
 
-def test_region_is_immutable():
-    _, region = load("G1028259")
+def test_region_is_immutable_without_freezing_its_inputs():
+    table, region = load("MS181101ab")
     with pytest.raises(ValueError, match="read-only"):
         region.probdensity[0] = 1.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         region.lo = region.hi  # type: ignore[misc]
+    assert table["DISTMU"].data.flags.writeable
+    lo, hi, density = region.lo.copy(), region.hi.copy(), region.probdensity.copy()
+    Region.from_tiles(lo, hi, density)
+    assert lo.flags.writeable and hi.flags.writeable and density.flags.writeable
 
 
 def test_distance_pdf_uses_the_tile_layers():
