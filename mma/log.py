@@ -7,21 +7,36 @@ import os
 import sys
 import time
 
+HANDLER_NAME = "mma"
 
-_handler: logging.Handler | None = None
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record.
+
+    A handler that kept the stream it was created with would write to a closed
+    file after a test harness or a daemonising wrapper swaps stderr.
+    """
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def configure(level: str = "INFO") -> None:
-    """Configure the root logger once.
+    """Configure the root logger; calling it again (SIGHUP) replaces only mma's handler.
 
     Under systemd (``JOURNAL_STREAM`` set) the journal adds its own timestamps,
     so lines carry only the level, the logger and the message.
     """
-    global _handler
     root = logging.getLogger()
-    if _handler is not None:  # reconfiguring (SIGHUP): replace only our own handler
-        root.removeHandler(_handler)
-    handler = _handler = logging.StreamHandler(sys.stderr)
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    handler = _StderrHandler()
+    handler.set_name(HANDLER_NAME)
     if os.environ.get("JOURNAL_STREAM"):
         fmt = "%(levelname)s %(name)s: %(message)s"
     else:
