@@ -74,6 +74,21 @@ def error_lines(path: Path, pattern: str = " ERROR ", limit: int = 10) -> str:
     return "\n".join(found[:limit])
 
 
+def children(pid: int) -> list[int]:
+    """Return the PIDs whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _pid_dir() -> Path:
     return cache_root() / "pids"
 
@@ -153,33 +168,49 @@ class ManagedProcess:
         return self.popen.poll() is None
 
     def stop(self, sig: signal.Signals | None = None, timeout: float = 30.0) -> int | None:
-        """Send ``sig`` (default: the process's ``stop_signal``) to the PID, wait up to
-        ``timeout`` s, then SIGKILL its process group.
+        """Send ``sig`` (default: the process's ``stop_signal``) to the PID and wait up to
+        ``timeout`` s; if it is still alive then, SIGKILL its whole process group.
 
-        Returns the exit code (``None`` only if even SIGKILL did not reap it).
+        SIGKILL itself always goes to the process group (so PostgreSQL backends die with a
+        SIGKILLed postmaster).  The group is signalled only while its leader is not yet
+        reaped, so its id cannot have been reused.  Returns the exit code (``None`` only if
+        even SIGKILL did not end it within 10 s).
         """
         sig = sig or self.stop_signal
         if self.running():
             logger.info("stopping %s (pid %d) with %s", self.name, self.pid, sig.name)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
             try:
+                self._signal(sig)
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 logger.warning("%s (pid %d) ignored %s for %.0f s: SIGKILL",
                                self.name, self.pid, sig.name, timeout)
-        # Kill whatever is left in its session too (e.g. PostgreSQL backends after a crash).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+                self._signal(signal.SIGKILL)
         code: int | None = None
         with contextlib.suppress(subprocess.TimeoutExpired):
             code = self.popen.wait(10)
+        if code is None:
+            logger.error("%s (pid %d) survived SIGKILL", self.name, self.pid)
+            return None
         with _live_lock:
             _live.pop(self.pid, None)
         with contextlib.suppress(OSError):
             self._pid_file().unlink()
         self._log.close()
         return code
+
+    def _signal(self, sig: signal.Signals) -> None:
+        """Signal the PID; SIGKILL also goes to its process group and its direct children
+        (PostgreSQL backends are group leaders of their own).  Gone processes are fine."""
+        targets = children(self.pid) if sig == signal.SIGKILL else []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if sig == signal.SIGKILL:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        for child in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, sig)
 
 
 def reap_orphans() -> None:
