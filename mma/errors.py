@@ -51,5 +51,12 @@ class BadSkymap(BadMessage):
     """A skymap cannot be decoded or fails validation (not normalised, negative...)."""
 
 
+class Ignored(MmaError):
+    """A valid message of no interest (e.g. a MOA microlensing VOEvent).
+
+    Counted and logged at debug level; neither stored nor dead-lettered.
+    """
+
+
 class TransientError(MmaError):
     """A failure of the environment; the same message may succeed later."""

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from mma.config import Config
 from mma.correlator import ActiveRegion, Correlator
 from mma.db import store
-from mma.errors import BadMessage, TransientError
+from mma.errors import BadMessage, Ignored, TransientError
 from mma.models import Alert, Item, Notice
 from mma.scoring import vet_ztf
 from mma.skymaps.decode import read_multiorder
@@ -47,7 +47,7 @@ class Handler(Protocol):
 class Outcome:
     """What processing one message did."""
 
-    kind: str  # notice | alert | duplicate | dead_letter
+    kind: str  # notice | alert | duplicate | ignored | dead_letter
     touched: set[str] = field(default_factory=set)  # coincidence ids created or changed
 
 
@@ -96,6 +96,8 @@ class Pipeline:
                 outcome = self._alert(item, now or item.time)
         except (OperationalError, DBAPIError) as exc:
             raise TransientError(f"{origin}: database error: {exc}") from exc
+        except Ignored as exc:
+            return self.ignored(handler.NAME, origin, exc)
         except BadMessage as exc:
             return self._dead_letter(handler.NAME, origin, exc, raw)
         except Exception as exc:  # a bug must not kill the stream; the bytes are kept
@@ -103,6 +105,12 @@ class Pipeline:
             return self._dead_letter(handler.NAME, origin, exc, raw)
         self.counts[outcome.kind] += 1
         return outcome
+
+    def ignored(self, source: str, origin: str, reason: Ignored) -> Outcome:
+        """Count a valid message of no interest (not stored, not dead-lettered)."""
+        log.debug("%s: skipped by %s: %s", origin, source, reason)
+        self.counts["ignored"] += 1
+        return Outcome("ignored")
 
     def dead_letter(self, source: str, origin: str, error: BaseException, raw: bytes) -> Outcome:
         """Keep a message that failed before it reached a handler (e.g. unknown format)."""

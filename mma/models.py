@@ -43,19 +43,32 @@ def check_position(ra_deg: float, dec_deg: float) -> None:
 class RegionSpec:
     """A sky region as the notice states it, before any HEALPix work.
 
+    A notice with both a shape and a map URL (IceCube ``healpix_url``, GBM
+    HEALPix products) gives ``kind`` of the shape plus ``skymap_url``: the
+    shape is usable at once and the map, once fetched, supersedes it.
+
     Attributes
     ----------
     kind : {'skymap', 'circle', 'ellipse', 'box'}
     skymap : bytes, optional
         FITS bytes (possibly gzip-compressed) of a HEALPix map, flat or multi-order.
     skymap_url : str, optional
-        Where the map can be downloaded when it is not inline.
+        Where a map can be downloaded.
     ra_deg, dec_deg : float, optional
         Centre of a circle, ellipse or box (ICRS, degrees).
     radius_deg : float, optional
         Circle radius (degrees) at probability ``containment``.
+    semi_major_deg, semi_minor_deg, position_angle_deg : float, optional
+        Ellipse semi-axes (degrees) at probability ``containment`` and the
+        position angle of the major axis, east of north (degrees).
+    ra_plus_deg, ra_minus_deg, dec_plus_deg, dec_minus_deg : float, optional
+        Asymmetric box errors (degrees; RA errors are angles of RA, not on-sky
+        arcs, as IceCube circulars give them) at probability ``containment``.
     containment : float
-        Probability enclosed by ``radius_deg`` (e.g. 0.9, or 0.3935 for 1 sigma 2-D).
+        Probability enclosed by the stated error (0.9; 0.3935 for a 2-D 1 sigma).
+    systematic : str, optional
+        Name of a systematic-error model to convolve with (e.g. ``fermi_gbm_gnd``),
+        when the notice's error is statistical only.
     """
 
     kind: RegionKind
@@ -64,17 +77,40 @@ class RegionSpec:
     ra_deg: float | None = None
     dec_deg: float | None = None
     radius_deg: float | None = None
+    semi_major_deg: float | None = None
+    semi_minor_deg: float | None = None
+    position_angle_deg: float | None = None
+    ra_plus_deg: float | None = None
+    ra_minus_deg: float | None = None
+    dec_plus_deg: float | None = None
+    dec_minus_deg: float | None = None
     containment: float = 0.9
+    systematic: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "skymap" and self.skymap is None and self.skymap_url is None:
             raise InvalidValue("a skymap region needs inline bytes or a URL")
-        if self.ra_deg is not None or self.dec_deg is not None:
-            check_position(self.ra_deg or 0.0, self.dec_deg or 0.0)
-        if self.radius_deg is not None and not (
-            math.isfinite(self.radius_deg) and 0.0 < self.radius_deg <= 180.0
-        ):
-            raise InvalidValue(f"radius {self.radius_deg!r} deg outside (0, 180]")
+        if self.kind != "skymap":
+            if self.ra_deg is None or self.dec_deg is None:
+                raise InvalidValue(f"a {self.kind} region needs a centre")
+            check_position(self.ra_deg, self.dec_deg)
+        needed = {
+            "circle": ("radius_deg",),
+            "ellipse": ("semi_major_deg", "semi_minor_deg", "position_angle_deg"),
+            "box": ("ra_plus_deg", "ra_minus_deg", "dec_plus_deg", "dec_minus_deg"),
+        }.get(self.kind, ())
+        for name in needed:
+            value = getattr(self, name)
+            if value is None:
+                raise InvalidValue(f"a {self.kind} region needs {name}")
+            if not math.isfinite(value):
+                raise InvalidValue(f"{name} {value!r} is not finite")
+            if name != "position_angle_deg" and not (0.0 < value <= 180.0):
+                raise InvalidValue(f"{name} {value!r} deg outside (0, 180]")
+        if (self.kind == "ellipse" and self.semi_minor_deg is not None
+                and self.semi_major_deg is not None
+                and self.semi_minor_deg > self.semi_major_deg):
+            raise InvalidValue("ellipse semi-minor axis larger than semi-major axis")
         if not (0.0 < self.containment < 1.0):
             raise InvalidValue(f"containment {self.containment!r} outside (0, 1)")
 

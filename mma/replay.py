@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mma.errors import BadMessage, HostileMessage
+from mma.errors import BadMessage, HostileMessage, Ignored
 from mma.ingest import Handler, Pipeline
 from mma.models import Item, Notice
 from mma.registry import Registry
@@ -89,6 +89,8 @@ def _parse(pipeline: Pipeline, handler: Handler, payload: bytes, origin: str) ->
     """Parse one record; a bad one is dead-lettered and None returned."""
     try:
         return handler.parse(payload, topic="")
+    except Ignored as exc:
+        pipeline.ignored(handler.NAME, origin, exc)
     except BadMessage as exc:
         pipeline.dead_letter(handler.NAME, origin, exc, payload)
     except Exception as exc:  # a handler bug must not stop the replay; the bytes are kept

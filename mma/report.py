@@ -101,6 +101,7 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
         "dead letters": conn.execute(select(func.count()).select_from(
             dead_letters)).scalar_one(),
         "duplicates skipped": counts.get("duplicate", 0),
+        "ignored (of no interest)": counts.get("ignored", 0),
     }
     lines.append("")
     lines.append("  ".join(f"{k}: {v}" for k, v in totals.items()))
