@@ -236,6 +236,7 @@ class Correlator:
             flags.append("prior_activity")
         if event["test"]:
             flags.append("test")
+        flags += [f for f in event["flags"] if f not in flags]
         payload = {
             "coincidence_id": cid,
             "event_id": event["event_id"],

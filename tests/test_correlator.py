@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,15 @@ def test_restart_rebuilds_active_regions_from_the_database(engine: Engine,
     assert len(restarted.correlator.active) == 1
     feed(restarted, alert("a", pixel=0, hours=2))
     assert rows(engine)["a"]["credible_level"] == pytest.approx(0.75)
+
+
+def test_notice_vetoes_are_carried_as_flags(engine: Engine, config: Config) -> None:
+    p = Pipeline(engine, config)
+    flagged = replace(notice("PRELIMINARY", 0.01, MAP_1), flags=("low_significance",))
+    feed(p, flagged)
+    feed(p, alert("a", pixel=0, hours=2))
+    assert "low_significance" in rows(engine)["a"]["flags"]
+    # A newer notice without the caveat clears it on re-scoring.
+    feed(p, notice("UPDATE", 3, {0: 0.7, 1: 0.3}))
+    found = rows(engine)["a"]
+    assert "low_significance" not in found["flags"] and found["status"] == "updated"

@@ -89,6 +89,9 @@ events = Table(
     Column("status", String(16), nullable=False, default="active"),
     Column("test", Boolean, nullable=False, default=False),
     Column("properties", JSON, nullable=False, default=dict),
+    # Vetoes and caveats of the latest notice (e.g. not_grb:..., low_significance),
+    # carried onto every coincidence of the event.
+    Column("flags", JSON, nullable=False, default=list),
     Column("created_at", UTCDateTime, nullable=False, default=_now),
     Column("updated_at", UTCDateTime, nullable=False, default=_now, onupdate=_now),
 )

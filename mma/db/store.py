@@ -81,6 +81,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
             event_id=notice.event_id, messenger=notice.messenger,
             instrument=notice.instrument, event_time=notice.event_time,
             status="active", test=notice.test, properties=dict(notice.properties),
+            flags=list(notice.flags),
         ))
         log.info("event %s: new %s event from %s", notice.event_id, notice.messenger,
                  notice.instrument)
@@ -93,7 +94,8 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
                 notice.retraction or "no_event_time" in notice.flags):
             conn.execute(
                 update(events).where(events.c.id == event_pk).values(
-                    event_time=notice.event_time, properties=dict(notice.properties)
+                    event_time=notice.event_time, properties=dict(notice.properties),
+                    flags=list(notice.flags),
                 )
             )
     for alias in {notice.event_id, *notice.aliases}:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 03:11:53.687063
+Create Date: 2026-11-25
 """
 
 import sqlalchemy as sa
@@ -39,6 +39,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('test', sa.Boolean(), nullable=False),
     sa.Column('properties', sa.JSON(), nullable=False),
+    sa.Column('flags', sa.JSON(), nullable=False),
     sa.Column('created_at', mma.db.schema.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', mma.db.schema.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_events')),
