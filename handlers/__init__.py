@@ -13,6 +13,10 @@ The contract (checked by :mod:`mma.registry` at start-up and by a test):
     :class:`mma.errors.BadMessage` subclasses; never touches SQL or the network.
 ``sniff(raw: bytes) -> bool`` (optional)
     Cheap test of whether a file's content is this family's, for ``mma replay``.
+``FALLBACK: bool`` (optional, default False)
+    A catch-all (e.g. "a VOEvent no other handler claims"): ``sniff`` is tried
+    after every other handler's. Such handlers usually raise
+    :class:`mma.errors.Ignored` for messages of no interest.
 ``split(raw: bytes) -> Iterator[bytes]`` (optional)
     Cuts a file holding many records (Avro container, parquet) into the payloads
     that ``parse`` takes, one per record. Without it a file is one message.

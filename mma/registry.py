@@ -207,14 +207,16 @@ class Registry:
         return self._by_name[name]
 
     def detect(self, raw: bytes) -> Handler:
-        """The first handler (by NAME) whose ``sniff`` recognises *raw*.
+        """The first handler whose ``sniff`` recognises *raw*: by NAME, fallbacks last.
 
         Raises
         ------
         UnknownFormat
             No handler recognises the content.
         """
-        for handler in self.handlers:
+        # Catch-alls (FALLBACK = True, e.g. "a VOEvent nobody claims") go last.
+        ordered = sorted(self.handlers, key=lambda h: bool(getattr(h, "FALLBACK", False)))
+        for handler in ordered:
             sniff = cast(Callable[[bytes], bool] | None, getattr(handler, "sniff", None))
             if sniff is None:
                 continue

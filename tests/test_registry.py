@@ -153,3 +153,20 @@ def test_iter_file_errors_name_the_path() -> None:
                 broken, "broken.parquet"
             )
         )
+
+
+def test_fallback_handlers_are_tried_last() -> None:
+    """A catch-all sorted first by NAME still loses to a specific handler."""
+    import types
+
+    def make(name: str, fallback: bool) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.NAME, mod.KIND, mod.DEFAULT_TOPICS = name, "notice", ()  # type: ignore[attr-defined]
+        mod.parse = lambda raw, *, topic: None  # type: ignore[attr-defined]
+        mod.sniff = lambda raw: True  # type: ignore[attr-defined]
+        if fallback:
+            mod.FALLBACK = True  # type: ignore[attr-defined]
+        return mod
+
+    registry = Registry([make("aaa_catch_all", True), make("zzz_specific", False)])
+    assert registry.detect(b"{}").NAME == "zzz_specific"
