@@ -1,0 +1,94 @@
+"""Notice life cycles on real notices (DESIGN.md 2.5), on SQLite and PostgreSQL.
+
+MS181101ab (LVK sample mock event): EARLY_WARNING, PRELIMINARY, INITIAL,
+UPDATE, RETRACTION; S230518h (a real NSBH candidate): INITIAL then UPDATE.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy_healpix import HEALPix
+from sqlalchemy import Engine, select
+
+from mma.config import Config
+from mma.db.schema import coincidences, events, notices, regions
+from mma.handlers import lvk
+from mma.ingest import Pipeline
+from mma.models import Alert, Notice
+
+LEVEL29 = HEALPix(nside=2**29, order="nested")
+
+
+def _load(corpus: Path, *names: str) -> list[tuple[bytes, Notice]]:
+    out = []
+    for name in names:
+        raw = (corpus / "gcn-json/igwn-gwalert" / name).read_bytes()
+        out.append((raw, lvk.parse(raw, topic="igwn.gwalert")))
+    return sorted(out, key=lambda pair: pair[1].issued_time)
+
+
+def _best_position(pipeline: Pipeline) -> tuple[float, float]:
+    """RA, Dec (deg) of the densest tile of the single active region."""
+    (active,) = pipeline.correlator.active.values()
+    region = active.region
+    lo = int(region.lo[region.density_order[0]])
+    lon, lat = LEVEL29.healpix_to_lonlat([lo])
+    return float(lon.to_value(u.deg)[0]), float(lat.to_value(u.deg)[0])
+
+
+def test_mock_event_from_early_warning_to_retraction(engine: Engine, config: Config,
+                                                     corpus: Path) -> None:
+    p = Pipeline(engine, config)
+    sequence = _load(corpus, "MS181101ab-earlywarning.json", "MS181101ab-preliminary.json",
+                     "MS181101ab-initial.json", "MS181101ab-update.json",
+                     "MS181101ab-retraction.json")
+    *alive, (retraction_raw, retraction) = sequence
+    for raw, notice in alive:
+        assert p.process(lvk, raw, origin=notice.notice_type, item=notice).kind == "notice"
+    t0 = alive[0][1].event_time
+    ra, dec = _best_position(p)
+    hit = Alert(alert_id="1", object_id="ZTF18mock", survey="ZTF", ra_deg=ra, dec_deg=dec,
+                time=t0 + timedelta(hours=3), quality={"rb": 0.9})
+    assert p.process(lvk, b"alert", origin="alert", item=hit).touched
+    # Re-delivery of a notice already stored is a no-op.
+    assert p.process(lvk, alive[1][0], origin="again", item=alive[1][1]).kind == "duplicate"
+    touched = p.process(lvk, retraction_raw, origin="retraction", item=retraction).touched
+    with engine.connect() as conn:
+        event = conn.execute(select(events)).one()
+        versions = conn.execute(select(regions.c.version, regions.c.status)
+                                .order_by(regions.c.version)).all()
+        coinc = conn.execute(select(coincidences)).one()
+        n_notices = len(conn.execute(select(notices.c.id)).all())
+    assert n_notices == 5  # every notice kept for audit, raw bytes included
+    assert [tuple(v) for v in versions] == [(1, "superseded"), (2, "superseded"),
+                                            (3, "superseded"), (4, "retracted")]
+    assert event.status == "retracted" and event.test
+    assert event.event_time == t0  # the retraction carries no time and moves nothing
+    assert touched == {coinc.coincidence_id}
+    assert coinc.status == "retracted"
+    assert {"test", "event_retracted", "mock"} <= set(coinc.payload["flags"])
+    assert p.correlator.active == {}
+
+
+def test_update_supersedes_real_candidate(engine: Engine, config: Config,
+                                          corpus: Path) -> None:
+    p = Pipeline(engine, config)
+    (raw1, initial), (raw2, update) = _load(corpus, "S230518h-initial.json",
+                                            "S230518h-update.json")
+    p.process(lvk, raw1, origin="initial", item=initial)
+    first = p.correlator.active[next(iter(p.correlator.active))]
+    p.process(lvk, raw2, origin="update", item=update)
+    (second,) = p.correlator.active.values()
+    assert (first.version, second.version) == (1, 2)
+    assert second.region_pk != first.region_pk
+    with engine.connect() as conn:
+        rows = conn.execute(select(regions.c.version, regions.c.status, regions.c.area90_deg2)
+                            .order_by(regions.c.version)).all()
+        event = conn.execute(select(events)).one()
+    assert [r.status for r in rows] == ["superseded", "active"]
+    assert not event.test and event.status == "active"
+    assert np.isfinite(rows[1].area90_deg2) and rows[1].area90_deg2 > 0
