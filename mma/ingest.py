@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma.config import Config
-from mma.correlator import ActiveRegion, Correlator
+from mma.correlator import Correlator
 from mma.db import store
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.models import Alert, Item, Notice
@@ -54,9 +55,19 @@ class Outcome:
 class Pipeline:
     """Parse, store, correlate: one message at a time, each in one transaction."""
 
-    def __init__(self, engine: Engine, config: Config) -> None:
+    def __init__(self, engine: Engine, config: Config,
+                 fetch: Callable[[str], bytes] | None = None) -> None:
+        """Set up the pipeline.
+
+        Parameters
+        ----------
+        fetch
+            Downloads a skymap URL (raising TransientError or BadMessage); None
+            leaves URL-only maps unfetched (replays without --fetch).
+        """
         self.engine = engine
         self.config = config
+        self.fetch = fetch
         self.correlator = Correlator(config)
         self.vetting = config.section("vetting.ztf")
         self.max_skymap_bytes = int(config.section("limits")["max_skymap_bytes"])
@@ -136,14 +147,15 @@ class Pipeline:
             assert spec.ra_deg is not None and spec.dec_deg is not None
             return build_region(circle_map(spec.ra_deg, spec.dec_deg, spec.radius_deg,
                                            spec.containment))
-        log.warning("event %s: %s region not usable yet (URL-only maps arrive with the "
-                    "skymap fetcher)", notice.event_id, spec.kind)
+        if spec.kind != "skymap":
+            log.warning("event %s: %s regions are not supported yet", notice.event_id,
+                        spec.kind)
         return None
 
     def _notice(self, handler: Handler, notice: Notice, raw: bytes, origin: str,
                 now: datetime) -> Outcome:
-        region = None if notice.retraction else self._region_of(notice)
-        kind = notice.region.kind if notice.region is not None else ""
+        spec = None if notice.retraction else notice.region
+        region = None if spec is None else self._region_of(notice)
         with self.engine.begin() as conn:
             stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
             if not stored.is_new:
@@ -155,24 +167,59 @@ class Pipeline:
                 log.warning("event %s: retracted by %s; %d coincidences withdrawn",
                             notice.event_id, origin, len(touched))
                 return Outcome("notice", touched)
-            if region is None:
-                return Outcome("notice")
-            event = store.event_row(conn, stored.event_pk)
-            start, end = self.config.window_days(notice.messenger)
-            t0 = event["event_time"]
-            region_pk, version = store.add_region(
-                conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
-                tiles=store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
-                                  region.distsigma, region.distnorm),
-                window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
-                area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
-            active: ActiveRegion = self.correlator.activate(region_pk, version, event, region)
-            touched = self.correlator.on_region(conn, active, now)
-            self.correlator.rerank(conn, {stored.event_pk})
-        log.info("event %s: region v%d from %s, %d tiles, A90 %.0f deg2, %d coincidences "
-                 "changed", notice.event_id, version, origin, region.n_tiles,
-                 region.area_deg2(0.9), len(touched))
+            touched = set()
+            if region is not None and spec is not None:
+                touched = self._store_region(conn, stored, region, spec.kind, origin, now)
+        if spec is not None and spec.skymap_url and spec.skymap is None:
+            touched |= self._upgrade(stored, notice, spec.skymap_url, now)
         return Outcome("notice", touched)
+
+    def _store_region(self, conn: Connection, stored: store.StoredNotice, region: Region,
+                      kind: str, origin: str, now: datetime) -> set[str]:
+        """Store *region* as the event's new version and match it against stored alerts."""
+        event = store.event_row(conn, stored.event_pk)
+        start, end = self.config.window_days(event["messenger"])
+        t0 = event["event_time"]
+        region_pk, version = store.add_region(
+            conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
+            tiles=store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
+                              region.distsigma, region.distnorm),
+            window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
+            area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
+        active = self.correlator.activate(region_pk, version, event, region)
+        touched = self.correlator.on_region(conn, active, now)
+        self.correlator.rerank(conn, {stored.event_pk})
+        log.info("event %s: region v%d (%s) from %s, %d tiles, A90 %.1f deg2, %d "
+                 "coincidences changed", event["event_id"], version, kind, origin,
+                 region.n_tiles, region.area_deg2(0.9), len(touched))
+        return touched
+
+    def _upgrade(self, stored: store.StoredNotice, notice: Notice, url: str,
+                 now: datetime) -> set[str]:
+        """Fetch the map a notice gives by URL and make it the event's region.
+
+        The shape stored with the notice (if any) stays in force when the
+        download fails; a map that downloads but does not decode is kept as a
+        dead letter.
+        """
+        if self.fetch is None:
+            log.info("event %s: skymap %s not fetched (fetching is off)", notice.event_id, url)
+            return set()
+        try:
+            data = self.fetch(url)
+        except (TransientError, BadMessage) as exc:
+            log.warning("event %s: skymap %s not fetched, keeping the notice's own region: "
+                        "%s", notice.event_id, url, exc)
+            return set()
+        try:
+            region = build_region(read_multiorder(data, max_bytes=self.max_skymap_bytes))
+        except BadMessage as exc:
+            self._dead_letter("skymap_fetch", url, exc, data)
+            return set()
+        with self.engine.begin() as conn:
+            if store.event_row(conn, stored.event_pk)["status"] == "retracted":
+                return set()  # a retraction overtook the download
+            return self._store_region(conn, stored, region, "skymap", url, now)
 
     def _alert(self, alert: Alert, now: datetime) -> Outcome:
         ipix = int(hpx29(alert.ra_deg, alert.dec_deg))

@@ -26,22 +26,12 @@ from mma.config import Config
 from mma.db.schema import coincidences
 from mma.ingest import Pipeline
 from mma.models import Alert, Notice, RegionSpec
+from tests.helpers import HANDLER
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 BASE_AREA_SR = 4 * math.pi / 12
 DEG2_PER_SR = (180 / math.pi) ** 2
 _HP = HEALPix(nside=1, order="nested")
-
-
-class _Handler:
-    NAME = "test"
-    KIND = "notice"
-
-    def parse(self, raw: bytes, *, topic: str) -> Any:
-        raise AssertionError("items are passed pre-parsed")
-
-
-HANDLER = _Handler()
 
 
 def base_pixel_centre(ipix: int) -> tuple[float, float]:
