@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tests.services.install import ensure_java, ensure_kafka_jars
-from tests.services.procs import LOOPBACK, ManagedProcess, error_lines, free_port, tail
+from tests.services.procs import (
+    LOOPBACK,
+    ManagedProcess,
+    error_lines,
+    free_port,
+    start_with_port_retry,
+    tail,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -309,21 +316,8 @@ def kafka_from_env() -> KafkaBroker | ExternalKafka:
     external = os.environ.get("MMA_TEST_KAFKA")
     if external:
         return ExternalKafka(external)
-    for attempt in (1, 2):
-        broker = KafkaBroker()
-        try:
-            broker.start()
-        except KafkaStartError as exc:
-            broker.cleanup()
-            if attempt == 1 and "Address already in use" in str(exc):
-                logger.warning("Kafka port taken meanwhile; retrying on new ports")
-                continue
-            raise
-        except BaseException:
-            broker.cleanup()
-            raise
-        return broker
-    raise AssertionError("unreachable")
+    return start_with_port_retry(KafkaBroker, port_taken="Address already in use",
+                                 what="Kafka")
 
 
 def unique_topic(prefix: str = "mma-test") -> str:

@@ -28,7 +28,13 @@ import psycopg
 from sqlalchemy.engine import URL, make_url
 
 from tests.services.install import ensure_postgres_bin
-from tests.services.procs import LOOPBACK, ManagedProcess, free_port, tail
+from tests.services.procs import (
+    LOOPBACK,
+    ManagedProcess,
+    free_port,
+    start_with_port_retry,
+    tail,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -231,18 +237,5 @@ def postgres_from_env() -> PostgresServer | ExternalPostgres:
     external = os.environ.get("MMA_TEST_POSTGRES")
     if external:
         return ExternalPostgres(external)
-    for attempt in (1, 2):
-        server = PostgresServer()
-        try:
-            server.start()
-        except PostgresStartError as exc:
-            server.cleanup()
-            if attempt == 1 and "could not bind" in str(exc):
-                logger.warning("PostgreSQL port taken meanwhile; retrying on a new port")
-                continue
-            raise
-        except BaseException:
-            server.cleanup()
-            raise
-        return server
-    raise AssertionError("unreachable")
+    return start_with_port_retry(PostgresServer, port_taken="could not bind",
+                                 what="PostgreSQL")

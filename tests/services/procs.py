@@ -20,9 +20,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -261,3 +261,33 @@ def stop_all(timeout: float = 10.0) -> None:
 
 
 atexit.register(stop_all)
+
+
+class _Service(Protocol):
+    def start(self) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+
+ServiceT = TypeVar("ServiceT", bound=_Service)
+
+
+def start_with_port_retry(make: Callable[[], ServiceT], *, port_taken: str,
+                          what: str) -> ServiceT:
+    """Start ``make()``; if its free port was grabbed before it bound, retry once.
+
+    Free ports are chosen before the service binds them, so another process can
+    take one in between; the start error then contains *port_taken*.
+    """
+    for attempt in (1, 2):
+        service = make()
+        try:
+            service.start()
+        except BaseException as exc:
+            service.cleanup()
+            if attempt == 1 and port_taken in str(exc):
+                logger.warning("%s port taken meanwhile; retrying on new ports", what)
+                continue
+            raise
+        return service
+    raise AssertionError("unreachable")
