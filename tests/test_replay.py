@@ -29,7 +29,7 @@ SCHEMA = json.loads((Path(__file__).parents[1] / "mma" / "schema" /
 # for the final region of each superevent.
 MANIFEST_COUNTS = {
     "S240114b": 40, "S240114l": 17, "S240114n": 134, "S240114t": 96,
-    "S240114aj": 128, "S240115k": 17, "S240115n": 26,
+    "S240114aj": 128, "S240115f": 22, "S240115k": 17, "S240115n": 26,
 }
 
 
