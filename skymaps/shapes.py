@@ -1,4 +1,10 @@
-"""Analytic localisations (circles, Fisher mixtures) as multi-order probability maps.
+"""Analytic localisations (circles, ellipses, Fisher mixtures) as multi-order probability maps.
+
+Ellipses (:func:`ellipse_map`) are a 2-D Gaussian in the Lambert azimuthal
+equal-area projection about the centre, which for a circle is exactly the Fisher
+density below; asymmetric RA/Dec boxes live in :mod:`mma.skymaps.box` and
+:func:`box_map` is re-exported here. The adaptive refinement is shared
+(:func:`mma.skymaps.refine.adaptive_map`).
 
 A circle of radius ``r`` at containment ``p`` becomes a 2-D Fisher (von
 Mises-Fisher) density on the sphere, the spherical form of the circular Gaussian
@@ -9,7 +15,7 @@ Mises-Fisher) density on the sphere, the spherical form of the circular Gaussian
 
 with ``kappa`` [rad^-2] chosen so that ``P(< r) = p``.
 
-The map is refined adaptively from order 0: a tile is split while its
+Circle maps are refined adaptively from order 0: a tile is split while its
 probability could exceed ``max_tile_prob`` (bounded by the density at the tile
 point nearest the centre times the tile area), so tiles are small where the
 density is high and the sky far away stays at order 0-3. Each tile's density is
@@ -37,22 +43,21 @@ from collections.abc import Sequence
 
 import healpy as hp
 import numpy as np
-from astropy import units as u
 from astropy.table import Table
-from ligo.skymap import moc
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import brentq
 
 from mma.errors import InvalidValue
 from mma.models import check_position
+from mma.skymaps.box import box_map
+from mma.skymaps.refine import adaptive_map, separation
 from mma.skymaps.region import MAX_ORDER
 
-__all__ = ("circle_map", "fisher_cdf", "fisher_kappa", "fisher_mixture_map", "fisher_pdf")
+__all__ = ("box_map", "circle_map", "ellipse_map", "ellipse_sigmas", "fisher_cdf", "fisher_kappa",
+           "fisher_mixture_map", "fisher_pdf")
 
 log = logging.getLogger(__name__)
 
-# Sub-pixel depth for the tile mean of the density: 4**2 samples per tile.
-_SUBSAMPLE_ORDERS = 2
 # Above this, exp(-2 kappa) < 1e-17 is below float64 resolution against 1.
 _KAPPA_CLOSED_FORM = 20.0
 
@@ -117,11 +122,6 @@ def _mixture_pdf(theta_rad: NDArray[np.float64], kappas: NDArray[np.float64],
     return total
 
 
-def _separation(vec: NDArray[np.float64], centre: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Angle [rad] between unit vectors (rows of ``vec``) and ``centre``; atan2 is exact near 0."""
-    return np.asarray(np.arctan2(np.linalg.norm(np.cross(vec, centre), axis=-1), vec @ centre))
-
-
 def fisher_mixture_map(
     ra_deg: float,
     dec_deg: float,
@@ -158,51 +158,24 @@ def fisher_mixture_map(
         raise InvalidValue("kappas and weights must be non-empty and of one length")
     if not (np.all(np.isfinite(k)) and np.all(k > 0) and np.all(w >= 0) and w.sum() > 0):
         raise InvalidValue("kappas must be positive and weights non-negative")
-    if not 0 <= max_order <= MAX_ORDER or not 0 < max_tile_prob < 1:
-        raise ValueError("max_order must be in [0, 29] and max_tile_prob in (0, 1)")
     w = w / w.sum()
-    centre = np.asarray(hp.ang2vec(ra_deg, dec_deg, lonlat=True), dtype=np.float64)
+    centre = _unit(ra_deg, dec_deg)
 
-    orders: list[NDArray[np.int64]] = []
-    pixels: list[NDArray[np.int64]] = []
-    order, ipix = 0, np.arange(12, dtype=np.int64)
-    while ipix.size:
-        nside = 1 << order
-        vec = np.column_stack(hp.pix2vec(nside, ipix, nest=True))
-        # Largest density anywhere in the tile: at the point nearest the centre,
-        # no closer than the tile centre minus the largest pixel radius at this order.
-        nearest = np.maximum(_separation(vec, centre) - hp.max_pixrad(nside), 0.0)
-        split = _mixture_pdf(nearest, k, w) * hp.nside2pixarea(nside) > max_tile_prob
-        if order == max_order:
-            if split.any():
-                log.warning("Fisher map hit max_order %d: %d tiles exceed max_tile_prob",
-                            max_order, np.count_nonzero(split))
-            split[:] = False
-        orders.append(np.full(np.count_nonzero(~split), order, dtype=np.int64))
-        pixels.append(ipix[~split])
-        ipix = (4 * ipix[split][:, None] + np.arange(4)).ravel()
-        order += 1
+    def density(vec: NDArray[np.float64]) -> NDArray[np.float64]:
+        return _mixture_pdf(separation(vec, centre), k, w)
 
-    tile_order = np.concatenate(orders)
-    tile_ipix = np.concatenate(pixels)
-    density = np.empty(tile_order.size)
-    for o in np.unique(tile_order):
-        sel = tile_order == o
-        sub_order = min(int(o) + _SUBSAMPLE_ORDERS, MAX_ORDER)
-        n_sub = 1 << (2 * (sub_order - int(o)))
-        sub = (tile_ipix[sel][:, None] * n_sub + np.arange(n_sub)).ravel()
-        vec = np.column_stack(hp.pix2vec(1 << sub_order, sub, nest=True))
-        density[sel] = _mixture_pdf(_separation(vec, centre), k, w).reshape(-1, n_sub).mean(axis=1)
+    def bound(vec: NDArray[np.float64], radius: float) -> NDArray[np.float64]:
+        # Largest density in the tile: at the point nearest the centre, no closer
+        # than the tile centre minus the largest pixel radius at this order.
+        return _mixture_pdf(np.maximum(separation(vec, centre) - radius, 0.0), k, w)
 
-    uniq = moc.nest2uniq(tile_order.astype(np.int8), tile_ipix)
-    total = float(np.sum(density * moc.uniq2pixarea(uniq)))
-    log.debug("Fisher map: %d tiles, orders %d-%d, quadrature total %.6f",
-              uniq.size, tile_order.min(), tile_order.max(), total)
-    table = Table([uniq, density / total], names=("UNIQ", "PROBDENSITY"))
-    table["PROBDENSITY"].unit = u.sr**-1
-    table.sort("UNIQ")
-    table.meta.update(ra_deg=ra_deg, dec_deg=dec_deg, kappas=k.tolist(), weights=w.tolist())
-    return table
+    return adaptive_map(density, bound, max_order=max_order, max_tile_prob=max_tile_prob,
+                        label="Fisher", meta={"ra_deg": ra_deg, "dec_deg": dec_deg,
+                                              "kappas": k.tolist(), "weights": w.tolist()})
+
+
+def _unit(ra_deg: float, dec_deg: float) -> NDArray[np.float64]:
+    return np.asarray(hp.ang2vec(ra_deg, dec_deg, lonlat=True), dtype=np.float64)
 
 
 def circle_map(
@@ -243,3 +216,166 @@ def circle_map(
                                max_tile_prob=max_tile_prob)
     table.meta.update(radius_deg=radius_deg, containment=containment, kappa=kappa)
     return table
+
+
+def _ellipse_frame(ra_deg: float, dec_deg: float, pa_deg: float) -> NDArray[np.float64]:
+    """Rows: centre, major-axis and minor-axis unit vectors [ICRS].
+
+    North and east are the derivatives of the position along Dec and RA at the
+    given RA, so they stay defined at the poles (north points along the meridian
+    of ``ra_deg``); the major axis is ``pa_deg`` from north through east.
+    """
+    ra, dec, pa = np.radians([ra_deg, dec_deg, pa_deg])
+    centre = np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    north = np.array([-np.sin(dec) * np.cos(ra), -np.sin(dec) * np.sin(ra), np.cos(dec)])
+    east = np.array([-np.sin(ra), np.cos(ra), 0.0])
+    major = np.cos(pa) * north + np.sin(pa) * east
+    minor = -np.sin(pa) * north + np.cos(pa) * east
+    return np.vstack([centre, major, minor])
+
+
+def _zea(vec: NDArray[np.float64], frame: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Lambert azimuthal equal-area coordinates (along major, along minor) of unit vectors.
+
+    The projection keeps the direction from the centre and maps angular distance
+    theta to ``2 sin(theta / 2)``: ``(v . e) * sqrt(2 / (1 + v . c))``. The
+    antipode (a circle of radius 2) is clipped, where every density here is ~0.
+    """
+    z = vec @ frame[0]
+    scale = np.sqrt(2.0 / np.maximum(1.0 + z, 1e-300))
+    return np.column_stack([(vec @ frame[1]) * scale, (vec @ frame[2]) * scale])
+
+
+def _disk_mass(sigma_a: float, sigma_b: float) -> float:
+    """Mass of the plane Gaussian N(0, diag(sigma_a^2, sigma_b^2)) within radius 2.
+
+    Radius 2 is the whole sphere in the equal-area projection. Integrated over
+    the azimuth in closed form along each ray, then by the periodic trapezoid rule
+    (spectrally accurate for this smooth integrand).
+    """
+    phi = np.linspace(0.0, 2 * np.pi, 4096, endpoint=False)
+    q = np.square(np.cos(phi) / sigma_a) + np.square(np.sin(phi) / sigma_b)
+    return float(np.mean(-np.expm1(-2.0 * q) / (q * sigma_a * sigma_b)))
+
+
+def ellipse_sigmas(semi_major_deg: float, semi_minor_deg: float,
+                   containment: float) -> tuple[float, float, float]:
+    """Plane Gaussian widths for an ellipse holding probability ``containment``.
+
+    Returns ``(sigma_major, sigma_minor, norm)``: widths in the equal-area
+    projection (dimensionless, ~ radians for small ellipses) and the Gaussian's
+    mass on the sphere (``norm`` <= 1), such that the projected ellipse with
+    semi-axes ``2 sin(a / 2)``, ``2 sin(b / 2)`` holds ``containment`` after
+    renormalisation. For small ellipses ``sigma = a / sqrt(-2 ln(1 - p))``.
+
+    Raises
+    ------
+    mma.errors.InvalidValue
+        Axes outside (0, 180] deg or not ordered, containment outside (0, 1), or a
+        containment no more than the ellipse's share of a uniform sky.
+    """
+    a, b = semi_major_deg, semi_minor_deg
+    if not (math.isfinite(a) and math.isfinite(b) and 0.0 < b <= a <= 180.0):
+        raise InvalidValue(f"ellipse axes {a!r}, {b!r} deg not 0 < b <= a <= 180")
+    if not (0.0 < containment < 1.0):
+        raise InvalidValue(f"containment {containment!r} outside (0, 1)")
+    big_a, big_b = 2 * math.sin(math.radians(a) / 2), 2 * math.sin(math.radians(b) / 2)
+    # Equal-area projection: the ellipse covers big_a * big_b / 4 of the sphere.
+    if containment - big_a * big_b / 4 <= 1e-9:
+        raise InvalidValue(f"{containment:g} within a {a:g} x {b:g} deg ellipse is not "
+                           "more concentrated than a uniform sky")
+
+    def excess(c: float) -> float:
+        # In-ellipse mass 1 - exp(-c^2/2) over the on-sphere mass, minus p.
+        return -math.expm1(-c * c / 2) - containment * _disk_mass(big_a / c, big_b / c)
+
+    c = math.sqrt(-2.0 * math.log1p(-containment))
+    if excess(c) > 1e-15:
+        c = float(brentq(excess, 1e-6, c, xtol=1e-15, rtol=1e-14))
+    sigma_a, sigma_b = big_a / c, big_b / c
+    return sigma_a, sigma_b, _disk_mass(sigma_a, sigma_b)
+
+
+def ellipse_map(
+    ra_deg: float,
+    dec_deg: float,
+    semi_major_deg: float,
+    semi_minor_deg: float,
+    position_angle_deg: float,
+    containment: float = 0.9,
+    *,
+    max_order: int = MAX_ORDER,
+    max_tile_prob: float = 5e-5,
+) -> Table:
+    """Multi-order map of an error ellipse holding probability ``containment``.
+
+    The density is a 2-D Gaussian in the Lambert azimuthal equal-area projection
+    centred on the position, with its axes along the ellipse's::
+
+        rho = exp(-(x^2 / sigma_major^2 + y^2 / sigma_minor^2) / 2)
+              / (2 pi sigma_major sigma_minor norm)                       [sr^-1]
+
+    Because the projection is equal-area, no Jacobian appears, and for a circle
+    (``a = b``) this *is* the Fisher density of :func:`circle_map`
+    (``kappa = 1 / sigma^2``), so it stays a proper density on the sphere however
+    large the ellipse. The stated ellipse is the projected ellipse with semi-axes
+    ``2 sin(a / 2)`` and ``2 sin(b / 2)`` (exactly ``a`` and ``b`` of arc along the
+    axes); it holds exactly ``containment`` (see :func:`ellipse_sigmas`).
+
+    Parameters
+    ----------
+    ra_deg, dec_deg : float
+        Centre [deg, ICRS].
+    semi_major_deg, semi_minor_deg : float
+        Semi-axes [deg of arc] at probability ``containment``.
+    position_angle_deg : float
+        Position angle of the major axis [deg], east of north (0 = north-south).
+    containment : float
+        Probability inside the stated ellipse.
+    max_order, max_tile_prob
+        See :func:`mma.skymaps.refine.adaptive_map`.
+
+    Returns
+    -------
+    astropy.table.Table
+        UNIQ (int64) and PROBDENSITY [sr^-1]; ``meta`` has the inputs and
+        ``sigma_major``, ``sigma_minor`` (projected widths) and ``norm``.
+
+    Raises
+    ------
+    mma.errors.InvalidValue
+        Bad centre, axes, angle or containment.
+    """
+    check_position(ra_deg, dec_deg)
+    if not math.isfinite(position_angle_deg):
+        raise InvalidValue(f"position angle {position_angle_deg!r} is not finite")
+    sigma_a, sigma_b, norm = ellipse_sigmas(semi_major_deg, semi_minor_deg, containment)
+    frame = _ellipse_frame(ra_deg, dec_deg, position_angle_deg)
+    peak = 1.0 / (2 * np.pi * sigma_a * sigma_b * norm)
+
+    def mahalanobis2(vec: NDArray[np.float64]) -> NDArray[np.float64]:
+        xy = _zea(vec, frame)
+        return np.asarray(np.square(xy[:, 0] / sigma_a) + np.square(xy[:, 1] / sigma_b))
+
+    def density(vec: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(peak * np.exp(-0.5 * mahalanobis2(vec)))
+
+    def bound(vec: NDArray[np.float64], radius: float) -> NDArray[np.float64]:
+        theta = separation(vec, frame[0])
+        near = np.maximum(theta - radius, 0.0)
+        # Isotropic bound: Q >= r^2 / sigma_major^2 with r the projected distance.
+        q_iso = np.square(2 * np.sin(near / 2) / sigma_a)
+        # Lipschitz bound: the projection stretches lengths by at most
+        # 1 / cos(theta / 2) and sqrt(Q) grows by at most 1 / sigma_minor per unit.
+        far = np.minimum(theta + radius, np.pi * (1 - 1e-9))
+        reach = radius / np.cos(far / 2) / sigma_b
+        q_lip = np.square(np.maximum(np.sqrt(mahalanobis2(vec)) - reach, 0.0))
+        return np.asarray(peak * np.exp(-0.5 * np.maximum(q_iso, q_lip)))
+
+    return adaptive_map(density, bound, max_order=max_order, max_tile_prob=max_tile_prob,
+                        label="ellipse", meta={
+                            "ra_deg": ra_deg, "dec_deg": dec_deg,
+                            "semi_major_deg": semi_major_deg, "semi_minor_deg": semi_minor_deg,
+                            "position_angle_deg": position_angle_deg,
+                            "containment": containment, "sigma_major": sigma_a,
+                            "sigma_minor": sigma_b, "norm": norm})
