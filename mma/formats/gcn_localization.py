@@ -1,0 +1,423 @@
+"""New-style GCN JSON notices: the shared envelope and ``Localization`` → :class:`RegionSpec`.
+
+Every ``gcn.notices.*`` schema builds on the same core pieces
+(``gcn/notices/core/{Alert,Event,Localization}.schema.json``):
+
+``alert_type``
+    ``initial``, ``subsequent``, ``update`` or ``retraction``.
+``alert_tense``
+    ``current``, ``archival``, ``planned``, ``injection``, ``commanded`` or
+    ``test``; ``test`` and ``injection`` mark a notice that must never reach
+    production output.
+``trigger_time``, ``alert_datetime``
+    ISO 8601 UTC. Some producers (SVOM, the Fermi LAT flare advocate) omit the
+    ``Z``: such times are read as UTC and flagged ``naive_time_assumed_utc``.
+``ra``, ``dec``, ``ra_dec_error``, ``containment_probability``
+    ICRS degrees. ``ra_dec_error`` is one number (circle radius) or a list
+    ``[semi-major, semi-minor, PA east of north]`` (ellipse), all in degrees, at
+    probability ``containment_probability``, which **defaults to 0.9** when
+    absent (flagged ``containment_default_0.9``). Schemas before 4.0 used
+    ``ra_uncertainty: [r]`` with ``uncertainty_shape: "circle"``; read the same way.
+``systematic_included``
+    False means a statistical-only error (flagged ``statistical_error_only``).
+``healpix_url`` / ``healpix_file``
+    A map to download (kept beside the shape as ``skymap_url``: the shape is
+    usable at once, the map supersedes it once fetched) or an inline base64
+    FITS map (the region is then that map; the shape goes to properties).
+
+Everything here raises :class:`~mma.errors.BadMessage` subclasses naming the field.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from mma.errors import BadSkymap, InvalidValue, MissingField
+from mma.formats.gcn_json import b64decode_capped
+from mma.models import RegionSpec
+
+__all__ = [
+    "ALERT_TENSES",
+    "ALERT_TYPES",
+    "DEFAULT_CONTAINMENT",
+    "Envelope",
+    "Localization",
+    "envelope",
+    "finite",
+    "first_id",
+    "grb_aliases",
+    "localization",
+    "names",
+    "number",
+    "schema_matches",
+    "utc_time",
+]
+
+logger = logging.getLogger(__name__)
+
+ALERT_TYPES = frozenset({"initial", "subsequent", "update", "retraction"})
+ALERT_TENSES = frozenset({"current", "archival", "planned", "injection", "commanded", "test"})
+TEST_TENSES = frozenset({"test", "injection"})
+DEFAULT_CONTAINMENT = 0.9
+
+# Identifiers become event ids and DB keys: printable, short, no path separators.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+\- ]{0,99}")
+_GRB_NAME = re.compile(r"GRB\s?(\d{6}[A-Z]?)")
+_FITS_START = (b"SIMPLE  =", b"\x1f\x8b")  # plain FITS or gzip-compressed FITS
+_MAP_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fits.fz")
+
+
+def utc_time(value: Any, where: str) -> tuple[datetime, bool]:
+    """Parse an ISO 8601 time; return it in UTC and whether a missing offset was assumed UTC."""
+    if value is None:
+        raise MissingField(f"{where} is missing")
+    if not isinstance(value, str):
+        raise InvalidValue(f"{where} is {type(value).__name__}, expected an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidValue(f"{where} {value[:40]!r} is not an ISO 8601 time") from exc
+    if parsed.utcoffset() is None:
+        return parsed.replace(tzinfo=UTC), True
+    return parsed.astimezone(UTC), False
+
+
+def number(obj: Mapping[str, Any], key: str, where: str = "", *,
+           required: bool = False) -> float | None:
+    """``obj[key]`` as a finite float, None if absent (or MissingField if *required*)."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise MissingField(f"{where}{key} is missing")
+        return None
+    return finite(value, f"{where}{key}")
+
+
+def finite(value: Any, where: str) -> float:
+    """*value* as a finite float; InvalidValue naming *where* for text, booleans, null, inf."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidValue(f"{where} is {type(value).__name__}, expected a number")
+    if not math.isfinite(value):
+        raise InvalidValue(f"{where} {value!r} is not finite")
+    return float(value)
+
+
+def names(value: Any, where: str) -> tuple[str, ...]:
+    """A string or a list of strings (``id``, ``event_name``) as a tuple of valid names."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
+    if not isinstance(items, list) or not items:
+        raise InvalidValue(f"{where} must be a name or a non-empty list of names")
+    out = []
+    for item in items:
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if not isinstance(text, str) or not _ID.fullmatch(text):
+            raise InvalidValue(f"{where} {str(item)[:40]!r} is not a usable identifier")
+        out.append(text)
+    return tuple(out)
+
+
+def first_id(msg: Mapping[str, Any], key: str = "id") -> str | None:
+    """The first of the notice's ``id`` values (a string or a list of strings), or None."""
+    ids = names(msg.get(key), key)
+    return ids[0] if ids else None
+
+
+def grb_aliases(candidates: tuple[str, ...]) -> tuple[str, ...]:
+    """The GRB names among *candidates*, written ``GRB YYMMDDX`` as in GCN Circulars.
+
+    Only names that identify one burst become aliases (aliases merge events);
+    source names such as ``Swift J1858.6-0814`` or ``OQ 334`` would merge
+    every flare of a source into one event.
+    """
+    out = []
+    for name in candidates:
+        match = _GRB_NAME.fullmatch(name.strip())
+        if match:
+            out.append(f"GRB {match.group(1)}")
+    return tuple(out)
+
+
+def schema_matches(msg: Mapping[str, Any], *fragments: str) -> bool:
+    """True if the notice's ``$schema`` URL contains one of *fragments*."""
+    schema = msg.get("$schema")
+    return isinstance(schema, str) and any(f in schema for f in fragments)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The parts every GCN JSON notice shares, read and checked.
+
+    Attributes
+    ----------
+    notice_type : str
+        ``alert_type`` when the notice has one, else the handler's default.
+    event_time, issued_time : datetime
+        ``trigger_time`` (or the handler's time key) and ``alert_datetime``, UTC.
+        Without ``alert_datetime`` the issue time is the event time (flag ``no_issued_time``).
+    retraction, test : bool
+    flags : tuple of str
+    properties : dict
+        ``alert_type``, ``alert_tense``, ``record_number`` as given.
+    """
+
+    notice_type: str
+    event_time: datetime
+    issued_time: datetime
+    retraction: bool
+    test: bool
+    flags: tuple[str, ...]
+    properties: dict[str, Any]
+
+
+def envelope(msg: Mapping[str, Any], *, topic: str, default_type: str,
+             time_key: str = "trigger_time") -> Envelope:
+    """Read ``alert_type``, ``alert_tense``, the event and issue times of a notice.
+
+    Parameters
+    ----------
+    msg : mapping
+        The decoded notice.
+    topic : str
+        Kafka topic; a ``.test.`` topic marks the notice as a test.
+    default_type : str
+        ``notice_type`` when the notice has no ``alert_type``.
+    time_key : str
+        Field holding the event time (``trigger_time``; ``observation_start``
+        for notices without a trigger).
+
+    Raises
+    ------
+    MissingField
+        The event time is missing.
+    InvalidValue
+        Unknown ``alert_type``/``alert_tense``, unparseable time, bad ``record_number``.
+    """
+    flags: list[str] = []
+    alert_type = msg.get("alert_type")
+    if alert_type is not None and alert_type not in ALERT_TYPES:
+        raise InvalidValue(f"alert_type {str(alert_type)[:40]!r} is not one of "
+                           f"{sorted(ALERT_TYPES)}")
+    tense = msg.get("alert_tense")
+    if tense is not None and tense not in ALERT_TENSES:
+        raise InvalidValue(f"alert_tense {str(tense)[:40]!r} is not one of {sorted(ALERT_TENSES)}")
+    if tense not in (None, "current"):
+        flags.append(f"alert_tense_{tense}")
+    test = tense in TEST_TENSES
+    if ".test." in f".{topic}.":
+        test = True
+        flags.append("test_topic")
+    record = msg.get("record_number")
+    if record is not None and (isinstance(record, bool) or not isinstance(record, int)
+                               or record < 0):
+        raise InvalidValue(f"record_number {record!r} is not a non-negative integer")
+    event_time, naive = utc_time(msg.get(time_key), time_key)
+    if msg.get("alert_datetime") is None:
+        issued_time = event_time
+        flags.append("no_issued_time")
+    else:
+        issued_time, naive_issued = utc_time(msg.get("alert_datetime"), "alert_datetime")
+        naive = naive or naive_issued
+    if naive:
+        flags.append("naive_time_assumed_utc")
+    return Envelope(
+        notice_type=alert_type or default_type,
+        event_time=event_time,
+        issued_time=issued_time,
+        retraction=alert_type == "retraction",
+        test=test,
+        flags=tuple(flags),
+        properties={"alert_type": alert_type, "alert_tense": tense, "record_number": record},
+    )
+
+
+@dataclass(frozen=True)
+class Localization:
+    """What a notice says about where the event is.
+
+    Attributes
+    ----------
+    region : RegionSpec or None
+        None when the notice has no position, no error, or an all-sky error.
+    flags : tuple of str
+        Caveats (``containment_default_0.9``, ``statistical_error_only``,
+        ``no_error_region``, ``all_sky``, ``rectangle_as_ellipse``...).
+    properties : dict
+        The position and error as stated (degrees), for the record.
+    """
+
+    region: RegionSpec | None
+    flags: tuple[str, ...]
+    properties: dict[str, Any]
+
+
+def _position(obj: Mapping[str, Any], where: str) -> tuple[float, float] | None:
+    ra, dec = number(obj, "ra", where), number(obj, "dec", where)
+    if ra is None and dec is None:
+        return None
+    if ra is None or dec is None:
+        raise MissingField(f"{where}{'ra' if ra is None else 'dec'} is missing "
+                           "although the other coordinate is given")
+    if not 0.0 <= ra < 360.0:
+        raise InvalidValue(f"{where}ra {ra!r} deg outside [0, 360)")
+    if not -90.0 <= dec <= 90.0:
+        raise InvalidValue(f"{where}dec {dec!r} deg outside [-90, 90]")
+    return ra, dec
+
+
+def _lengths(value: Any, where: str) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    if not 1 <= len(values) <= 3:
+        raise InvalidValue(f"{where} has {len(values)} values, expected 1 (circle) or up to "
+                           "3 (ellipse: semi-major, semi-minor, PA)")
+    out = [finite(v, f"{where}[{i}]") for i, v in enumerate(values)]
+    for axis in out[:2]:
+        if not axis > 0.0:
+            raise InvalidValue(f"{where} {axis!r} deg is not a positive error")
+    return out
+
+
+def _rectangle(corners: Any, centre: tuple[float, float], where: str) -> tuple[float, ...]:
+    """Semi-axes and PA of the ellipse with the area and orientation of a corner rectangle.
+
+    The 90 % rectangle (MAXI) is projected on the tangent plane at the stated
+    centre; the ellipse of equal area (a = L/√π, b = W/√π for sides L ≥ W) is
+    what the shape code can use. Good to a few per cent for MAXI's ≤ 3° boxes.
+    """
+    if not isinstance(corners, list) or len(corners) != 4:
+        raise InvalidValue(f"{where} must be 4 [ra, dec] corners")
+    ra0, dec0 = centre
+    points = []
+    for i, corner in enumerate(corners):
+        if not isinstance(corner, list) or len(corner) != 2:
+            raise InvalidValue(f"{where}[{i}] must be an [ra, dec] pair")
+        pos = _position({"ra": corner[0], "dec": corner[1]}, f"{where}[{i}].")
+        assert pos is not None  # both given: _position returns a pair
+        dra = (pos[0] - ra0 + 180.0) % 360.0 - 180.0  # RA wrap at 0/360
+        points.append((dra * math.cos(math.radians(dec0)), pos[1] - dec0))
+    sides = [(points[(i + 1) % 4][0] - points[i][0], points[(i + 1) % 4][1] - points[i][1])
+             for i in range(4)]
+    length = [math.hypot(*s) for s in sides]
+    first, second = (length[0] + length[2]) / 2, (length[1] + length[3]) / 2
+    if min(first, second) <= 0.0:
+        raise InvalidValue(f"{where} corners do not span a rectangle")
+    long_side = sides[0] if first >= second else sides[1]
+    pa = math.degrees(math.atan2(long_side[0], long_side[1])) % 180.0  # east of north
+    big, small = max(first, second), min(first, second)
+    return big / math.sqrt(math.pi), small / math.sqrt(math.pi), pa
+
+
+def _map_url(value: Any, where: str, flags: list[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+        raise InvalidValue(f"{where} {str(value)[:60]!r} is not an http(s) URL")
+    if not urlsplit(value).path.lower().endswith(_MAP_SUFFIXES):
+        flags.append("healpix_url_not_fits")  # e.g. KM3NeT's placeholder portal URL
+        return None
+    return value
+
+
+def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
+                 where: str = "") -> Localization:
+    """Read a GCN JSON ``Localization`` (see the module docstring) from *obj*.
+
+    Parameters
+    ----------
+    obj : mapping
+        The notice, or a nested object holding localisation fields.
+    max_skymap_bytes : int
+        Largest accepted decoded ``healpix_file`` [bytes], refused before decoding.
+    where : str
+        Prefix for error messages (``"coincident_events[0].localization."``).
+
+    Raises
+    ------
+    MissingField, InvalidValue, HostileMessage, MalformedMessage, BadSkymap
+    """
+    flags: list[str] = []
+    centre = _position(obj, where)
+    containment = number(obj, "containment_probability", where)
+    if containment is not None and not 0.0 < containment < 1.0:
+        raise InvalidValue(f"{where}containment_probability {containment!r} outside (0, 1)")
+    systematic = obj.get("systematic_included")
+    if systematic is not None and not isinstance(systematic, bool):
+        raise InvalidValue(f"{where}systematic_included is {type(systematic).__name__}, "
+                           "expected true/false")
+    props: dict[str, Any] = {"ra": None, "dec": None, "containment_probability": containment,
+                             "systematic_included": systematic}
+    url = _map_url(obj.get("healpix_url"), f"{where}healpix_url", flags)
+    props["healpix_url"] = obj.get("healpix_url")
+    shape: dict[str, float] = {}
+    if centre is not None:
+        props["ra"], props["dec"] = centre
+        error, error_key = obj.get("ra_dec_error"), "ra_dec_error"
+        if error is None and obj.get("ra_uncertainty") is not None:
+            error, error_key = obj.get("ra_uncertainty"), "ra_uncertainty"  # schema < 4.0
+            shape_name = obj.get("uncertainty_shape", "circle")
+            if shape_name != "circle":
+                raise InvalidValue(f"{where}uncertainty_shape {str(shape_name)[:20]!r} "
+                                   "with ra_uncertainty is not supported (only circle)")
+            flags.append("legacy_uncertainty_fields")
+        corners = obj.get("rectangular_error_corners")
+        if error is not None:
+            values = _lengths(error, f"{where}{error_key}")
+            props[error_key] = error
+            if len(values) == 3:
+                if values[1] > values[0]:
+                    raise InvalidValue(f"{where}{error_key} semi-minor {values[1]} deg larger "
+                                       f"than semi-major {values[0]} deg")
+                shape = {"semi_major_deg": values[0], "semi_minor_deg": values[1],
+                         "position_angle_deg": values[2] % 180.0}
+            else:
+                if len(values) == 2 and values[0] != values[1]:
+                    flags.append("ellipse_without_position_angle")  # conservative circle
+                shape = {"radius_deg": max(values[:2])}
+        elif corners is not None:
+            a, b, pa = _rectangle(corners, centre, f"{where}rectangular_error_corners")
+            props["rectangular_error_corners"] = corners
+            flags.append("rectangle_as_ellipse")
+            shape = {"semi_major_deg": a, "semi_minor_deg": b, "position_angle_deg": pa}
+        if shape and max(shape.get("radius_deg", 0.0), shape.get("semi_major_deg", 0.0)) >= 180.0:
+            flags.append("all_sky")
+            shape = {}
+        elif not shape:
+            flags.append("no_error_region")
+    if shape:
+        if containment is None:
+            containment = DEFAULT_CONTAINMENT
+            flags.append("containment_default_0.9")
+        if systematic is False:
+            flags.append("statistical_error_only")
+    region = None
+    encoded = obj.get("healpix_file")
+    if encoded is not None:
+        if not isinstance(encoded, str):
+            raise InvalidValue(f"{where}healpix_file is {type(encoded).__name__}, "
+                               "expected base64 text")
+        data = b64decode_capped(encoded, max_bytes=max_skymap_bytes, what=f"{where}healpix_file")
+        if not data.startswith(_FITS_START):
+            raise BadSkymap(f"{where}healpix_file does not decode to a FITS file")
+        region = RegionSpec(kind="skymap", skymap=data, skymap_url=url)
+        props["shape"] = shape or None  # the map is the region; the shape is kept on record
+    elif shape and centre is not None:
+        region = RegionSpec(
+            kind="circle" if "radius_deg" in shape else "ellipse",
+            ra_deg=centre[0], dec_deg=centre[1], skymap_url=url,
+            radius_deg=shape.get("radius_deg"), semi_major_deg=shape.get("semi_major_deg"),
+            semi_minor_deg=shape.get("semi_minor_deg"),
+            position_angle_deg=shape.get("position_angle_deg"),
+            containment=containment or DEFAULT_CONTAINMENT,
+        )
+    elif url is not None:
+        region = RegionSpec(kind="skymap", skymap_url=url)  # a map and nothing else (SNEWS 2)
+        flags = [f for f in flags if f != "no_error_region"]
+    return Localization(region=region, flags=tuple(flags), properties=props)
