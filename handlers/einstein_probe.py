@@ -25,6 +25,7 @@ from mma.formats.gcn_json import load_json
 from mma.formats.gcn_localization import (
     envelope,
     first_id,
+    json_head_matches,
     localization,
     names,
     number,
@@ -51,9 +52,7 @@ _PROPERTIES = ("net_count_rate", "image_snr", "image_energy_range", "additional_
 
 def sniff(raw: bytes) -> bool:
     """True for a JSON object whose ``$schema`` is an Einstein Probe schema."""
-    if raw[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
-        return False
-    return _SNIFF.search(raw[:4096]) is not None
+    return json_head_matches(raw, _SNIFF)
 
 
 def _check_kind(msg: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from mma.formats.gcn_json import load_json
 from mma.formats.gcn_localization import (
     envelope,
     first_id,
+    json_head_matches,
     localization,
     names,
     number,
@@ -60,9 +61,7 @@ _PROPERTIES = (
 
 def sniff(raw: bytes) -> bool:
     """True for a JSON object whose ``$schema`` is a KM3NeT schema."""
-    if raw[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
-        return False
-    return _SNIFF.search(raw[:4096]) is not None
+    return json_head_matches(raw, _SNIFF)
 
 
 def _events(value: Any) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from mma.formats.gcn_localization import (
     envelope,
     first_id,
     grb_aliases,
+    json_head_matches,
     localization,
     names,
     number,
@@ -62,9 +63,7 @@ _PROPERTIES = (
 
 def sniff(raw: bytes) -> bool:
     """True for a JSON object whose ``$schema`` is a MAXI schema."""
-    if raw[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
-        return False
-    return _SNIFF.search(raw[:4096]) is not None
+    return json_head_matches(raw, _SNIFF)
 
 
 def _source_class(msg: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from mma.formats.gcn_localization import (
     envelope,
     first_id,
     grb_aliases,
+    json_head_matches,
     localization,
     names,
     number,
@@ -58,9 +59,7 @@ _PROPERTIES = (
 
 def sniff(raw: bytes) -> bool:
     """True for a JSON object whose ``$schema`` is an SVOM schema."""
-    if raw[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
-        return False
-    return _SNIFF.search(raw[:4096]) is not None
+    return json_head_matches(raw, _SNIFF)
 
 
 def parse(raw: bytes, *, topic: str) -> Notice:

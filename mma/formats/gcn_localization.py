@@ -39,26 +39,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from mma.errors import BadSkymap, InvalidValue, MissingField
+from mma.errors import BadSkymap, InvalidValue, MalformedMessage, MissingField
 from mma.formats.gcn_json import b64decode_capped
 from mma.models import RegionSpec
 
 __all__ = [
-    "ALERT_TENSES",
-    "ALERT_TYPES",
-    "DEFAULT_CONTAINMENT",
-    "Envelope",
-    "Localization",
-    "envelope",
-    "finite",
-    "first_id",
-    "grb_aliases",
-    "localization",
-    "names",
-    "number",
-    "schema_matches",
-    "utc_time",
-]
+    "ALERT_TENSES", "ALERT_TYPES", "DEFAULT_CONTAINMENT", "Envelope", "Localization",
+    "envelope", "finite", "first_id", "grb_aliases", "json_head_matches", "localization",
+    "names", "number", "schema_matches", "utc_time",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +58,7 @@ DEFAULT_CONTAINMENT = 0.9
 
 # Identifiers become event ids and DB keys: printable, short, no path separators.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+\- ]{0,99}")
-_GRB_NAME = re.compile(r"GRB\s?(\d{6}[A-Z]?)")
+_GRB_NAME = re.compile(r"GRB\s*(\d{6})([A-Za-z]{1,2})")
 _FITS_START = (b"SIMPLE  =", b"\x1f\x8b")  # plain FITS or gzip-compressed FITS
 _MAP_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fits.fz")
 
@@ -132,18 +121,31 @@ def first_id(msg: Mapping[str, Any], key: str = "id") -> str | None:
 
 
 def grb_aliases(candidates: tuple[str, ...]) -> tuple[str, ...]:
-    """The GRB names among *candidates*, written ``GRB YYMMDDX`` as in GCN Circulars.
+    """The GRB names among *candidates*, written ``GRB230220A`` like the VOEvent handlers'.
 
-    Only names that identify one burst become aliases (aliases merge events);
-    source names such as ``Swift J1858.6-0814`` or ``OQ 334`` would merge
-    every flare of a source into one event.
+    Only names that identify one burst become aliases (aliases merge events):
+    source names such as ``Swift J1858.6-0814`` or ``OQ 334`` would merge every
+    flare of a source into one event, and a provisional ``GRB 230220`` without
+    its letter is shared by every burst of that day.
     """
     out = []
     for name in candidates:
         match = _GRB_NAME.fullmatch(name.strip())
         if match:
-            out.append(f"GRB {match.group(1)}")
-    return tuple(out)
+            out.append(f"GRB{match.group(1)}{match.group(2).upper()}")
+    return tuple(dict.fromkeys(out))
+
+
+def json_head_matches(raw: bytes, pattern: re.Pattern[bytes]) -> bool:
+    """Cheap ``sniff``: *raw* opens a JSON object and its first 4 kB match *pattern*.
+
+    The keys that tell notice types apart (``$schema``, ``instrument``) come
+    first in every producer's output; searching the head only keeps sniffing a
+    3 MB map-carrying message as fast as a small one.
+    """
+    if raw[:64].lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":  # slice first: no copy
+        return False
+    return pattern.search(raw[:4096]) is not None
 
 
 def schema_matches(msg: Mapping[str, Any], *fragments: str) -> bool:
@@ -326,6 +328,32 @@ def _map_url(value: Any, where: str, flags: list[str]) -> str | None:
     return value
 
 
+def _inline_map(encoded: Any, where: str, max_bytes: int, flags: list[str],
+                props: dict[str, Any]) -> bytes | None:
+    """FITS bytes of ``healpix_file``; None (flag ``healpix_file_unusable``) if not a map.
+
+    An oversized payload is hostile and refuses the whole message before any
+    decoding. A payload that is simply not base64 FITS (the GUANO schema example
+    ships ``"hhhh..."``) loses only the map: the notice's time, id and any shape
+    stay usable, and the flag and ``healpix_file_error`` say what was dropped.
+    """
+    if encoded is None:
+        return None
+    if not isinstance(encoded, str):
+        raise InvalidValue(f"{where}healpix_file is {type(encoded).__name__}, "
+                           "expected base64 text")
+    try:
+        data = b64decode_capped(encoded, max_bytes=max_bytes, what=f"{where}healpix_file")
+        if not data.startswith(_FITS_START):
+            raise BadSkymap(f"{where}healpix_file does not decode to a FITS file")
+    except (MalformedMessage, BadSkymap) as exc:
+        logger.warning("inline map dropped: %s", exc)
+        flags.append("healpix_file_unusable")
+        props["healpix_file_error"] = str(exc)
+        return None
+    return data
+
+
 def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
                  where: str = "") -> Localization:
     """Read a GCN JSON ``Localization`` (see the module docstring) from *obj*.
@@ -398,14 +426,8 @@ def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
         if systematic is False:
             flags.append("statistical_error_only")
     region = None
-    encoded = obj.get("healpix_file")
-    if encoded is not None:
-        if not isinstance(encoded, str):
-            raise InvalidValue(f"{where}healpix_file is {type(encoded).__name__}, "
-                               "expected base64 text")
-        data = b64decode_capped(encoded, max_bytes=max_skymap_bytes, what=f"{where}healpix_file")
-        if not data.startswith(_FITS_START):
-            raise BadSkymap(f"{where}healpix_file does not decode to a FITS file")
+    data = _inline_map(obj.get("healpix_file"), where, max_skymap_bytes, flags, props)
+    if data is not None:
         region = RegionSpec(kind="skymap", skymap=data, skymap_url=url)
         props["shape"] = shape or None  # the map is the region; the shape is kept on record
     elif shape and centre is not None:
