@@ -57,11 +57,15 @@ MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20
 _SNIFF_JSON = re.compile(rb'"\$schema"\s*:\s*"[^"]*/notices/(?:snews2?|superk)/')
 _SNEWS_STREAM = re.compile(r"ivo://nasa\.gsfc\.gcn/SNEWS(?:#.*)?")
-_SNEWS2_PROPS = ("snews_schema_version", "snews2_tier", "far", "detector_status",
-                 "event_times_utc", "tier_data")  # fmt: skip
-_SUPERK_PROPS = ("pipeline", "processed_sample", "trigger_number", "n_events", "n_ibd_events",
-                 "detection_interval", "rate_energy_range", "luminosity_distance",
-                 "luminosity_distance_error")  # fmt: skip
+_SNEWS2_PROPS: tuple[str, ...] = (
+    "snews_schema_version", "snews2_tier", "far", "detector_status", "event_times_utc",
+    "tier_data",
+)  # fmt: skip
+_SUPERK_PROPS: tuple[str, ...] = (
+    "pipeline", "processed_sample", "trigger_number", "n_events", "n_ibd_events",
+    "detection_interval", "rate_energy_range", "luminosity_distance",
+    "luminosity_distance_error",
+)  # fmt: skip
 
 
 def sniff(raw: bytes) -> bool:
