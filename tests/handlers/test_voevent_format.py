@@ -11,8 +11,10 @@ import math
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from astropy.time import Time
 
 from mma.errors import BadMessage, HostileMessage, InvalidValue, MalformedMessage, MissingField
 from mma.formats.voevent import (
@@ -246,3 +248,44 @@ def test_param_value_element_and_missing_param() -> None:
     assert event.date is None and event.position() is None and event.why_names() == ()
     with pytest.raises(MissingField, match="q"):
         event.param("q")
+
+
+# ------------------------------------------------- independent reader for handler tests
+def read_xml(path: Path) -> dict[str, Any]:
+    """Ivorn, role, params, Who/Date, ISOTime and Position2D of *path*, via ElementTree.
+
+    Used by the handler tests as the independent reference. Times are returned
+    as aware UTC datetimes; the position as (ra, dec, radius) floats or None.
+    """
+    root = ET.fromstring(path.read_bytes())
+    params: dict[str, str] = {}
+    for el in root.iter():
+        name, value = el.get("name"), el.get("value")
+        if el.tag.rsplit("}", 1)[-1] == "Param" and name and value is not None:
+            params.setdefault(name, value.strip())
+    date, isotime = _find(root, "Date"), _find(root, "ISOTime")
+    pos = _find(root, "Position2D")
+    position = None
+    if pos is not None:
+        c1, c2, err = _find(pos, "C1"), _find(pos, "C2"), _find(pos, "Error2Radius")
+        position = tuple(float(e.text or "nan") if e is not None else math.nan
+                         for e in (c1, c2, err))
+    names = [el.text.strip() for el in root.iter()
+             if el.tag.rsplit("}", 1)[-1] == "Name" and el.text]
+    return {
+        "ivorn": root.get("ivorn"),
+        "role": root.get("role", "observation"),
+        "params": params,
+        "date": _aware(date.text if date is not None else None),
+        "isotime": _aware(isotime.text if isotime is not None else None),
+        "position": position,
+        "names": names,
+    }
+
+
+def _aware(text: str | None) -> datetime | None:
+    # astropy's ISOT parser, not datetime.fromisoformat as in the module under test.
+    if text is None:
+        return None
+    text = text.strip().removesuffix("Z").removesuffix("+00:00")
+    return Time(text, format="isot", scale="utc").to_datetime(timezone=UTC)
