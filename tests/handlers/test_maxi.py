@@ -92,6 +92,7 @@ def test_rectangle_becomes_ellipse_of_equal_area_and_orientation() -> None:
     i = sides.index(long_side)
     bearing = c[i].position_angle(c[(i + 1) % 4]).deg % 180.0
     assert region.position_angle_deg == pytest.approx(bearing, abs=1.0)
+    assert region.semi_major_deg is not None and region.semi_minor_deg is not None
     area_ellipse = math.pi * region.semi_major_deg * region.semi_minor_deg
     assert area_ellipse == pytest.approx(long_side * short_side, rel=0.03)
 
