@@ -58,6 +58,11 @@ def test_circle_with_systematic_uses_the_model():
     table = region_table(spec, max_bytes=1)
     assert table is not None and table.meta["region_source"] == "fermi_gbm_gnd"
     assert table.meta["weights"] == pytest.approx([0.804, 0.196])
+    # The GBM handler states Error2Radius at 1 - exp(-1/2): used as is, as RAVEN does.
+    gbm = RegionSpec(kind="circle", ra_deg=186.62, dec_deg=-48.84, radius_deg=17.45,
+                     containment=1 - np.exp(-0.5), systematic="fermi_gbm_gnd")
+    table = region_table(gbm, max_bytes=1)
+    assert table is not None and table.meta["stat_radius_deg"] == 17.45
 
 
 def test_ellipse_and_box_dispatch():
