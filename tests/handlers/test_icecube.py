@@ -121,7 +121,7 @@ def test_lvk_track_search_keeps_most_significant_neutrino() -> None:
 def test_lvk_track_search_without_neutrinos_is_ignored() -> None:
     doc = json.loads(NU_SEARCH.read_bytes())
     doc.update(coincident_events=[], n_events_coincident=0)
-    with pytest.raises(Ignored, match="S230914ak.*no coincident neutrino"):
+    with pytest.raises(Ignored, match=r"S230914ak.*no coincident neutrino"):
         icecube.parse(json.dumps(doc).encode(), topic="")
 
 

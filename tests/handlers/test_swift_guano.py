@@ -96,7 +96,8 @@ def test_schema_example_placeholder_map_is_flagged_not_fatal() -> None:
 
 
 def test_uvot_without_trigger_time_does_not_revise_the_event_time() -> None:
-    raw, doc = _read(CORPUS / "gcn-json/gcn-schema-unmerged/swift/uvot/position.initial.example.json")
+    uvot = CORPUS / "gcn-json/gcn-schema-unmerged/swift/uvot/position.initial.example.json"
+    raw, doc = _read(uvot)
     notice = swift_guano.parse(raw, topic="")
     assert "trigger_time" not in doc
     assert {"no_event_time", "no_issued_time"} <= set(notice.flags)
