@@ -3,12 +3,9 @@
 Every ``gcn.notices.*`` schema builds on the same core pieces
 (``gcn/notices/core/{Alert,Event,Localization}.schema.json``):
 
-``alert_type``
-    ``initial``, ``subsequent``, ``update`` or ``retraction``.
-``alert_tense``
-    ``current``, ``archival``, ``planned``, ``injection``, ``commanded`` or
-    ``test``; ``test`` and ``injection`` mark a notice that must never reach
-    production output.
+``alert_type``, ``alert_tense``
+    ``initial``/``subsequent``/``update``/``retraction``; a tense of ``test`` or
+    ``injection`` marks a notice that must never reach production output.
 ``trigger_time``, ``alert_datetime``
     ISO 8601 UTC. Some producers (SVOM, the Fermi LAT flare advocate) omit the
     ``Z``: such times are read as UTC and flagged ``naive_time_assumed_utc``.
@@ -16,16 +13,13 @@ Every ``gcn.notices.*`` schema builds on the same core pieces
     ICRS degrees. ``ra_dec_error`` is one number (circle radius) or a list
     ``[semi-major, semi-minor, PA east of north]`` (ellipse), all in degrees, at
     probability ``containment_probability``, which **defaults to 0.9** when
-    absent (flagged ``containment_default_0.9``). Schemas before 4.0 used
-    ``ra_uncertainty: [r]`` with ``uncertainty_shape: "circle"``; read the same way.
-``systematic_included``
-    False means a statistical-only error (flagged ``statistical_error_only``).
+    absent (flag ``containment_default_0.9``); ``systematic_included`` false →
+    flag ``statistical_error_only``. Schemas < 4.0: ``ra_uncertainty: [r]`` (circle).
 ``healpix_url`` / ``healpix_file``
-    A map to download (kept beside the shape as ``skymap_url``: the shape is
-    usable at once, the map supersedes it once fetched) or an inline base64
-    FITS map (the region is then that map; the shape goes to properties).
+    A map URL (``skymap_url`` beside the shape: usable at once, superseded by the
+    map once fetched) or an inline base64 FITS map (the region; shape → properties).
 
-Everything here raises :class:`~mma.errors.BadMessage` subclasses naming the field.
+Errors are :class:`~mma.errors.BadMessage` subclasses naming the field.
 """
 
 from __future__ import annotations
@@ -43,11 +37,9 @@ from mma.errors import BadSkymap, InvalidValue, MalformedMessage, MissingField
 from mma.formats.gcn_json import b64decode_capped
 from mma.models import RegionSpec
 
-__all__ = [
-    "ALERT_TENSES", "ALERT_TYPES", "DEFAULT_CONTAINMENT", "Envelope", "Localization",
-    "envelope", "finite", "first_id", "grb_aliases", "json_head_matches", "localization",
-    "names", "number", "schema_matches", "utc_time",
-]  # fmt: skip
+__all__ = ["ALERT_TENSES", "ALERT_TYPES", "DEFAULT_CONTAINMENT", "Envelope", "Localization",
+           "envelope", "finite", "first_id", "grb_aliases", "json_head_matches", "localization",
+           "names", "number", "schema_matches", "utc_time"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +70,10 @@ def utc_time(value: Any, where: str) -> tuple[datetime, bool]:
     return parsed.astimezone(UTC), False
 
 
-def number(obj: Mapping[str, Any], key: str, where: str = "", *,
-           required: bool = False) -> float | None:
-    """``obj[key]`` as a finite float, None if absent (or MissingField if *required*)."""
+def number(obj: Mapping[str, Any], key: str, where: str = "") -> float | None:
+    """``obj[key]`` as a finite float, or None if absent or null."""
     value = obj.get(key)
-    if value is None:
-        if required:
-            raise MissingField(f"{where}{key} is missing")
-        return None
-    return finite(value, f"{where}{key}")
+    return None if value is None else finite(value, f"{where}{key}")
 
 
 def finite(value: Any, where: str) -> float:
@@ -105,13 +92,11 @@ def names(value: Any, where: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
     if not isinstance(items, list) or not items:
         raise InvalidValue(f"{where} must be a name or a non-empty list of names")
-    out = []
-    for item in items:
-        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+    out = tuple(str(i) if isinstance(i, int) and not isinstance(i, bool) else i for i in items)
+    for text in out:
         if not isinstance(text, str) or not _ID.fullmatch(text):
-            raise InvalidValue(f"{where} {str(item)[:40]!r} is not a usable identifier")
-        out.append(text)
-    return tuple(out)
+            raise InvalidValue(f"{where} {str(text)[:40]!r} is not a usable identifier")
+    return out
 
 
 def first_id(msg: Mapping[str, Any], key: str = "id") -> str | None:
@@ -156,20 +141,11 @@ def schema_matches(msg: Mapping[str, Any], *fragments: str) -> bool:
 
 @dataclass(frozen=True)
 class Envelope:
-    """The parts every GCN JSON notice shares, read and checked.
-
-    Attributes
-    ----------
-    notice_type : str
-        ``alert_type`` when the notice has one, else the handler's default.
-    event_time, issued_time : datetime
-        ``trigger_time`` (or the handler's time key) and ``alert_datetime``, UTC.
-        Without ``alert_datetime`` the issue time is the event time (flag ``no_issued_time``).
-    retraction, test : bool
-    flags : tuple of str
-    properties : dict
-        ``alert_type``, ``alert_tense``, ``record_number`` as given.
-    """
+    """The parts every GCN JSON notice shares, read and checked: ``notice_type``
+    (``alert_type`` or the handler's default), ``event_time``/``issued_time`` (UTC;
+    without ``alert_datetime`` the issue time is the event time, flag
+    ``no_issued_time``), ``retraction``, ``test``, ``flags`` and ``properties``
+    (``alert_type``, ``alert_tense``, ``record_number`` as given)."""
 
     notice_type: str
     event_time: datetime
@@ -184,17 +160,9 @@ def envelope(msg: Mapping[str, Any], *, topic: str, default_type: str,
              time_key: str = "trigger_time") -> Envelope:
     """Read ``alert_type``, ``alert_tense``, the event and issue times of a notice.
 
-    Parameters
-    ----------
-    msg : mapping
-        The decoded notice.
-    topic : str
-        Kafka topic; a ``.test.`` topic marks the notice as a test.
-    default_type : str
-        ``notice_type`` when the notice has no ``alert_type``.
-    time_key : str
-        Field holding the event time (``trigger_time``; ``observation_start``
-        for notices without a trigger).
+    *topic* containing ``.test.`` marks a test; *default_type* is the
+    ``notice_type`` without ``alert_type``; *time_key* holds the event time
+    (``observation_start`` for notices without a trigger).
 
     Raises
     ------
@@ -243,18 +211,11 @@ def envelope(msg: Mapping[str, Any], *, topic: str, default_type: str,
 
 @dataclass(frozen=True)
 class Localization:
-    """What a notice says about where the event is.
-
-    Attributes
-    ----------
-    region : RegionSpec or None
-        None when the notice has no position, no error, or an all-sky error.
-    flags : tuple of str
-        Caveats (``containment_default_0.9``, ``statistical_error_only``,
-        ``no_error_region``, ``all_sky``, ``rectangle_as_ellipse``...).
-    properties : dict
-        The position and error as stated (degrees), for the record.
-    """
+    """What a notice says about where the event is: ``region`` (None without a
+    position, without an error, or with an all-sky error), caveat ``flags``
+    (``containment_default_0.9``, ``statistical_error_only``, ``no_error_region``,
+    ``all_sky``, ``rectangle_as_ellipse``...) and ``properties`` (the position and
+    error as stated, degrees)."""
 
     region: RegionSpec | None
     flags: tuple[str, ...]
@@ -281,18 +242,16 @@ def _lengths(value: Any, where: str) -> list[float]:
         raise InvalidValue(f"{where} has {len(values)} values, expected 1 (circle) or up to "
                            "3 (ellipse: semi-major, semi-minor, PA)")
     out = [finite(v, f"{where}[{i}]") for i, v in enumerate(values)]
-    for axis in out[:2]:
-        if not axis > 0.0:
-            raise InvalidValue(f"{where} {axis!r} deg is not a positive error")
+    if not all(axis > 0.0 for axis in out[:2]):
+        raise InvalidValue(f"{where} {value!r} deg is not a positive error")
     return out
 
 
 def _rectangle(corners: Any, centre: tuple[float, float], where: str) -> tuple[float, ...]:
-    """Semi-axes and PA of the ellipse with the area and orientation of a corner rectangle.
+    """Semi-axes and PA [deg] of the ellipse of equal area and orientation as a rectangle.
 
-    The 90 % rectangle (MAXI) is projected on the tangent plane at the stated
-    centre; the ellipse of equal area (a = L/√π, b = W/√π for sides L ≥ W) is
-    what the shape code can use. Good to a few per cent for MAXI's ≤ 3° boxes.
+    MAXI's tilted rectangle is projected on the tangent plane at the centre; a =
+    L/√π, b = W/√π (sides L ≥ W): good to a few per cent for ≤ 3° boxes.
     """
     if not isinstance(corners, list) or len(corners) != 4:
         raise InvalidValue(f"{where} must be 4 [ra, dec] corners")
@@ -332,10 +291,9 @@ def _inline_map(encoded: Any, where: str, max_bytes: int, flags: list[str],
                 props: dict[str, Any]) -> bytes | None:
     """FITS bytes of ``healpix_file``; None (flag ``healpix_file_unusable``) if not a map.
 
-    An oversized payload is hostile and refuses the whole message before any
-    decoding. A payload that is simply not base64 FITS (the GUANO schema example
-    ships ``"hhhh..."``) loses only the map: the notice's time, id and any shape
-    stay usable, and the flag and ``healpix_file_error`` say what was dropped.
+    Oversized is hostile: the whole message is refused before decoding. Merely
+    not base64 FITS (the GUANO example ships ``"hhhh..."``) loses only the map;
+    time, id and shape stay usable and ``healpix_file_error`` says what was dropped.
     """
     if encoded is None:
         return None
@@ -380,18 +338,17 @@ def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
     if systematic is not None and not isinstance(systematic, bool):
         raise InvalidValue(f"{where}systematic_included is {type(systematic).__name__}, "
                            "expected true/false")
+    url_text = obj.get("healpix_url")
     props: dict[str, Any] = {"ra": None, "dec": None, "containment_probability": containment,
-                             "systematic_included": systematic}
-    url = _map_url(obj.get("healpix_url"), f"{where}healpix_url", flags)
-    props["healpix_url"] = obj.get("healpix_url")
+                             "systematic_included": systematic, "healpix_url": url_text}
+    url = _map_url(url_text, f"{where}healpix_url", flags)
     shape: dict[str, float] = {}
     if centre is not None:
         props["ra"], props["dec"] = centre
         error, error_key = obj.get("ra_dec_error"), "ra_dec_error"
         if error is None and obj.get("ra_uncertainty") is not None:
             error, error_key = obj.get("ra_uncertainty"), "ra_uncertainty"  # schema < 4.0
-            shape_name = obj.get("uncertainty_shape", "circle")
-            if shape_name != "circle":
+            if (shape_name := obj.get("uncertainty_shape", "circle")) != "circle":
                 raise InvalidValue(f"{where}uncertainty_shape {str(shape_name)[:20]!r} "
                                    "with ra_uncertainty is not supported (only circle)")
             flags.append("legacy_uncertainty_fields")
@@ -415,7 +372,7 @@ def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
             flags.append("rectangle_as_ellipse")
             shape = {"semi_major_deg": a, "semi_minor_deg": b, "position_angle_deg": pa}
         if shape and max(shape.get("radius_deg", 0.0), shape.get("semi_major_deg", 0.0)) >= 180.0:
-            flags.append("all_sky")
+            flags.append("all_sky")  # "anywhere": no region rather than a useless flat one
             shape = {}
         elif not shape:
             flags.append("no_error_region")
@@ -425,8 +382,7 @@ def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
             flags.append("containment_default_0.9")
         if systematic is False:
             flags.append("statistical_error_only")
-    region = None
-    data = _inline_map(obj.get("healpix_file"), where, max_skymap_bytes, flags, props)
+    region, data = None, _inline_map(obj.get("healpix_file"), where, max_skymap_bytes, flags, props)
     if data is not None:
         region = RegionSpec(kind="skymap", skymap=data, skymap_url=url)
         props["shape"] = shape or None  # the map is the region; the shape is kept on record
