@@ -5,8 +5,7 @@ data around other missions' triggers and sub-threshold BAT triggers. A burst
 gets a sequence of notices (``record_number``):
 
 ``initial``
-    No position (region None, flag ``no_error_region`` absent: there is no
-    ``ra``/``dec`` at all).
+    No position: region None, flag ``no_position``.
 ``update``
     Either an arcminute circle ``ra_dec_error`` [deg] at
     ``containment_probability`` 0.9 with systematics included (about a quarter

@@ -398,4 +398,6 @@ def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
     elif url is not None:
         region = RegionSpec(kind="skymap", skymap_url=url)  # a map and nothing else (SNEWS 2)
         flags = [f for f in flags if f != "no_error_region"]
+    if region is None and centre is None:
+        flags.append("no_position")
     return Localization(region=region, flags=tuple(flags), properties=props)

@@ -71,7 +71,7 @@ def test_guano_sequence_initial_update_retraction() -> None:
     update = swift_guano.parse(_read(GUANO / "guano.loc_arc_min.example.json")[0], topic=TOPIC)
     gone = swift_guano.parse(_read(GUANO / "Guano.Retraction.example.json")[0], topic=TOPIC)
     assert initial.event_id == update.event_id == gone.event_id == "Swift-694215995"
-    assert initial.region is None
+    assert initial.region is None and "no_position" in initial.flags
     assert update.region is not None and update.region.radius_deg == 0.5
     assert "statistical_error_only" not in update.flags  # systematic_included: true
     assert gone.retraction and gone.region is None
