@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
@@ -34,6 +34,24 @@ def _engine(config: Config, url: str | None) -> Engine:
     return engine
 
 
+def make_fetcher(config: Config) -> Callable[[str], bytes]:
+    """A skymap downloader configured by ``[skymaps]``, caching under the cache dir."""
+    from mma.skymaps.cache import SkymapCache
+    from mma.skymaps.fetch import fetch_skymap
+
+    conf = config.section("skymaps")
+    cache = SkymapCache(config.cache_dir / "skymaps")
+    max_bytes = int(config.section("limits")["max_skymap_bytes"])
+
+    def fetch(url: str) -> bytes:
+        return fetch_skymap(url, allowed_hosts=conf["allowed_hosts"],
+                            timeout_s=conf["timeout_seconds"], max_bytes=max_bytes,
+                            retries=conf["retries"], backoff_s=conf["backoff_seconds"],
+                            deadline_s=conf["deadline_seconds"], cache=cache)
+
+    return fetch
+
+
 def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
             ordered: bool = True) -> int:
     from mma.ingest import Pipeline
@@ -48,7 +66,8 @@ def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mma-replay-"))
             url = f"sqlite:///{Path(tmp) / 'replay.sqlite'}"
         engine = _engine(config, url)
-        pipeline = Pipeline(engine, config)
+        fetch = make_fetcher(config) if args.fetch and config.section("skymaps")["fetch"] else None
+        pipeline = Pipeline(engine, config, fetch=fetch)
         limits = config.section("limits")
         n = replay(pipeline, Registry(), paths, max_bytes=int(limits["max_message_bytes"]),
                    progress_min_items=int(config.section("replay")["progress_min_items"]),
@@ -144,9 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also output coincidences with mock/test events")
         p.add_argument("--include-vetoed", action="store_true",
                        help="also output coincidences whose alert failed vetting")
+        p.add_argument("--fetch", action="store_true",
+                       help="download skymaps that notices give by URL ([skymaps] allow-list)")
         p.set_defaults(func=func)
     p = sub.add_parser("ingest", help=cmd_ingest.__doc__)
     p.add_argument("paths", nargs="+", metavar="FILE")
+    p.add_argument("--fetch", action="store_true",
+                   help="download skymaps that notices give by URL ([skymaps] allow-list)")
     with_db(p, "default: the configured database")
     p.set_defaults(func=cmd_ingest, output=None)
     p = sub.add_parser("status", help=cmd_status.__doc__)

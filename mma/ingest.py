@@ -26,11 +26,10 @@ from mma.config import Config
 from mma.correlator import Correlator
 from mma.db import store
 from mma.errors import BadMessage, Ignored, TransientError
-from mma.models import Alert, Item, Notice
+from mma.models import Alert, Item, Notice, RegionSpec
 from mma.scoring import vet_ztf
-from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import Region, build_region, hpx29
-from mma.skymaps.shapes import circle_map
+from mma.skymaps.spec import region_table
 
 log = logging.getLogger(__name__)
 
@@ -136,26 +135,18 @@ class Pipeline:
         self.counts["dead_letter"] += 1
         return Outcome("dead_letter")
 
-    def _region_of(self, notice: Notice) -> Region | None:
-        """Build the notice's region (CPU-heavy: done before the transaction opens)."""
-        spec = notice.region
-        if spec is None:
-            return None
-        if spec.kind == "skymap" and spec.skymap is not None:
-            return build_region(read_multiorder(spec.skymap, max_bytes=self.max_skymap_bytes))
-        if spec.kind == "circle" and spec.radius_deg is not None:
-            assert spec.ra_deg is not None and spec.dec_deg is not None
-            return build_region(circle_map(spec.ra_deg, spec.dec_deg, spec.radius_deg,
-                                           spec.containment))
-        if spec.kind != "skymap":
-            log.warning("event %s: %s regions are not supported yet", notice.event_id,
-                        spec.kind)
-        return None
+    def _region_of(self, spec: RegionSpec, skymap: bytes | None = None) -> Region | None:
+        """Build a region (CPU-heavy: done before a transaction opens).
+
+        None when the spec is a map URL only and *skymap* (fetched bytes) is None.
+        """
+        table = region_table(spec, max_bytes=self.max_skymap_bytes, skymap=skymap)
+        return None if table is None else build_region(table)
 
     def _notice(self, handler: Handler, notice: Notice, raw: bytes, origin: str,
                 now: datetime) -> Outcome:
         spec = None if notice.retraction else notice.region
-        region = None if spec is None else self._region_of(notice)
+        region = None if spec is None else self._region_of(spec)
         with self.engine.begin() as conn:
             stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
             if not stored.is_new:
@@ -171,7 +162,7 @@ class Pipeline:
             if region is not None and spec is not None:
                 touched = self._store_region(conn, stored, region, spec.kind, origin, now)
         if spec is not None and spec.skymap_url and spec.skymap is None:
-            touched |= self._upgrade(stored, notice, spec.skymap_url, now)
+            touched |= self._upgrade(stored, notice, spec, now)
         return Outcome("notice", touched)
 
     def _store_region(self, conn: Connection, stored: store.StoredNotice, region: Region,
@@ -194,7 +185,7 @@ class Pipeline:
                  region.n_tiles, region.area_deg2(0.9), len(touched))
         return touched
 
-    def _upgrade(self, stored: store.StoredNotice, notice: Notice, url: str,
+    def _upgrade(self, stored: store.StoredNotice, notice: Notice, spec: RegionSpec,
                  now: datetime) -> set[str]:
         """Fetch the map a notice gives by URL and make it the event's region.
 
@@ -202,6 +193,8 @@ class Pipeline:
         download fails; a map that downloads but does not decode is kept as a
         dead letter.
         """
+        url = spec.skymap_url
+        assert url is not None
         if self.fetch is None:
             log.info("event %s: skymap %s not fetched (fetching is off)", notice.event_id, url)
             return set()
@@ -212,13 +205,14 @@ class Pipeline:
                         "%s", notice.event_id, url, exc)
             return set()
         try:
-            region = build_region(read_multiorder(data, max_bytes=self.max_skymap_bytes))
+            region = self._region_of(spec, skymap=data)
         except BadMessage as exc:
             self._dead_letter("skymap_fetch", url, exc, data)
             return set()
         with self.engine.begin() as conn:
             if store.event_row(conn, stored.event_pk)["status"] == "retracted":
                 return set()  # a retraction overtook the download
+            assert region is not None
             return self._store_region(conn, stored, region, "skymap", url, now)
 
     def _alert(self, alert: Alert, now: datetime) -> Outcome:
