@@ -69,7 +69,7 @@ class Pipeline:
         self.fetch = fetch
         self.correlator = Correlator(config)
         self.vetting = config.section("vetting.ztf")
-        self.max_skymap_bytes = int(config.section("limits")["max_skymap_bytes"])
+        self.max_skymap_bytes = int(config.section("limits")["max_skymap_inflated_bytes"])
         self.counts: Counter[str] = Counter()
         with engine.connect() as conn:
             self.correlator.load_active(conn)
