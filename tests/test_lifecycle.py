@@ -14,7 +14,9 @@ import numpy as np
 from astropy_healpix import HEALPix
 from sqlalchemy import Engine, select
 
+from mma.cli import main
 from mma.config import Config
+from mma.db.engine import make_engine
 from mma.db.schema import coincidences, events, notices, regions
 from mma.handlers import lvk
 from mma.ingest import Pipeline
@@ -92,3 +94,45 @@ def test_update_supersedes_real_candidate(engine: Engine, config: Config,
     assert [r.status for r in rows] == ["superseded", "active"]
     assert not event.test and event.status == "active"
     assert np.isfinite(rows[1].area90_deg2) and rows[1].area90_deg2 > 0
+
+
+GRB_FILES = "voevent/gcn-2024-01-fink-mm"
+
+
+def _replay(corpus: Path, engine_url: str, names: list[str]) -> None:
+    paths = [str(corpus / GRB_FILES / n) for n in names]
+    assert main(["replay", *paths, "--db", engine_url, "--output", "/dev/null"]) == 0
+
+
+def test_swift_bat_then_xrt_then_uvot_share_the_event(db_url: str, corpus: Path) -> None:
+    _replay(corpus, db_url, ["BAT_GRB_Pos_1208389-262.xml", "XRT_Pos_1208389-303.xml",
+                             "UVOT_Pos_1208389-316.xml"])
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        (event,) = conn.execute(select(events)).all()
+        rows = conn.execute(select(regions.c.version, regions.c.status, regions.c.area90_deg2)
+                            .order_by(regions.c.version)).all()
+    engine.dispose()
+    assert event.event_id == "Swift-1208389" and event.messenger == "grb"
+    # BAT trigger time 17:37:24.97 stays: XRT/UVOT times are their own observations.
+    assert event.event_time.isoformat().startswith("2024-01-12T17:37:24.9")
+    assert [r.status for r in rows] == ["superseded", "superseded", "active"]
+    areas = [r.area90_deg2 for r in rows]
+    assert areas[0] > areas[1] > areas[2]  # arcmin BAT -> arcsec XRT -> sub-arcsec UVOT
+
+
+def test_fermi_gbm_flight_ground_final_with_systematics(db_url: str, corpus: Path) -> None:
+    _replay(corpus, db_url, ["GBM_Flt_Pos_2024-01-15T164537.62_727029942_45-920.xml",
+                             "GBM_Gnd_Pos_2024-01-15T164537.62_727029942_57-923.xml",
+                             "GBM_Fin_Pos2024-01-15T164537.62_727029942_0-958.xml"])
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        (event,) = conn.execute(select(events)).all()
+        rows = conn.execute(select(regions.c.kind, regions.c.status, regions.c.area90_deg2)
+                            .order_by(regions.c.version)).all()
+    engine.dispose()
+    assert event.event_id == "FermiGBM-727029942"
+    assert [r.status for r in rows] == ["superseded", "superseded", "active"]
+    # 1-sigma statistical radii plus the Connaughton core+tail systematics: the 90 %
+    # regions are hundreds of square degrees, far wider than the stated radii.
+    assert all(r.kind == "circle" and r.area90_deg2 > 100 for r in rows)
