@@ -30,14 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue
-from mma.formats.voevent import (
-    VOEvent,
-    circle_region,
-    grb_aliases,
-    http_url,
-    parse_voevent,
-    sniff_ivorn,
-)
+from mma.formats.notice_fields import circle_region, grb_aliases, http_url
+from mma.formats.voevent import VOEvent, parse_voevent, sniff_ivorn
 from mma.models import Notice
 
 __all__ = ["DEFAULT_TOPICS", "ERRORS", "KIND", "NAME", "parse", "sniff"]

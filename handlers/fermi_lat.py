@@ -32,13 +32,13 @@ from mma.formats.gcn_json import load_json
 from mma.formats.gcn_localization import (
     envelope,
     first_id,
-    grb_aliases,
     json_head_matches,
     localization,
     names,
     number,
     schema_matches,
 )
+from mma.formats.notice_fields import grb_aliases
 from mma.models import Notice
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]

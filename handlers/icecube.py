@@ -42,7 +42,7 @@ from typing import Any
 from lxml import etree
 
 from mma.errors import Ignored, InvalidValue, MissingField
-from mma.formats import voevent
+from mma.formats import notice_fields, voevent
 from mma.formats.gcn_json import load_json
 from mma.formats.gcn_localization import (
     envelope,
@@ -153,8 +153,8 @@ def _parse_amon(raw: bytes, topic: str) -> Notice:
                 and position.error_radius_deg >= 180.0:
             flags.append("all_sky")
             position = None
-        region = voevent.circle_region(position, containment=0.9,
-                                       skymap_url=voevent.http_url(props["skymap_fits"]))
+        region = notice_fields.circle_region(
+            position, containment=0.9, skymap_url=notice_fields.http_url(props["skymap_fits"]))
         if region is None:
             flags.append("no_error_region")
     aliases = tuple(n for n in (props["event_name"],) if n and _NAME.fullmatch(n))

@@ -25,7 +25,8 @@ import logging
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue
-from mma.formats.voevent import circle_region, grb_aliases, parse_voevent, sniff_ivorn
+from mma.formats.notice_fields import circle_region, grb_aliases
+from mma.formats.voevent import parse_voevent, sniff_ivorn
 from mma.models import Notice
 
 __all__ = ["DEFAULT_TOPICS", "ERRORS", "KIND", "NAME", "parse", "sniff"]

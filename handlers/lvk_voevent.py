@@ -29,7 +29,8 @@ import re
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue, MissingField
-from mma.formats.voevent import VOEvent, http_url, parse_voevent, sniff_ivorn
+from mma.formats.notice_fields import http_url
+from mma.formats.voevent import VOEvent, parse_voevent, sniff_ivorn
 from mma.models import Notice, RegionSpec
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]

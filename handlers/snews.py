@@ -28,7 +28,7 @@ import re
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
-from mma.formats import voevent
+from mma.formats import notice_fields, voevent
 from mma.formats.gcn_json import load_json
 from mma.formats.gcn_localization import (
     envelope,
@@ -92,7 +92,7 @@ def _parse_voevent(raw: bytes, topic: str) -> Notice:
     if position is not None and (position.error_radius_deg or 0.0) >= 180.0:
         flags.append("all_sky")  # SNEWS 1.0 sends (0, 0) ± 360°: no direction at all
         position = None
-    region = voevent.circle_region(position, containment=0.9)
+    region = notice_fields.circle_region(position, containment=0.9)
     if region is None and "all_sky" not in flags and not retraction:
         flags.append("no_error_region")
     props = {"ivorn": event.ivorn, "subtype": event.params.get("SubType"),

@@ -35,13 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue
-from mma.formats.voevent import (
-    VOEvent,
-    circle_region,
-    grb_aliases,
-    parse_voevent,
-    sniff_ivorn,
-)
+from mma.formats.notice_fields import circle_region, grb_aliases
+from mma.formats.voevent import VOEvent, parse_voevent, sniff_ivorn
 from mma.models import Messenger, Notice
 
 __all__ = ["DEFAULT_TOPICS", "ERRORS", "KIND", "NAME", "parse", "sniff"]

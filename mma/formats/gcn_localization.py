@@ -38,7 +38,7 @@ from mma.formats.gcn_json import b64decode_capped
 from mma.models import RegionSpec
 
 __all__ = ["ALERT_TENSES", "ALERT_TYPES", "DEFAULT_CONTAINMENT", "Envelope", "Localization",
-           "envelope", "finite", "first_id", "grb_aliases", "json_head_matches", "localization",
+           "envelope", "finite", "first_id", "json_head_matches", "localization",
            "names", "number", "schema_matches", "utc_time"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ DEFAULT_CONTAINMENT = 0.9
 
 # Identifiers become event ids and DB keys: printable, short, no path separators.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+\- ]{0,99}")
-_GRB_NAME = re.compile(r"GRB\s*(\d{6})([A-Za-z]{1,2})")
 _FITS_START = (b"SIMPLE  =", b"\x1f\x8b")  # plain FITS or gzip-compressed FITS
 _MAP_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fits.fz")
 
@@ -103,22 +102,6 @@ def first_id(msg: Mapping[str, Any], key: str = "id") -> str | None:
     """The first of the notice's ``id`` values (a string or a list of strings), or None."""
     ids = names(msg.get(key), key)
     return ids[0] if ids else None
-
-
-def grb_aliases(candidates: tuple[str, ...]) -> tuple[str, ...]:
-    """The GRB names among *candidates*, written ``GRB230220A`` like the VOEvent handlers'.
-
-    Only names that identify one burst become aliases (aliases merge events):
-    source names such as ``Swift J1858.6-0814`` or ``OQ 334`` would merge every
-    flare of a source into one event, and a provisional ``GRB 230220`` without
-    its letter is shared by every burst of that day.
-    """
-    out = []
-    for name in candidates:
-        match = _GRB_NAME.fullmatch(name.strip())
-        if match:
-            out.append(f"GRB{match.group(1)}{match.group(2).upper()}")
-    return tuple(dict.fromkeys(out))
 
 
 def json_head_matches(raw: bytes, pattern: re.Pattern[bytes]) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -38,15 +38,11 @@ from typing import Any, NamedTuple
 from lxml import etree
 
 from mma.errors import HostileMessage, InvalidValue, MalformedMessage, MissingField
-from mma.models import RegionSpec
 
 __all__ = [
     "MAX_VOEVENT_BYTES",
     "Position",
     "VOEvent",
-    "circle_region",
-    "grb_aliases",
-    "http_url",
     "parse_voevent",
     "sniff_ivorn",
     "sniff_stream",
@@ -68,8 +64,6 @@ _IVORN_ATTR = re.compile(rb"""\bivorn\s*=\s*(["'])(.*?)\1""", re.S)
 # The packet type heading a GCN local id: letters in '_'-joined words, e.g.
 # 'GBM_Gnd_Pos' in 'GBM_Gnd_Pos_2017-08-17T…' or 'GBM_ALERT' in 'GBM_ALERT2018-…'.
 _PACKET_TYPE = re.compile(r"[A-Za-z]+(?:_[A-Za-z]+)*")
-_GRB_NAME = re.compile(r"GRB\s*(\d{6})([A-Za-z]{1,2})")
-_HTTP_URL = re.compile(r"https?://[^\s\"'<>]+")
 _UNIT_TO_DEG = {"deg": 1.0, "degree": 1.0, "degrees": 1.0, "": 1.0,
                 "arcmin": 1 / 60, "arcsec": 1 / 3600, "rad": 180 / math.pi}  # fmt: skip
 _LIMIT_ERRORS = re.compile(r"[Ee]xcessive depth|[Hh]uge|amplification|too large")
@@ -365,75 +359,6 @@ class VOEvent:
         return _text(_child(self.root, "What", "Description")) or _text(
             _child(self.root, "Description")
         ) or None
-
-
-def grb_aliases(names: Iterable[str]) -> tuple[str, ...]:
-    """Canonical GRB names (``GRB240112A``) among ``Why/Inference/Name`` texts.
-
-    GCN writes provisional names without the letter suffix (``GRB 240112``)
-    before the burst is named; those are shared by every burst of the day, so
-    they are not usable as aliases and are dropped here.
-    """
-    out = []
-    for name in names:
-        match = _GRB_NAME.fullmatch(name.strip())
-        if match:
-            out.append(f"GRB{match.group(1)}{match.group(2).upper()}")
-    return tuple(dict.fromkeys(out))
-
-
-def http_url(text: str | None) -> str | None:
-    """*text* if it is a plausible http(s) URL (no spaces, < 2 kB), else None.
-
-    Fixtures carry relative paths where a URL belongs; the skymap fetcher
-    applies its own host allow-list, this only screens out non-URLs.
-    """
-    if text and len(text) < 2048 and _HTTP_URL.fullmatch(text):
-        return text
-    return None
-
-
-def circle_region(
-    position: Position | None,
-    *,
-    containment: float,
-    systematic: str | None = None,
-    min_radius_deg: float = 0.0,
-    skymap_url: str | None = None,
-) -> RegionSpec | None:
-    """The region a VOEvent states: a circle, optionally with a map URL.
-
-    Parameters
-    ----------
-    position : Position or None
-        From :meth:`VOEvent.position`.
-    containment : float
-        Probability enclosed by ``Error2Radius`` for this mission/notice type.
-    systematic : str, optional
-        Systematic-error model to add when the radius is statistical only.
-    min_radius_deg : float
-        Floor applied to a stated non-zero radius [deg] (Fermi GBM: 0.08).
-    skymap_url : str, optional
-        URL of a probability map that supersedes the circle once fetched.
-
-    Returns
-    -------
-    RegionSpec or None
-        A circle; a bare ``skymap`` region when only a URL is given; None when
-        the packet has no position (no Position2D, or GCN's radius of 0 that
-        means "no localisation").
-    """
-    radius = None if position is None else position.error_radius_deg
-    if position is None or radius is None or radius == 0.0:
-        if skymap_url is None:
-            return None
-        return RegionSpec(kind="skymap", skymap_url=skymap_url, containment=containment,
-                          systematic=systematic)  # fmt: skip
-    return RegionSpec(
-        kind="circle", ra_deg=position.ra_deg, dec_deg=position.dec_deg,
-        radius_deg=max(radius, min_radius_deg), containment=containment,
-        systematic=systematic, skymap_url=skymap_url,
-    )  # fmt: skip
 
 
 def _refuse_hostile_bytes(raw: bytes, max_bytes: int) -> None:
