@@ -71,8 +71,9 @@ class Pipeline:
         self.vetting = config.section("vetting.ztf")
         self.max_skymap_bytes = int(config.section("limits")["max_skymap_inflated_bytes"])
         self.counts: Counter[str] = Counter()
-        with engine.connect() as conn:
-            self.correlator.load_active(conn)
+        # The in-memory region index changes inside transactions; after a failed one it
+        # may be ahead of the database, so it is rebuilt before the next message.
+        self._index_stale = True
 
     def process(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "",
                 item: Item | None = None, now: datetime | None = None) -> Outcome:
@@ -98,6 +99,10 @@ class Pipeline:
             The database failed; the message should be retried, not dead-lettered.
         """
         try:
+            if self._index_stale:
+                with self.engine.connect() as conn:
+                    self.correlator.load_active(conn)
+                self._index_stale = False
             if item is None:
                 item = handler.parse(raw, topic=topic)
             if isinstance(item, Notice):
@@ -105,14 +110,16 @@ class Pipeline:
             else:
                 outcome = self._alert(item, now or item.time)
         except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
             raise TransientError(f"{origin}: database error: {exc}") from exc
         except Ignored as exc:
             return self.ignored(handler.NAME, origin, exc)
         except BadMessage as exc:
-            return self._dead_letter(handler.NAME, origin, exc, raw)
+            return self.dead_letter(handler.NAME, origin, exc, raw)
         except Exception as exc:  # a bug must not kill the stream; the bytes are kept
             log.exception("%s: unexpected error in %s", origin, handler.NAME)
-            return self._dead_letter(handler.NAME, origin, exc, raw)
+            self._index_stale = True
+            return self.dead_letter(handler.NAME, origin, exc, raw)
         self.counts[outcome.kind] += 1
         return outcome
 
@@ -123,13 +130,18 @@ class Pipeline:
         return Outcome("ignored")
 
     def dead_letter(self, source: str, origin: str, error: BaseException, raw: bytes) -> Outcome:
-        """Keep a message that failed before it reached a handler (e.g. unknown format)."""
-        return self._dead_letter(source, origin, error, raw)
+        """Keep a message that cannot be processed, with its origin and the reason.
 
-    def _dead_letter(self, source: str, origin: str, error: BaseException,
-                     raw: bytes) -> Outcome:
-        pk = store.add_dead_letter(self.engine, source=source, origin=origin, error=error,
-                                   raw=raw)
+        Raises
+        ------
+        TransientError
+            The database is down: the message must be retried, not dropped.
+        """
+        try:
+            pk = store.add_dead_letter(self.engine, source=source, origin=origin,
+                                       error=error, raw=raw)
+        except (OperationalError, DBAPIError) as exc:
+            raise TransientError(f"{origin}: cannot store dead letter: {exc}") from exc
         log.error("%s: dead letter #%d (%s, %d bytes): %s", origin, pk, type(error).__name__,
                   len(raw), error)
         self.counts["dead_letter"] += 1
@@ -207,7 +219,7 @@ class Pipeline:
         try:
             region = self._region_of(spec, skymap=data)
         except BadMessage as exc:
-            self._dead_letter("skymap_fetch", url, exc, data)
+            self.dead_letter("skymap_fetch", url, exc, data)
             return set()
         with self.engine.begin() as conn:
             if store.event_row(conn, stored.event_pk)["status"] == "retracted":

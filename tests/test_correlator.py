@@ -179,9 +179,9 @@ def test_retraction_withdraws_every_coincidence(engine: Engine, config: Config) 
 def test_restart_rebuilds_active_regions_from_the_database(engine: Engine,
                                                            config: Config) -> None:
     feed(Pipeline(engine, config), notice("PRELIMINARY", 0.01, MAP_1))
-    restarted = Pipeline(engine, config)  # a new process: nothing in memory
+    restarted = Pipeline(engine, config)  # a new process: nothing in memory yet
+    feed(restarted, alert("a", pixel=0, hours=2))  # the index is rebuilt first
     assert len(restarted.correlator.active) == 1
-    feed(restarted, alert("a", pixel=0, hours=2))
     assert rows(engine)["a"]["credible_level"] == pytest.approx(0.75)
 
 
