@@ -1,0 +1,299 @@
+"""Rubin/LSST alert packets (schemas v7–v11, and ELAsTiCC simulations) → :class:`~mma.models.Alert`.
+
+Two framings are accepted:
+
+* **Confluent wire format**, what ``lsst-alerts-v11`` carries: byte 0 = ``0x00``,
+  bytes 1–4 = big-endian schema id (``MAJOR*100 + MINOR``), then one schemaless
+  Avro record, decoded with the bundled schema of that id
+  (:mod:`mma.formats.rubin`). This is the fast path: only the fields before
+  and including ``diaSource`` are decoded into Python objects, and the rest is
+  walked by fastavro for the first-detection epoch (see :func:`decode_fast`).
+  :func:`decode_full` gives the whole packet when something needs it.
+* **Avro object containers** (pipeline output files, ``fakeAlert.avro``,
+  ELAsTiCC): :func:`split` cuts them into one-record containers; each is decoded
+  whole with its embedded writer schema, so versions not bundled also work.
+
+Field mapping (all versions):
+
+* ``alert_id`` = ``diaSource.diaSourceId``; ``object_id`` = ``diaSource.diaObjectId``,
+  else ``diaObject.diaObjectId``, else ``"ss:<ssObjectId>"`` for a source associated
+  only with a solar-system object (vetting drops those anyway: ``solar_system``).
+  Id 0 means "none" (the pipeline writes 0, not null, in real packets).
+* ``ra``/``dec`` [deg ICRS] from ``diaSource``; ``time`` from ``midpointMjdTai``
+  (MJD TAI → UTC, leap seconds from erfa).
+* ``magnitude`` = −2.5 log10(psfFlux / nJy) + 31.4 [AB mag] and its error
+  2.5/ln 10 · psfFluxErr/psfFlux; None when the difference flux is not positive
+  (a fading or negative source has no magnitude; ``isNegative`` says so).
+* ``first_detection``: ``diaObject.firstDiaSourceMjdTai`` when finite (v8+), else the
+  earliest ``midpointMjdTai`` of ``prvDiaSources`` and this source when the history
+  array is present (possibly empty), else this source when ``diaObject.nDiaSources``
+  is 1; else None (unknown).
+* ``quality``: the ``diaSource`` vetting fields (``reliability``, ``isNegative``,
+  ``isDipole``, ``pixelFlags_*``, ``ssObjectId``, ``timeWithdrawnMjdTai``...) with
+  NaN → None and id 0 → None. v7 has no ``isNegative``: it is derived as
+  ``psfFlux < 0`` (``isNegative_derived`` = True). v7 has no ``isDipole``: None.
+
+ELAsTiCC v0.9 packets (``elasticc.v0_9.alert``: ``midPointTai``, ``decl``, ``psFlux``,
+``filterName``) are simulations: they become ``survey="ELAsTiCC"`` so that they can
+never be mistaken for sky data, with ``quality["simulated"] = True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
+from mma.formats import avro
+from mma.formats import rubin as schemas
+from mma.formats.rubin import tai_mjd_to_utc
+from mma.models import Alert
+
+__all__ = [
+    "DEFAULT_TOPICS", "KIND", "NAME", "alert_from_parts", "decode_fast", "decode_full",
+    "flux_to_mag", "parse", "sniff", "split",
+]
+
+logger = logging.getLogger(__name__)
+
+NAME = "rubin"
+KIND = "alert"
+DEFAULT_TOPICS: tuple[str, ...] = ("lsst-alerts-v11",)
+
+MAX_MESSAGE_BYTES = 16 * 2**20  # DMTN-102: ≲ 82 kB with a full year of history
+MAX_FILE_BYTES = 2**30
+MAX_FILE_RECORDS = 1_000_000
+CONFLUENT_MAGIC = 0
+HEADER_BYTES = 5
+AB_ZEROPOINT_NJY = 31.4
+"""AB magnitude of a 1 nJy source: m = −2.5 log10(f / 3631 Jy) = −2.5 log10(f / nJy) + 31.4."""
+
+ELASTICC_PREFIX = "elasticc."
+
+QUALITY_KEYS = (
+    "reliability", "isNegative", "isDipole", "snr", "psfFlux", "psfFluxErr", "extendedness",
+    "ssObjectId", "timeProcessedMjdTai", "timeWithdrawnMjdTai", "visit", "detector",
+    "centroid_flag", "psfFlux_flag", "glint_trail", "trailLength",
+)  # fmt: skip
+PIXEL_FLAGS = tuple(sorted(k for k in schemas.SOURCE_FIELDS if k.startswith("pixelFlags")))
+_IDS = ("ssObjectId", "visit", "detector")  # 0 = "none" for ssObjectId only (below)
+
+
+def flux_to_mag(flux_njy: float | None, err_njy: float | None) -> tuple[float | None, float | None]:
+    """PSF difference flux [nJy] → (AB mag, 1-sigma mag error); (None, None) if flux ≤ 0 or NaN."""
+    if flux_njy is None or not math.isfinite(flux_njy) or flux_njy <= 0:
+        return None, None
+    mag = -2.5 * math.log10(flux_njy) + AB_ZEROPOINT_NJY
+    if err_njy is None or not math.isfinite(err_njy) or err_njy < 0:
+        return mag, None
+    return mag, 2.5 / math.log(10) * err_njy / flux_njy
+
+
+def _clean(value: Any) -> Any:
+    """NaN → None (quality must be JSON-safe); other values unchanged."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _number(record: Mapping[str, Any], key: str, where: str = "diaSource") -> float:
+    value = record.get(key)
+    if value is None:
+        raise MissingField(f"{where}.{key} is missing")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidValue(f"{where}.{key} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _id(value: Any) -> int | None:
+    """A Rubin id: positive int, or None for null/0."""
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValue(f"id {value!r} is not a positive integer")
+    return value
+
+
+def _first_detection(source: Mapping[str, Any], rest: Mapping[str, Any]) -> float | None:
+    obj = rest.get("diaObject")
+    first = obj.get("firstDiaSourceMjdTai") if isinstance(obj, Mapping) else None  # v8+
+    if isinstance(first, float) and math.isfinite(first):
+        return first
+    history = rest.get("prvDiaSources")
+    if not isinstance(history, list):
+        if isinstance(obj, Mapping) and obj.get("nDiaSources") == 1:
+            return float(source["midpointMjdTai"])  # the object's only source is this one
+        return None  # no history sent: the first detection is unknown
+    epochs = [e for h in history if isinstance(h, Mapping)
+              and isinstance(e := h.get("midpointMjdTai"), float) and math.isfinite(e)]
+    return min([*epochs, float(source["midpointMjdTai"])])
+
+
+def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
+                     rest: Mapping[str, Any], *, version: str) -> Alert:
+    """Build an Alert from the parts of a decoded Rubin packet (v7–v11).
+
+    Parameters
+    ----------
+    header : mapping
+        Top-level fields before ``diaSource`` (``alertId`` or ``diaSourceId``...).
+    source : mapping
+        The triggering ``diaSource`` (all fields, or the subset the fast path keeps).
+    rest : mapping
+        ``prvDiaSources`` (items need only ``midpointMjdTai``) and ``diaObject``.
+    version : str
+        Schema version (``"9.0"``), kept in ``quality["schema_version"]``.
+    """
+    source_id = _id(source.get("diaSourceId"))
+    if source_id is None:
+        raise MissingField("diaSource.diaSourceId is missing or 0")
+    found = rest.get("diaObject")
+    obj: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    ss_id = _id(source.get("ssObjectId"))
+    object_id = _id(source.get("diaObjectId")) or _id(obj.get("diaObjectId"))
+    if object_id is None and ss_id is None:
+        raise MissingField("neither diaObjectId nor ssObjectId is set")
+    ra, dec = _number(source, "ra"), _number(source, "dec")
+    time = tai_mjd_to_utc(_number(source, "midpointMjdTai"))
+    first = _first_detection(source, rest)
+    flux = _clean(source.get("psfFlux"))
+    mag, mag_err = flux_to_mag(flux, _clean(source.get("psfFluxErr")))
+    quality: dict[str, Any] = {k: _clean(source.get(k)) for k in QUALITY_KEYS}
+    quality.update({k: source.get(k) for k in PIXEL_FLAGS})
+    quality["ssObjectId"] = ss_id
+    if "isNegative" not in source:  # v7: derived from the sign of the difference flux
+        quality["isNegative"] = None if flux is None else flux < 0
+        quality["isNegative_derived"] = True
+    quality["diaObjectId"] = object_id
+    quality["nDiaSources"] = obj.get("nDiaSources")
+    quality["schema_version"] = version
+    quality["alertId"] = header.get("alertId", header.get("diaSourceId"))
+    return Alert(
+        alert_id=str(source_id),
+        object_id=str(object_id) if object_id is not None else f"ss:{ss_id}",
+        survey="LSST",
+        ra_deg=ra,
+        dec_deg=dec,
+        time=time,
+        band=source.get("band"),
+        magnitude=mag,
+        magnitude_err=mag_err,
+        first_detection=None if first is None else tai_mjd_to_utc(first),
+        quality=quality,
+    )
+
+
+def alert_from_elasticc(packet: Mapping[str, Any]) -> Alert:
+    """Map one ELAsTiCC v0.9 simulated packet (``survey="ELAsTiCC"``, ``simulated``)."""
+    source = packet.get("diaSource")
+    if not isinstance(source, Mapping):
+        raise MissingField("diaSource record is missing")
+    source_id, object_id = _id(source.get("diaSourceId")), _id(source.get("diaObjectId"))
+    if source_id is None or object_id is None:
+        raise MissingField("diaSource.diaSourceId or diaObjectId is missing")
+    mag, mag_err = flux_to_mag(_clean(source.get("psFlux")), _clean(source.get("psFluxErr")))
+    found = packet.get("diaObject")
+    obj: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    return Alert(
+        alert_id=str(source_id), object_id=str(object_id), survey="ELAsTiCC",
+        ra_deg=_number(source, "ra"), dec_deg=_number(source, "decl"),
+        time=tai_mjd_to_utc(_number(source, "midPointTai")),
+        band=source.get("filterName"), magnitude=mag, magnitude_err=mag_err,
+        quality={"simulated": True, "snr": _clean(source.get("snr")),
+                 "psfFlux": _clean(source.get("psFlux")),
+                 "z_final": _clean(obj.get("z_final")), "alertId": packet.get("alertId")},
+    )
+
+
+def _confluent_id(raw: bytes) -> int:
+    if len(raw) < HEADER_BYTES or raw[0] != CONFLUENT_MAGIC:
+        raise MalformedMessage("not a Confluent-framed message (magic byte 0 missing)")
+    return int(struct.unpack_from(">i", raw, 1)[0])
+
+
+def decode_fast(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+    """Decode a Confluent-framed alert's leading fields and its first-detection data.
+
+    Returns (header, diaSource subset, {prvDiaSources epochs, diaObject subset},
+    version). The whole message is walked (so truncation is caught) but only
+    these fields become Python objects.
+
+    Raises
+    ------
+    UnknownFormat
+        The schema id is not bundled (the message names it).
+    HostileMessage, MalformedMessage
+        Oversized, truncated or corrupt.
+    """
+    schemas.check_size(raw, MAX_MESSAGE_BYTES)
+    schema = schemas.load(_confluent_id(raw))
+    header, source, end = schema.prefix.decode(raw, HEADER_BYTES)
+    return header, source, schema.tail(raw, end), schema.version
+
+
+def decode_full(raw: bytes) -> dict[str, Any]:
+    """The whole packet (history, diaObject, cutouts) of a Confluent-framed alert."""
+    schema = schemas.load(_confluent_id(raw))
+    return schema.decode_full(raw, HEADER_BYTES, max_bytes=MAX_MESSAGE_BYTES)
+
+
+def _container_name(raw: bytes) -> str:
+    try:
+        schema = avro.container_schema(raw, max_bytes=MAX_FILE_BYTES)
+    except BadMessage:
+        return ""
+    return str(schema.get("name", ""))
+
+
+def _is_rubin_name(name: str) -> bool:
+    return schemas.schema_id_of_name(name) is not None or (
+        name.startswith(ELASTICC_PREFIX) and name.endswith(".alert"))
+
+
+def sniff(raw: bytes) -> bool:
+    """True for a Confluent frame with a bundled schema id, or a Rubin/ELAsTiCC Avro container."""
+    if avro.is_container(raw):
+        return _is_rubin_name(_container_name(raw))
+    if len(raw) > HEADER_BYTES and raw[0] == CONFLUENT_MAGIC:
+        return int(struct.unpack_from(">i", raw, 1)[0]) in schemas.known_ids()
+    return False
+
+
+def split(raw: bytes) -> Iterator[bytes]:
+    """One-record containers from a container file; a Confluent message is yielded as is."""
+    if not avro.is_container(raw):
+        yield raw
+        return
+    yield from avro.split_container(raw, max_bytes=MAX_FILE_BYTES, max_records=MAX_FILE_RECORDS)
+
+
+def parse(raw: bytes, *, topic: str) -> Alert:
+    """Decode one Rubin alert (Confluent frame, or a one-record Avro container).
+
+    Raises
+    ------
+    UnknownFormat
+        Confluent schema id not bundled.
+    HostileMessage, MalformedMessage
+        Oversized, truncated, corrupt, several records, or not a Rubin schema.
+    MissingField, InvalidValue
+        No id, NaN position, MJD outside 1972–2100...
+    """
+    if not avro.is_container(raw):
+        header, source, rest, version = decode_fast(raw)
+        return alert_from_parts(header, source, rest, version=version)
+    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1)
+    name = str(container.schema.get("name", ""))
+    if not _is_rubin_name(name) or len(container.records) != 1:
+        raise MalformedMessage(f"Avro container ({name!r}, {len(container.records)} records) "
+                               "is not one Rubin alert")
+    record: Mapping[str, Any] = container.records[0]
+    if name.startswith(ELASTICC_PREFIX):
+        return alert_from_elasticc(record)
+    found = record.get("diaSource")
+    if not isinstance(found, Mapping):
+        raise MissingField("diaSource record is missing")
+    schema_id = schemas.schema_id_of_name(name) or 0
+    return alert_from_parts(record, found, record,
+                            version=f"{schema_id // 100}.{schema_id % 100}")
