@@ -25,7 +25,7 @@ from sqlalchemy import Connection, insert, select, update
 from mma.config import Config
 from mma.db import store
 from mma.db.schema import alerts, coincidences, objects, regions
-from mma.rates import BackgroundRates
+from mma.rates import Background, BackgroundRates, background_cdf, tile_dec
 from mma.scoring import Score, ln_b_distance, score_match
 from mma.skymaps.region import Region
 
@@ -75,8 +75,11 @@ class Correlator:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.max_cl = float(config.section("scoring")["max_credible_level"])
+        self.min_covered_days = float(config.section("scoring")["rate_min_span_days"])
         self.rates = BackgroundRates(config)
         self.active: dict[int, ActiveRegion] = {}  # by event_pk
+        self._tile_dec: dict[int, np.ndarray] = {}  # tile-centre Dec [deg] by region_pk
+        self._bg_cache: dict[tuple[int, str, int], np.ndarray] = {}
 
     def load_active(self, conn: Connection) -> None:
         """Rebuild the in-memory index from the active regions in the database."""
@@ -183,6 +186,20 @@ class Correlator:
                     conn.execute(update(coincidences).where(
                         coincidences.c.coincidence_id == row.coincidence_id).values(rank=new))
 
+    def rescore(self, conn: Connection, now: datetime) -> set[str]:
+        """Re-measure the backgrounds and re-score every active region's coincidences.
+
+        The scheduler's periodic job in the daemon; the last step of a replay.
+        Returns the ids of the coincidences whose numbers changed.
+        """
+        for survey in list(self.rates.surveys()):
+            self.rates.background(conn, survey, now, force=True)
+        touched: set[str] = set()
+        for active in list(self.active.values()):
+            touched |= self.on_region(conn, active, now)
+        self.rerank(conn, {a.event_pk for a in self.active.values()})
+        return touched
+
     # -- retraction --------------------------------------------------------------------------
     def retract(self, conn: Connection, event_pk: int) -> set[str]:
         """Retract an event: its regions, and every live coincidence (flag ``event_retracted``).
@@ -212,13 +229,40 @@ class Correlator:
                 and active.distance_reach_mpc):
             pdf = float(region.distance_pdf(tile, float(distance)))
             ln_b_d = ln_b_distance(pdf, float(distance), active.distance_reach_mpc)
+        background = self.rates.background(conn, alert["survey"], now)
+        covered = background.covered_days(active.start, active.end, self.min_covered_days)
         return score_match(
             prob_density_sr=float(region.probdensity[tile]),
             credible_level=float(region.credible_level[tile]),
             searched_area_deg2=float(region.searched_area_deg2[tile]),
             dt_days=dt_days, window=active.window_days,
-            rate_per_sr_per_day=self.rates.rate(conn, alert["survey"], now), ln_b_d=ln_b_d,
+            rate_per_day=background.rate_per_day,
+            background_fraction=float(self._background_cdf(active, background)[tile]),
+            covered_days=covered, ln_b_d=ln_b_d,
         )
+
+    def _background_cdf(self, active: ActiveRegion, background: Background) -> np.ndarray:
+        """Per tile: the background fraction in the tiles at least as dense as it.
+
+        Ordered like the searched area (crossmatch's density order), weighted by
+        where the survey observes; cached per region and background version.
+        """
+        key = (active.region_pk, background.survey, background.version)
+        cached = self._bg_cache.get(key)
+        if cached is not None:
+            return cached
+        live = {a.region_pk for a in self.active.values()}
+        dec = self._tile_dec.get(active.region_pk)
+        if dec is None:
+            dec = tile_dec(active.region)
+            self._tile_dec = {k: v for k, v in self._tile_dec.items() if k in live}
+            self._tile_dec[active.region_pk] = dec
+        cdf = background_cdf(active.region, dec, background)
+        # Keep only current versions for regions still active.
+        self._bg_cache = {k: v for k, v in self._bg_cache.items()
+                          if k[0] in live and k[:2] != key[:2]}
+        self._bg_cache[key] = cdf
+        return cdf
 
     def _record(self, conn: Connection, active: ActiveRegion, alert: Mapping[str, Any],
                 object_first: datetime, tile: int, now: datetime) -> tuple[str, bool]:

@@ -123,6 +123,15 @@ class Pipeline:
         self.counts[outcome.kind] += 1
         return outcome
 
+    def rescore(self, now: datetime) -> set[str]:
+        """Re-score every active region against the latest backgrounds (end of a replay)."""
+        try:
+            with self.engine.begin() as conn:
+                return self.correlator.rescore(conn, now)
+        except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
+            raise TransientError(f"rescore: database error: {exc}") from exc
+
     def ignored(self, source: str, origin: str, reason: Ignored) -> Outcome:
         """Count a valid message of no interest (not stored, not dead-lettered)."""
         log.debug("%s: skipped by %s: %s", origin, source, reason)

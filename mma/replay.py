@@ -114,4 +114,8 @@ def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Path
     for entry in bar:
         pipeline.process(entry.handler, entry.raw, origin=entry.origin, item=entry.item,
                          now=entry.time)
+    if entries:
+        # As the daemon's scheduler does: final scores use the background measured
+        # from everything the stream delivered.
+        pipeline.rescore(entries[-1].time)
     return len(entries)

@@ -19,10 +19,16 @@ with every component exposed:
 * ``prior``: 1 until per-class priors are configured.
 
 The chance-coincidence probability is Poisson:
-``P_chance = 1 - exp(-N_bg)``, ``N_bg = R_bg * A(>= rho) * T``, with ``R_bg``
-the measured rate of vetted sources [sr^-1 day^-1], ``A(>= rho)`` the solid
-angle of the part of the region at least as dense as the alert's tile [sr]
-(the searched area of ligo.skymap's crossmatch) and ``T`` the window [days].
+``P_chance = 1 - exp(-N_bg)``, ``N_bg = R_bg * T_eff * F(>= rho)``, with
+``R_bg`` the measured rate of vetted sources over the whole sky [day^-1],
+``T_eff`` the part of the window the stream has covered [days] and
+``F(>= rho)`` the fraction of background sources expected in the part of the
+region at least as dense as the alert's tile (the searched area of
+ligo.skymap's crossmatch), weighted by where the survey observes (see
+:mod:`mma.rates`). For a survey observing the whole sky uniformly,
+``F = A(>= rho) / 4 pi`` and this is DESIGN.md's ``R_bg [sr^-1 day^-1] * A * T``.
+Under the null hypothesis (sources unrelated to the event) the P_chance of
+the best match in a region is uniform: that is tested on scrambled skies.
 """
 
 from __future__ import annotations
@@ -50,7 +56,9 @@ class Score:
     ln_prior: float
     p_chance: float
     n_background: float
-    background_rate_per_sr_per_day: float
+    background_rate_per_day: float
+    background_fraction: float
+    covered_days: float
     window_days: float
 
     @property
@@ -66,7 +74,9 @@ class Score:
             "ln_B_D": self.ln_b_d,
             "ln_prior": self.ln_prior,
             "n_background": self.n_background,
-            "background_rate_per_sr_per_day": self.background_rate_per_sr_per_day,
+            "background_rate_per_day": self.background_rate_per_day,
+            "background_fraction": self.background_fraction,
+            "covered_days": self.covered_days,
             "window_days": self.window_days,
         }
 
@@ -105,32 +115,42 @@ def ln_b_distance(p_signal_per_mpc: float, distance_mpc: float, max_distance_mpc
     return math.log(p_signal_per_mpc / p_background)
 
 
-def chance_probability(rate_per_sr_per_day: float, area_sr: float,
-                       window_days: float) -> tuple[float, float]:
+def chance_probability(rate_per_day: float, background_fraction: float,
+                       covered_days: float) -> tuple[float, float]:
     """Poisson chance-coincidence probability and expected background count.
+
+    Parameters
+    ----------
+    rate_per_day
+        Vetted unrelated sources per day over the whole sky [day^-1].
+    background_fraction
+        Fraction of them expected in the searched part of the region (0..1).
+    covered_days
+        Time of the window the stream has covered [days].
 
     Returns
     -------
     (p_chance, n_background)
-        ``1 - exp(-N)`` and ``N = rate * area * window`` (dimensionless).
+        ``1 - exp(-N)`` and ``N = rate * fraction * days`` (dimensionless).
     """
-    n_background = max(rate_per_sr_per_day, 0.0) * max(area_sr, 0.0) * max(window_days, 0.0)
+    n_background = (max(rate_per_day, 0.0) * min(max(background_fraction, 0.0), 1.0)
+                    * max(covered_days, 0.0))
     return -math.expm1(-n_background), n_background
 
 
 def score_match(*, prob_density_sr: float, credible_level: float, searched_area_deg2: float,
-                dt_days: float, window: tuple[float, float], rate_per_sr_per_day: float,
-                ln_b_d: float = 0.0, ln_prior: float = 0.0) -> Score:
+                dt_days: float, window: tuple[float, float], rate_per_day: float,
+                background_fraction: float, covered_days: float, ln_b_d: float = 0.0,
+                ln_prior: float = 0.0) -> Score:
     """Score one alert in one region (see the module docstring for the formulas)."""
-    window_days = window[1] - window[0]
-    p_chance, n_bg = chance_probability(rate_per_sr_per_day,
-                                        searched_area_deg2 / DEG2_PER_SR, window_days)
+    p_chance, n_bg = chance_probability(rate_per_day, background_fraction, covered_days)
     return Score(
         prob_density_sr=prob_density_sr, credible_level=credible_level,
         searched_area_deg2=searched_area_deg2, dt_days=dt_days,
         ln_b_sky=ln_b_sky(prob_density_sr), ln_b_t=ln_b_time_uniform(dt_days, window),
         ln_b_d=ln_b_d, ln_prior=ln_prior, p_chance=p_chance, n_background=n_bg,
-        background_rate_per_sr_per_day=rate_per_sr_per_day, window_days=window_days,
+        background_rate_per_day=rate_per_day, background_fraction=background_fraction,
+        covered_days=covered_days, window_days=window[1] - window[0],
     )
 
 

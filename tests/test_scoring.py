@@ -28,12 +28,23 @@ def test_b_time_uniform_inside_window_only() -> None:
 
 
 def test_chance_probability_is_poisson() -> None:
-    p, n = scoring.chance_probability(rate_per_sr_per_day=10.0, area_sr=0.01, window_days=15.0)
-    assert n == pytest.approx(1.5)
-    assert p == pytest.approx(1.0 - math.exp(-1.5))
+    # 40 unrelated sources a day over the sky, 1 % of them expected in the searched
+    # part of the region, 3 days covered: N = 1.2.
+    p, n = scoring.chance_probability(rate_per_day=40.0, background_fraction=0.01,
+                                      covered_days=3.0)
+    assert n == pytest.approx(1.2)
+    assert p == pytest.approx(1.0 - math.exp(-1.2))
     p_small, n_small = scoring.chance_probability(1e-3, 1e-6, 1.0)
     assert p_small == pytest.approx(n_small, rel=1e-8)  # no cancellation for tiny N
-    assert scoring.chance_probability(0.0, 1.0, 1.0) == (0.0, 0.0)
+    assert scoring.chance_probability(0.0, 0.5, 1.0) == (0.0, 0.0)
+    assert scoring.chance_probability(10.0, 2.0, 1.0)[1] == pytest.approx(10.0)  # F <= 1
+
+
+def test_uniform_sky_reduces_to_rate_area_time() -> None:
+    """For a whole-sky uniform survey, N = R[/sr/day] * A[sr] * T[days] (DESIGN.md)."""
+    rate_sr_day, area_sr, days = 3.0, 0.02, 15.0
+    _, n = scoring.chance_probability(rate_sr_day * 4 * math.pi, area_sr / (4 * math.pi), days)
+    assert n == pytest.approx(rate_sr_day * area_sr * days)
 
 
 def test_distance_factor_against_volume_background() -> None:
@@ -53,13 +64,15 @@ def test_score_match_composes_components() -> None:
     density = 50.0 / (4.0 * math.pi)
     s = scoring.score_match(prob_density_sr=density, credible_level=0.4,
                             searched_area_deg2=100.0, dt_days=0.5, window=(-1.0, 14.0),
-                            rate_per_sr_per_day=20.0, ln_b_d=0.7)
+                            rate_per_day=200.0, background_fraction=0.002, covered_days=2.5,
+                            ln_b_d=0.7)
     assert s.ln_b_sky == pytest.approx(math.log(50.0))
     assert s.log_bayes_factor == pytest.approx(math.log(50.0) + 0.7)
-    area_sr = 100.0 / scoring.DEG2_PER_SR
-    assert s.n_background == pytest.approx(20.0 * area_sr * 15.0)
-    assert s.p_chance == pytest.approx(-np.expm1(-20.0 * area_sr * 15.0))
-    assert set(s.components()) >= {"ln_B_sky", "ln_B_t", "ln_B_D", "ln_prior"}
+    assert s.n_background == pytest.approx(200.0 * 0.002 * 2.5)
+    assert s.p_chance == pytest.approx(-np.expm1(-1.0))
+    assert s.window_days == 15.0
+    assert set(s.components()) >= {"ln_B_sky", "ln_B_t", "ln_B_D", "ln_prior",
+                                   "n_background", "covered_days"}
 
 
 @pytest.mark.parametrize(("quality", "reasons"), [
