@@ -200,6 +200,29 @@ class Correlator:
         self.rerank(conn, {a.event_pk for a in self.active.values()})
         return touched
 
+    def withdraw_alert(self, conn: Connection, survey: str, alert_id: str,
+                       vetoes: list[str]) -> set[str]:
+        """A survey withdrew a source: veto the stored alert and retract its coincidences
+        (flag ``source_withdrawn``). Returns the ids retracted."""
+        alert_pk = conn.execute(select(alerts.c.id).where(
+            alerts.c.survey == survey, alerts.c.alert_id == alert_id)).scalar_one_or_none()
+        if alert_pk is None:
+            return set()
+        conn.execute(update(alerts).where(alerts.c.id == alert_pk).values(
+            vetoes=list(vetoes), passes_vetting=False))
+        rows = conn.execute(select(coincidences).where(
+            coincidences.c.alert_pk == alert_pk, coincidences.c.status != "retracted")).all()
+        for row in rows:
+            payload = dict(row.payload)
+            payload["flags"] = [*payload["flags"], "source_withdrawn"]
+            conn.execute(update(coincidences).where(
+                coincidences.c.coincidence_id == row.coincidence_id).values(
+                status="retracted", vetoed=True, revision=row.revision + 1, payload=payload))
+        self.rerank(conn, {row.event_pk for row in rows})
+        log.warning("%s alert %s withdrawn by the survey: %d coincidences retracted", survey,
+                    alert_id, len(rows))
+        return {row.coincidence_id for row in rows}
+
     # -- retraction --------------------------------------------------------------------------
     def retract(self, conn: Connection, event_pk: int) -> set[str]:
         """Retract an event: its regions, and every live coincidence (flag ``event_retracted``).

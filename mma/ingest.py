@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -27,7 +27,7 @@ from mma.correlator import Correlator
 from mma.db import store
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.models import Alert, Item, Notice, RegionSpec
-from mma.scoring import vet_ztf
+from mma.scoring import vet_rubin, vet_ztf
 from mma.skymaps.region import Region, build_region, hpx29
 from mma.skymaps.spec import region_table
 
@@ -68,7 +68,11 @@ class Pipeline:
         self.config = config
         self.fetch = fetch
         self.correlator = Correlator(config)
-        self.vetting = config.section("vetting.ztf")
+        # Vetting rules per survey (DESIGN.md 2.3); other surveys are not vetted yet.
+        self.vetters: dict[str, tuple[Callable[..., list[str]], Mapping[str, Any]]] = {
+            "ZTF": (vet_ztf, config.section("vetting.ztf")),
+            "LSST": (vet_rubin, config.section("vetting.rubin")),
+        }
         self.max_skymap_bytes = int(config.section("limits")["max_skymap_inflated_bytes"])
         self.counts: Counter[str] = Counter()
         # The in-memory region index changes inside transactions; after a failed one it
@@ -238,11 +242,17 @@ class Pipeline:
 
     def _alert(self, alert: Alert, now: datetime) -> Outcome:
         ipix = int(hpx29(alert.ra_deg, alert.dec_deg))
-        vetoes = vet_ztf(alert.quality, self.vetting) if alert.survey == "ZTF" else []
+        vetter = self.vetters.get(alert.survey)
+        vetoes = vetter[0](alert.quality, vetter[1]) if vetter else []
         with self.engine.begin() as conn:
             stored = store.add_alert(conn, alert, hpx29=ipix, vetoes=vetoes)
             if stored is None:
-                return Outcome("duplicate")
+                if "withdrawn" not in vetoes:
+                    return Outcome("duplicate")
+                # Rubin re-sends a source it withdrew: its matches are withdrawn too.
+                touched = self.correlator.withdraw_alert(conn, alert.survey, alert.alert_id,
+                                                         vetoes)
+                return Outcome("alert", touched)
             alert_pk, object_first = stored
             self.correlator.rates.note_alert(alert.survey)
             row = {

@@ -195,3 +195,26 @@ def test_notice_vetoes_are_carried_as_flags(engine: Engine, config: Config) -> N
     feed(p, notice("UPDATE", 3, {0: 0.7, 1: 0.3}))
     found = rows(engine)["a"]
     assert "low_significance" not in found["flags"] and found["status"] == "updated"
+
+
+def _lsst(alert_id: str, *, withdrawn: bool = False, negative: bool = False) -> Alert:
+    ra, dec = base_pixel_centre(0)
+    quality = {"reliability": 0.9, "isNegative": negative, "isDipole": False,
+               "timeWithdrawnMjdTai": 61000.5 if withdrawn else None}
+    return Alert(alert_id=alert_id, object_id="313953129790079015", survey="LSST",
+                 ra_deg=ra, dec_deg=dec, time=T0 + timedelta(hours=4), quality=quality)
+
+
+def test_withdrawn_rubin_source_withdraws_its_matches(engine: Engine, config: Config) -> None:
+    p = Pipeline(engine, config)
+    feed(p, notice("PRELIMINARY", 0.01, MAP_1))
+    feed(p, _lsst("7000"))
+    feed(p, _lsst("7001", negative=True))
+    found = rows(engine)
+    assert found["7000"]["status"] == "active" and found["7000"]["rank"] == 1
+    assert found["7001"]["vetoed"] and "veto:negative" in found["7001"]["flags"]
+    touched = feed(p, _lsst("7000", withdrawn=True))  # Rubin re-sends it, withdrawn
+    after = rows(engine)["7000"]
+    assert touched == {after["coincidence_id"]}
+    assert after["status"] == "retracted" and "source_withdrawn" in after["flags"]
+    assert after["vetoed"] and after["rank"] is None
