@@ -5,8 +5,9 @@ level-29 NESTED HEALPix index ``hpx29``; regions are stored as tiles
 ``[lo, hi)`` of level-29 indices with their probability density [sr^-1],
 healpix-alchemy's representation, so "which stored alerts lie in this region"
 is a range join on both SQLite and PostgreSQL. Everything derivable from the
-tiles (credible levels, areas) is recomputed, not stored, except the 50/90 %
-areas kept on the region row for status displays.
+tiles is recomputed, not stored, except the 50/90 % areas kept on the region
+row for status displays and each tile's credible level, which the back-matching
+join filters on (:mod:`mma.db.backmatch`).
 
 Every timestamp is timezone-aware UTC (:class:`UTCDateTime`).
 """
@@ -148,6 +149,11 @@ region_tiles = Table(
     Column("distmu", Float, nullable=True),  # Mpc, conditional distance ansatz
     Column("distsigma", Float, nullable=True),  # Mpc
     Column("distnorm", Float, nullable=True),  # Mpc^-2
+    # Searched probability of the tile (Region.credible_level). Derivable from the
+    # densities, but stored so that back-matching can apply the credible-level cut
+    # inside the SQL range join (mma.db.backmatch). NULL only for tiles stored
+    # before migration 0002 and not yet backfilled; never NULL from store.add_region.
+    Column("credible_level", Float, nullable=True),
 )
 
 objects = Table(
@@ -173,7 +179,7 @@ alerts = Table(
     Column("object_pk", Id, ForeignKey("objects.id"), nullable=False, index=True),
     Column("ra_deg", Float, nullable=False),
     Column("dec_deg", Float, nullable=False),
-    Column("hpx29", BigInteger, nullable=False, index=True),
+    Column("hpx29", BigInteger, nullable=False),
     Column("time", UTCDateTime, nullable=False, index=True),
     Column("band", String(8), nullable=True),
     Column("magnitude", Float, nullable=True),
@@ -187,6 +193,10 @@ alerts = Table(
     Column("received_at", UTCDateTime, nullable=False, default=_now),
     UniqueConstraint("survey", "alert_id"),
     Index(None, "survey", "passes_vetting", "time"),
+    # Back-matching (mma.db.backmatch) seeks a range of hpx29 per region tile and
+    # keeps the alerts in the time window: with time in the index, PostgreSQL checks
+    # the window on index entries and visits only the rows that match.
+    Index(None, "hpx29", "time"),
 )
 
 coincidences = Table(

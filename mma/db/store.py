@@ -30,6 +30,7 @@ from mma.db.schema import (
     regions,
 )
 from mma.models import Alert, Notice
+from mma.skymaps.region import Region
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class Tiles(NamedTuple):
     distmu: np.ndarray | None = None  # Mpc
     distsigma: np.ndarray | None = None  # Mpc
     distnorm: np.ndarray | None = None  # Mpc^-2
+    # Searched probability (Region.credible_level); add_region computes it when None.
+    credible_level: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,21 @@ def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
         status="active", window_start=window[0], window_end=window[1],
         area50_deg2=area50_deg2, area90_deg2=area90_deg2, n_tiles=len(tiles.lo),
     ))
-    _insert_tiles(conn, region_pk, tiles)
+    _insert_tiles(conn, region_pk, _with_credible_level(tiles))
     return region_pk, int(version)
+
+
+def _with_credible_level(tiles: Tiles) -> Tiles:
+    """*tiles* with their credible levels, recomputed from the densities if not given.
+
+    Stored for mma.db.backmatch, which applies the credible-level cut in SQL.
+    """
+    if tiles.credible_level is not None:
+        return tiles
+    region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity)
+    # from_tiles sorts by lo; map back in case the caller's tiles are not sorted.
+    level = region.credible_level[np.searchsorted(region.lo, tiles.lo)]
+    return tiles._replace(credible_level=level)
 
 
 def _insert_tiles(conn: Connection, region_pk: int, tiles: Tiles) -> None:
