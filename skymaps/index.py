@@ -54,22 +54,23 @@ class _Tiles:
     tile: IntArray
 
 
-def _ragged_arange(starts: IntArray, counts: IntArray) -> IntArray:
+def _ragged_arange(starts: NDArray[np.integer], counts: NDArray[np.integer],
+                   dtype: type[np.integer] = np.int64) -> NDArray[np.integer]:
     """Concatenation of ``arange(s, s + c)`` for each start and count, without a loop."""
     total = int(counts.sum())
     if total == 0:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=dtype)
     ends = np.cumsum(counts)
     # Step +1 everywhere, then at the first element of each non-empty run jump from the
     # previous run's last value to this run's start.
-    step = np.ones(total, dtype=np.int64)
+    step = np.ones(total, dtype=dtype)
     nonempty = counts > 0
     firsts = (ends - counts)[nonempty]
     run_starts = starts[nonempty]
     step[0] = run_starts[0]
     prev_last = (run_starts + counts[nonempty] - 1)[:-1]
     step[firsts[1:]] = run_starts[1:] - prev_last
-    return np.cumsum(step)
+    return np.cumsum(step, out=step)
 
 
 class RegionIndex:
@@ -96,8 +97,11 @@ class RegionIndex:
         self._dirty = True
         self._breaks = np.empty(0, dtype=np.int64)  # sorted segment boundaries
         self._ptr = np.zeros(1, dtype=np.int64)  # CSR: entries of segment j at ptr[j]:ptr[j+1]
-        self._key = np.empty(0, dtype=np.int64)  # region key of each entry
-        self._tile = np.empty(0, dtype=np.int64)  # tile index (into the Region) of each entry
+        # Per entry: the region's slot in _keys and the tile index into the Region.
+        # int32 halves the largest arrays (entries, ~4 M for 100 overlapping maps).
+        self._keys = np.empty(0, dtype=np.int64)
+        self._slot = np.empty(0, dtype=np.int32)
+        self._tile = np.empty(0, dtype=np.int32)
 
     def __len__(self) -> int:
         return len(self._tiles)
@@ -108,13 +112,14 @@ class RegionIndex:
     @property
     def n_entries(self) -> int:
         """Number of (segment, tile) entries of the built index (0 before the first match)."""
-        return len(self._key)
+        return len(self._slot)
 
     @property
     def nbytes(self) -> int:
         """Memory held by the built index and the per-region tile copies [bytes]."""
         own = sum(t.lo.nbytes + t.hi.nbytes + t.tile.nbytes for t in self._tiles.values())
-        return own + sum(a.nbytes for a in (self._breaks, self._ptr, self._key, self._tile))
+        arrays = (self._breaks, self._ptr, self._keys, self._slot, self._tile)
+        return own + sum(a.nbytes for a in arrays)
 
     def add(self, key: int, region: Region) -> None:
         """Index *region* under the integer *key*, replacing any region of that key.
@@ -175,50 +180,61 @@ class RegionIndex:
         count_hit = count[hits]
         entries = _ragged_arange(start[hits], count_hit)
         point = np.repeat(hits.astype(np.int64), count_hit)
-        return point, self._key[entries], self._tile[entries]
+        return (point, self._keys[self._slot[entries]],
+                self._tile[entries].astype(np.int64))
 
     def _rebuild(self) -> None:
         """Merge every region's boundaries into segments and fill the CSR table."""
         self._dirty = False
-        parts = list(self._tiles.items())
-        n_tiles = sum(len(t.lo) for _, t in parts)
+        parts = list(self._tiles.values())
+        self._keys = np.array(list(self._tiles), dtype=np.int64)
+        sizes = np.array([len(t.lo) for t in parts], dtype=np.int64)
+        n_tiles = int(sizes.sum())
         if n_tiles == 0:
             self._breaks = np.empty(0, dtype=np.int64)
             self._ptr = np.zeros(1, dtype=np.int64)
-            self._key = np.empty(0, dtype=np.int64)
-            self._tile = np.empty(0, dtype=np.int64)
+            self._slot = np.empty(0, dtype=np.int32)
+            self._tile = np.empty(0, dtype=np.int32)
             return
-        lo = np.concatenate([t.lo for _, t in parts])
-        hi = np.concatenate([t.hi for _, t in parts])
-        tile = np.concatenate([t.tile for _, t in parts])
-        key = np.repeat(np.array([k for k, _ in parts], dtype=np.int64),
-                        [len(t.lo) for _, t in parts])
+        if 2 * n_tiles >= 1 << 31:
+            raise ValueError(f"{n_tiles} indexed tiles: more than the int32 index holds")
+        tile = np.concatenate([t.tile for t in parts]).astype(np.int32)
+        slot = np.repeat(np.arange(len(parts), dtype=np.int32), sizes)
         # Each region contributes two sorted runs (lo, hi): a stable sort (timsort)
         # merges runs, much cheaper than sorting 2 n values from scratch.
-        bounds = np.concatenate([lo, hi])
+        bounds = np.concatenate([t.lo for t in parts] + [t.hi for t in parts])
         order = np.argsort(bounds, kind="stable")
         ranked = bounds[order]
+        del bounds
         new = np.empty(len(ranked), dtype=bool)
         new[0] = True
         np.not_equal(ranked[1:], ranked[:-1], out=new[1:])
         breaks = ranked[new]
+        del ranked
         # Rank of each boundary among the distinct breakpoints, scattered back.
-        rank = np.empty(len(bounds), dtype=np.int64)
-        rank[order] = np.cumsum(new) - 1
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.cumsum(new, dtype=np.int32) - 1
+        del order, new
         first_seg, end_seg = rank[:n_tiles], rank[n_tiles:]
         span = end_seg - first_seg  # segments covered by each tile, >= 1
+        entry_seg: NDArray[np.integer]
         if np.all(span == 1):
             # No tile is cut by another map's boundary: one entry per tile.
             entry_seg = first_seg
-            entry_of = np.arange(n_tiles, dtype=np.int64)
+            entry_of = np.arange(n_tiles, dtype=np.int32)
         else:
-            entry_seg = _ragged_arange(first_seg, span)
-            entry_of = np.repeat(np.arange(n_tiles, dtype=np.int64), span)
+            entry_seg = _ragged_arange(first_seg, span, np.int32)
+            entry_of = np.repeat(np.arange(n_tiles, dtype=np.int32), span)
+        del rank, span
+        # Each region's entries come in segment order: timsort merges one run per region.
         by_seg = np.argsort(entry_seg, kind="stable")
         counts = np.bincount(entry_seg, minlength=len(breaks) - 1)
+        del entry_seg
+        entry_of = entry_of[by_seg]
+        del by_seg
         self._breaks = breaks
         self._ptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        self._key = key[entry_of[by_seg]]
-        self._tile = tile[entry_of[by_seg]]
+        self._slot = slot[entry_of]
+        self._tile = tile[entry_of]
         log.debug("region index: %d regions, %d tiles, %d segments, %d entries",
-                  len(parts), n_tiles, len(breaks) - 1, len(self._key))
+                  len(parts), n_tiles, len(breaks) - 1, len(self._slot))
