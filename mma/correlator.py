@@ -24,9 +24,11 @@ from sqlalchemy import Connection, insert, select, update
 
 from mma.config import Config
 from mma.db import store
+from mma.db.backmatch import alerts_in_region
 from mma.db.schema import alerts, coincidences, objects, regions
 from mma.rates import Background, BackgroundRates, background_cdf, tile_dec
 from mma.scoring import Score, ln_b_distance, score_match
+from mma.skymaps.index import RegionIndex
 from mma.skymaps.region import Region
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,15 @@ class Correlator:
         self.min_covered_days = float(config.section("scoring")["rate_min_span_days"])
         self.rates = BackgroundRates(config)
         self.active: dict[int, ActiveRegion] = {}  # by event_pk
+        # All active regions' tiles inside max_cl, as one level-29 range index (by event_pk).
+        self.index = RegionIndex(max_credible_level=self.max_cl)
         self._tile_dec: dict[int, np.ndarray] = {}  # tile-centre Dec [deg] by region_pk
         self._bg_cache: dict[tuple[int, str, int], np.ndarray] = {}
 
     def load_active(self, conn: Connection) -> None:
         """Rebuild the in-memory index from the active regions in the database."""
         self.active.clear()
+        self.index = RegionIndex(max_credible_level=self.max_cl)
         for row in conn.execute(select(regions).where(regions.c.status == "active")):
             event = store.event_row(conn, row.event_pk)
             tiles = store.region_tiles_of(conn, row.id)
@@ -100,11 +105,13 @@ class Correlator:
                               self.config.window_days(event["messenger"]), region,
                               *_distance_support(region))
         self.active[active.event_pk] = active
+        self.index.add(active.event_pk, region)
         return active
 
     def deactivate(self, event_pk: int) -> None:
         """Forget the event's region (retraction or expiry)."""
         self.active.pop(event_pk, None)
+        self.index.remove(event_pk)
 
     # -- direction 1: a new region against stored alerts -------------------------------------
     def on_region(self, conn: Connection, active: ActiveRegion, now: datetime) -> set[str]:
@@ -117,19 +124,12 @@ class Correlator:
         -------
         Ids of coincidences created or changed.
         """
-        rows = conn.execute(
-            select(alerts, objects.c.first_time.label("object_first"))
-            .join(objects, objects.c.id == alerts.c.object_pk)
-            .where(alerts.c.time >= active.start, alerts.c.time <= active.end)
-        ).all()
+        rows = alerts_in_region(conn, active.region_pk, active.start, active.end, self.max_cl)
         touched: set[str] = set()
         kept: set[str] = set()
         if rows:
             ipix = np.fromiter((r.hpx29 for r in rows), dtype=np.int64, count=len(rows))
-            tiles = active.region.lookup(ipix)
-            for row, tile in zip(rows, tiles.tolist(), strict=True):
-                if tile < 0 or active.region.credible_level[tile] > self.max_cl:
-                    continue
+            for row, tile in zip(rows, active.region.lookup(ipix).tolist(), strict=True):
                 cid, changed = self._record(conn, active, row._asdict(), row.object_first,
                                             tile, now)
                 kept.add(cid)
@@ -151,12 +151,10 @@ class Correlator:
         """
         touched: set[str] = set()
         events_touched: set[int] = set()
-        ipix = np.array([alert_row["hpx29"]], dtype=np.int64)
-        for active in list(self.active.values()):
+        _, keys, tiles = self.index.match(np.array([alert_row["hpx29"]], dtype=np.int64))
+        for event_pk, tile in zip(keys.tolist(), tiles.tolist(), strict=True):
+            active = self.active[event_pk]
             if not (active.start <= alert_row["time"] <= active.end):
-                continue
-            tile = int(active.region.lookup(ipix)[0])
-            if tile < 0 or active.region.credible_level[tile] > self.max_cl:
                 continue
             cid, changed = self._record(conn, active, alert_row, object_first, tile, now)
             if changed:

@@ -199,7 +199,7 @@ class Pipeline:
         region_pk, version = store.add_region(
             conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
             tiles=store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
-                              region.distsigma, region.distnorm),
+                              region.distsigma, region.distnorm, region.credible_level),
             window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
             area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
         active = self.correlator.activate(region_pk, version, event, region)

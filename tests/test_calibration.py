@@ -12,7 +12,7 @@ randomised probability integral transform of the discrete remainder).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from scipy.stats import kstest
 
 from mma.config import load_config
 from mma.handlers import fink, lvk
-from mma.models import Alert
+from mma.models import Alert, Notice
 from mma.rates import Background, background_cdf, background_from_objects, tile_dec
 from mma.registry import Registry
 from mma.scoring import chance_probability, vet_ztf
@@ -60,9 +60,9 @@ def objects(corpus: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def regions(corpus: Path) -> list[tuple[Region, np.ndarray, object]]:
+def regions(corpus: Path) -> list[tuple[Region, np.ndarray, datetime]]:
     """Final region of each O4 superevent with its tile Decs and event time."""
-    latest = {}
+    latest: dict[str, Notice] = {}
     for path in sorted((corpus / "gcn-json/igwn-gwalert/O4-2024-01").glob("*.json")):
         notice = lvk.parse(path.read_bytes(), topic="igwn.gwalert")
         if (notice.event_id not in latest
@@ -77,10 +77,10 @@ def regions(corpus: Path) -> list[tuple[Region, np.ndarray, object]]:
     return out
 
 
-def _best_p_chance(region: Region, dec_tiles: np.ndarray, t0: object, background: Background,
+def _best_p_chance(region: Region, dec_tiles: np.ndarray, t0: datetime, background: Background,
                    ra: np.ndarray, dec: np.ndarray, rng: np.random.Generator) -> float:
-    start = t0 + timedelta(days=WINDOW[0])  # type: ignore[operator]
-    end = t0 + timedelta(days=WINDOW[1])  # type: ignore[operator]
+    start = t0 + timedelta(days=WINDOW[0])
+    end = t0 + timedelta(days=WINDOW[1])
     covered = background.covered_days(start, end, SCORING["rate_min_span_days"])
     cdf = background_cdf(region, dec_tiles, background)
     tiles = region.lookup(hpx29(ra, dec))
