@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from tests.services.install import ensure_java, ensure_kafka_jars
 from tests.services.procs import (
     LOOPBACK,
     ManagedProcess,
+    ProcessService,
     error_lines,
     free_port,
     start_with_port_retry,
@@ -130,7 +130,7 @@ def _gcn_config(bootstrap: str, group_id: str, extra: dict[str, Any]) -> dict[st
     return config
 
 
-class KafkaBroker:
+class KafkaBroker(ProcessService):
     """A KRaft broker + controller started by the harness on free loopback ports.
 
     Attributes: ``host``, ``port`` (broker listener), ``controller_port``,
@@ -245,30 +245,6 @@ class KafkaBroker:
         warm_up_group_coordinator(self.bootstrap_servers)
         logger.info("Kafka ready on %s (pid %d) in %.1f s",
                     self.bootstrap_servers, self.proc.pid, time.monotonic() - started)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the broker by PID: SIGTERM, then SIGKILL after ``timeout`` s."""
-        if self.proc is not None:
-            self.proc.stop(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the broker at once (a crash; data not yet flushed may be lost)."""
-        if self.proc is not None:
-            self.proc.stop(signal.SIGKILL, 5)
-
-    def restart(self, timeout: float = START_TIMEOUT) -> None:
-        """Stop and start the same broker (same ports, same data dir) and wait until ready."""
-        self.stop()
-        self.start(timeout)
-
-    def running(self) -> bool:
-        """Return whether the broker process is alive."""
-        return self.proc is not None and self.proc.running()
-
-    def cleanup(self) -> None:
-        """Stop the broker and delete its temp dir."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """Return a confluent-kafka config dict with ``bootstrap.servers`` plus ``extra``.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -31,6 +30,7 @@ from tests.services.install import ensure_postgres_bin
 from tests.services.procs import (
     LOOPBACK,
     ManagedProcess,
+    ProcessService,
     free_port,
     start_with_port_retry,
     tail,
@@ -114,7 +114,7 @@ class _DatabasesMixin:
         return url.render_as_string(hide_password=False)
 
 
-class PostgresServer(_DatabasesMixin):
+class PostgresServer(_DatabasesMixin, ProcessService):
     """A PostgreSQL cluster started by the harness.
 
     Attributes: ``host`` (127.0.0.1), ``port``, ``user`` (``postgres``), ``workdir``,
@@ -186,30 +186,6 @@ class PostgresServer(_DatabasesMixin):
             ) from exc
         logger.info("PostgreSQL ready on %s:%d (pid %d) in %.1f s",
                     self.host, self.port, self.proc.pid, time.monotonic() - started)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop by PID: SIGINT (fast shutdown), then SIGKILL after ``timeout`` s."""
-        if self.proc is not None:
-            self.proc.stop(signal.SIGINT, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its backends at once (a crash; recovery runs on start)."""
-        if self.proc is not None:
-            self.proc.stop(signal.SIGKILL, 5)
-
-    def restart(self, timeout: float = START_TIMEOUT) -> None:
-        """Stop and start the same cluster (same port and data dir) and wait until ready."""
-        self.stop()
-        self.start(timeout)
-
-    def running(self) -> bool:
-        """Return whether the postmaster is alive."""
-        return self.proc is not None and self.proc.running()
-
-    def cleanup(self) -> None:
-        """Stop the server and delete its temp dir."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class ExternalPostgres(_DatabasesMixin):

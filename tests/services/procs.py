@@ -291,3 +291,42 @@ def start_with_port_retry(make: Callable[[], ServiceT], *, port_taken: str,
             raise
         return service
     raise AssertionError("unreachable")
+
+
+class ProcessService:
+    """Stop, kill, restart and clean up a service the harness started, by PID.
+
+    Subclasses set ``proc`` (with its own ``stop_signal``) in ``start`` and own
+    ``workdir``.
+    """
+
+    proc: ManagedProcess | None
+    workdir: Path
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the service and wait until it answers."""
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop by PID with the process's stop signal, then SIGKILL after ``timeout`` s."""
+        if self.proc is not None:
+            self.proc.stop(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the service at once (a crash: what is not flushed may be lost)."""
+        if self.proc is not None:
+            self.proc.stop(signal.SIGKILL, 5)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop and start the same service (same ports, same data dir); wait until ready."""
+        self.stop()
+        self.start(timeout)
+
+    def running(self) -> bool:
+        """Return whether the service's process is alive."""
+        return self.proc is not None and self.proc.running()
+
+    def cleanup(self) -> None:
+        """Stop the service and delete its temp dir."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
