@@ -103,7 +103,7 @@ class Correlator:
         """Make *region* the current one of its event (superseding any older one)."""
         active = ActiveRegion(region_pk, version, int(event["id"]), event,
                               self.config.window_days(event["messenger"]), region,
-                              *_distance_support(region))
+                              *region.distance_support())
         self.active[active.event_pk] = active
         self.index.add(active.event_pk, region)
         return active
@@ -368,17 +368,6 @@ class Correlator:
                 status="retracted", revision=row.revision + 1, payload=payload))
             out.add(row.coincidence_id)
         return out
-
-
-def _distance_support(region: Region) -> tuple[np.ndarray | None, float | None]:
-    """Mask of informative distance tiles and the reach [Mpc] (see ActiveRegion)."""
-    if region.distmu is None or region.distsigma is None or region.distnorm is None:
-        return None, None
-    ok = (np.isfinite(region.distmu) & np.isfinite(region.distsigma)
-          & (region.distsigma > 0) & np.isfinite(region.distnorm) & (region.distnorm > 0))
-    if not ok.any():
-        return ok, None
-    return ok, float(np.max(region.distmu[ok] + 4.0 * region.distsigma[ok]))
 
 
 def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -327,6 +327,26 @@ class Region:
         area = np.concatenate(([0.0], self.searched_area_deg2[ranked]))
         return float(np.interp(p, prob, area, right=4 * 180**2 / np.pi))
 
+    def distance_support(self) -> tuple[NDArray[np.bool_] | None, float | None]:
+        """Tiles whose distance layers carry information, and the map's reach [Mpc].
+
+        LVK maps mark tiles without distance information with DISTMU = +inf (or
+        DISTSIGMA/DISTNORM of 0). The reach, the farthest informative tile's
+        DISTMU + 4 DISTSIGMA, bounds a volume-uniform distance background.
+
+        Returns
+        -------
+        (mask or None, reach_mpc or None)
+            None, None without distance layers; reach None when no tile informs.
+        """
+        if self.distmu is None or self.distsigma is None or self.distnorm is None:
+            return None, None
+        ok = (np.isfinite(self.distmu) & np.isfinite(self.distsigma) & (self.distsigma > 0)
+              & np.isfinite(self.distnorm) & (self.distnorm > 0))
+        if not ok.any():
+            return ok, None
+        return ok, float(np.max(self.distmu[ok] + 4.0 * self.distsigma[ok]))
+
     def distance_pdf(self, tile_idx: ArrayLike, distance_mpc: ArrayLike) -> FloatArray:
         """Conditional distance density p(D | tile) [Mpc^-1] of the distance ansatz.
 

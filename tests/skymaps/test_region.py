@@ -290,3 +290,20 @@ def test_from_tiles_needs_all_or_no_distance_layers():
 def test_hpx29_refuses_bad_positions(ra, dec):
     with pytest.raises(InvalidValue):
         hpx29([ra], [dec])
+
+
+def test_distance_support_ignores_uninformative_tiles() -> None:
+    """LVK marks tiles without distance information DISTMU=+inf; they never set the reach."""
+    lo = np.arange(12, dtype=np.int64) << 58
+    hi = lo + (1 << 58)
+    density = np.full(12, 3.0 / np.pi)  # 12 order-0 tiles of pi/3 sr: total probability 1
+    mu = np.full(12, 100.0)
+    mu[3] = np.inf
+    sigma = np.full(12, 20.0)
+    sigma[4] = 0.0
+    norm = np.full(12, 1e-4)
+    region = Region.from_tiles(lo, hi, density, distmu=mu, distsigma=sigma, distnorm=norm)
+    mask, reach = region.distance_support()
+    assert mask is not None and not mask[3] and not mask[4] and mask.sum() == 10
+    assert reach == pytest.approx(100.0 + 4 * 20.0)
+    assert Region.from_tiles(lo, hi, density).distance_support() == (None, None)
