@@ -296,7 +296,7 @@ def test_distance_support_ignores_uninformative_tiles() -> None:
     """LVK marks tiles without distance information DISTMU=+inf; they never set the reach."""
     lo = np.arange(12, dtype=np.int64) << 58
     hi = lo + (1 << 58)
-    density = np.full(12, 3.0 / np.pi)  # 12 order-0 tiles of pi/3 sr: total probability 1
+    density = np.full(12, 1.0 / (4.0 * np.pi))  # uniform over 12 order-0 tiles: total 1
     mu = np.full(12, 100.0)
     mu[3] = np.inf
     sigma = np.full(12, 20.0)
