@@ -58,5 +58,23 @@ class Ignored(MmaError):
     """
 
 
+class DeliveryError(MmaError):
+    """A channel did not take a message.
+
+    Parameters
+    ----------
+    retry_after : float, optional
+        Seconds to wait before the next attempt (e.g. Slack's Retry-After).
+    permanent : bool
+        Retrying cannot help (bad webhook URL, refused recipient): park it.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 permanent: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
 class TransientError(MmaError):
     """A failure of the environment; the same message may succeed later."""

@@ -1,0 +1,76 @@
+"""Emitters: deliver coincidence messages to one channel each (Kafka, Slack, email).
+
+The outbox (:mod:`mma.outbox`) owns retries, backoff, ordering and parking;
+an emitter only sends one :class:`Delivery` and says how it failed:
+
+* return normally: delivered (the outbox marks the row sent);
+* raise :class:`mma.errors.DeliveryError`: not delivered. ``retry_after``
+  [s] asks for a later attempt no sooner than that (Slack 429 Retry-After);
+  ``permanent=True`` parks the delivery at once (a 400 from a webhook, a
+  refused recipient) instead of retrying it.
+
+Emitters never touch the database; the email emitter gets the region to draw
+through :attr:`Delivery.region`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from mma.skymaps.region import Region
+
+MessageKind = Literal["new", "update", "retraction"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message for one channel.
+
+    Attributes
+    ----------
+    outbox_id : int
+        The outbox row (unique per delivery attempt chain).
+    channel : str
+        Channel name (``kafka``, ``slack``, ``email``).
+    coincidence_id : str
+        Stable id; the Kafka message key.
+    revision : int
+        Revision of the coincidence this message carries (1 = first); consumers
+        keep the highest revision per coincidence_id.
+    kind : {'new', 'update', 'retraction'}
+        What happened.
+    payload : mapping
+        The coincidence record of DESIGN.md 4 (``mma/schema/coincidence.schema.json``),
+        ``status`` and ``rank`` included.
+    event : mapping
+        Extras about the event for humans: ``properties`` (FAR [Hz], HasNS,
+        classification, urls...), ``area90_deg2``, ``test``.
+    region : Region or None
+        The region the coincidence was scored against (for pictures), if loaded.
+    """
+
+    outbox_id: int
+    channel: str
+    coincidence_id: str
+    revision: int
+    kind: MessageKind
+    payload: Mapping[str, Any]
+    event: Mapping[str, Any]
+    region: Region | None = None
+
+
+class Emitter(Protocol):
+    """What the outbox needs of a channel."""
+
+    name: str
+
+    def send(self, delivery: Delivery) -> None:
+        """Deliver or raise :class:`mma.errors.DeliveryError`."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release connections (called on shutdown)."""
+        ...
