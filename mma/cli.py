@@ -121,6 +121,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         active = conn.execute(select(func.count()).select_from(schema.regions).where(
             schema.regions.c.status == "active")).scalar_one()
         print(f"{'active regions':<14} {active}")
+        by_status: dict[str, int] = dict(conn.execute(
+            select(schema.outbox.c.status, func.count()).group_by(schema.outbox.c.status)
+        ).all())
+        print(f"outbox backlog {by_status.get('pending', 0)}")
+        print(f"parked deliveries {by_status.get('parked', 0)}")
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from mma import outbox
 from mma.config import Config
 from mma.correlator import Correlator
 from mma.db import store
@@ -67,6 +68,7 @@ class Pipeline:
         self.engine = engine
         self.config = config
         self.fetch = fetch
+        self.channels = outbox.enabled_channels(config)
         self.correlator = Correlator(config)
         # Vetting rules per survey (DESIGN.md 2.3); other surveys are not vetted yet.
         self.vetters: dict[str, tuple[Callable[..., list[str]], Mapping[str, Any]]] = {
@@ -131,7 +133,9 @@ class Pipeline:
         """Re-score every active region against the latest backgrounds (end of a replay)."""
         try:
             with self.engine.begin() as conn:
-                return self.correlator.rescore(conn, now)
+                touched = self.correlator.rescore(conn, now)
+                outbox.enqueue(conn, self.channels, touched, utcnow())
+                return touched
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
             raise TransientError(f"rescore: database error: {exc}") from exc
@@ -180,6 +184,7 @@ class Pipeline:
             if notice.retraction:
                 touched = self.correlator.retract(conn, stored.event_pk)
                 self.correlator.rerank(conn, {stored.event_pk})
+                outbox.enqueue(conn, self.channels, touched, utcnow())
                 log.warning("event %s: retracted by %s; %d coincidences withdrawn",
                             notice.event_id, origin, len(touched))
                 return Outcome("notice", touched)
@@ -205,6 +210,7 @@ class Pipeline:
         active = self.correlator.activate(region_pk, version, event, region)
         touched = self.correlator.on_region(conn, active, now)
         self.correlator.rerank(conn, {stored.event_pk})
+        outbox.enqueue(conn, self.channels, touched, utcnow())
         log.info("event %s: region v%d (%s) from %s, %d tiles, A90 %.1f deg2, %d "
                  "coincidences changed", event["event_id"], version, kind, origin,
                  region.n_tiles, region.area_deg2(0.9), len(touched))
@@ -252,6 +258,7 @@ class Pipeline:
                 # Rubin re-sends a source it withdrew: its matches are withdrawn too.
                 touched = self.correlator.withdraw_alert(conn, alert.survey, alert.alert_id,
                                                          vetoes)
+                outbox.enqueue(conn, self.channels, touched, utcnow())
                 return Outcome("alert", touched)
             alert_pk, object_first = stored
             self.correlator.rates.note_alert(alert.survey)
@@ -263,6 +270,7 @@ class Pipeline:
             }
             touched, events_touched = self.correlator.on_alert(conn, row, object_first, now)
             self.correlator.rerank(conn, events_touched)
+            outbox.enqueue(conn, self.channels, touched, utcnow())
         return Outcome("alert", touched)
 
 

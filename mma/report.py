@@ -29,13 +29,15 @@ def records(conn: Connection, *, include_test: bool = False,
             continue
         if "test" in row.payload["flags"] and not include_test:
             continue
-        record = dict(row.payload)
-        record["status"] = row.status
-        record["rank"] = row.rank
-        out.append(record)
+        out.append(record_of(row.payload, row.status, row.rank))
     out.sort(key=lambda r: (r["status"] not in LIVE, r["p_chance"], -r["log_bayes_factor"],
                             r["coincidence_id"]))
-    return [_ordered(r) for r in out]
+    return out
+
+
+def record_of(payload: Mapping[str, Any], status: str, rank: int | None) -> dict[str, Any]:
+    """The contract record of a stored coincidence (payload plus status and rank)."""
+    return _ordered({**payload, "status": status, "rank": rank})
 
 
 FIELDS = ("coincidence_id", "status", "event_id", "aliases", "messenger", "instrument",
