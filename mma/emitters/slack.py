@@ -1,0 +1,363 @@
+"""Slack emitter: one Block Kit message per coincidence, through an incoming webhook.
+
+:func:`slack_message` builds the message (pure, testable alone);
+:class:`SlackEmitter` POSTs it with the standard library, at most one POST
+per ``min_interval_s`` (Slack allows about one message per second per
+webhook), and classifies the answer for the outbox:
+
+* 2xx: delivered;
+* 429: retryable, ``retry_after`` = the ``Retry-After`` header (30 s if absent);
+* 5xx, 408, timeouts, connection errors: retryable;
+* any other 4xx (400 ``invalid_payload``, 403, 404 ``no_service``...): permanent.
+
+The webhook URL is a secret: it is never logged nor put in an exception;
+log lines name the host only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+from mma.emitters import Delivery
+from mma.errors import DeliveryError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_AFTER_S = 30.0
+"""``retry_after`` of a 429 without a usable ``Retry-After`` header [s]."""
+
+_KIND_TITLES = {
+    "new": "🆕 New coincidence",
+    "update": "🔄 Updated coincidence",
+    "retraction": "❌ Retracted coincidence",
+}
+_SUPEREVENT = re.compile(r"^(?:M|T)?S\d{6}[a-z]{1,3}$")
+_GRB = re.compile(r"^GRB ?\d{6}[A-Z]?$")
+_ZTF_OBJECT = re.compile(r"^ZTF\d{2}[a-z]{7}$")
+_TNS_SURVEYS = {"ZTF", "LSST", "RUBIN"}
+
+
+def _escape(text: object) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control (``& < >``)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _number(value: Any, spec: str, default: str = "n/a") -> str:
+    """Format a finite number with ``spec``; ``default`` for missing/NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return default
+    return format(value, spec)
+
+
+def format_dt(dt_days: Any) -> str:
+    """A signed time difference in hours (below 2 days) or days.
+
+    Parameters
+    ----------
+    dt_days : float
+        alert_time - event_time [days].
+
+    Returns
+    -------
+    str
+        E.g. ``+20.0 h`` or ``-3.42 d``; ``n/a`` when not a number.
+    """
+    if isinstance(dt_days, bool) or not isinstance(dt_days, (int, float)) \
+            or not math.isfinite(dt_days):
+        return "n/a"
+    if abs(dt_days) < 2.0:
+        return f"{dt_days * 24.0:+.1f} h"
+    return f"{dt_days:+.2f} d"
+
+
+def _gracedb_url(payload: Mapping[str, Any], event: Mapping[str, Any]) -> str | None:
+    properties = event.get("properties") or {}
+    urls = properties.get("urls") if isinstance(properties, Mapping) else None
+    if isinstance(urls, Mapping):
+        url = urls.get("gracedb")
+        if isinstance(url, str) and url.startswith("https://"):
+            return url
+    event_id = str(payload.get("event_id") or "")
+    if payload.get("messenger") == "gw" and _SUPEREVENT.match(event_id):
+        return f"https://gracedb.ligo.org/superevents/{urllib.parse.quote(event_id)}/view/"
+    return None
+
+
+def _grb_name(payload: Mapping[str, Any]) -> str | None:
+    names = [payload.get("event_id"), *(payload.get("aliases") or [])]
+    for name in names:
+        if isinstance(name, str) and _GRB.match(name.strip()):
+            return name.strip()
+    return None
+
+
+def message_links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (label, URL) links that the ids and position of a coincidence allow.
+
+    Parameters
+    ----------
+    payload : mapping
+        The coincidence record.
+    event : mapping
+        Event extras (``properties.urls.gracedb`` is used when present).
+
+    Returns
+    -------
+    list of (str, str)
+        GraceDB (LVK superevents), GCN Circulars (GRB names), TNS cone search
+        (ZTF/LSST positions), Fink and ALeRCE (ZTF object ids).
+    """
+    links: list[tuple[str, str]] = []
+    gracedb = _gracedb_url(payload, event)
+    if gracedb:
+        links.append(("GraceDB", gracedb))
+    grb = _grb_name(payload)
+    if grb:
+        links.append(("GCN Circulars",
+                      "https://gcn.nasa.gov/circulars?" + urllib.parse.urlencode({"query": grb})))
+    survey = str(payload.get("survey") or "").upper()
+    ra, dec = payload.get("ra"), payload.get("dec")
+    if survey in _TNS_SURVEYS and _number(ra, ".6f", "") and _number(dec, ".6f", ""):
+        links.append(("TNS", "https://www.wis-tns.org/search?ra="
+                      f"{_number(ra, '.6f')}&decl={_number(dec, '.6f')}"
+                      "&radius=5&coords_unit=arcsec"))
+    object_id = str(payload.get("object_id") or "")
+    if _ZTF_OBJECT.match(object_id):
+        links.append(("Fink", f"https://fink-portal.org/{object_id}"))
+        links.append(("ALeRCE", f"https://alerce.online/object/{object_id}"))
+    return links
+
+
+def _title(delivery: Delivery) -> str:
+    payload = delivery.payload
+    prefix = "[TEST] " if delivery.event.get("test") else ""
+    title = (f"{prefix}{_KIND_TITLES.get(delivery.kind, delivery.kind)}: "
+             f"{payload.get('event_id', '?')} × {payload.get('object_id', '?')}")
+    return title if len(title) <= 150 else title[:149] + "…"
+
+
+def slack_message(delivery: Delivery) -> dict[str, Any]:
+    """Build the Block Kit message of one delivery (pure function).
+
+    Parameters
+    ----------
+    delivery : Delivery
+        Kind, revision, coincidence record and event extras.
+
+    Returns
+    -------
+    dict
+        ``{"text": <plain-text fallback>, "blocks": [...]}``: a header with
+        the kind, a section on the event, one on the candidate, one with the
+        scores, a context line (flags, rank, ids) and link buttons.
+    """
+    p = delivery.payload
+    event = delivery.event
+    properties = event.get("properties") or {}
+    title = _title(delivery)
+
+    event_lines = [
+        f"*Event* {_escape(p.get('event_id', '?'))}",
+        f"{_escape(p.get('messenger', '?'))} · {_escape(p.get('instrument', '?'))}",
+        f"t₀ {_escape(p.get('event_time', '?'))}",
+    ]
+    area90 = event.get("area90_deg2")
+    if _number(area90, ".0f", ""):
+        event_lines.append(f"90% area {_number(area90, ',.0f')} deg²")
+    far = properties.get("FAR") if isinstance(properties, Mapping) else None
+    if _number(far, ".3g", ""):
+        event_lines.append(f"FAR {_number(far, '.3g')} Hz")
+
+    candidate_lines = [
+        f"*Candidate* {_escape(p.get('object_id', '?'))} ({_escape(p.get('survey', '?'))})",
+        f"alert {_escape(p.get('alert_time', '?'))}",
+        f"Δt {format_dt(p.get('dt_days'))}",
+        f"RA {_number(p.get('ra'), '.4f')}°, Dec {_number(p.get('dec'), '+.4f')}°",
+    ]
+
+    cl = p.get("credible_level")
+    cl_percent = _number(cl * 100.0, ".1f") if isinstance(cl, (int, float)) else "n/a"
+    score_fields = [
+        f"*Credible level*\n{_number(cl, '.3f')} ({cl_percent} %)",
+        f"*Searched area*\n{_number(p.get('searched_area_deg2'), '.3g')} deg²",
+        f"*ln B*\n{_number(p.get('log_bayes_factor'), '.2f')}",
+        f"*P_chance*\n{_number(p.get('p_chance'), '.3g')}",
+        f"*Rank*\n{_escape(p.get('rank', 'n/a'))}",
+        f"*Revision*\n{int(delivery.revision)} (region v{_escape(p.get('region_version', '?'))})",
+    ]
+    flags = [str(flag) for flag in (p.get("flags") or [])]
+    flag_text = ", ".join(flags) if flags else "none"
+
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
+        {"type": "section", "fields": [
+            {"type": "mrkdwn", "text": "\n".join(event_lines)},
+            {"type": "mrkdwn", "text": "\n".join(candidate_lines)},
+        ]},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in score_fields]},
+        {"type": "context", "elements": [{
+            "type": "mrkdwn",
+            "text": (f"Flags: {_escape(flag_text)} · status {_escape(p.get('status', '?'))}"
+                     f" · alert {_escape(p.get('alert_id', '?'))}"
+                     f" · id `{_escape(delivery.coincidence_id)}`"),
+        }]},
+    ]
+    links = message_links(p, event)
+    if links:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": label},
+             "url": url, "action_id": f"link_{index}"}
+            for index, (label, url) in enumerate(links)
+        ]})
+
+    text_lines = [
+        title,
+        (f"Event {p.get('event_id', '?')} ({p.get('messenger', '?')}, "
+         f"{p.get('instrument', '?')}) at {p.get('event_time', '?')}"),
+        (f"Candidate {p.get('object_id', '?')} ({p.get('survey', '?')}) at "
+         f"{p.get('alert_time', '?')}, Δt {format_dt(p.get('dt_days'))}, "
+         f"RA {_number(p.get('ra'), '.4f')} Dec {_number(p.get('dec'), '+.4f')} deg"),
+        (f"CL {_number(cl, '.3f')}, area {_number(p.get('searched_area_deg2'), '.3g')} deg², "
+         f"ln B {_number(p.get('log_bayes_factor'), '.2f')}, "
+         f"P_chance {_number(p.get('p_chance'), '.3g')}, rank {p.get('rank', 'n/a')}, "
+         f"flags {flag_text}"),
+        *(f"{label}: {url}" for label, url in links),
+    ]
+    return {"text": _escape("\n".join(text_lines)), "blocks": blocks}
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` header (delta-seconds); the default otherwise."""
+    try:
+        seconds = float(value) if value is not None else math.nan
+    except ValueError:
+        seconds = math.nan
+    return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_RETRY_AFTER_S
+
+
+class SlackEmitter:
+    """Post coincidences to a Slack incoming webhook.
+
+    Parameters
+    ----------
+    webhook_url : str
+        ``https://hooks.slack.com/services/...`` (a secret: never logged).
+    timeout_s : float
+        Socket timeout of one POST [s].
+    min_interval_s : float
+        Minimum time between the starts of two POSTs [s]; :meth:`send` sleeps
+        the remainder (0 disables the limit).
+
+    Attributes
+    ----------
+    name : str
+        ``"slack"``.
+    """
+
+    name = "slack"
+
+    def __init__(self, webhook_url: str, *, timeout_s: float = 10,
+                 min_interval_s: float = 1.0) -> None:
+        parts = urllib.parse.urlsplit(webhook_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the Slack webhook URL must be an http(s) URL")  # URL not echoed
+        self._url = webhook_url
+        self.host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        self.timeout_s = float(timeout_s)
+        self.min_interval_s = max(0.0, float(min_interval_s))
+        self._lock = threading.Lock()
+        self._last_post: float | None = None
+
+    def __repr__(self) -> str:
+        return f"SlackEmitter(host={self.host!r})"
+
+    def _wait_turn(self) -> None:
+        """Sleep until ``min_interval_s`` has passed since the previous POST started."""
+        if self._last_post is not None and self.min_interval_s > 0:
+            remaining = self._last_post + self.min_interval_s - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+        self._last_post = time.monotonic()
+
+    def send(self, delivery: Delivery) -> None:
+        """POST the Block Kit message of one delivery.
+
+        Parameters
+        ----------
+        delivery : Delivery
+            The coincidence to announce.
+
+        Raises
+        ------
+        DeliveryError
+            429 (``retry_after`` from ``Retry-After``), 5xx/408/timeout/connection
+            error (retryable) or another 4xx (``permanent=True``).
+        """
+        cid = delivery.coincidence_id
+        try:
+            body = json.dumps(slack_message(delivery), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            logger.error("coincidence %s: cannot build the Slack message: %s", cid, exc)
+            raise DeliveryError(f"coincidence {cid}: cannot build the Slack message: {exc}",
+                                permanent=True) from exc
+        request = urllib.request.Request(
+            self._url, data=body, method="POST",
+            headers={"Content-Type": "application/json; charset=utf-8"})
+        with self._lock:
+            self._wait_turn()
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    status = response.status
+                    response.read(1024)
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                try:
+                    detail = exc.read(200).decode("utf-8", "replace").strip()
+                except OSError:
+                    detail = ""
+                retry_header = exc.headers.get("Retry-After") if exc.headers else None
+                exc.close()
+                self._raise_for_status(cid, status, detail, retry_header)
+            except (urllib.error.URLError, OSError) as exc:  # timeout, refused, reset, DNS
+                reason = getattr(exc, "reason", exc)
+                logger.warning("coincidence %s: Slack webhook at %s unreachable: %s",
+                               cid, self.host, reason)
+                raise DeliveryError(f"coincidence {cid}: Slack webhook at {self.host} "
+                                    f"unreachable: {reason}") from None
+        if not 200 <= status < 300:  # a 1xx/3xx that urllib did not turn into an error
+            self._raise_for_status(cid, status, "", None)
+        logger.info("coincidence %s: posted to Slack (%s, %s revision %d)", cid, self.host,
+                    delivery.kind, delivery.revision)
+
+    def _raise_for_status(self, cid: str, status: int, detail: str,
+                          retry_header: str | None) -> None:
+        """Turn a non-2xx answer into the right :class:`DeliveryError`."""
+        detail = _escape(detail)[:200]
+        if status == 429:
+            retry_after = _retry_after(retry_header)
+            logger.warning("coincidence %s: Slack (%s) rate limited; retry after %.0f s",
+                           cid, self.host, retry_after)
+            raise DeliveryError(f"coincidence {cid}: Slack rate limited (429)",
+                                retry_after=retry_after)
+        if status >= 500 or status == 408:
+            logger.warning("coincidence %s: Slack (%s) answered %d %s", cid, self.host,
+                           status, detail)
+            raise DeliveryError(f"coincidence {cid}: Slack answered {status} {detail}")
+        logger.error("coincidence %s: Slack (%s) refused the message: %d %s", cid, self.host,
+                     status, detail)
+        raise DeliveryError(f"coincidence {cid}: Slack refused the message: {status} {detail}",
+                            permanent=True)
+
+    def close(self) -> None:
+        """Nothing to release (one short-lived connection per POST)."""

@@ -1,0 +1,132 @@
+"""KafkaEmitter against the harness's real Kafka broker."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message
+
+from mma.emitters import Delivery, MessageKind
+from mma.emitters.kafka import KafkaEmitter, encode_value, schema_id
+from mma.errors import DeliveryError
+from tests.services.kafka import ExternalKafka, KafkaBroker
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "mma" / "schema" / "coincidence.example.json"
+
+
+def _payload() -> dict[str, Any]:
+    with EXAMPLE.open(encoding="utf-8") as handle:
+        payload: dict[str, Any] = json.load(handle)
+    return payload
+
+
+def _delivery(payload: dict[str, Any], revision: int, kind: MessageKind,
+              outbox_id: int = 1) -> Delivery:
+    return Delivery(outbox_id=outbox_id, channel="kafka",
+                    coincidence_id=payload["coincidence_id"], revision=revision, kind=kind,
+                    payload=payload,
+                    event={"properties": {"FAR": 1e-10}, "area90_deg2": 130.0, "test": False})
+
+
+def _consume(config: dict[str, Any], topic: str, count: int,
+             timeout: float = 30.0) -> list[Message]:
+    consumer = Consumer({**config, "group.id": f"mma-test-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            messages.append(msg)
+    finally:
+        consumer.close()
+    return messages
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_schema_id_is_the_schema_dollar_id() -> None:
+    schema = json.loads((EXAMPLE.parent / "coincidence.schema.json").read_text("utf-8"))
+    assert schema_id() == schema["$id"]
+
+
+def test_nan_payload_is_a_permanent_error() -> None:
+    payload = _payload()
+    payload["p_chance"] = float("nan")
+    with pytest.raises(ValueError):
+        encode_value(payload)
+    emitter = KafkaEmitter({"bootstrap.servers": f"127.0.0.1:{_closed_port()}"})
+    try:
+        with pytest.raises(DeliveryError) as excinfo:
+            emitter.send(_delivery(payload, 1, "new"))
+        assert excinfo.value.permanent
+    finally:
+        emitter.close()
+
+
+@pytest.mark.kafka
+def test_new_update_retraction_round_trip(kafka_broker: KafkaBroker | ExternalKafka,
+                                          kafka_topic: str) -> None:
+    """Three revisions of one coincidence arrive in order with key, JSON value and headers."""
+    payload = _payload()
+    updated = {**payload, "p_chance": 0.01, "rank": 2}
+    retracted = {**payload, "status": "retracted", "flags": ["event_retracted"]}
+    sent = [(payload, 1, "new"), (updated, 2, "update"), (retracted, 3, "retraction")]
+    emitter = KafkaEmitter(kafka_broker.client_config(), topic=kafka_topic)
+    assert emitter.name == "kafka"
+    try:
+        for outbox_id, (body, revision, kind) in enumerate(sent, start=1):
+            emitter.send(_delivery(body, revision, kind, outbox_id))  # type: ignore[arg-type]
+    finally:
+        emitter.close()
+
+    messages = _consume(kafka_broker.client_config(), kafka_topic, 3)
+    assert len(messages) == 3
+    for msg, (body, revision, kind) in zip(messages, sent, strict=True):
+        assert msg.key() == payload["coincidence_id"].encode("utf-8")
+        value = msg.value()
+        assert value is not None
+        assert json.loads(value) == body
+        assert b": " not in value and b", " not in value  # compact
+        headers = dict(msg.headers() or [])
+        assert headers == {
+            "mma-kind": kind.encode(),
+            "mma-revision": str(revision).encode(),
+            "content-type": b"application/json",
+            "mma-schema": schema_id().encode(),
+        }
+    assert [m.offset() for m in messages] == [0, 1, 2]
+
+
+def test_unreachable_broker_raises_retryable_delivery_error() -> None:
+    """A broker that is not there: a retryable DeliveryError within the message timeout."""
+    emitter = KafkaEmitter({"bootstrap.servers": f"127.0.0.1:{_closed_port()}",
+                            "message.timeout.ms": 2000, "socket.connection.setup.timeout.ms": 1000},
+                           topic="mma.coincidences", timeout_s=5)
+    payload = _payload()
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeliveryError) as excinfo:
+            emitter.send(_delivery(payload, 1, "new"))
+    finally:
+        emitter.timeout_s = 1
+        emitter.close()
+    elapsed = time.monotonic() - started
+    assert not excinfo.value.permanent
+    assert payload["coincidence_id"] in str(excinfo.value)
+    assert elapsed < 10, elapsed

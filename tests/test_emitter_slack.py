@@ -1,0 +1,187 @@
+"""SlackEmitter and its Block Kit message, against the harness's real HTTP sink."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mma.emitters import Delivery, MessageKind
+from mma.emitters.slack import SlackEmitter, format_dt, message_links, slack_message
+from mma.errors import DeliveryError
+from tests.services.http import HttpSink
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "mma" / "schema" / "coincidence.example.json"
+HOOK = "/services/T000/B000/SECRETTOKEN"
+
+
+def _payload() -> dict[str, Any]:
+    with EXAMPLE.open(encoding="utf-8") as handle:
+        payload: dict[str, Any] = json.load(handle)
+    return payload
+
+
+def _delivery(payload: dict[str, Any] | None = None, kind: MessageKind = "new",
+              revision: int = 1, properties: dict[str, Any] | None = None) -> Delivery:
+    payload = payload if payload is not None else _payload()
+    return Delivery(outbox_id=1, channel="slack", coincidence_id=payload["coincidence_id"],
+                    revision=revision, kind=kind, payload=payload,
+                    event={"properties": properties or {}, "area90_deg2": 130.0,
+                           "test": False})
+
+
+# -- the message (pure) ----------------------------------------------------------------
+
+
+def test_slack_message_content() -> None:
+    message = slack_message(_delivery())
+    dumped = json.dumps(message, ensure_ascii=False)
+    header = message["blocks"][0]
+    assert header["type"] == "header"
+    assert header["text"]["text"] == "🆕 New coincidence: S261120ab × ZTF26aaaaaxl"
+    for needle in ("ZTF26aaaaaxl", "S261120ab", "LVK", "2026-11-20T03:12:45.123Z",
+                   "2026-11-20T23:12:45.123Z", "+20.0 h", "RA 149.4895°", "Dec +25.7975°",
+                   "0.047 (4.7 %)", "2.74 deg²", "6.54", "0.037", "prior_activity",
+                   "https://gracedb.ligo.org/superevents/S261120ab/view/",
+                   "https://www.wis-tns.org/search?ra=149.489542&decl=25.797453"
+                   "&radius=5&coords_unit=arcsec"):
+        assert needle in dumped, needle
+    assert "P_chance 0.037" in message["text"]
+    assert len(header["text"]["text"]) <= 150
+
+
+def test_slack_message_kinds_and_escaping() -> None:
+    payload = {**_payload(), "object_id": "<!channel> & co", "status": "retracted"}
+    updated = slack_message(_delivery(kind="update", revision=2))
+    retracted = slack_message(_delivery(payload, kind="retraction", revision=3))
+    assert updated["blocks"][0]["text"]["text"].startswith("🔄 Updated")
+    assert retracted["blocks"][0]["text"]["text"].startswith("❌ Retracted")
+    dumped = json.dumps(retracted["blocks"][1:])
+    assert "<!channel>" not in dumped and "&lt;!channel&gt; &amp; co" in dumped
+    assert "<!channel>" not in retracted["text"]
+
+
+def test_links() -> None:
+    payload = _payload()
+    labels = [label for label, _ in message_links(payload, {})]
+    assert labels == ["GraceDB", "TNS", "Fink", "ALeRCE"]
+    assert dict(message_links(payload, {}))["Fink"] == "https://fink-portal.org/ZTF26aaaaaxl"
+    assert dict(message_links(payload, {}))["ALeRCE"] == \
+        "https://alerce.online/object/ZTF26aaaaaxl"
+    custom = {"properties": {"urls": {"gracedb": "https://gracedb-test.ligo.org/x/"}}}
+    assert dict(message_links(payload, custom))["GraceDB"] == "https://gracedb-test.ligo.org/x/"
+    grb = {**payload, "event_id": "bn261120123", "messenger": "grb", "instrument": "Fermi-GBM",
+           "aliases": ["bn261120123", "GRB 261120A"], "survey": "LSST",
+           "object_id": "170032882292621394"}
+    links = dict(message_links(grb, {}))
+    assert links["GCN Circulars"] == "https://gcn.nasa.gov/circulars?query=GRB+261120A"
+    assert "TNS" in links and "GraceDB" not in links and "Fink" not in links
+
+
+def test_format_dt() -> None:
+    assert format_dt(0.8333333333) == "+20.0 h"
+    assert format_dt(-3.419) == "-3.42 d"
+    assert format_dt(None) == "n/a"
+
+
+# -- the webhook -----------------------------------------------------------------------
+
+
+def test_post_arrives(http_sink: HttpSink, caplog: pytest.LogCaptureFixture) -> None:
+    emitter = SlackEmitter(http_sink.url_for(HOOK), min_interval_s=0)
+    assert emitter.name == "slack"
+    delivery = _delivery()
+    with caplog.at_level(logging.DEBUG, logger="mma.emitters.slack"):
+        emitter.send(delivery)
+    emitter.close()
+    [request] = http_sink.posts(HOOK)
+    assert (request.header("content-type") or "").startswith("application/json")
+    assert request.json == slack_message(delivery)
+    body = request.body.decode("utf-8")
+    for needle in ("ZTF26aaaaaxl", "0.047 (4.7 %)", "0.037",
+                   "https://gracedb.ligo.org/superevents/S261120ab/view/",
+                   "https://www.wis-tns.org/search?ra="):
+        assert needle in body, needle
+    assert caplog.records
+    for record in caplog.records:
+        assert delivery.coincidence_id in record.getMessage()
+        assert "SECRETTOKEN" not in record.getMessage()
+
+
+def test_rate_limited_429(http_sink: HttpSink) -> None:
+    http_sink.queue_rate_limit(count=1, retry_after=1)
+    emitter = SlackEmitter(http_sink.url_for(HOOK), min_interval_s=0)
+    with pytest.raises(DeliveryError) as excinfo:
+        emitter.send(_delivery())
+    assert excinfo.value.retry_after == 1
+    assert not excinfo.value.permanent
+    assert "SECRETTOKEN" not in str(excinfo.value)
+    emitter.send(_delivery())  # the next attempt goes through
+    assert len(http_sink.posts(HOOK)) == 2
+
+
+def test_429_without_retry_after_defaults_to_30(http_sink: HttpSink) -> None:
+    http_sink.queue_response(429, "rate_limited")
+    with pytest.raises(DeliveryError) as excinfo:
+        SlackEmitter(http_sink.url_for(HOOK), min_interval_s=0).send(_delivery())
+    assert excinfo.value.retry_after == 30
+
+
+def test_server_error_is_retryable(http_sink: HttpSink) -> None:
+    http_sink.queue_error(500)
+    with pytest.raises(DeliveryError) as excinfo:
+        SlackEmitter(http_sink.url_for(HOOK), min_interval_s=0).send(_delivery())
+    assert not excinfo.value.permanent
+    assert excinfo.value.retry_after is None
+
+
+@pytest.mark.parametrize(("status", "body"), [(400, "invalid_payload"), (403, "forbidden"),
+                                              (404, "no_service")])
+def test_client_error_is_permanent(http_sink: HttpSink, status: int, body: str) -> None:
+    http_sink.queue_response(status, body)
+    with pytest.raises(DeliveryError) as excinfo:
+        SlackEmitter(http_sink.url_for(HOOK), min_interval_s=0).send(_delivery())
+    assert excinfo.value.permanent
+    assert body in str(excinfo.value)
+    assert "SECRETTOKEN" not in str(excinfo.value)
+
+
+def test_timeout_is_retryable(http_sink: HttpSink) -> None:
+    http_sink.queue_response(200, "ok", delay=1.0)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as excinfo:
+        SlackEmitter(http_sink.url_for(HOOK), timeout_s=0.2, min_interval_s=0).send(_delivery())
+    assert not excinfo.value.permanent
+    assert time.monotonic() - started < 1.0
+
+
+def test_connection_refused_is_retryable() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    emitter = SlackEmitter(f"http://127.0.0.1:{port}{HOOK}", timeout_s=2, min_interval_s=0)
+    with pytest.raises(DeliveryError) as excinfo:
+        emitter.send(_delivery())
+    assert not excinfo.value.permanent
+    assert "SECRETTOKEN" not in str(excinfo.value)
+
+
+def test_rate_limit_spacing(http_sink: HttpSink) -> None:
+    emitter = SlackEmitter(http_sink.url_for(HOOK), min_interval_s=0.3)
+    started = time.monotonic()
+    emitter.send(_delivery())
+    emitter.send(_delivery(kind="update", revision=2))
+    assert time.monotonic() - started >= 0.3
+    assert len(http_sink.posts(HOOK)) == 2
+
+
+def test_bad_url_is_refused_without_echo() -> None:
+    with pytest.raises(ValueError) as excinfo:
+        SlackEmitter("ftp://hooks.example/SECRETTOKEN")
+    assert "SECRETTOKEN" not in str(excinfo.value)
