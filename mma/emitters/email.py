@@ -1,0 +1,445 @@
+"""The email channel: one mail per delivery over SMTP, with a picture of the region.
+
+Each :meth:`EmailEmitter.send` opens one SMTP connection (``starttls``, implicit TLS
+``ssl`` or plain ``none``), logs in when a user name is configured, sends one
+``multipart/alternative`` message (plain text, and HTML with the region's PNG inline)
+and quits. The outbox owns retries: SMTP 4xx replies, refused connections and
+timeouts raise a retryable :class:`~mma.errors.DeliveryError`, 5xx replies (refused
+sender or recipients, failed authentication) and TLS set-up mistakes a permanent one.
+
+``Message-ID`` is derived from the coincidence id and revision only, so a resend of the
+same revision carries the same id and mail clients and archives recognise it;
+revisions after the first refer to the first (``In-Reply-To``/``References``) so that
+one coincidence threads together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.policy
+import html
+import logging
+import math
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+from mma.emitters import Delivery
+from mma.errors import DeliveryError
+
+__all__ = ("EmailEmitter", "build_message", "describe")
+
+log = logging.getLogger(__name__)
+
+Security = Literal["starttls", "ssl", "none"]
+_SECURITY = ("starttls", "ssl", "none")
+_ZTF_ID = re.compile(r"ZTF\d{2}[a-z]{7}")
+_TNS_RADIUS_ARCSEC = 10
+_PICTURE_CID = "region"
+# Headers unfolded up to RFC 5322's 998 characters: the default 78-column folding of
+# email.policy may break a long Subject right after its colon, which some parsers then
+# read with a leading space. Bodies are quoted-printable (7-bit safe) regardless.
+_POLICY = email.policy.default.clone(max_line_length=998)
+_KIND_WORD = {"new": "new candidate", "update": "updated candidate",
+              "retraction": "RETRACTED candidate"}
+
+Row = tuple[str, str]
+"""A (label, value) line of the mail body."""
+
+
+def _num(value: Any, fmt: str) -> str:
+    """Format a number, or ``n/a`` for None and non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a" if value is None else str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return format(value, fmt)
+
+
+def _far(far_hz: Any) -> str:
+    """A false-alarm rate [Hz] with its inverse in years."""
+    if isinstance(far_hz, bool) or not isinstance(far_hz, int | float) or far_hz < 0:
+        return str(far_hz)
+    if far_hz == 0:
+        return "0 Hz"
+    per_year = 1.0 / (far_hz * 365.25 * 86400.0)
+    return f"{far_hz:.3g} Hz (1 per {per_year:.3g} yr)"
+
+
+def _dt(dt_days: Any) -> str:
+    """A delay in days, with hours when short."""
+    if isinstance(dt_days, bool) or not isinstance(dt_days, int | float):
+        return "n/a"
+    text = f"{dt_days:+.3f} d"
+    if abs(dt_days) < 3:
+        text += f" ({dt_days * 24:+.1f} h)"
+    return text + " after the event"
+
+
+def links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[Row]:
+    """Web pages about the event and the candidate.
+
+    Parameters
+    ----------
+    payload : mapping
+        The coincidence record.
+    event : mapping
+        Event extras; ``properties.urls.gracedb`` gives the GraceDB page.
+
+    Returns
+    -------
+    list of (label, url)
+        GraceDB (when known), TNS cone search at the candidate, Fink and ALeRCE object
+        pages for ZTF object ids.
+    """
+    rows: list[Row] = []
+    props = event.get("properties") or {}
+    urls = props.get("urls") if isinstance(props, Mapping) else None
+    if isinstance(urls, Mapping) and isinstance(urls.get("gracedb"), str):
+        rows.append(("GraceDB", urls["gracedb"]))
+    ra, dec = payload.get("ra"), payload.get("dec")
+    if isinstance(ra, int | float) and isinstance(dec, int | float):
+        query = urlencode({"ra": f"{ra:.6f}", "decl": f"{dec:.6f}",
+                           "radius": _TNS_RADIUS_ARCSEC, "coords_unit": "arcsec"})
+        rows.append(("TNS (cone search)", f"https://www.wis-tns.org/search?{query}"))
+    object_id = str(payload.get("object_id") or "")
+    if _ZTF_ID.fullmatch(object_id):
+        rows.append(("Fink", f"https://fink-portal.org/{quote(object_id)}"))
+        rows.append(("ALeRCE", f"https://alerce.online/object/{quote(object_id)}"))
+    return rows
+
+
+def describe(delivery: Delivery) -> tuple[str, list[Row], list[Row]]:
+    """Subject, fact rows and link rows of a delivery (shared by text and HTML).
+
+    Parameters
+    ----------
+    delivery : Delivery
+        What to announce.
+
+    Returns
+    -------
+    (subject, facts, links)
+        The subject line, (label, value) rows, and (label, url) rows.
+    """
+    p = delivery.payload
+    event = delivery.event
+    test = bool(event.get("test")) or "test" in (p.get("flags") or ())
+    subject = (f"[mma]{' [TEST]' if test else ''} {_KIND_WORD[delivery.kind]} "
+               f"{p.get('object_id', '?')} for {p.get('event_id', '?')} "
+               f"(CL {_num(p.get('credible_level'), '.2g')}, "
+               f"P_chance {_num(p.get('p_chance'), '.2g')})")
+
+    aliases = [a for a in (p.get("aliases") or ()) if a != p.get("event_id")]
+    facts: list[Row] = [
+        ("Status", f"{p.get('status', 'n/a')} ({delivery.kind}, revision {delivery.revision})"),
+        ("Event", str(p.get("event_id", "n/a"))
+         + (f" (aka {', '.join(map(str, aliases))})" if aliases else "")),
+        ("Messenger / instrument", f"{p.get('messenger', 'n/a')} / {p.get('instrument', 'n/a')}"),
+        ("Event time (UTC)", str(p.get("event_time", "n/a"))),
+        ("Region version", str(p.get("region_version", "n/a"))),
+    ]
+    props = event.get("properties") or {}
+    if isinstance(props, Mapping):
+        if "far" in props:
+            facts.append(("FAR", _far(props["far"])))
+        classification = props.get("classification")
+        if isinstance(classification, Mapping) and classification:
+            ranked = sorted(classification.items(), key=lambda kv: -float(kv[1] or 0))
+            facts.append(("Classification",
+                          ", ".join(f"{k} {_num(v, '.2f')}" for k, v in ranked)))
+        source = props.get("properties")
+        if isinstance(source, Mapping) and source:
+            facts.append(("Source properties",
+                          ", ".join(f"{k} {_num(v, '.2f')}" for k, v in source.items())))
+    if "area90_deg2" in event:
+        facts.append(("Event 90 % area", f"{_num(event['area90_deg2'], ',.1f')} deg²"))
+    facts += [
+        ("Candidate", f"{p.get('object_id', 'n/a')} (alert {p.get('alert_id', 'n/a')})"),
+        ("Survey", str(p.get("survey", "n/a"))),
+        ("RA, Dec (deg, ICRS)", f"{_num(p.get('ra'), '.5f')}, {_num(p.get('dec'), '+.5f')}"),
+        ("Alert time (UTC)", str(p.get("alert_time", "n/a"))),
+        ("Δt", _dt(p.get("dt_days"))),
+        ("Credible level (CL)", _num(p.get("credible_level"), ".3f")),
+        ("Searched area", f"{_num(p.get('searched_area_deg2'), ',.2f')} deg²"),
+        ("Probability density", f"{_num(p.get('prob_density_sr'), '.4g')} sr⁻¹"),
+        ("ln B", _num(p.get("log_bayes_factor"), ".3f")),
+    ]
+    components = p.get("components") or {}
+    if isinstance(components, Mapping):
+        facts += [(f"  {key}", _num(value, ".4g")) for key, value in components.items()]
+    rank = p.get("rank")
+    flags = list(p.get("flags") or ())
+    facts += [
+        ("P_chance", _num(p.get("p_chance"), ".3g")),
+        ("Rank in event", "none (retracted or vetoed)" if rank is None else str(rank)),
+        ("Flags", ", ".join(map(str, flags)) if flags else "none"),
+        ("Coincidence id", str(p.get("coincidence_id", delivery.coincidence_id))),
+    ]
+    return subject, facts, links(p, event)
+
+
+def _text_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row],
+               kind: str) -> str:
+    width = max(len(label) for label, _ in facts)
+    lines = [subject.removeprefix("[mma] "), ""]
+    if kind == "retraction":
+        lines += ["This coincidence is RETRACTED: disregard earlier messages about it.", ""]
+    lines += [f"{label.ljust(width)}  {value}" for label, value in facts]
+    if link_rows:
+        lines += ["", "Links:"] + [f"  {label}: {url}" for label, url in link_rows]
+    lines += ["", "-- ", "mma multi-messenger correlation daemon"]
+    return "\n".join(lines) + "\n"
+
+
+def _html_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row], kind: str,
+               picture: bool) -> str:
+    esc = html.escape
+    rows = "\n".join(
+        f'<tr><th style="text-align:left;padding-right:1em;font-weight:normal;'
+        f'color:#555">{esc(label.strip())}</th><td>{esc(value)}</td></tr>'
+        for label, value in facts)
+    parts = [f"<html><body style=\"font-family:sans-serif\"><h3>{esc(subject)}</h3>"]
+    if kind == "retraction":
+        parts.append('<p style="color:#b00"><b>This coincidence is RETRACTED</b>: '
+                     "disregard earlier messages about it.</p>")
+    parts.append(f"<table>{rows}</table>")
+    if link_rows:
+        items = "".join(f'<li><a href="{esc(url)}">{esc(label)}</a></li>'
+                        for label, url in link_rows)
+        parts.append(f"<p>Links:</p><ul>{items}</ul>")
+    if picture:
+        parts.append(f'<p><img src="cid:{_PICTURE_CID}" alt="sky region with the candidate '
+                     'marked: 50 % and 90 % credible contours"></p>')
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def message_id(coincidence_id: str, revision: int, domain: str) -> str:
+    """The stable ``Message-ID`` of one revision of a coincidence."""
+    return f"<mma.{coincidence_id}.r{revision}@{domain}>"
+
+
+def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
+                  png: bytes | None = None) -> EmailMessage:
+    """Compose the mail of a delivery.
+
+    Parameters
+    ----------
+    delivery : Delivery
+        What to announce.
+    sender : str
+        ``From`` address.
+    recipients : sequence of str
+        ``To`` addresses.
+    png : bytes, optional
+        Picture of the region, attached inline to the HTML part (``cid:region``).
+
+    Returns
+    -------
+    email.message.EmailMessage
+        ``multipart/alternative`` (text, HTML[+related PNG]).
+    """
+    subject, facts, link_rows = describe(delivery)
+    msg = EmailMessage(policy=_POLICY)
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = formatdate(usegmt=True)
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
+    cid, rev = delivery.coincidence_id, delivery.revision
+    msg["Message-ID"] = message_id(cid, rev, domain)
+    if rev > 1:
+        first = message_id(cid, 1, domain)
+        msg["In-Reply-To"] = first
+        msg["References"] = first
+    msg["X-MMA-Coincidence-Id"] = cid
+    msg["X-MMA-Revision"] = str(rev)
+    msg["X-MMA-Kind"] = delivery.kind
+    msg.set_content(_text_body(subject, facts, link_rows, delivery.kind),
+                    cte="quoted-printable")
+    msg.add_alternative(_html_body(subject, facts, link_rows, delivery.kind, png is not None),
+                        subtype="html", cte="quoted-printable")
+    if png is not None:
+        html_part = msg.get_payload()[1]  # type: ignore[index]
+        assert isinstance(html_part, EmailMessage)
+        html_part.add_related(png, maintype="image", subtype="png",
+                              cid=f"<{_PICTURE_CID}>", disposition="inline",
+                              filename=f"mma-{cid}-r{rev}.png")
+    return msg
+
+
+def _permanent_code(code: int) -> bool:
+    return 500 <= code < 600
+
+
+class EmailEmitter:
+    """Send each delivery as one mail over SMTP.
+
+    Parameters
+    ----------
+    host, port
+        SMTP server.
+    security : {'starttls', 'ssl', 'none'}
+        ``starttls``: plain connection upgraded with STARTTLS (port 587);
+        ``ssl``: implicit TLS (port 465); ``none``: no encryption (local relays).
+        TLS verifies the server with :func:`ssl.create_default_context`.
+    username, password : str or None
+        Log in when a user name is given.
+    sender : str
+        ``From`` address (``"mma <mma@example.org>"`` or a bare address); its
+        address is the envelope sender and its domain that of ``Message-ID``.
+    recipients : sequence of str
+        Addresses, at least one.
+    timeout_s : float
+        Socket timeout [s] of each SMTP operation.
+    picture : bool
+        Attach a PNG of the region when the delivery carries one.
+    """
+
+    name = "email"
+
+    def __init__(self, *, host: str, port: int, security: Security, username: str | None,
+                 password: str | None, sender: str, recipients: Sequence[str],
+                 timeout_s: float = 30, picture: bool = True) -> None:
+        if security not in _SECURITY:
+            raise ValueError(f"email security must be one of {_SECURITY}, not {security!r}")
+        if not recipients:
+            raise ValueError("email needs at least one recipient")
+        envelope = parseaddr(sender)[1]
+        if "@" not in envelope:
+            raise ValueError(f"email sender {sender!r} is not an address")
+        self.host = host
+        self.port = int(port)
+        self.security: Security = security
+        self.username = username
+        self._password = password
+        self.sender = sender
+        self.envelope_sender = envelope
+        self.recipients = tuple(recipients)
+        self.timeout_s = float(timeout_s)
+        self.picture = picture
+        if username and security == "none":
+            log.warning("email: credentials for %s will be sent unencrypted to %s:%d",
+                        username, host, self.port)
+
+    def __repr__(self) -> str:
+        return (f"EmailEmitter(host={self.host!r}, port={self.port}, "
+                f"security={self.security!r}, username={self.username!r}, "
+                f"recipients={list(self.recipients)!r})")
+
+    def _picture(self, delivery: Delivery) -> bytes | None:
+        if not self.picture or delivery.region is None or delivery.kind == "retraction":
+            return None
+        p = delivery.payload
+        try:
+            from mma.emitters.picture import render_region_png
+
+            return render_region_png(
+                delivery.region, ra_deg=float(p["ra"]), dec_deg=float(p["dec"]),
+                title=f"{p.get('object_id', '?')} in {p.get('event_id', '?')} "
+                      f"(region v{p.get('region_version', '?')})")
+        except Exception:  # a picture is a nicety; the mail goes without it
+            log.warning("coincidence %s r%d: region picture failed, sending without it",
+                        delivery.coincidence_id, delivery.revision, exc_info=True)
+            return None
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security == "ssl":
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s,
+                                    context=ssl.create_default_context())
+        client = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+        if self.security == "starttls":
+            try:
+                client.ehlo()
+                client.starttls(context=ssl.create_default_context())
+                client.ehlo()
+            except BaseException:
+                client.close()
+                raise
+        return client
+
+    def _transmit(self, msg: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        client = self._connect()
+        try:
+            if self.username:
+                client.login(self.username, self._password or "")
+            refused = client.send_message(msg, from_addr=self.envelope_sender,
+                                          to_addrs=list(self.recipients))
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()  # delivered; a failed QUIT does not undo that
+            return refused
+        finally:
+            client.close()
+
+    def send(self, delivery: Delivery) -> None:
+        """Send one mail for the delivery.
+
+        Parameters
+        ----------
+        delivery : Delivery
+            What to announce.
+
+        Raises
+        ------
+        mma.errors.DeliveryError
+            Not delivered: retryable for 4xx replies, refused connections, timeouts and
+            dropped connections; ``permanent=True`` for 5xx replies (refused sender or
+            all recipients refused, authentication failed), a server without STARTTLS or
+            AUTH, and certificate verification failures.
+        """
+        cid, rev = delivery.coincidence_id, delivery.revision
+        msg = build_message(delivery, sender=self.sender, recipients=self.recipients,
+                            png=self._picture(delivery))
+        where = f"{self.host}:{self.port}"
+        try:
+            refused = self._transmit(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            permanent = bool(codes) and all(_permanent_code(c) for c in codes)
+            detail = "; ".join(f"{rcpt}: {code} {text.decode(errors='replace')}"
+                               for rcpt, (code, text) in exc.recipients.items())
+            log.warning("coincidence %s r%d: email recipients refused by %s: %s",
+                        cid, rev, where, detail)
+            raise DeliveryError(f"recipients refused: {detail}", permanent=permanent) from exc
+        except smtplib.SMTPResponseException as exc:
+            # SMTPSenderRefused, SMTPDataError, SMTPAuthenticationError, SMTPConnectError...
+            text = exc.smtp_error.decode(errors="replace") if isinstance(
+                exc.smtp_error, bytes) else str(exc.smtp_error)
+            permanent = _permanent_code(exc.smtp_code)
+            log.warning("coincidence %s r%d: email %s from %s: %d %s (%s)", cid, rev,
+                        type(exc).__name__, where, exc.smtp_code, text,
+                        "permanent" if permanent else "will retry")
+            raise DeliveryError(f"SMTP {type(exc).__name__} {exc.smtp_code} {text}",
+                                permanent=permanent) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            log.error("coincidence %s r%d: email server %s does not support %s", cid, rev,
+                      where, exc)
+            raise DeliveryError(f"SMTP server {where}: {exc}", permanent=True) from exc
+        except ssl.SSLCertVerificationError as exc:
+            log.error("coincidence %s r%d: email TLS certificate of %s rejected: %s", cid,
+                      rev, where, exc)
+            raise DeliveryError(f"TLS certificate of {where} rejected: {exc}",
+                                permanent=True) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # refused or dropped connections, timeouts, DNS failures, TLS hiccups
+            kind = "timeout" if isinstance(exc, socket.timeout | TimeoutError) else \
+                type(exc).__name__
+            log.warning("coincidence %s r%d: email to %s failed (%s: %s), will retry", cid,
+                        rev, where, kind, exc)
+            raise DeliveryError(f"SMTP {where}: {kind}: {exc}") from exc
+        if refused:
+            # Some recipients took it: a retry would duplicate their copy, so report only.
+            log.warning("coincidence %s r%d: email delivered but refused for %s", cid, rev,
+                        ", ".join(sorted(refused)))
+        log.info("coincidence %s r%d: email %s sent to %d recipient(s) via %s", cid, rev,
+                 delivery.kind, len(self.recipients) - len(refused), where)
+
+    def close(self) -> None:
+        """Nothing to release: each send uses its own connection."""

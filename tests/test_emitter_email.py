@@ -1,0 +1,231 @@
+"""The email emitter against the harness's real SMTP server (aiosmtpd on loopback)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import healpy as hp
+import numpy as np
+import pytest
+from aiosmtpd.controller import Controller
+from PIL import Image
+
+from mma.emitters import Delivery
+from mma.emitters.email import EmailEmitter, build_message
+from mma.errors import DeliveryError
+from mma.skymaps.decode import read_multiorder
+from mma.skymaps.region import MAX_ORDER, Region, build_region
+from tests.services.procs import LOOPBACK, free_port
+from tests.services.smtp import SmtpServer
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "mma/schema/coincidence.example.json"
+GRACEDB = "https://gracedb.ligo.org/superevents/S261120ab/view/"
+
+
+@pytest.fixture(scope="module")
+def region(corpus: Path) -> Region:
+    data = (corpus / "skymaps/gw/MS181101ab_bayestar.multiorder.fits").read_bytes()
+    return build_region(read_multiorder(data))
+
+
+def make_delivery(region: Region | None, *, kind: str = "new", revision: int = 1,
+                  **changes: Any) -> Delivery:
+    """The schema example, with the candidate moved to the map maximum of ``region``."""
+    payload = json.loads(EXAMPLE.read_text())
+    if region is not None:
+        i = region.density_order[0]
+        theta, phi = hp.pix2ang(1 << MAX_ORDER, (region.lo[i] + region.hi[i]) // 2, nest=True)
+        payload["ra"], payload["dec"] = float(np.rad2deg(phi)), float(90 - np.rad2deg(theta))
+        payload["credible_level"] = float(region.credible_level[i])
+    payload.update(changes)
+    event = {"properties": {"far": 3.2e-10, "urls": {"gracedb": GRACEDB},
+                            "classification": {"BNS": 0.9, "Terrestrial": 0.1},
+                            "properties": {"HasNS": 0.99, "HasRemnant": 0.8}},
+             "area90_deg2": 31.0, "test": False}
+    return Delivery(outbox_id=7, channel="email", coincidence_id=payload["coincidence_id"],
+                    revision=revision, kind=kind, payload=payload,  # type: ignore[arg-type]
+                    event=event, region=region)
+
+
+def emitter_for(server: SmtpServer, *, login: bool = True, **kwargs: Any) -> EmailEmitter:
+    options: dict[str, Any] = {
+        "host": server.host, "port": server.port, "security": "none",
+        "username": server.username if login else None,
+        "password": server.password if login else None,
+        "sender": "mma daemon <mma@example.org>",
+        "recipients": ["astro@example.org", "duty@example.org"],
+        "timeout_s": 10,
+    }
+    options.update(kwargs)
+    return EmailEmitter(**options)
+
+
+def test_new_candidate_mail_with_picture(smtp_server: SmtpServer, region: Region,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    delivery = make_delivery(region)
+    emitter = emitter_for(smtp_server)
+    with caplog.at_level("DEBUG", logger="mma"):
+        emitter.send(delivery)
+    emitter.close()
+    [mail] = smtp_server.wait_for(1)
+    assert mail.login == smtp_server.username
+    assert mail.mail_from == "mma@example.org"
+    assert sorted(mail.rcpt_tos) == ["astro@example.org", "duty@example.org"]
+    msg = mail.message
+    assert mail.subject.startswith("[mma] new candidate ZTF26aaaaaxl for S261120ab (CL ")
+    assert "P_chance 0.037)" in mail.subject
+    cid = delivery.coincidence_id
+    assert msg["X-MMA-Coincidence-Id"] == cid
+    assert msg["X-MMA-Revision"] == "1"
+    assert msg["Message-ID"] == f"<mma.{cid}.r1@example.org>"
+
+    text = mail.text()
+    for needle in ("ZTF26aaaaaxl", "S261120ab", "P_chance", "0.037", "Credible level",
+                   f"{delivery.payload['credible_level']:.3f}", "ln_B_sky", "prior_activity",
+                   GRACEDB, "https://fink-portal.org/ZTF26aaaaaxl",
+                   "https://alerce.online/object/ZTF26aaaaaxl", "wis-tns.org/search?ra="):
+        assert needle in text, needle
+    html_part = msg.get_body(preferencelist=("html",))
+    assert html_part is not None
+    html = html_part.get_content()
+    assert "<table>" in html and "ZTF26aaaaaxl" in html and 'src="cid:region"' in html
+
+    pngs = [part for part in msg.walk() if part.get_content_type() == "image/png"]
+    assert len(pngs) == 1
+    assert pngs[0]["Content-ID"] == "<region>"
+    data = pngs[0].get_payload(decode=True)
+    assert isinstance(data, bytes)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.size[0] > 300 and image.size[1] > 300
+
+    password = smtp_server.password
+    assert all(password not in record.getMessage() for record in caplog.records)
+    assert password not in repr(emitter)
+    assert any(cid in record.getMessage() for record in caplog.records)
+
+
+def test_resend_has_the_same_message_id(smtp_server: SmtpServer, region: Region) -> None:
+    emitter = emitter_for(smtp_server, picture=False)
+    emitter.send(make_delivery(region, revision=3, kind="update", status="updated"))
+    emitter.send(make_delivery(region, revision=3, kind="update", status="updated"))
+    first, second = smtp_server.wait_for(2)
+    assert first.message["Message-ID"] == second.message["Message-ID"]
+    assert first.message["Message-ID"].endswith(".r3@example.org>")
+    assert first.message["In-Reply-To"].endswith(".r1@example.org>")
+    assert first.subject.startswith("[mma] updated candidate")
+    assert not [p for p in first.message.walk() if p.get_content_maintype() == "image"]
+
+
+def test_retraction_says_retracted(smtp_server: SmtpServer, region: Region) -> None:
+    delivery = make_delivery(region, kind="retraction", revision=2, status="retracted",
+                             rank=None, flags=["event_retracted"])
+    emitter_for(smtp_server, login=False).send(delivery)
+    [mail] = smtp_server.wait_for(1)
+    assert mail.login is None
+    assert mail.subject.startswith("[mma] RETRACTED candidate ZTF26aaaaaxl for S261120ab")
+    assert "RETRACTED" in mail.text()
+    assert "event_retracted" in mail.text()
+
+
+def test_mail_without_region(smtp_server: SmtpServer) -> None:
+    emitter_for(smtp_server).send(make_delivery(None))
+    [mail] = smtp_server.wait_for(1)
+    assert not [p for p in mail.message.walk() if p.get_content_maintype() == "image"]
+    assert mail.message.get_body(preferencelist=("html",)) is not None
+
+
+def test_refused_connection_is_retryable(region: Region) -> None:
+    port = free_port()  # nothing listens there
+    emitter = EmailEmitter(host=LOOPBACK, port=port, security="none", username=None,
+                           password=None, sender="mma@example.org",
+                           recipients=["a@example.org"], timeout_s=5)
+    with pytest.raises(DeliveryError) as info:
+        emitter.send(make_delivery(None))
+    assert not info.value.permanent
+
+
+def test_silent_server_times_out_retryably() -> None:
+    with socket.create_server((LOOPBACK, 0)) as listener:  # accepts, never greets
+        port = listener.getsockname()[1]
+        emitter = EmailEmitter(host=LOOPBACK, port=port, security="none", username=None,
+                               password=None, sender="mma@example.org",
+                               recipients=["a@example.org"], timeout_s=0.5)
+        with pytest.raises(DeliveryError) as info:
+            emitter.send(make_delivery(None))
+    assert not info.value.permanent
+    assert "timed out" in str(info.value).lower()
+
+
+def test_wrong_password_is_permanent(smtp_server: SmtpServer) -> None:
+    emitter = emitter_for(smtp_server, password="not-the-password")
+    with pytest.raises(DeliveryError) as info:
+        emitter.send(make_delivery(None))
+    assert info.value.permanent
+    assert "not-the-password" not in str(info.value)
+    assert smtp_server.messages == []
+
+
+class _RefusingHandler:
+    """aiosmtpd handler answering every RCPT with a fixed reply."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        return self.reply
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 OK"
+
+
+@pytest.fixture
+def refusing_server(request: pytest.FixtureRequest) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(_RefusingHandler(request.param), hostname=LOOPBACK, port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize(("refusing_server", "permanent"), [
+    ("550 5.1.1 no such user", True),
+    ("451 4.3.0 try again later", False),
+], indirect=["refusing_server"])
+def test_refused_recipients(refusing_server: int, permanent: bool) -> None:
+    emitter = EmailEmitter(host=LOOPBACK, port=refusing_server, security="none",
+                           username=None, password=None, sender="mma@example.org",
+                           recipients=["a@example.org"], timeout_s=5)
+    with pytest.raises(DeliveryError) as info:
+        emitter.send(make_delivery(None))
+    assert info.value.permanent is permanent
+
+
+def test_configuration_is_checked() -> None:
+    common: dict[str, Any] = {"host": LOOPBACK, "port": 25, "username": None,
+                              "password": None, "sender": "mma@example.org"}
+    with pytest.raises(ValueError, match="security"):
+        EmailEmitter(security="tls", recipients=["a@example.org"], **common)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="recipient"):
+        EmailEmitter(security="none", recipients=[], **common)
+    with pytest.raises(ValueError, match="sender"):
+        EmailEmitter(security="none", recipients=["a@example.org"],
+                     **{**common, "sender": "nobody"})
+
+
+def test_message_structure_without_sending(region: Region) -> None:
+    msg = build_message(make_delivery(region), sender="mma@example.org",
+                        recipients=["a@example.org"], png=b"\x89PNG\r\n\x1a\nfake")
+    assert msg.get_content_type() == "multipart/alternative"
+    types = [part.get_content_type() for part in msg.walk()]
+    assert types == ["multipart/alternative", "text/plain", "multipart/related", "text/html",
+                     "image/png"]
