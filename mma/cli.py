@@ -129,6 +129,24 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_deliver(args: argparse.Namespace, config: Config) -> int:
+    """Send the outbox's due deliveries to the enabled channels, then exit."""
+    from mma.delivery import build_emitters, deliver_due
+
+    engine = _engine(config, args.db)
+    emitters = build_emitters(config)
+    if not emitters:
+        print("no channel is enabled ([channels.*] enabled = true)", file=sys.stderr)
+        return 0
+    try:
+        counts = deliver_due(engine, config, emitters)
+    finally:
+        for emitter in emitters.values():
+            emitter.close()
+    print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
     """Show the effective configuration (secrets redacted), or just check it."""
     if args.action == "show":
@@ -180,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help=cmd_status.__doc__)
     with_db(p, "default: the configured database")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("deliver", help=cmd_deliver.__doc__)
+    with_db(p, "default: the configured database")
+    p.set_defaults(func=cmd_deliver)
     p = sub.add_parser("config", help=cmd_config.__doc__)
     p.add_argument("action", choices=("show", "check"))
     p.set_defaults(func=cmd_config)

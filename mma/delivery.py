@@ -1,0 +1,92 @@
+"""Channels from configuration, and the drain loop over them.
+
+:func:`build_emitters` turns the enabled ``[channels.*]`` sections (secrets
+from the environment or systemd credentials) into emitters;
+:func:`deliver_due` drains the outbox until nothing is due. ``mma deliver``
+runs it once; the daemon will run it on its scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from sqlalchemy import Engine
+
+from mma import outbox
+from mma.config import Config
+from mma.db import store
+from mma.emitters import Emitter
+from mma.errors import ConfigError
+from mma.skymaps.region import Region
+
+log = logging.getLogger(__name__)
+
+
+def build_emitters(config: Config) -> dict[str, Emitter]:
+    """One emitter per enabled channel.
+
+    Raises
+    ------
+    ConfigError
+        A channel is enabled but its secret or a required key is missing.
+    """
+    emitters: dict[str, Emitter] = {}
+    channels = outbox.enabled_channels(config)
+    if "kafka" in channels:
+        from mma.emitters.kafka import KafkaEmitter
+
+        conf = config.section("channels.kafka")
+        emitters["kafka"] = KafkaEmitter({"bootstrap.servers": conf["bootstrap_servers"]},
+                                         topic=conf["topic"])
+    if "slack" in channels:
+        from mma.emitters.slack import SlackEmitter
+
+        url = config.secret("slack_webhook_url")
+        if not url:
+            raise ConfigError("channels.slack is enabled but the webhook secret "
+                              f"({config.section('secrets')['slack_webhook_url']}) is not set")
+        emitters["slack"] = SlackEmitter(
+            url, min_interval_s=config.section("channels.slack")["min_interval_seconds"])
+    if "email" in channels:
+        from mma.emitters.email import EmailEmitter
+
+        conf = config.section("channels.email")
+        if not conf["recipients"]:
+            raise ConfigError("channels.email is enabled but channels.email.recipients is empty")
+        emitters["email"] = EmailEmitter(
+            host=conf["host"], port=conf["port"], security=conf["security"],
+            username=conf["username"] or None, password=config.secret("smtp_password"),
+            sender=conf["sender"], recipients=conf["recipients"], picture=conf["picture"])
+    return emitters
+
+
+def region_loader(engine: Engine) -> Callable[[int], Region | None]:
+    """Load stored regions by primary key (for pictures), keeping the last few in memory."""
+
+    @lru_cache(maxsize=16)
+    def load(region_pk: int) -> Region | None:
+        with engine.connect() as conn:
+            tiles = store.region_tiles_of(conn, region_pk)
+        if len(tiles.lo) == 0:
+            return None
+        return Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity, distmu=tiles.distmu,
+                                 distsigma=tiles.distsigma, distnorm=tiles.distnorm)
+
+    return load
+
+
+def deliver_due(engine: Engine, config: Config, emitters: dict[str, Emitter],
+                now: datetime | None = None) -> Counter[str]:
+    """Drain the outbox until no delivery is due; return the counts."""
+    now = now or datetime.now(UTC)
+    load = region_loader(engine)
+    total: Counter[str] = Counter()
+    while True:
+        counts = outbox.drain(engine, emitters, config, now, region_loader=load)
+        total.update(counts)
+        if not counts:
+            return total
