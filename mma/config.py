@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SYSTEM_CONFIG = Path("/etc/mma/mma.toml")
 ENV_PREFIX = "MMA_"
+# Lists of tables, each table validated against a template table of the defaults plus
+# required string keys: dotted key -> (template table, required keys).
+_TABLE_LISTS = {"channels.email.subscribers": ("channels.email.rules", ("address",))}
 # Key names that must never be given a value in a file: a clearer error than "unknown key".
 _SECRET_WORDS = ("password", "secret", "webhook", "token")
 
@@ -68,7 +71,9 @@ def _merge(
                 )
             raise ConfigError(f"{origin}: unknown key '{dotted}'")
         default = defaults[key]
-        if isinstance(default, dict):
+        if dotted in _TABLE_LISTS:
+            base[key] = _table_list(value, dotted, origin, _TABLE_LISTS[dotted])
+        elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{origin}: '{dotted}' must be a table")
             _merge(base[key], value, default, origin, dotted + ".")
@@ -79,6 +84,27 @@ def _merge(
             )
         else:
             base[key] = float(value) if isinstance(default, float) else value
+
+
+def _table_list(value: Any, dotted: str, origin: str,
+                spec: tuple[str, tuple[str, ...]]) -> list[dict[str, Any]]:
+    """Validate a list of tables against its template (see ``_TABLE_LISTS``)."""
+    template_name, required = spec
+    node: Any = _load_defaults()
+    for part in template_name.split("."):
+        node = node[part]
+    template = {**node, **{k: "" for k in required}}
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{origin}: '{dotted}' must be a list of tables")
+    out = []
+    for i, table in enumerate(value):
+        for key in required:
+            if not isinstance(table.get(key), str) or not table[key]:
+                raise ConfigError(f"{origin}: '{dotted}[{i}].{key}' is required")
+        checked: dict[str, Any] = {}
+        _merge(checked, table, template, origin, f"{dotted}[{i}].")
+        out.append(checked)
+    return out
 
 
 def _secret_key(dotted: str, value: Any) -> str | None:

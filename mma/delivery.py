@@ -51,16 +51,22 @@ def build_emitters(config: Config) -> dict[str, Emitter]:
                               f"({config.section('secrets')['slack_webhook_url']}) is not set")
         emitters["slack"] = SlackEmitter(
             url, min_interval_s=config.section("channels.slack")["min_interval_seconds"])
-    if "email" in channels:
+    email_channels = [c for c in channels if c.split(":", 1)[0] == "email"]
+    if email_channels:
         from mma.emitters.email import EmailEmitter
 
         conf = config.section("channels.email")
-        if not conf["recipients"]:
-            raise ConfigError("channels.email is enabled but channels.email.recipients is empty")
-        emitters["email"] = EmailEmitter(
-            host=conf["host"], port=conf["port"], security=conf["security"],
-            username=conf["username"] or None, password=config.secret("smtp_password"),
-            sender=conf["sender"], recipients=conf["recipients"], picture=conf["picture"])
+        addresses = {outbox.subscriber_channel(sub["address"]): [sub["address"]]
+                     for sub in conf["subscribers"]}
+        addresses["email"] = list(conf["recipients"])
+        for channel in email_channels:
+            emitters[channel] = EmailEmitter(
+                host=conf["host"], port=conf["port"], security=conf["security"],
+                username=conf["username"] or None, password=config.secret("smtp_password"),
+                sender=conf["sender"], recipients=addresses[channel], picture=conf["picture"])
+    for channel, emitter in emitters.items():
+        if outbox.digest_minutes(config, channel) and not hasattr(emitter, "send_digest"):
+            raise ConfigError(f"channel {channel} cannot send digests (digest_minutes)")
     return emitters
 
 

@@ -16,17 +16,18 @@ Only the newest pending revision of a coincidence is sent to a channel.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from mma.config import Config
 from mma.db.schema import coincidences, events, outbox, regions
-from mma.emitters import Delivery, Emitter, MessageKind
+from mma.emitters import Delivery, DigestEmitter, Emitter, MessageKind
 from mma.errors import DeliveryError
 from mma.report import record_of
 from mma.skymaps.region import Region
@@ -36,10 +37,35 @@ log = logging.getLogger(__name__)
 CHANNELS = ("kafka", "slack", "email")
 
 
+def subscriber_channel(address: str) -> str:
+    """Outbox channel name of a per-recipient email subscription (fits the 32-char column)."""
+    return "email:" + hashlib.sha1(address.strip().lower().encode()).hexdigest()[:12]
+
+
 def enabled_channels(config: Config) -> dict[str, Mapping[str, Any]]:
-    """Rules of each enabled channel, by channel name."""
-    return {name: config.section(f"channels.{name}.rules") for name in CHANNELS
-            if config.section(f"channels.{name}")["enabled"]}
+    """Rules of each enabled channel, by outbox channel name.
+
+    Each ``[[channels.email.subscribers]]`` entry is a channel of its own
+    (``email:<hash of the address>``) whose rules are the email rules with the
+    entry's keys on top, so recipients are retried and parked independently.
+    """
+    channels = {name: config.section(f"channels.{name}.rules") for name in CHANNELS
+                if config.section(f"channels.{name}")["enabled"]}
+    email = config.section("channels.email")
+    if email["enabled"]:
+        if not email["recipients"]:
+            channels.pop("email")
+        base = config.section("channels.email.rules")
+        for sub in email["subscribers"]:
+            rules = {**base, **{k: v for k, v in sub.items() if k != "address"}}
+            channels[subscriber_channel(sub["address"])] = rules
+    return channels
+
+
+def digest_minutes(config: Config, channel: str) -> float:
+    """Digest period of an outbox channel [minutes]; 0 = one message per delivery."""
+    name = channel.split(":", 1)[0]
+    return float(config.section(f"channels.{name}").get("digest_minutes", 0))
 
 
 def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[str, Any],
@@ -134,19 +160,17 @@ def _claim(engine: Engine, now: datetime, lease: timedelta, batch: int,
 
 def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: datetime,
           region_loader: Callable[[int], Region | None] | None = None) -> Counter[str]:
-    """Send the due deliveries once; return counts of ``sent``, ``retry``, ``parked``."""
+    """Send the due deliveries once; return counts of ``sent``, ``retry``, ``parked``.
+
+    Channels with a digest period get one combined message for everything
+    pending, once the oldest pending delivery has waited that long.
+    """
     conf = config.section("outbox")
-    rows = _claim(engine, now, timedelta(seconds=conf["lease_seconds"]), int(conf["batch"]),
-                  emitters)
+    lease = timedelta(seconds=conf["lease_seconds"])
+    single = [c for c in emitters if not digest_minutes(config, c)]
     counts: Counter[str] = Counter()
-    for row in rows:
-        body = row.payload
-        delivery = Delivery(
-            outbox_id=row.id, channel=row.channel, coincidence_id=row.coincidence_id,
-            revision=row.revision, kind=body["kind"], payload=body["record"],
-            event=body["event"],
-            region=(region_loader(body["region_pk"]) if region_loader
-                    and row.channel == "email" and body["kind"] != "retraction" else None))
+    for row in _claim(engine, now, lease, int(conf["batch"]), single) if single else []:
+        delivery = _delivery(row, region_loader)
         try:
             emitters[row.channel].send(delivery)
         except Exception as exc:  # DeliveryError, or an emitter bug: never lose the row
@@ -155,12 +179,58 @@ def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: 
                               row.channel)
             counts[_failed(engine, row, exc, conf, now)] += 1
             continue
-        with engine.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.id == row.id).values(
-                status="sent", sent_at=now, last_error=None))
-        log.info("coincidence %s r%d: %s sent to %s", row.coincidence_id, row.revision,
-                 body["kind"], row.channel)
+        _mark_sent(engine, [row], now)
         counts["sent"] += 1
+    for channel in emitters:
+        minutes = digest_minutes(config, channel)
+        if minutes and _digest_due(engine, channel, now, minutes):
+            rows = _claim(engine, now, lease, 10_000, [channel])
+            if rows:
+                counts.update(_send_digest(engine, emitters[channel], rows, conf, now))
+    return counts
+
+
+def _delivery(row: Any, region_loader: Callable[[int], Region | None] | None) -> Delivery:
+    body = row.payload
+    wants_picture = (region_loader is not None and row.channel.startswith("email")
+                     and body["kind"] != "retraction")
+    return Delivery(
+        outbox_id=row.id, channel=row.channel, coincidence_id=row.coincidence_id,
+        revision=row.revision, kind=body["kind"], payload=body["record"], event=body["event"],
+        region=region_loader(body["region_pk"]) if wants_picture and region_loader else None)
+
+
+def _mark_sent(engine: Engine, rows: list[Any], now: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(
+            status="sent", sent_at=now, last_error=None))
+    for row in rows:
+        log.info("coincidence %s r%d: %s sent to %s", row.coincidence_id, row.revision,
+                 row.payload["kind"], row.channel)
+
+
+def _digest_due(engine: Engine, channel: str, now: datetime, minutes: float) -> bool:
+    """True once the oldest pending delivery of *channel* has waited *minutes*."""
+    with engine.connect() as conn:
+        oldest = conn.execute(select(func.min(outbox.c.created_at)).where(
+            outbox.c.channel == channel, outbox.c.status == "pending",
+            outbox.c.next_attempt_at <= now)).scalar_one()
+    return oldest is not None and oldest <= now - timedelta(minutes=minutes)
+
+
+def _send_digest(engine: Engine, emitter: Emitter, rows: list[Any], conf: Mapping[str, Any],
+                 now: datetime) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    try:
+        cast(DigestEmitter, emitter).send_digest([_delivery(row, None) for row in rows])
+    except Exception as exc:  # the whole digest failed: every row follows the same fate
+        if not isinstance(exc, DeliveryError):
+            log.exception("digest of %d to %s failed", len(rows), rows[0].channel)
+        for row in rows:
+            counts[_failed(engine, row, exc, conf, now)] += 1
+        return counts
+    _mark_sent(engine, rows, now)
+    counts["sent"] += len(rows)
     return counts
 
 

@@ -94,3 +94,17 @@ def test_secrets_from_env_and_credentials_and_redacted(tmp_path: Path) -> None:
         assert secret not in shown
     assert "slack_webhook_url" in shown and "# set, value redacted" in shown
     assert "postgresql://mma:***@db.test/mma" in shown
+
+
+def test_email_subscribers_are_validated_against_the_rules(tmp_path: Path) -> None:
+    text = ('[[channels.email.subscribers]]\naddress = "a@example.org"\n'
+            'max_p_chance = 0.05\nmessengers = ["gw"]\n')
+    cfg = _load(tmp_path, text)
+    assert cfg.section("channels.email")["subscribers"] == [
+        {"address": "a@example.org", "max_p_chance": 0.05, "messengers": ["gw"]}]
+    with pytest.raises(ConfigError, match=r"subscribers\[0\]\.max_pchance"):
+        _load(tmp_path, '[[channels.email.subscribers]]\naddress = "a@x"\nmax_pchance = 1\n')
+    with pytest.raises(ConfigError, match=r"subscribers\[0\]\.address' is required"):
+        _load(tmp_path, "[[channels.email.subscribers]]\nmax_p_chance = 0.1\n")
+    with pytest.raises(ConfigError, match=r"subscribers\[0\]\.max_p_chance' must be"):
+        _load(tmp_path, '[[channels.email.subscribers]]\naddress = "a@x"\nmax_p_chance = "x"\n')

@@ -33,6 +33,7 @@ class Sink:
     fail: int = 0  # fail this many more sends
     permanent: bool = False
     sent: list[Delivery] = field(default_factory=list)
+    digests: list[list[Delivery]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, delivery: Delivery) -> None:
@@ -44,6 +45,13 @@ class Sink:
 
     def close(self) -> None:
         pass
+
+    def send_digest(self, deliveries: list[Delivery]) -> None:
+        with self.lock:
+            if self.fail:
+                self.fail -= 1
+                raise DeliveryError("sink down", permanent=self.permanent)
+            self.digests.append(list(deliveries))
 
 
 def _config(tmp_path: Path, **env: str) -> Config:
@@ -189,3 +197,45 @@ def test_two_drainers_never_send_twice(engine: Engine, tmp_path: Path) -> None:
         t.join(60)
     ids = [d.outbox_id for d in sink.sent]
     assert len(ids) == len(set(ids)) == 20
+
+
+def test_per_recipient_subscriptions_are_channels_of_their_own(engine: Engine,
+                                                               tmp_path: Path) -> None:
+    user = tmp_path / "mma.toml"
+    user.write_text("""
+[channels.email]
+enabled = true
+[[channels.email.subscribers]]
+address = "neutrino-desk@example.org"
+messengers = ["neutrino"]
+[[channels.email.subscribers]]
+address = "gw-oncall@example.org"
+max_p_chance = 1.0
+""")
+    config = load_config(user, environ={"MMA_PATHS__STATE_DIR": str(tmp_path)},
+                         system_file=tmp_path / "none")
+    channels = outbox.enabled_channels(config)
+    gw = outbox.subscriber_channel("gw-oncall@example.org")
+    assert set(channels) == {gw, outbox.subscriber_channel("neutrino-desk@example.org")}
+    p = Pipeline(engine, config)
+    feed(p, notice("PRELIMINARY", 0.01, MAP_1))
+    feed(p, alert("a", pixel=0, hours=2))
+    assert [r.channel for r in _rows(engine)] == [gw]  # the neutrino desk is not told
+
+
+def test_digest_channel_sends_one_message_for_everything_pending(engine: Engine,
+                                                                 tmp_path: Path) -> None:
+    config = _config(tmp_path, MMA_CHANNELS__KAFKA__ENABLED="false",
+                     MMA_CHANNELS__SLACK__DIGEST_MINUTES="10")
+    p = Pipeline(engine, config)
+    feed(p, notice("PRELIMINARY", 0.01, MAP_1))
+    for i in range(3):
+        feed(p, alert(f"a{i}", pixel=0, hours=2 + i))
+    slack = Sink("slack")
+    now = _now()
+    assert outbox.drain(engine, {"slack": slack}, config, now) == {}  # not yet
+    sent = outbox.drain(engine, {"slack": slack}, config, now + timedelta(minutes=11))
+    assert sent == {"sent": 3}
+    assert [sorted(d.payload["alert_id"] for d in batch) for batch in slack.digests] == [
+        ["a0", "a1", "a2"]]
+    assert slack.sent == [] and {r.status for r in _rows(engine)} == {"sent"}

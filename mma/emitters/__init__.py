@@ -15,7 +15,7 @@ through :attr:`Delivery.region`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -73,4 +73,12 @@ class Emitter(Protocol):
 
     def close(self) -> None:
         """Flush and release connections (called on shutdown)."""
+        ...
+
+
+class DigestEmitter(Emitter, Protocol):
+    """A channel that can also send many deliveries as one message (``digest_minutes``)."""
+
+    def send_digest(self, deliveries: Sequence[Delivery]) -> None:
+        """Deliver all of *deliveries* in one message, or raise DeliveryError for all."""
         ...
