@@ -11,12 +11,17 @@ sender or recipients, failed authentication) and TLS set-up mistakes a permanent
 same revision carries the same id and mail clients and archives recognise it;
 revisions after the first refer to the first (``In-Reply-To``/``References``) so that
 one coincidence threads together.
+
+:func:`build_digest` and :meth:`EmailEmitter.send_digest` send one mail (text and an
+HTML table, no pictures) for many deliveries; its ``Message-ID`` hashes the set of
+(coincidence id, revision) pairs and failures are classified as for a single mail.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.policy
+import hashlib
 import html
 import logging
 import math
@@ -33,7 +38,7 @@ from urllib.parse import quote, urlencode
 from mma.emitters import Delivery
 from mma.errors import DeliveryError
 
-__all__ = ("EmailEmitter", "build_message", "describe")
+__all__ = ("EmailEmitter", "build_digest", "build_message", "describe")
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +280,129 @@ def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
     return msg
 
 
+_DIGEST_FACTS = ("Status", "Event", "Candidate", "RA, Dec (deg, ICRS)", "Δt",
+                 "Credible level (CL)", "Searched area", "ln B", "P_chance", "Rank in event",
+                 "Flags", "Coincidence id")
+"""The rows of :func:`describe` that a digest keeps per delivery."""
+
+
+def _digest_key(delivery: Delivery) -> tuple[bool, float, str, int]:
+    """Sort key of a digest: retractions last, then P_chance ascending (missing last)."""
+    value = delivery.payload.get("p_chance")
+    p_chance = (float(value) if isinstance(value, int | float) and not isinstance(value, bool)
+                and not math.isnan(value) else math.inf)
+    return (delivery.kind == "retraction", p_chance, delivery.coincidence_id,
+            delivery.revision)
+
+
+def digest_message_id(deliveries: Sequence[Delivery], domain: str) -> str:
+    """The stable ``Message-ID`` of a digest: a hash of its (coincidence id, revision) set.
+
+    Parameters
+    ----------
+    deliveries : sequence of Delivery
+        The deliveries of the digest (order does not matter).
+    domain : str
+        Right-hand side of the id.
+
+    Returns
+    -------
+    str
+        ``<mma.digest.<sha256 prefix>@domain>``.
+    """
+    pairs = sorted({(d.coincidence_id, int(d.revision)) for d in deliveries})
+    digest = hashlib.sha256("\n".join(f"{cid}\t{rev}" for cid, rev in pairs)
+                            .encode("utf-8")).hexdigest()[:32]
+    return f"<mma.digest.{digest}@{domain}>"
+
+
+def _digest_counts(deliveries: Sequence[Delivery]) -> str:
+    kinds = [d.kind for d in deliveries]
+    return (f"{len(kinds)} coincidence messages ({kinds.count('new')} new, "
+            f"{kinds.count('update')} updated, {kinds.count('retraction')} retracted)")
+
+
+def build_digest(deliveries: Sequence[Delivery], *, sender: str,
+                 recipients: Sequence[str]) -> EmailMessage:
+    """Compose one mail summarising several deliveries (no pictures).
+
+    Parameters
+    ----------
+    deliveries : sequence of Delivery
+        The deliveries of one digest period, at least one.
+    sender : str
+        ``From`` address.
+    recipients : sequence of str
+        ``To`` addresses.
+
+    Returns
+    -------
+    email.message.EmailMessage
+        ``multipart/alternative``: a text part with one block per delivery and
+        an HTML part with one table row per delivery, best first (P_chance
+        ascending) and retractions last. ``Message-ID`` depends only on the set of
+        (coincidence id, revision) pairs; ``X-MMA-Digest-Count`` gives their number.
+
+    Raises
+    ------
+    ValueError
+        No deliveries.
+    """
+    if not deliveries:
+        raise ValueError("a digest needs at least one delivery")
+    ordered = sorted(deliveries, key=_digest_key)
+    described = [(d, *describe(d)) for d in ordered]
+    test = all("[TEST]" in subject for _, subject, _, _ in described)
+    subject = f"[mma]{' [TEST]' if test else ''} digest: {_digest_counts(ordered)}"
+
+    lines = [subject.removeprefix("[mma] "), ""]
+    for index, (delivery, line, facts, link_rows) in enumerate(described, 1):
+        kept = [(label, value) for label, value in facts if label in _DIGEST_FACTS]
+        width = max(len(label) for label, _ in kept)
+        lines.append(f"{index}. {line.removeprefix('[mma] ')}")
+        if delivery.kind == "retraction":
+            lines.append("   RETRACTED: disregard earlier messages about it.")
+        lines += [f"   {label.ljust(width)}  {value}" for label, value in kept]
+        lines += [f"   {label}: {url}" for label, url in link_rows]
+        lines.append("")
+    lines += ["-- ", "mma multi-messenger correlation daemon"]
+
+    esc = html.escape
+    head = ("<tr>" + "".join(
+        f'<th style="text-align:left;padding-right:1em">{name}</th>'
+        for name in ("#", "Kind", "Event", "Candidate", "CL", "P_chance", "Δt", "Rank",
+                     "Links")) + "</tr>")
+    rows = []
+    for index, (delivery, _, _, link_rows) in enumerate(described, 1):
+        pl = delivery.payload
+        style = ' style="color:#b00"' if delivery.kind == "retraction" else ""
+        cells = [str(index), f"{_KIND_WORD[delivery.kind]} (r{delivery.revision})",
+                 str(pl.get("event_id", "n/a")), str(pl.get("object_id", "n/a")),
+                 _num(pl.get("credible_level"), ".3f"), _num(pl.get("p_chance"), ".3g"),
+                 _dt(pl.get("dt_days")).removesuffix(" after the event"),
+                 "none" if pl.get("rank") is None else str(pl.get("rank"))]
+        link_html = " ".join(f'<a href="{esc(url)}">{esc(label)}</a>'
+                             for label, url in link_rows)
+        rows.append(f"<tr{style}>" + "".join(
+            f'<td style="padding-right:1em">{esc(c)}</td>' for c in cells)
+            + f"<td>{link_html}</td></tr>")
+    body_html = "\n".join([
+        f"<html><body style=\"font-family:sans-serif\"><h3>{esc(subject)}</h3>",
+        f"<table>{head}", *rows, "</table>", "</body></html>"])
+
+    msg = EmailMessage(policy=_POLICY)
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = formatdate(usegmt=True)
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
+    msg["Message-ID"] = digest_message_id(ordered, domain)
+    msg["X-MMA-Digest-Count"] = str(len(ordered))
+    msg.set_content("\n".join(lines) + "\n", cte="quoted-printable")
+    msg.add_alternative(body_html, subtype="html", cte="quoted-printable")
+    return msg
+
+
 def _permanent_code(code: int) -> bool:
     return 500 <= code < 600
 
@@ -397,6 +525,53 @@ class EmailEmitter:
         cid, rev = delivery.coincidence_id, delivery.revision
         msg = build_message(delivery, sender=self.sender, recipients=self.recipients,
                             png=self._picture(delivery))
+        what = f"coincidence {cid} r{rev}"
+        refused = self._deliver(msg, what)
+        log.info("%s: email %s sent to %d recipient(s) via %s:%d", what, delivery.kind,
+                 len(self.recipients) - len(refused), self.host, self.port)
+
+    def send_digest(self, deliveries: Sequence[Delivery]) -> None:
+        """Send one digest mail for several deliveries (nothing when there are none).
+
+        Parameters
+        ----------
+        deliveries : sequence of Delivery
+            Everything that accumulated over the channel's digest period; they
+            succeed or fail together.
+
+        Raises
+        ------
+        mma.errors.DeliveryError
+            Not delivered, classified as in :meth:`send`.
+        """
+        if not deliveries:
+            return
+        msg = build_digest(deliveries, sender=self.sender, recipients=self.recipients)
+        what = f"digest {msg['Message-ID']} of {len(deliveries)} messages"
+        refused = self._deliver(msg, what)
+        log.info("%s: email sent to %d recipient(s) via %s:%d", what,
+                 len(self.recipients) - len(refused), self.host, self.port)
+
+    def _deliver(self, msg: EmailMessage, what: str) -> dict[str, tuple[int, bytes]]:
+        """Transmit ``msg`` and map failures to :class:`~mma.errors.DeliveryError`.
+
+        Parameters
+        ----------
+        msg : email.message.EmailMessage
+            The mail.
+        what : str
+            What is sent, for log lines (``coincidence <id> r<revision>``).
+
+        Returns
+        -------
+        dict
+            Recipients refused while others accepted (logged, not retried).
+
+        Raises
+        ------
+        mma.errors.DeliveryError
+            See :meth:`send`.
+        """
         where = f"{self.host}:{self.port}"
         try:
             refused = self._transmit(msg)
@@ -405,41 +580,36 @@ class EmailEmitter:
             permanent = bool(codes) and all(_permanent_code(c) for c in codes)
             detail = "; ".join(f"{rcpt}: {code} {text.decode(errors='replace')}"
                                for rcpt, (code, text) in exc.recipients.items())
-            log.warning("coincidence %s r%d: email recipients refused by %s: %s",
-                        cid, rev, where, detail)
+            log.warning("%s: email recipients refused by %s: %s", what, where, detail)
             raise DeliveryError(f"recipients refused: {detail}", permanent=permanent) from exc
         except smtplib.SMTPResponseException as exc:
             # SMTPSenderRefused, SMTPDataError, SMTPAuthenticationError, SMTPConnectError...
             text = exc.smtp_error.decode(errors="replace") if isinstance(
                 exc.smtp_error, bytes) else str(exc.smtp_error)
             permanent = _permanent_code(exc.smtp_code)
-            log.warning("coincidence %s r%d: email %s from %s: %d %s (%s)", cid, rev,
+            log.warning("%s: email %s from %s: %d %s (%s)", what,
                         type(exc).__name__, where, exc.smtp_code, text,
                         "permanent" if permanent else "will retry")
             raise DeliveryError(f"SMTP {type(exc).__name__} {exc.smtp_code} {text}",
                                 permanent=permanent) from exc
         except smtplib.SMTPNotSupportedError as exc:
-            log.error("coincidence %s r%d: email server %s does not support %s", cid, rev,
-                      where, exc)
+            log.error("%s: email server %s does not support %s", what, where, exc)
             raise DeliveryError(f"SMTP server {where}: {exc}", permanent=True) from exc
         except ssl.SSLCertVerificationError as exc:
-            log.error("coincidence %s r%d: email TLS certificate of %s rejected: %s", cid,
-                      rev, where, exc)
+            log.error("%s: email TLS certificate of %s rejected: %s", what, where, exc)
             raise DeliveryError(f"TLS certificate of {where} rejected: {exc}",
                                 permanent=True) from exc
         except (smtplib.SMTPException, OSError) as exc:
             # refused or dropped connections, timeouts, DNS failures, TLS hiccups
             kind = "timeout" if isinstance(exc, socket.timeout | TimeoutError) else \
                 type(exc).__name__
-            log.warning("coincidence %s r%d: email to %s failed (%s: %s), will retry", cid,
-                        rev, where, kind, exc)
+            log.warning("%s: email to %s failed (%s: %s), will retry", what, where, kind, exc)
             raise DeliveryError(f"SMTP {where}: {kind}: {exc}") from exc
         if refused:
             # Some recipients took it: a retry would duplicate their copy, so report only.
-            log.warning("coincidence %s r%d: email delivered but refused for %s", cid, rev,
+            log.warning("%s: email delivered but refused for %s", what,
                         ", ".join(sorted(refused)))
-        log.info("coincidence %s r%d: email %s sent to %d recipient(s) via %s", cid, rev,
-                 delivery.kind, len(self.recipients) - len(refused), where)
+        return refused
 
     def close(self) -> None:
         """Nothing to release: each send uses its own connection."""

@@ -10,6 +10,10 @@ webhook), and classifies the answer for the outbox:
 * 5xx, 408, timeouts, connection errors: retryable;
 * any other 4xx (400 ``invalid_payload``, 403, 404 ``no_service``...): permanent.
 
+:func:`slack_digest` and :meth:`SlackEmitter.send_digest` do the same for a digest:
+one message listing many deliveries (at most :data:`DIGEST_MAX_SECTIONS`, the rest
+counted), posted, rate limited and classified like a single one.
+
 The webhook URL is a secret: it is never logged nor put in an exception;
 log lines name the host only.
 """
@@ -25,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mma.emitters import Delivery
@@ -236,6 +240,114 @@ def slack_message(delivery: Delivery) -> dict[str, Any]:
     return {"text": _escape("\n".join(text_lines)), "blocks": blocks}
 
 
+DIGEST_MAX_SECTIONS = 40
+"""Deliveries listed one by one in a digest; the rest are counted (Block Kit: ≤ 50 blocks)."""
+
+_KIND_ICONS = {"new": "🆕", "update": "🔄", "retraction": "❌"}
+
+
+def _p_chance_key(payload: Mapping[str, Any]) -> float:
+    """P_chance for sorting: missing or NaN values last."""
+    value = payload.get("p_chance")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return math.inf
+    return float(value)
+
+
+def digest_order(deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """Deliveries best first: new and updated by P_chance ascending, then retractions.
+
+    Parameters
+    ----------
+    deliveries : sequence of Delivery
+        Deliveries of one digest.
+
+    Returns
+    -------
+    list of Delivery
+        Sorted by (retraction?, P_chance, coincidence id, revision).
+    """
+    return sorted(deliveries, key=lambda d: (d.kind == "retraction",
+                                             _p_chance_key(d.payload),
+                                             d.coincidence_id, d.revision))
+
+
+def _counts_text(deliveries: Sequence[Delivery]) -> str:
+    """``N messages (k new, u updated, r retracted)``."""
+    kinds = [d.kind for d in deliveries]
+    return (f"{len(kinds)} messages ({kinds.count('new')} new, "
+            f"{kinds.count('update')} updated, {kinds.count('retraction')} retracted)")
+
+
+def _digest_link(delivery: Delivery) -> tuple[str, str] | None:
+    """The one link of a digest line: GraceDB, else TNS, else none."""
+    found = dict(message_links(delivery.payload, delivery.event))
+    for label in ("GraceDB", "TNS"):
+        if label in found:
+            return label, found[label]
+    return None
+
+
+def _digest_lines(delivery: Delivery) -> tuple[str, str]:
+    """The mrkdwn and plain-text summaries of one delivery in a digest."""
+    p = delivery.payload
+    test = "[TEST] " if delivery.event.get("test") else ""
+    head = (f"{test}{_KIND_ICONS.get(delivery.kind, '')} {p.get('event_id', '?')} × "
+            f"{p.get('object_id', '?')} ({delivery.kind}, r{int(delivery.revision)})")
+    scores = (f"CL {_number(p.get('credible_level'), '.3f')} · "
+              f"P_chance {_number(p.get('p_chance'), '.3g')} · "
+              f"Δt {format_dt(p.get('dt_days'))}")
+    link = _digest_link(delivery)
+    mrkdwn = f"*{_escape(head)}*\n{_escape(scores)}"
+    text = f"{head}: {scores}"
+    if link is not None:
+        label, url = link
+        mrkdwn += f" · <{_escape(url)}|{label}>"
+        text += f" · {label}: {url}"
+    return mrkdwn, text
+
+
+def slack_digest(deliveries: Sequence[Delivery],
+                 max_sections: int = DIGEST_MAX_SECTIONS) -> dict[str, Any]:
+    """Build the Block Kit message of a digest of several deliveries (pure function).
+
+    Parameters
+    ----------
+    deliveries : sequence of Delivery
+        The deliveries of one digest period.
+    max_sections : int
+        Deliveries listed one by one (Block Kit allows 50 blocks); the others
+        are counted in a final context line.
+
+    Returns
+    -------
+    dict
+        ``{"text": <plain-text fallback>, "blocks": [...]}``: a header
+        ``mma digest: N messages (k new, u updated, r retracted)``, one compact
+        section per delivery (event, kind, candidate, CL, P_chance, Δt and one
+        GraceDB or TNS link) best first with retractions last, and
+        ``… and M more`` when some were left out.
+    """
+    ordered = digest_order(deliveries)
+    test = bool(ordered) and all(d.event.get("test") for d in ordered)
+    title = f"{'[TEST] ' if test else ''}mma digest: {_counts_text(ordered)}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+    ]
+    text_lines = [title]
+    shown = ordered[:max(0, max_sections)]
+    for delivery in shown:
+        mrkdwn, text = _digest_lines(delivery)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn[:3000]}})
+        text_lines.append(text)
+    rest = len(ordered) - len(shown)
+    if rest > 0:
+        more = f"… and {rest} more"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+        text_lines.append(more)
+    return {"text": _escape("\n".join(text_lines)), "blocks": blocks}
+
+
 def _retry_after(value: str | None) -> float:
     """Seconds from a ``Retry-After`` header (delta-seconds); the default otherwise."""
     try:
@@ -304,13 +416,59 @@ class SlackEmitter:
             error (retryable) or another 4xx (``permanent=True``).
         """
         cid = delivery.coincidence_id
+        what = f"coincidence {cid}"
+        self._post(self._encode(slack_message(delivery), what), what)
+        logger.info("coincidence %s: posted to Slack (%s, %s revision %d)", cid, self.host,
+                    delivery.kind, delivery.revision)
+
+    def send_digest(self, deliveries: Sequence[Delivery]) -> None:
+        """POST one digest message for several deliveries (nothing when there are none).
+
+        Parameters
+        ----------
+        deliveries : sequence of Delivery
+            Everything that accumulated over the channel's digest period; they
+            succeed or fail together.
+
+        Raises
+        ------
+        DeliveryError
+            As :meth:`send`: 429 (``retry_after`` from ``Retry-After``),
+            5xx/408/timeout/connection error (retryable) or another 4xx
+            (``permanent=True``).
+        """
+        if not deliveries:
+            return
+        what = f"digest of {len(deliveries)} messages"
+        self._post(self._encode(slack_digest(deliveries), what), what)
+        logger.info("%s posted to Slack (%s): %s", what, self.host,
+                    _counts_text(deliveries))
+
+    @staticmethod
+    def _encode(message: Mapping[str, Any], what: str) -> bytes:
+        """The JSON body of a message; a permanent :class:`DeliveryError` if impossible."""
         try:
-            body = json.dumps(slack_message(delivery), ensure_ascii=False,
-                              allow_nan=False).encode("utf-8")
+            return json.dumps(message, ensure_ascii=False, allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
-            logger.error("coincidence %s: cannot build the Slack message: %s", cid, exc)
-            raise DeliveryError(f"coincidence {cid}: cannot build the Slack message: {exc}",
+            logger.error("%s: cannot build the Slack message: %s", what, exc)
+            raise DeliveryError(f"{what}: cannot build the Slack message: {exc}",
                                 permanent=True) from exc
+
+    def _post(self, body: bytes, what: str) -> None:
+        """POST ``body`` (rate limited) and classify the answer.
+
+        Parameters
+        ----------
+        body : bytes
+            The JSON message.
+        what : str
+            What is posted, for log lines and errors (``coincidence <id>``).
+
+        Raises
+        ------
+        DeliveryError
+            See :meth:`send`.
+        """
         request = urllib.request.Request(
             self._url, data=body, method="POST",
             headers={"Content-Type": "application/json; charset=utf-8"})
@@ -328,35 +486,33 @@ class SlackEmitter:
                     detail = ""
                 retry_header = exc.headers.get("Retry-After") if exc.headers else None
                 exc.close()
-                self._raise_for_status(cid, status, detail, retry_header)
+                self._raise_for_status(what, status, detail, retry_header)
             except (urllib.error.URLError, OSError) as exc:  # timeout, refused, reset, DNS
                 reason = getattr(exc, "reason", exc)
-                logger.warning("coincidence %s: Slack webhook at %s unreachable: %s",
-                               cid, self.host, reason)
-                raise DeliveryError(f"coincidence {cid}: Slack webhook at {self.host} "
+                logger.warning("%s: Slack webhook at %s unreachable: %s",
+                               what, self.host, reason)
+                raise DeliveryError(f"{what}: Slack webhook at {self.host} "
                                     f"unreachable: {reason}") from None
         if not 200 <= status < 300:  # a 1xx/3xx that urllib did not turn into an error
-            self._raise_for_status(cid, status, "", None)
-        logger.info("coincidence %s: posted to Slack (%s, %s revision %d)", cid, self.host,
-                    delivery.kind, delivery.revision)
+            self._raise_for_status(what, status, "", None)
 
-    def _raise_for_status(self, cid: str, status: int, detail: str,
+    def _raise_for_status(self, what: str, status: int, detail: str,
                           retry_header: str | None) -> None:
         """Turn a non-2xx answer into the right :class:`DeliveryError`."""
         detail = _escape(detail)[:200]
         if status == 429:
             retry_after = _retry_after(retry_header)
-            logger.warning("coincidence %s: Slack (%s) rate limited; retry after %.0f s",
-                           cid, self.host, retry_after)
-            raise DeliveryError(f"coincidence {cid}: Slack rate limited (429)",
+            logger.warning("%s: Slack (%s) rate limited; retry after %.0f s",
+                           what, self.host, retry_after)
+            raise DeliveryError(f"{what}: Slack rate limited (429)",
                                 retry_after=retry_after)
         if status >= 500 or status == 408:
-            logger.warning("coincidence %s: Slack (%s) answered %d %s", cid, self.host,
+            logger.warning("%s: Slack (%s) answered %d %s", what, self.host,
                            status, detail)
-            raise DeliveryError(f"coincidence {cid}: Slack answered {status} {detail}")
-        logger.error("coincidence %s: Slack (%s) refused the message: %d %s", cid, self.host,
+            raise DeliveryError(f"{what}: Slack answered {status} {detail}")
+        logger.error("%s: Slack (%s) refused the message: %d %s", what, self.host,
                      status, detail)
-        raise DeliveryError(f"coincidence {cid}: Slack refused the message: {status} {detail}",
+        raise DeliveryError(f"{what}: Slack refused the message: {status} {detail}",
                             permanent=True)
 
     def close(self) -> None:
