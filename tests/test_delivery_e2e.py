@@ -8,6 +8,9 @@ Slack is down for two attempts and every message still arrives exactly once.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,3 +94,32 @@ def test_coincidence_and_retraction_reach_every_channel_once(
     images = [part for part in mails[0].message.walk()
               if part.get_content_type() == "image/png"]
     assert len(images) == 1 and images[0].get_payload(decode=True).startswith(PNG_MAGIC)
+
+
+def test_process_exits_after_commit_and_a_new_one_delivers(tmp_path: Path, kafka_bootstrap: str,
+                                                           kafka_topic: str) -> None:
+    """`mma ingest` commits and exits without sending; `mma deliver`, a new process, sends
+    every pending message once; a second `mma deliver` has nothing left to send."""
+    mma = str(Path(sys.executable).with_name("mma"))
+    db = f"sqlite:///{tmp_path / 'mma.sqlite'}"
+    env = {**os.environ, "MMA_PATHS__STATE_DIR": str(tmp_path),
+           "MMA_PATHS__CACHE_DIR": str(tmp_path), "MMA_CHANNELS__KAFKA__ENABLED": "true",
+           "MMA_CHANNELS__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "MMA_CHANNELS__KAFKA__TOPIC": kafka_topic, "MMA_LOGGING__LEVEL": "WARNING"}
+    sample = Path(__file__).parents[1] / "mma" / "data" / "sample"
+    subprocess.run([mma, "ingest", str(sample), "--db", db], env=env, check=True,
+                   capture_output=True, timeout=120)
+    status = subprocess.run([mma, "status", "--db", db], env=env, check=True,
+                            capture_output=True, text=True, timeout=60).stdout
+    backlog = int(next(line.split()[-1] for line in status.splitlines()
+                       if line.startswith("outbox backlog")))
+    assert backlog > 0
+    out = subprocess.run([mma, "deliver", "--db", db], env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert f"sent: {backlog}" in out
+    again = subprocess.run([mma, "deliver", "--db", db], env=env, check=True,
+                           capture_output=True, text=True, timeout=120).stdout
+    assert "nothing due" in again
+    messages = _consume(kafka_bootstrap, kafka_topic, backlog)
+    pairs = [(m.key(), dict(m.headers() or [])["mma-revision"]) for m in messages]
+    assert len(pairs) == len(set(pairs)) == backlog  # each (coincidence, revision) once
