@@ -129,6 +129,14 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    """Run the daemon: consume notices and alerts from Kafka, correlate, deliver."""
+    from mma.daemon import Daemon
+
+    fetch = make_fetcher(config) if config.section("skymaps")["fetch"] else None
+    return Daemon(config, idle_exit_s=args.idle_exit, fetch=fetch).run()
+
+
 def cmd_deliver(args: argparse.Namespace, config: Config) -> int:
     """Send the outbox's due deliveries to the enabled channels, then exit."""
     from mma.delivery import build_emitters, deliver_due
@@ -198,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help=cmd_status.__doc__)
     with_db(p, "default: the configured database")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("run", help=cmd_run.__doc__)
+    p.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="stop after this many seconds without a message (catch-up runs, tests)")
+    p.set_defaults(func=cmd_run)
     p = sub.add_parser("deliver", help=cmd_deliver.__doc__)
     with_db(p, "default: the configured database")
     p.set_defaults(func=cmd_deliver)

@@ -1,0 +1,233 @@
+"""``mma run``: consume notices and alerts from Kafka, correlate, deliver.
+
+Two consumers: notices (GCN Kafka through gcn-kafka, or any broker given by
+``kafka.gcn_bootstrap_servers``) with a consumer group of this instance, so
+that every daemon of a deployment sees every notice (stored idempotently); and
+optical alerts with the group ``kafka.group_id`` shared by every daemon, so
+they split the partitions. Auto-commit is off: a message's offset is
+committed only after its transaction committed (or its bytes went to the
+dead letters), so a crash replays at most the uncommitted tail, which the
+idempotent store absorbs. While the database is unreachable the same message
+is retried with backoff and nothing is committed.
+
+An APScheduler background scheduler drains the outbox and re-scores active
+regions; a job that fails logs and runs again at its next period.
+SIGTERM/SIGINT stop after the current message (offsets committed, outbox
+drained once, producers flushed); SIGHUP reloads the log level.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from mma.config import Config, load_config
+from mma.db.engine import make_engine, upgrade
+from mma.delivery import build_emitters, deliver_due
+from mma.errors import ConfigError, TransientError, UnknownFormat
+from mma.ingest import Pipeline
+from mma.log import configure
+from mma.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def topic_map(entries: Sequence[str]) -> dict[str, list[str]]:
+    """``["handler:topic", ...]`` → ``{handler: [topics]}``."""
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        name, sep, topic = entry.partition(":")
+        if not sep or not name or not topic:
+            raise ConfigError(f"kafka topics: {entry!r} is not 'handler:topic'")
+        out.setdefault(name, []).append(topic)
+    return out
+
+
+class Daemon:
+    """The long-running service (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        The configuration; reloaded from its sources on SIGHUP.
+    idle_exit_s
+        Stop after this many seconds without a message (tests, one-shot catch-up).
+    """
+
+    def __init__(self, config: Config, *, idle_exit_s: float | None = None,
+                 fetch: Callable[[str], bytes] | None = None) -> None:
+        self.config = config
+        self.idle_exit_s = idle_exit_s
+        self.engine = make_engine(config.database_url)
+        upgrade(self.engine)
+        self.pipeline = Pipeline(self.engine, config, fetch=fetch)
+        kafka = config.section("kafka")
+        overrides = topic_map(kafka["notice_topics"]) | topic_map(kafka["alert_topics"])
+        self.registry = Registry(topics=overrides)
+        self.emitters = build_emitters(config)
+        self.instance = kafka["instance"] or socket.gethostname()
+        self._stop = False
+        self._reload = False
+        self._consumers: list[tuple[str, Consumer]] = []
+
+    # -- Kafka -----------------------------------------------------------------------------
+    def _topics(self, kind: str) -> list[str]:
+        """The configured topics of *kind*, or every such handler's defaults if none are."""
+        configured = self.config.section("kafka")[f"{kind}_topics"]
+        if configured:
+            return [t for topics in topic_map(configured).values() for t in topics]
+        return [t for h in self.registry.handlers if kind == h.KIND
+                for t in self.registry.topics(h.NAME)]
+
+    def _consumer(self, kind: str) -> Consumer | None:
+        kafka = self.config.section("kafka")
+        topics = self._topics(kind)
+        if not topics:
+            return None
+        common = {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        if kind == "notice":
+            group = f"{kafka['group_id']}-notices-{self.instance}"
+            if kafka["gcn_bootstrap_servers"]:
+                consumer: Consumer = Consumer({
+                    **common, "bootstrap.servers": kafka["gcn_bootstrap_servers"],
+                    "group.id": group})
+            else:
+                from gcn_kafka import Consumer as GcnConsumer
+
+                client_id = self.config.secret("gcn_client_id")
+                secret = self.config.secret("gcn_client_secret")
+                if not (client_id and secret):
+                    raise ConfigError("GCN Kafka needs the gcn_client_id and gcn_client_secret "
+                                      "secrets (or kafka.gcn_bootstrap_servers)")
+                consumer = GcnConsumer({**common, "group.id": group}, client_id=client_id,
+                                       client_secret=secret)
+        else:
+            consumer = Consumer({**common, "bootstrap.servers": kafka["alert_bootstrap_servers"],
+                                 "group.id": kafka["group_id"]})
+        consumer.subscribe(topics)
+        log.info("%s consumer subscribed to %s", kind, ", ".join(topics))
+        return consumer
+
+    def _handle(self, msg: Message) -> None:
+        """Process one message; returns once it is stored or dead-lettered."""
+        topic = msg.topic() or ""
+        raw = msg.value() or b""
+        origin = f"{topic}:{msg.partition()}:{msg.offset()}"
+        try:
+            handler = self.registry.for_topic(topic)
+        except UnknownFormat as exc:
+            unclaimed: UnknownFormat = exc
+            self._retrying(lambda: self.pipeline.dead_letter("kafka", origin, unclaimed, raw))
+            return
+        self._retrying(lambda: self.pipeline.process(handler, raw, origin=origin, topic=topic))
+
+    def _retrying(self, step: Callable[[], Any]) -> None:
+        """Run *step* until the database takes it (or a stop is requested)."""
+        conf = self.config.section("daemon")
+        delay = conf["retry_seconds"]
+        while True:
+            try:
+                step()
+                return
+            except TransientError as exc:
+                if self._stop:
+                    raise
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, conf["max_retry_seconds"])
+
+    # -- scheduler ---------------------------------------------------------------------------
+    def _deliver(self) -> None:
+        if self.emitters:
+            counts = deliver_due(self.engine, self.config, self.emitters)
+            if counts:
+                log.info("outbox: %s", dict(counts))
+
+    def _rescore(self) -> None:
+        self.pipeline.rescore(datetime.now(UTC))
+
+    def _scheduler(self) -> BackgroundScheduler:
+        conf = self.config.section("daemon")
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(self._deliver, "interval", seconds=conf["deliver_interval_seconds"],
+                          id="deliver", max_instances=1, coalesce=True)
+        scheduler.add_job(self._rescore, "interval", seconds=conf["rescore_interval_seconds"],
+                          id="rescore", max_instances=1, coalesce=True)
+        return scheduler
+
+    # -- life cycle --------------------------------------------------------------------------
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            log.info("signal %s: stopping after the current message", signal.Signals(signum).name)
+            self._stop = True
+
+    def run(self) -> int:
+        """Consume until stopped; return the exit status."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._signal)
+        for kind in ("notice", "alert"):
+            consumer = self._consumer(kind)
+            if consumer is not None:
+                self._consumers.append((kind, consumer))
+        if not self._consumers:
+            raise ConfigError("no topics to consume (kafka.notice_topics / kafka.alert_topics)")
+        scheduler = self._scheduler()
+        scheduler.start()
+        log.info("mma %s running: %d consumers", self.instance, len(self._consumers))
+        kafka = self.config.section("kafka")
+        last_message = time.monotonic()
+        try:
+            while not self._stop:
+                if self._reload:
+                    self._reload = False
+                    configure(str(load_config().section("logging")["level"]))
+                    log.info("configuration reloaded (log level)")
+                got = 0
+                for _kind, consumer in self._consumers:
+                    got += self._poll(consumer, int(kafka["batch"]),
+                                      float(kafka["poll_timeout_seconds"]))
+                if got:
+                    last_message = time.monotonic()
+                elif (self.idle_exit_s is not None
+                      and time.monotonic() - last_message > self.idle_exit_s):
+                    log.info("idle for %.0f s: stopping", self.idle_exit_s)
+                    break
+        finally:
+            scheduler.shutdown(wait=True)
+            for _kind, consumer in self._consumers:
+                consumer.close()
+            self._deliver()  # what the last messages produced goes out before exit
+            for emitter in self.emitters.values():
+                emitter.close()
+            self.engine.dispose()
+        return 0
+
+    def _poll(self, consumer: Consumer, batch: int, timeout: float) -> int:
+        """Consume one batch, process it, commit its offsets; return the messages seen."""
+        messages = consumer.consume(batch, timeout)
+        done: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.error("kafka error on %s: %s", msg.topic(), error)
+                continue
+            if self._stop:
+                break
+            self._handle(msg)
+            done[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+        if done:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
+                            asynchronous=False)
+        return len(messages)
