@@ -34,9 +34,11 @@ from mma.config import Config, load_config
 from mma.db.engine import make_engine, upgrade
 from mma.delivery import build_emitters, deliver_due
 from mma.errors import ConfigError, TransientError, UnknownFormat
+from mma.health import HealthServer, Metrics
 from mma.ingest import Pipeline
 from mma.log import configure
 from mma.registry import Registry
+from mma.systemd import Notifier, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ class Daemon:
         self._stop = False
         self._reload = False
         self._consumers: list[tuple[str, Consumer]] = []
+        self.notifier = Notifier.from_environ(unset=True)
+        self.metrics = Metrics()
+        self.health: HealthServer | None = None
 
     # -- Kafka -----------------------------------------------------------------------------
     def _topics(self, kind: str) -> list[str]:
@@ -127,17 +132,22 @@ class Daemon:
         except UnknownFormat as exc:
             unclaimed: UnknownFormat = exc
             self._retrying(lambda: self.pipeline.dead_letter("kafka", origin, unclaimed, raw))
+            self.metrics.dead_letters.labels(source=topic).inc()
             return
-        self._retrying(lambda: self.pipeline.process(handler, raw, origin=origin, topic=topic))
+        with self.metrics.processing_seconds.time():
+            outcome = self._retrying(
+                lambda: self.pipeline.process(handler, raw, origin=origin, topic=topic))
+        self.metrics.messages_in.labels(source=topic, kind=outcome.kind).inc()
+        if outcome.kind == "dead_letter":
+            self.metrics.dead_letters.labels(source=topic).inc()
 
-    def _retrying(self, step: Callable[[], Any]) -> None:
+    def _retrying(self, step: Callable[[], Any]) -> Any:
         """Run *step* until the database takes it (or a stop is requested)."""
         conf = self.config.section("daemon")
         delay = conf["retry_seconds"]
         while True:
             try:
-                step()
-                return
+                return step()
             except TransientError as exc:
                 if self._stop:
                     raise
@@ -184,15 +194,27 @@ class Daemon:
             raise ConfigError("no topics to consume (kafka.notice_topics / kafka.alert_topics)")
         scheduler = self._scheduler()
         scheduler.start()
+        port = int(self.config.section("daemon")["health_port"])
+        if port:
+            self.health = HealthServer("127.0.0.1", port, metrics=self.metrics).start()
+        watchdog = watchdog_interval_s()
+        self.notifier.ready(status=f"consuming with {len(self._consumers)} consumers")
         log.info("mma %s running: %d consumers", self.instance, len(self._consumers))
         kafka = self.config.section("kafka")
-        last_message = time.monotonic()
+        last_message = last_watchdog = time.monotonic()
         try:
             while not self._stop:
+                if self.health is not None:
+                    self.health.ping()
+                if watchdog is not None and time.monotonic() - last_watchdog >= watchdog:
+                    self.notifier.watchdog()
+                    last_watchdog = time.monotonic()
                 if self._reload:
                     self._reload = False
+                    self.notifier.reloading()
                     configure(str(load_config().section("logging")["level"]))
                     log.info("configuration reloaded (log level)")
+                    self.notifier.ready()
                 got = 0
                 for _kind, consumer in self._consumers:
                     got += self._poll(consumer, int(kafka["batch"]),
@@ -204,7 +226,10 @@ class Daemon:
                     log.info("idle for %.0f s: stopping", self.idle_exit_s)
                     break
         finally:
+            self.notifier.stopping()
             scheduler.shutdown(wait=True)
+            if self.health is not None:
+                self.health.stop()
             for _kind, consumer in self._consumers:
                 consumer.close()
             self._deliver()  # what the last messages produced goes out before exit

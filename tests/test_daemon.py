@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -45,6 +48,12 @@ def _drain_topic(bootstrap: str, topic: str) -> list:
     return out
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _state(url: str) -> dict:
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -81,10 +90,40 @@ def test_run_consumes_correlates_delivers_and_restarts_cleanly(tmp_path: Path,
            "MMA_CHANNELS__KAFKA__ENABLED": "true",
            "MMA_CHANNELS__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
            "MMA_CHANNELS__KAFKA__TOPIC": t_out, "MMA_SKYMAPS__FETCH": "false"}
-    run = subprocess.run([MMA, "run", "--idle-exit", "6"], check=False, env=env,
-                         capture_output=True,
-                         text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
+    # systemd's side: a real notify socket, and the health endpoint polled while it runs.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
+    health_port = _free_port()
+    run_env = {**env, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+               "MMA_DAEMON__HEALTH_PORT": str(health_port)}
+    with subprocess.Popen([MMA, "run", "--idle-exit", "6"], env=run_env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        health = metrics = ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = urllib.request.urlopen(
+                    f"http://127.0.0.1:{health_port}/healthz", timeout=2).read().decode()
+                metrics = urllib.request.urlopen(
+                    f"http://127.0.0.1:{health_port}/metrics", timeout=2).read().decode()
+                if "mma_messages_in_total{" in metrics:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert '"status": "ok"' in health or '"status":"ok"' in health
+    assert "mma_messages_in_total{" in metrics
+    told = []
+    while True:
+        try:
+            told.append(notify.recv(4096).decode())
+        except BlockingIOError:
+            break
+    notify.close()
+    assert any("READY=1" in m for m in told) and any("STOPPING=1" in m for m in told)
     first = _state(db)
     assert first["notices"] == 4
     assert first["letters"] == [f"{t_alerts}:0:300"]  # the poison message, by its offset
