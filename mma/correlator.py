@@ -221,6 +221,21 @@ class Correlator:
                     alert_id, len(rows))
         return {row.coincidence_id for row in rows}
 
+    def expire(self, conn: Connection, now: datetime) -> list[str]:
+        """Close the regions whose time window ended before *now* (status ``expired``).
+
+        Their coincidences stay as they are; no new alert can match them.
+        Returns the event ids expired.
+        """
+        done = [a for a in self.active.values() if a.end < now]
+        for active in done:
+            conn.execute(update(regions).where(regions.c.id == active.region_pk)
+                         .values(status="expired"))
+            self.deactivate(active.event_pk)
+            log.info("event %s: region v%d expired (window ended %s)",
+                     active.event["event_id"], active.version, active.end.isoformat())
+        return [a.event["event_id"] for a in done]
+
     # -- retraction --------------------------------------------------------------------------
     def retract(self, conn: Connection, event_pk: int) -> set[str]:
         """Retract an event: its regions, and every live coincidence (flag ``event_retracted``).

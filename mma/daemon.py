@@ -12,7 +12,9 @@ is retried with backoff and nothing is committed.
 
 An APScheduler background scheduler drains the outbox and re-scores active
 regions; a job that fails logs and runs again at its next period.
-SIGTERM/SIGINT stop after the current message (offsets committed, outbox
+Jobs that touch the pipeline (re-scoring, expiry of closed windows, the spool
+directory) are flagged by the scheduler and run by the main loop between
+batches. SIGTERM/SIGINT stop after the current message (offsets committed, outbox
 drained once, producers flushed); SIGHUP reloads the log level.
 """
 
@@ -24,6 +26,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -38,6 +41,8 @@ from mma.health import HealthServer, Metrics
 from mma.ingest import Pipeline
 from mma.log import configure
 from mma.registry import Registry
+from mma.replay import replay as replay_files
+from mma.skymaps.cache import SkymapCache
 from mma.systemd import Notifier, watchdog_interval_s
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,8 @@ class Daemon:
         self.notifier = Notifier.from_environ(unset=True)
         self.metrics = Metrics()
         self.health: HealthServer | None = None
+        self._due: set[str] = {"expire"}  # pipeline jobs flagged by the scheduler
+        self.max_message_bytes = int(config.section("limits")["max_message_bytes"])
 
     # -- Kafka -----------------------------------------------------------------------------
     def _topics(self, kind: str) -> list[str]:
@@ -156,22 +163,70 @@ class Daemon:
                 delay = min(delay * 2, conf["max_retry_seconds"])
 
     # -- scheduler ---------------------------------------------------------------------------
+    # Jobs that touch the pipeline's in-memory index only raise a flag: the main loop
+    # runs them between batches, so the index is never used by two threads at once.
+    # Delivery and cache pruning share no in-memory state and run on the scheduler.
     def _deliver(self) -> None:
         if self.emitters:
             counts = deliver_due(self.engine, self.config, self.emitters)
-            if counts:
-                log.info("outbox: %s", dict(counts))
+            for outcome, n in counts.items():
+                self.metrics.deliveries.labels(channel="all", outcome=outcome).inc(n)
 
-    def _rescore(self) -> None:
-        self.pipeline.rescore(datetime.now(UTC))
+    def _prune_cache(self) -> None:
+        conf = self.config.section("skymaps")
+        removed = SkymapCache(self.config.cache_dir / "skymaps").prune(
+            max_age_s=conf["cache_max_age_days"] * 86400.0)
+        log.info("skymap cache: %d files pruned", removed)
+
+    def _flag(self, job: str) -> Callable[[], None]:
+        def raise_flag() -> None:
+            self._due.add(job)
+        return raise_flag
+
+    def _run_due(self) -> None:
+        """Run the pipeline jobs the scheduler flagged (main loop only)."""
+        now = datetime.now(UTC)
+        for job in sorted(self._due):
+            self._due.discard(job)
+            try:
+                if job == "rescore":
+                    self.pipeline.rescore(now)
+                elif job == "expire":
+                    self.pipeline.expire(now)
+                elif job == "spool":
+                    self._spool()
+            except Exception:  # a failing job logs and runs again at its next period
+                log.exception("scheduled job %s failed", job)
+
+    def _spool(self) -> None:
+        spool = self.config.section("daemon")["spool_dir"]
+        if not spool:
+            return
+        folder = Path(spool)
+        for path in sorted(p for p in folder.iterdir() if p.is_file()
+                           and not p.name.startswith(".")):
+            # Bad records are dead-lettered with the file's path by the replay path itself.
+            processed = replay_files(self.pipeline, self.registry, [path],
+                                     max_bytes=self.max_message_bytes, progress_min_items=10**9)
+            done = folder / "done"
+            done.mkdir(exist_ok=True)
+            path.replace(done / path.name)
+            log.info("spool: %s processed (%d records), moved to done/", path.name, processed)
 
     def _scheduler(self) -> BackgroundScheduler:
         conf = self.config.section("daemon")
         scheduler = BackgroundScheduler(timezone="UTC")
-        scheduler.add_job(self._deliver, "interval", seconds=conf["deliver_interval_seconds"],
-                          id="deliver", max_instances=1, coalesce=True)
-        scheduler.add_job(self._rescore, "interval", seconds=conf["rescore_interval_seconds"],
-                          id="rescore", max_instances=1, coalesce=True)
+        jobs: list[tuple[Callable[[], None], str, float]] = [
+            (self._deliver, "deliver", conf["deliver_interval_seconds"]),
+            (self._prune_cache, "prune", conf["prune_interval_seconds"]),
+            (self._flag("rescore"), "rescore", conf["rescore_interval_seconds"]),
+            (self._flag("expire"), "expire", conf["expire_interval_seconds"]),
+        ]
+        if conf["spool_dir"]:
+            jobs.append((self._flag("spool"), "spool", conf["spool_interval_seconds"]))
+        for func, name, seconds in jobs:
+            scheduler.add_job(func, "interval", seconds=seconds, id=name, max_instances=1,
+                              coalesce=True)
         return scheduler
 
     # -- life cycle --------------------------------------------------------------------------
@@ -190,8 +245,8 @@ class Daemon:
             consumer = self._consumer(kind)
             if consumer is not None:
                 self._consumers.append((kind, consumer))
-        if not self._consumers:
-            raise ConfigError("no topics to consume (kafka.notice_topics / kafka.alert_topics)")
+        if not self._consumers and not self.config.section("daemon")["spool_dir"]:
+            raise ConfigError("nothing to consume: no Kafka topics and no daemon.spool_dir")
         scheduler = self._scheduler()
         scheduler.start()
         port = int(self.config.section("daemon")["health_port"])
@@ -215,6 +270,8 @@ class Daemon:
                     configure(str(load_config().section("logging")["level"]))
                     log.info("configuration reloaded (log level)")
                     self.notifier.ready()
+                if self._due:
+                    self._run_due()
                 got = 0
                 for _kind, consumer in self._consumers:
                     got += self._poll(consumer, int(kafka["batch"]),
@@ -255,4 +312,10 @@ class Daemon:
         if done:
             consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
                             asynchronous=False)
+            for (topic, partition), offset in done.items():
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True)
+                if high >= 0:
+                    self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(
+                        max(high - offset, 0))
         return len(messages)

@@ -140,6 +140,15 @@ class Pipeline:
             self._index_stale = True
             raise TransientError(f"rescore: database error: {exc}") from exc
 
+    def expire(self, now: datetime) -> list[str]:
+        """Close regions whose windows have ended (the scheduler's expiry job)."""
+        try:
+            with self.engine.begin() as conn:
+                return self.correlator.expire(conn, now)
+        except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
+            raise TransientError(f"expire: database error: {exc}") from exc
+
     def ignored(self, source: str, origin: str, reason: Ignored) -> Outcome:
         """Count a valid message of no interest (not stored, not dead-lettered)."""
         log.debug("%s: skipped by %s: %s", origin, source, reason)

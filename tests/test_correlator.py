@@ -218,3 +218,15 @@ def test_withdrawn_rubin_source_withdraws_its_matches(engine: Engine, config: Co
     assert touched == {after["coincidence_id"]}
     assert after["status"] == "retracted" and "source_withdrawn" in after["flags"]
     assert after["vetoed"] and after["rank"] is None
+
+
+def test_regions_expire_when_their_window_ends(engine: Engine, config: Config) -> None:
+    p = Pipeline(engine, config)
+    feed(p, notice("PRELIMINARY", 0.01, MAP_1))
+    feed(p, alert("a", pixel=0, hours=2))
+    assert p.expire(T0 + timedelta(days=13)) == []  # window [-1, +14] d still open
+    assert p.expire(T0 + timedelta(days=15)) == ["S250301x"]
+    assert p.correlator.active == {}
+    restarted = Pipeline(engine, config)
+    feed(restarted, alert("b", pixel=0, hours=3))  # no active region after a restart either
+    assert set(rows(engine)) == {"a"} and rows(engine)["a"]["status"] == "active"

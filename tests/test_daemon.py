@@ -146,3 +146,37 @@ def test_run_consumes_correlates_delivers_and_restarts_cleanly(tmp_path: Path,
     assert again.returncode == 0, again.stderr[-3000:]
     assert _state(db) == first
     assert len(_drain_topic(kafka_bootstrap, t_out)) == len(out)
+
+
+def test_spool_directory_files_are_processed_once_and_moved(tmp_path: Path,
+                                                            kafka_bootstrap: str) -> None:
+    stem = uuid.uuid4().hex[:8]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for path in SAMPLE.iterdir():
+        (spool / path.name).write_bytes(path.read_bytes())
+    (spool / "garbage.bin").write_bytes(b"\x00\x01 not a notice")
+    db = f"sqlite:///{tmp_path / 'spool.sqlite'}"
+    env = {**os.environ, "MMA_DATABASE__URL": db, "MMA_PATHS__STATE_DIR": str(tmp_path),
+           "MMA_PATHS__CACHE_DIR": str(tmp_path), "MMA_LOGGING__LEVEL": "WARNING",
+           "MMA_KAFKA__GCN_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "MMA_KAFKA__ALERT_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "MMA_KAFKA__GROUP_ID": f"g-{stem}", "MMA_KAFKA__POLL_TIMEOUT_SECONDS": "0.5",
+           "MMA_KAFKA__NOTICE_TOPICS": json.dumps([f"lvk:n-{stem}"]),
+           "MMA_KAFKA__ALERT_TOPICS": json.dumps([f"ztf:a-{stem}"]),
+           "MMA_DAEMON__SPOOL_DIR": str(spool), "MMA_DAEMON__SPOOL_INTERVAL_SECONDS": "0.5",
+           "MMA_SKYMAPS__FETCH": "false"}
+    run = subprocess.run([MMA, "run", "--idle-exit", "10"], check=False, env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in spool.iterdir() if p.is_file()) == []
+    assert sorted(p.name for p in (spool / "done").iterdir()) == sorted(
+        [p.name for p in SAMPLE.iterdir()] + ["garbage.bin"])
+    state = _state(db)
+    assert state["notices"] == 4 and len(state["letters"]) == 1
+    assert "garbage.bin" in state["letters"][0]
+    replay_db = f"sqlite:///{tmp_path / 'replay.sqlite'}"
+    subprocess.run([MMA, "replay", str(SAMPLE), "--db", replay_db, "--output",
+                    str(tmp_path / "r.jsonl")], env=env, check=True, capture_output=True,
+                   timeout=120)
+    assert state["live"] == _state(replay_db)["live"] and state["live"]
