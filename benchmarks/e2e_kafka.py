@@ -90,7 +90,7 @@ def notices(rng: np.random.Generator, t_alerts: float) -> tuple[list[bytes], lis
                   float(rng.uniform(4, 15)), float(rng.uniform(0.3, 1.0)))
                  for _ in range(int(rng.integers(1, 3)))]
         centres += [(ra, dec) for ra, dec, _s, _w in lobes]
-        sid = f"S25{k:04d}bench"
+        sid = f"S251011{chr(97 + k)}{chr(97 + k)}"
         fits = skymap_fits(lobes, 120.0, 30.0, sid)
         out.append(json.dumps(gw_notice(sid, "PRELIMINARY", t0, t0 + timedelta(minutes=5),
                                         fits)).encode())
