@@ -31,7 +31,7 @@ from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from mma.config import Config, load_config
 from mma.db.engine import make_engine, upgrade
@@ -310,8 +310,14 @@ class Daemon:
             self._handle(msg)
             done[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         if done:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
-                            asynchronous=False)
+            try:
+                consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()],
+                                asynchronous=False)
+            except KafkaException as exc:
+                # E.g. a rebalance moved the partitions: whoever gets them re-reads the
+                # uncommitted messages, which the idempotent store absorbs.
+                log.warning("offset commit failed (%s); the batch may be read again", exc)
+                return len(messages)
             for (topic, partition), offset in done.items():
                 _low, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), cached=True)

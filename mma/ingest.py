@@ -188,6 +188,9 @@ class Pipeline:
         with self.engine.begin() as conn:
             stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
             if not stored.is_new:
+                # Another daemon sharing the database may have stored it first, with its
+                # region or retraction: take the index from the database before going on.
+                self._index_stale = True
                 log.info("%s: notice for %s already stored", origin, notice.event_id)
                 return Outcome("duplicate")
             if notice.retraction:

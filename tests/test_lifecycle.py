@@ -136,3 +136,18 @@ def test_fermi_gbm_flight_ground_final_with_systematics(db_url: str, corpus: Pat
     # 1-sigma statistical radii plus the Connaughton core+tail systematics: the 90 %
     # regions are hundreds of square degrees, far wider than the stated radii.
     assert all(r.kind == "circle" and r.area90_deg2 > 100 for r in rows)
+
+
+def test_a_notice_stored_by_another_daemon_reaches_this_ones_index(
+        engine: Engine, config: Config, corpus: Path) -> None:
+    """Two daemons share the database: the second sees the notice as a duplicate and must
+    still match alerts against the region the first one stored."""
+    (raw, notice), = _load(corpus, "S230518h-initial.json")
+    first, second = Pipeline(engine, config), Pipeline(engine, config)
+    second.process(lvk, b"warm-up", origin="x")  # second builds its (empty) index now
+    assert first.process(lvk, raw, origin="a", item=notice).kind == "notice"
+    assert second.process(lvk, raw, origin="b", item=notice).kind == "duplicate"
+    ra, dec = _best_position(first)
+    hit = Alert(alert_id="9", object_id="ZTF23obj", survey="ZTF", ra_deg=ra, dec_deg=dec,
+                time=notice.event_time + timedelta(hours=2), quality={"rb": 0.9})
+    assert second.process(lvk, b"alert", origin="c", item=hit).touched
