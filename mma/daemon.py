@@ -47,6 +47,8 @@ from mma.systemd import Notifier, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 
+ASSIGN_WAIT_S = 30.0
+
 
 def topic_map(entries: Sequence[str]) -> dict[str, list[str]]:
     """``["handler:topic", ...]`` → ``{handler: [topics]}``."""
@@ -89,6 +91,7 @@ class Daemon:
         self.metrics = Metrics()
         self.health: HealthServer | None = None
         self._due: set[str] = {"expire"}  # pipeline jobs flagged by the scheduler
+        self._assignments: set[str] = set()  # consumer kinds that got their partitions
         self.max_message_bytes = int(config.section("limits")["max_message_bytes"])
 
     # -- Kafka -----------------------------------------------------------------------------
@@ -105,7 +108,10 @@ class Daemon:
         topics = self._topics(kind)
         if not topics:
             return None
-        common = {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        # Static membership: a daemon restarted under the same instance name takes its
+        # partitions back at once instead of waiting out its crashed predecessor's session.
+        common = {"enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "group.instance.id": f"{self.instance}-{kind}s"}
         if kind == "notice":
             group = f"{kafka['group_id']}-notices-{self.instance}"
             if kafka["gcn_bootstrap_servers"]:
@@ -125,9 +131,13 @@ class Daemon:
         else:
             consumer = Consumer({**common, "bootstrap.servers": kafka["alert_bootstrap_servers"],
                                  "group.id": kafka["group_id"]})
-        consumer.subscribe(topics)
+        consumer.subscribe(topics, on_assign=lambda _c, parts: self._assigned(kind, parts))
         log.info("%s consumer subscribed to %s", kind, ", ".join(topics))
         return consumer
+
+    def _assigned(self, kind: str, partitions: list[TopicPartition]) -> None:
+        self._assignments.add(kind)
+        log.info("%s consumer assigned %d partitions", kind, len(partitions))
 
     def _handle(self, msg: Message) -> None:
         """Process one message; returns once it is stored or dead-lettered."""
@@ -256,7 +266,7 @@ class Daemon:
         self.notifier.ready(status=f"consuming with {len(self._consumers)} consumers")
         log.info("mma %s running: %d consumers", self.instance, len(self._consumers))
         kafka = self.config.section("kafka")
-        last_message = last_watchdog = time.monotonic()
+        started = last_message = last_watchdog = time.monotonic()
         try:
             while not self._stop:
                 if self.health is not None:
@@ -276,7 +286,11 @@ class Daemon:
                 for _kind, consumer in self._consumers:
                     got += self._poll(consumer, int(kafka["batch"]),
                                       float(kafka["poll_timeout_seconds"]))
-                if got:
+                # Idle time counts once every consumer is assigned (a restarted group can
+                # take a while), or after ASSIGN_WAIT_S when a topic never gets partitions.
+                assigned = (len(self._assignments) == len(self._consumers)
+                            or time.monotonic() - started > ASSIGN_WAIT_S)
+                if got or not assigned:
                     last_message = time.monotonic()
                 elif (self.idle_exit_s is not None
                       and time.monotonic() - last_message > self.idle_exit_s):

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import select
 
 from mma.db.engine import make_engine
@@ -156,6 +157,11 @@ def test_spool_directory_files_are_processed_once_and_moved(tmp_path: Path,
     for path in SAMPLE.iterdir():
         (spool / path.name).write_bytes(path.read_bytes())
     (spool / "garbage.bin").write_bytes(b"\x00\x01 not a notice")
+    # The Kafka topics exist (empty), as in a deployment that also consumes Kafka.
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.create_topics([NewTopic(f"n-{stem}", 1, 1),
+                                       NewTopic(f"a-{stem}", 1, 1)]).values():
+        future.result(30)
     db = f"sqlite:///{tmp_path / 'spool.sqlite'}"
     env = {**os.environ, "MMA_DATABASE__URL": db, "MMA_PATHS__STATE_DIR": str(tmp_path),
            "MMA_PATHS__CACHE_DIR": str(tmp_path), "MMA_LOGGING__LEVEL": "WARNING",
