@@ -108,12 +108,14 @@ class Daemon:
         topics = self._topics(kind)
         if not topics:
             return None
-        # Static membership: a daemon restarted under the same instance name takes its
-        # partitions back at once instead of waiting out its crashed predecessor's session.
-        common = {"enable.auto.commit": False, "auto.offset.reset": "earliest",
-                  "group.instance.id": f"{self.instance}-{kind}s"}
+        common: dict[str, Any] = {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
         if kind == "notice":
             group = f"{kafka['group_id']}-notices-{self.instance}"
+            # This group is the instance's own: static membership lets a restarted daemon
+            # take its partitions back at once instead of waiting out its crashed
+            # predecessor's session. (In the shared alert group it kept a newcomer from
+            # getting its share, so there a short session timeout does that job.)
+            common["group.instance.id"] = f"{self.instance}-notices"
             if kafka["gcn_bootstrap_servers"]:
                 consumer: Consumer = Consumer({
                     **common, "bootstrap.servers": kafka["gcn_bootstrap_servers"],
@@ -130,7 +132,7 @@ class Daemon:
                                        client_secret=secret)
         else:
             consumer = Consumer({**common, "bootstrap.servers": kafka["alert_bootstrap_servers"],
-                                 "group.id": kafka["group_id"]})
+                                 "group.id": kafka["group_id"], "session.timeout.ms": 10000})
         consumer.subscribe(topics, on_assign=lambda _c, parts: self._assigned(kind, parts))
         log.info("%s consumer subscribed to %s", kind, ", ".join(topics))
         return consumer

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +109,16 @@ def test_naive_datetime_is_refused(engine: Engine) -> None:
         conn.execute(events.insert().values(
             event_id="X", messenger="gw", instrument="LVK",
             event_time=datetime(2024, 1, 1), status="active", test=False, properties={}))
+
+
+def test_concurrent_upgrades_of_a_fresh_database(db_url: str) -> None:
+    """Daemons starting together migrate one at a time (advisory lock on PostgreSQL).
+
+    Separate processes, as daemons are: Alembic keeps process-global state.
+    """
+    mma = str(Path(sys.executable).with_name("mma"))
+    procs = [subprocess.Popen([mma, "-l", "WARNING", "db", "upgrade", "--db", db_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 from mma.db.schema import metadata
@@ -16,6 +17,7 @@ from mma.db.schema import metadata
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_LOCK = 0x6D6D61  # "mma": the advisory lock key serialising migrations
 
 
 def make_engine(url: str) -> Engine:
@@ -54,8 +56,27 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to *revision* with Alembic (``mma db upgrade``)."""
+    """Bring the schema to *revision* with Alembic (``mma db upgrade``).
+
+    Safe when several processes start at once on one database: PostgreSQL
+    migrations take an advisory lock, SQLite ones an exclusive lock on a file
+    beside the database.
+    """
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        with open(f"{database}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _upgrade(engine, revision)
+        return
+    _upgrade(engine, revision)
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several daemons starting together on one database: one migrates, the
+            # others wait here and then find the schema at head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
