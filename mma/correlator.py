@@ -25,7 +25,7 @@ from sqlalchemy import Connection, insert, select, update
 from mma.config import Config
 from mma.db import store
 from mma.db.backmatch import alerts_in_region
-from mma.db.schema import alerts, coincidences, objects, regions
+from mma.db.schema import alerts, coincidences, regions
 from mma.rates import Background, BackgroundRates, background_cdf, tile_dec
 from mma.scoring import Score, ln_b_distance, score_match
 from mma.skymaps.index import RegionIndex
@@ -326,7 +326,7 @@ class Correlator:
             "event_time": _iso(event["event_time"]),
             "region_version": active.version,
             "alert_id": alert["alert_id"],
-            "object_id": _object_id(conn, alert),
+            "object_id": str(alert["object_id"]),
             "survey": alert["survey"],
             "ra": alert["ra_deg"],
             "dec": alert["dec_deg"],
@@ -396,13 +396,6 @@ def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
         elif a != b:
             return True
     return sorted(old.get("flags", [])) != sorted(new.get("flags", []))
-
-
-def _object_id(conn: Connection, alert: Mapping[str, Any]) -> str:
-    if "object_id" in alert:
-        return str(alert["object_id"])
-    return str(conn.execute(select(objects.c.object_id).where(
-        objects.c.id == alert["object_pk"])).scalar_one())
 
 
 def _iso(value: datetime) -> str:

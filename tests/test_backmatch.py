@@ -135,7 +135,7 @@ def test_edges_exact_and_columns(engine: Engine, stored: dict[str, Any]) -> None
     assert all(START <= t <= END for t in times)
     assert any(t < START for _, t in all_rows) and any(t > END for _, t in all_rows)
     # Every alerts column, plus the object's first detection.
-    assert set(rows[0]._fields) == {*alerts.c.keys(), "object_first"}
+    assert set(rows[0]._fields) == {*alerts.c.keys(), "object_first", "object_id"}
     assert all(r.object_first == first[r.object_pk] for r in rows)
     assert all(r.time.tzinfo is not None and r.object_first.tzinfo is not None for r in rows)
 

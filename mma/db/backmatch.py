@@ -78,14 +78,16 @@ def alerts_in_region_query(region_pk: int, start: datetime, end: datetime,
         # here ix_alerts_time, leaving tiles outer and a seek on ix_alerts_hpx29_time.
         time = UnaryExpression(alert.c.time, operator=custom_op("+"), type_=UTCDateTime())
         source = tile.join(alert, inside).join(obj, obj.c.id == alert.c.object_pk)
-        return (select(alert, obj.c.first_time.label("object_first")).select_from(source)
+        return (select(alert, obj.c.first_time.label("object_first"), obj.c.object_id)
+                .select_from(source)
                 .where(*tiles_kept, time >= start, time <= end))
     # A LATERAL subquery per tile; OFFSET keeps PostgreSQL from flattening it into a
     # plain join, whose plan would be free to start from the time index.
     per_tile = (select(alert).where(inside, alert.c.time >= start, alert.c.time <= end)
                 .offset(0).lateral("a"))
     source = tile.join(per_tile, true()).join(obj, obj.c.id == per_tile.c.object_pk)
-    return (select(per_tile, obj.c.first_time.label("object_first")).select_from(source)
+    return (select(per_tile, obj.c.first_time.label("object_first"), obj.c.object_id)
+            .select_from(source)
             .where(*tiles_kept))
 
 
@@ -109,7 +111,7 @@ def alerts_in_region(conn: Connection, region_pk: int, start: datetime, end: dat
     Returns
     -------
     list of sqlalchemy.Row
-        Every ``alerts`` column plus ``object_first`` (the object's
+        Every ``alerts`` column plus ``object_id`` and ``object_first`` (the object's
         ``first_time``), one row per alert, in no particular order. An alert's
         tile in the in-memory Region is ``region.lookup(row.hpx29)``.
     """
