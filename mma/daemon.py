@@ -157,6 +157,9 @@ class Daemon:
             outcome = self._retrying(
                 lambda: self.pipeline.process(handler, raw, origin=origin, topic=topic))
         self.metrics.messages_in.labels(source=topic, kind=outcome.kind).inc()
+        if outcome.touched:
+            self.metrics.coincidences.labels(status="created_or_changed").inc(
+                len(outcome.touched))
         if outcome.kind == "dead_letter":
             self.metrics.dead_letters.labels(source=topic).inc()
 
@@ -219,7 +222,8 @@ class Daemon:
                            and not p.name.startswith(".")):
             # Bad records are dead-lettered with the file's path by the replay path itself.
             processed = replay_files(self.pipeline, self.registry, [path],
-                                     max_bytes=self.max_message_bytes, progress_min_items=10**9)
+                                     max_bytes=self.max_message_bytes, progress_min_items=10**9,
+                                     rescore=False)
             done = folder / "done"
             done.mkdir(exist_ok=True)
             path.replace(done / path.name)

@@ -100,11 +100,13 @@ def _parse(pipeline: Pipeline, handler: Handler, payload: bytes, origin: str) ->
 
 
 def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.PathLike[str]],
-           *, max_bytes: int, progress_min_items: int = 200, ordered: bool = True) -> int:
+           *, max_bytes: int, progress_min_items: int = 200, ordered: bool = True,
+           rescore: bool = True) -> int:
     """Process every record under *paths*; return how many were processed.
 
     With ``ordered=False`` (``mma ingest``) records go in file order instead of
-    stream-time order.
+    stream-time order. With ``rescore=False`` (the daemon's spool, whose scheduler
+    re-scores) the final re-scoring is left out.
     """
     entries = collect(pipeline, registry, paths, max_bytes=max_bytes)
     if not ordered:
@@ -114,7 +116,7 @@ def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Path
     for entry in bar:
         pipeline.process(entry.handler, entry.raw, origin=entry.origin, item=entry.item,
                          now=entry.time)
-    if entries:
+    if entries and rescore:
         # As the daemon's scheduler does: final scores use the background measured
         # from everything the stream delivered.
         pipeline.rescore(entries[-1].time)
