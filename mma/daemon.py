@@ -20,6 +20,7 @@ drained once, producers flushed); SIGHUP reloads the log level.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -309,6 +310,10 @@ class Daemon:
                 self.health.stop()
             for _kind, consumer in self._consumers:
                 consumer.close()
+            # Daemons sharing a database can commit a region and an alert in either order;
+            # a re-score heals that (the scheduler's job), here once more before exit.
+            with contextlib.suppress(TransientError):
+                self.pipeline.rescore(datetime.now(UTC))
             self._deliver()  # what the last messages produced goes out before exit
             for emitter in self.emitters.values():
                 emitter.close()

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma import outbox
 from mma.config import Config
 from mma.correlator import Correlator
 from mma.db import store
+from mma.db.schema import regions
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.models import Alert, Item, Notice, RegionSpec
 from mma.scoring import vet_rubin, vet_ztf
@@ -274,6 +275,12 @@ class Pipeline:
                 return Outcome("alert", touched)
             alert_pk, object_first = stored
             self.correlator.rates.note_alert(alert.survey)
+            # Another daemon may have stored, superseded or retracted a region since this
+            # index was built: match against what the database holds now.
+            live = set(conn.execute(select(regions.c.id).where(
+                regions.c.status == "active")).scalars())
+            if live != {a.region_pk for a in self.correlator.active.values()}:
+                self.correlator.load_active(conn)
             row = {
                 "id": alert_pk, "alert_id": alert.alert_id, "object_id": alert.object_id,
                 "survey": alert.survey, "ra_deg": alert.ra_deg, "dec_deg": alert.dec_deg,
