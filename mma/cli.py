@@ -107,25 +107,39 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    """Print counts of what the database holds."""
+    """Print counts of what the database holds and the running daemons' heartbeats."""
+    import json
+    from datetime import UTC, datetime
+
     from sqlalchemy import func, select
 
     from mma.db import schema
+    from mma.heartbeat import format_status, read_status
 
+    interval = float(config.section("daemon").get("heartbeat_interval_seconds", 30.0))
     engine = _engine(config, args.db)
     with engine.connect() as conn:
+        counts: dict[str, int] = {}
         for table in (schema.events, schema.notices, schema.regions, schema.alerts,
                       schema.coincidences, schema.outbox, schema.dead_letters):
-            n = conn.execute(select(func.count()).select_from(table)).scalar_one()
-            print(f"{table.name:<14} {n}")
+            counts[table.name] = conn.execute(select(func.count()).select_from(table)).scalar_one()
         active = conn.execute(select(func.count()).select_from(schema.regions).where(
             schema.regions.c.status == "active")).scalar_one()
-        print(f"{'active regions':<14} {active}")
         by_status: dict[str, int] = dict(conn.execute(
             select(schema.outbox.c.status, func.count()).group_by(schema.outbox.c.status)
         ).all())
-        print(f"outbox backlog {by_status.get('pending', 0)}")
-        print(f"parked deliveries {by_status.get('parked', 0)}")
+        daemons = read_status(conn, now=datetime.now(UTC), stale_after_s=3 * interval)
+    backlog, parked = by_status.get("pending", 0), by_status.get("parked", 0)
+    if args.json:
+        print(json.dumps({"counts": {**counts, "active_regions": active},
+                          "outbox": {"backlog": backlog, "parked": parked},
+                          "daemons": [d.to_json() for d in daemons]}))
+        return 0
+    for name, n in {**counts, "active regions": active}.items():
+        print(f"{name:<14} {n}")
+    print(f"outbox backlog {backlog}")
+    print(f"parked deliveries {parked}")
+    print("\n".join(format_status(daemons)))
     return 0
 
 
@@ -205,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest, output=None)
     p = sub.add_parser("status", help=cmd_status.__doc__)
     with_db(p, "default: the configured database")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (counts, outbox, daemons) for monitoring")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("run", help=cmd_run.__doc__)
     p.add_argument("--idle-exit", type=float, metavar="SECONDS",

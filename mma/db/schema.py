@@ -249,3 +249,20 @@ dead_letters = Table(
     Column("size", BigInteger, nullable=False),
     Column("raw", LargeBinary, nullable=False),
 )
+
+# Heartbeats of running daemons (mma.heartbeat), read by ``mma status``: one row per
+# instance with source "" (the instance itself) and one per Kafka topic it consumes.
+daemon_status = Table(
+    "daemon_status",
+    metadata,
+    Column("instance", String(128), primary_key=True),
+    Column("source", String(256), primary_key=True),  # Kafka topic, "" = the instance
+    Column("messages", BigInteger, nullable=False, default=0),  # consumed since start
+    Column("dead_letters", BigInteger, nullable=False, default=0),
+    Column("lag", BigInteger, nullable=True),  # summed over partitions; NULL = unknown
+    Column("last_message_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(256), nullable=False),
+)
