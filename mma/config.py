@@ -4,7 +4,9 @@ Layers, later wins: packaged ``default.toml`` < ``/etc/mma/mma.toml`` <
 ``$MMA_CONFIG`` or ``--config`` < ``MMA_<SECTION>__<KEY>`` environment
 variables. Every key a layer sets must exist in the defaults with the same
 type (an int is accepted where a float is expected); otherwise
-:class:`mma.errors.ConfigError` names the file and the key. Secrets are never
+:class:`mma.errors.ConfigError` names the file and the key. The Kafka client tables
+(``[kafka.alert_client]``...) are free-form: any librdkafka property with a scalar
+value, checked by :func:`mma.kafka_conf.check_properties`. Secrets are never
 read from files, only from the environment or systemd credentials, and are
 redacted by :meth:`Config.render`.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mma.errors import ConfigError
+from mma.kafka_conf import RESERVED, SECRET_PROPERTIES, check_properties, password_hint
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ ENV_PREFIX = "MMA_"
 _TABLE_LISTS = {"channels.email.subscribers": ("channels.email.rules", ("address",))}
 # Key names that must never be given a value in a file: a clearer error than "unknown key".
 _SECRET_WORDS = ("password", "secret", "webhook", "token")
+# Free-form tables of librdkafka properties (see mma.kafka_conf): any property name,
+# dotted names quoted or not (``security.protocol`` and ``"security.protocol"`` are the
+# same key), string/number/boolean values; secrets and keys mma sets itself are refused.
+_FREE_TABLES = frozenset(RESERVED)
 
 
 def _load_defaults() -> dict[str, Any]:
@@ -73,6 +80,8 @@ def _merge(
         default = defaults[key]
         if dotted in _TABLE_LISTS:
             base[key] = _table_list(value, dotted, origin, _TABLE_LISTS[dotted])
+        elif dotted in _FREE_TABLES:
+            base[key] = {**base[key], **_free_table(value, dotted, origin)}
         elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{origin}: '{dotted}' must be a table")
@@ -107,6 +116,30 @@ def _table_list(value: Any, dotted: str, origin: str,
     return out
 
 
+def _free_table(value: Any, dotted: str, origin: str) -> dict[str, Any]:
+    """Validate a free-form table (see ``_FREE_TABLES``), flattened to dotted property names."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: '{dotted}' must be a table")
+    flat: dict[str, Any] = {}
+
+    def walk(table: Mapping[str, Any], prefix: str) -> None:
+        for key, inner in table.items():
+            name = f"{prefix}{key}"
+            if isinstance(inner, dict):
+                walk(inner, name + ".")
+                continue
+            if _secret_key(name, inner) or name in SECRET_PROPERTIES:
+                raise ConfigError(
+                    f"{origin}: key '{dotted}.{name}' looks like a secret; secrets are read "
+                    f"only from the environment or systemd credentials (see [secrets]"
+                    f"{password_hint(dotted)})")
+            flat[name] = inner
+
+    walk(value, "")
+    check_properties(dotted, flat, origin)  # keys mma sets itself, value types
+    return flat
+
+
 def _secret_key(dotted: str, value: Any) -> str | None:
     """The dotted name of a secret-looking key at or below *dotted*, if any."""
     if any(word in dotted.rsplit(".", 1)[-1].lower() for word in _SECRET_WORDS):
@@ -135,6 +168,10 @@ def _env_layer(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[
             value: Any = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
+        if ".".join(path[:-1]) in _FREE_TABLES:
+            # librdkafka property names have dots, never underscores: SECURITY_PROTOCOL
+            # stands for security.protocol.
+            path[-1] = path[-1].replace("_", ".")
         node = layer
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -221,13 +258,20 @@ class Config:
                         continue
                     if prefix == "database" and key == "url":
                         shown = _redact_url(str(value))
-                    lines.append(f"{key} = {json.dumps(shown)}")
+                    lines.append(f"{_toml_key(key)} = {json.dumps(shown)}")
             for key, value in table.items():
                 if isinstance(value, dict):
                     emit(f"{prefix}.{key}" if prefix else key, value)
 
         emit("", self.data)
         return "\n".join(lines).replace("\n[]\n", "\n") + "\n"
+
+
+def _toml_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted (``"security.protocol"``)."""
+    if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
+        return key
+    return json.dumps(key)
 
 
 def _redact_url(url: str) -> str:

@@ -108,3 +108,16 @@ def test_email_subscribers_are_validated_against_the_rules(tmp_path: Path) -> No
         _load(tmp_path, "[[channels.email.subscribers]]\nmax_p_chance = 0.1\n")
     with pytest.raises(ConfigError, match=r"subscribers\[0\]\.max_p_chance' must be"):
         _load(tmp_path, '[[channels.email.subscribers]]\naddress = "a@x"\nmax_p_chance = "x"\n')
+
+
+def test_kafka_client_tables_are_free_form_and_refuse_secrets(tmp_path: Path) -> None:
+    """Any librdkafka property in the client tables; unknown keys still refused elsewhere."""
+    cfg = _load(tmp_path, '[kafka.alert_client]\n"security.protocol" = "SASL_SSL"\n'
+                          'sasl.username = "mma"\n')
+    assert cfg.section("kafka.alert_client") == {"security.protocol": "SASL_SSL",
+                                                 "sasl.username": "mma"}
+    with pytest.raises(ConfigError, match=r"unknown key 'kafka\.alert_clients'"):
+        _load(tmp_path, '[kafka.alert_clients]\n"client.id" = "x"\n')
+    with pytest.raises(ConfigError, match=r"'kafka\.alert_client\.sasl\.password' looks like "
+                                          r"a secret.*kafka_alert_sasl_password"):
+        _load(tmp_path, '[kafka.alert_client]\n"sasl.password" = "hunter2"\n')

@@ -27,12 +27,16 @@ import time
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from mma.emitters import Delivery
 from mma.errors import DeliveryError
+from mma.kafka_conf import client_config
+
+if TYPE_CHECKING:
+    from mma.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +179,33 @@ class KafkaEmitter:
         self._lock = threading.Lock()
         self._producer: Producer | None = None
         self._pending: set[str] = set()  # coincidence ids produced, report not yet seen
+
+    @classmethod
+    def from_config(cls, config: Config, *, timeout_s: float = 30.0) -> KafkaEmitter:
+        """The emitter of the ``[channels.kafka]`` channel.
+
+        Parameters
+        ----------
+        config : Config
+            Topic and ``bootstrap_servers`` from ``[channels.kafka]``, librdkafka
+            properties from ``[channels.kafka.client]`` and the SASL password from the
+            ``kafka_output_sasl_password`` secret (:func:`mma.kafka_conf.client_config`).
+        timeout_s : float
+            How long :meth:`send` waits for the delivery report [s].
+
+        Returns
+        -------
+        KafkaEmitter
+            Idempotent producer settings (``enable.idempotence``, ``acks=all``) on top.
+
+        Raises
+        ------
+        ConfigError
+            ``bootstrap_servers`` is empty, or ``[channels.kafka.client]`` holds a
+            secret or a property mma sets itself.
+        """
+        return cls(client_config(config, "output"),
+                   topic=str(config.section("channels.kafka")["topic"]), timeout_s=timeout_s)
 
     def _get_producer(self) -> Producer:
         if self._producer is None:
