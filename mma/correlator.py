@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -141,24 +141,40 @@ class Correlator:
         return touched
 
     # -- direction 2: a new alert against active regions -------------------------------------
-    def on_alert(self, conn: Connection, alert_row: Mapping[str, Any],
-                 object_first: datetime, now: datetime) -> tuple[set[str], set[int]]:
-        """Match a newly stored alert against every active region.
+    def on_alerts(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
+                  object_first: Sequence[datetime], now: Sequence[datetime],
+                  ) -> tuple[list[set[str]], set[int]]:
+        """Match newly stored alerts against every active region, in one index lookup.
+
+        Parameters
+        ----------
+        rows
+            The stored alerts (``id``, ``alert_id``, ``survey``, ``ra_deg``,
+            ``dec_deg``, ``time``, ``hpx29``, ``vetoes``, ``distance_mpc``).
+        object_first, now
+            Per alert: its object's first detection, and the stream time (UTC).
 
         Returns
         -------
-        (coincidence ids created or changed, event primary keys they belong to)
+        (per alert, the coincidence ids it created or changed; the events they belong to)
         """
-        touched: set[str] = set()
+        touched: list[set[str]] = [set() for _ in rows]
         events_touched: set[int] = set()
-        _, keys, tiles = self.index.match(np.array([alert_row["hpx29"]], dtype=np.int64))
-        for event_pk, tile in zip(keys.tolist(), tiles.tolist(), strict=True):
+        if not rows or not self.active:
+            return touched, events_touched
+        ipix = np.fromiter((r["hpx29"] for r in rows), dtype=np.int64, count=len(rows))
+        points, keys, tiles = self.index.match(ipix)
+        # Sorted by point, so alerts are recorded in arrival order (an object's
+        # later alert sees its earlier one's coincidence, as one at a time would).
+        for i, event_pk, tile in zip(points.tolist(), keys.tolist(), tiles.tolist(),
+                                     strict=True):
             active = self.active[event_pk]
-            if not (active.start <= alert_row["time"] <= active.end):
+            row = rows[i]
+            if not (active.start <= row["time"] <= active.end):
                 continue
-            cid, changed = self._record(conn, active, alert_row, object_first, tile, now)
+            cid, changed = self._record(conn, active, row, object_first[i], tile, now[i])
             if changed:
-                touched.add(cid)
+                touched[i].add(cid)
                 events_touched.add(active.event_pk)
         return touched, events_touched
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import numpy as np
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -51,6 +52,17 @@ class Outcome:
 
     kind: str  # notice | alert | duplicate | ignored | dead_letter
     touched: set[str] = field(default_factory=set)  # coincidence ids created or changed
+
+
+@dataclass
+class Parsed:
+    """A message after :meth:`Pipeline.parse`: its item, or why it has none."""
+
+    handler: Handler
+    raw: bytes
+    origin: str
+    item: Item | None = None
+    error: Exception | None = None
 
 
 class Pipeline:
@@ -115,7 +127,7 @@ class Pipeline:
             if isinstance(item, Notice):
                 outcome = self._notice(handler, item, raw, origin, now or item.issued_time)
             else:
-                outcome = self._alert(item, now or item.time)
+                outcome = self._alerts([item], [now or item.time])[0]
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
             raise TransientError(f"{origin}: database error: {exc}") from exc
@@ -129,6 +141,67 @@ class Pipeline:
             return self.dead_letter(handler.NAME, origin, exc, raw)
         self.counts[outcome.kind] += 1
         return outcome
+
+    def parse(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "") -> Parsed:
+        """Parse one message without touching the database; never raises."""
+        try:
+            return Parsed(handler, raw, origin, item=handler.parse(raw, topic=topic))
+        except Exception as exc:  # Ignored, BadMessage, or a handler bug: settled later
+            if not isinstance(exc, BadMessage | Ignored):
+                log.exception("%s: unexpected error in %s", origin, handler.NAME)
+            return Parsed(handler, raw, origin, error=exc)
+
+    def settle(self, parsed: Parsed) -> Outcome:
+        """Count an ignored message or dead-letter a failed one (see :meth:`parse`).
+
+        Raises
+        ------
+        TransientError
+            The database is down: retry (the message was not recorded).
+        """
+        assert parsed.error is not None
+        if isinstance(parsed.error, Ignored):
+            return self.ignored(parsed.handler.NAME, parsed.origin, parsed.error)
+        return self.dead_letter(parsed.handler.NAME, parsed.origin, parsed.error, parsed.raw)
+
+    def process_alerts(self, batch: Sequence[Parsed], now: datetime | None = None,
+                       ) -> list[Outcome]:
+        """Store and match parsed alerts in one transaction; an outcome per alert.
+
+        Per-message transactions cap a stream at a few hundred alerts per second
+        (a commit each); a Kafka batch of a Rubin visit commits once. If the batch
+        fails for a reason other than the database (a bug triggered by one alert),
+        its alerts are processed one at a time so that only the culprit is
+        dead-lettered.
+
+        Raises
+        ------
+        TransientError
+            The database failed; retry the whole batch (nothing was committed).
+        """
+        if not batch:
+            return []
+        items = [p.item for p in batch]
+        assert all(isinstance(item, Alert) for item in items)
+        alerts: list[Alert] = [item for item in items if isinstance(item, Alert)]
+        try:
+            if self._index_stale:
+                with self.engine.connect() as conn:
+                    self.correlator.load_active(conn)
+                self._index_stale = False
+            outcomes = self._alerts(alerts, [now or a.time for a in alerts])
+        except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
+            raise TransientError(f"{batch[0].origin} (+{len(batch) - 1}): database error: "
+                                 f"{exc}") from exc
+        except Exception:
+            log.exception("%s (+%d): batch failed; processing its alerts one by one",
+                          batch[0].origin, len(batch) - 1)
+            self._index_stale = True
+            return [self.process(p.handler, p.raw, origin=p.origin, item=p.item, now=now)
+                    for p in batch]
+        self.counts.update(o.kind for o in outcomes)
+        return outcomes
 
     def rescore(self, now: datetime) -> set[str]:
         """Re-score every active region against the latest backgrounds (end of a replay)."""
@@ -259,38 +332,52 @@ class Pipeline:
             assert region is not None
             return self._store_region(conn, stored, region, "skymap", url, now)
 
-    def _alert(self, alert: Alert, now: datetime) -> Outcome:
-        ipix = int(hpx29(alert.ra_deg, alert.dec_deg))
-        vetter = self.vetters.get(alert.survey)
-        vetoes = vetter[0](alert.quality, vetter[1]) if vetter else []
+    def _alerts(self, batch: Sequence[Alert], now: Sequence[datetime]) -> list[Outcome]:
+        """Store and match alerts in one transaction (:meth:`process_alerts`)."""
+        ipix = hpx29(np.array([a.ra_deg for a in batch], dtype=float),
+                     np.array([a.dec_deg for a in batch], dtype=float)).tolist()
+        vetoes = [self._vet(alert) for alert in batch]
+        outcomes = [Outcome("duplicate") for _ in batch]
         with self.engine.begin() as conn:
-            stored = store.add_alert(conn, alert, hpx29=ipix, vetoes=vetoes)
-            if stored is None:
-                if "withdrawn" not in vetoes:
-                    return Outcome("duplicate")
-                # Rubin re-sends a source it withdrew: its matches are withdrawn too.
-                touched = self.correlator.withdraw_alert(conn, alert.survey, alert.alert_id,
-                                                         vetoes)
-                outbox.enqueue(conn, self.channels, touched, utcnow())
-                return Outcome("alert", touched)
-            alert_pk, object_first = stored
-            self.correlator.rates.note_alert(alert.survey)
+            stored = store.add_alerts(conn, batch, hpx29=ipix, vetoes=vetoes)
             # Another daemon may have stored, superseded or retracted a region since this
             # index was built: match against what the database holds now.
             live = set(conn.execute(select(regions.c.id).where(
                 regions.c.status == "active")).scalars())
             if live != {a.region_pk for a in self.correlator.active.values()}:
                 self.correlator.load_active(conn)
-            row = {
-                "id": alert_pk, "alert_id": alert.alert_id, "object_id": alert.object_id,
-                "survey": alert.survey, "ra_deg": alert.ra_deg, "dec_deg": alert.dec_deg,
-                "time": alert.time, "hpx29": ipix, "vetoes": vetoes,
-                "distance_mpc": alert.distance_mpc,
-            }
-            touched, events_touched = self.correlator.on_alert(conn, row, object_first, now)
+            rows, firsts, times, kept = [], [], [], []
+            touched: set[str] = set()
+            for i, (alert, result) in enumerate(zip(batch, stored, strict=True)):
+                if result is None:
+                    if "withdrawn" in vetoes[i]:
+                        # Rubin re-sends a source it withdrew: its matches are withdrawn too.
+                        withdrawn = self.correlator.withdraw_alert(
+                            conn, alert.survey, alert.alert_id, vetoes[i])
+                        touched |= withdrawn
+                        outcomes[i] = Outcome("alert", withdrawn)
+                    continue
+                self.correlator.rates.note_alert(alert.survey)
+                outcomes[i] = Outcome("alert")
+                rows.append({
+                    "id": result[0], "alert_id": alert.alert_id, "object_id": alert.object_id,
+                    "survey": alert.survey, "ra_deg": alert.ra_deg, "dec_deg": alert.dec_deg,
+                    "time": alert.time, "hpx29": ipix[i], "vetoes": vetoes[i],
+                    "distance_mpc": alert.distance_mpc})
+                firsts.append(result[1])
+                times.append(now[i])
+                kept.append(i)
+            matched, events_touched = self.correlator.on_alerts(conn, rows, firsts, times)
+            for i, cids in zip(kept, matched, strict=True):
+                outcomes[i].touched |= cids
+                touched |= cids
             self.correlator.rerank(conn, events_touched)
             outbox.enqueue(conn, self.channels, touched, utcnow())
-        return Outcome("alert", touched)
+        return outcomes
+
+    def _vet(self, alert: Alert) -> list[str]:
+        vetter = self.vetters.get(alert.survey)
+        return vetter[0](alert.quality, vetter[1]) if vetter else []
 
 
 def utcnow() -> datetime:

@@ -21,11 +21,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mma.errors import BadMessage, HostileMessage, Ignored
-from mma.ingest import Handler, Pipeline
-from mma.models import Item, Notice
+from mma.ingest import Handler, Parsed, Pipeline
+from mma.models import Alert, Item, Notice
 from mma.registry import Registry
 
 log = logging.getLogger(__name__)
+
+BATCH = 500  # alerts per transaction (consecutive in stream order, between notices)
 
 
 @dataclass(order=True)
@@ -113,9 +115,19 @@ def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Path
         entries.sort(key=lambda e: e.seq)
     bar = tqdm(entries, desc="replay", unit="msg", file=sys.stderr,
                disable=None if len(entries) >= progress_min_items else True)
+    run: list[Parsed] = []  # consecutive alerts, stored and matched in one transaction
     for entry in bar:
-        pipeline.process(entry.handler, entry.raw, origin=entry.origin, item=entry.item,
-                         now=entry.time)
+        if isinstance(entry.item, Alert):
+            run.append(Parsed(entry.handler, entry.raw, entry.origin, item=entry.item))
+            if len(run) < BATCH:
+                continue
+        if run:
+            pipeline.process_alerts(run)
+            run = []
+        if not isinstance(entry.item, Alert):
+            pipeline.process(entry.handler, entry.raw, origin=entry.origin, item=entry.item,
+                             now=entry.time)
+    pipeline.process_alerts(run)
     if entries and rescore:
         # As the daemon's scheduler does: final scores use the background measured
         # from everything the stream delivered.
