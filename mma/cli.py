@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
@@ -34,24 +34,6 @@ def _engine(config: Config, url: str | None) -> Engine:
     return engine
 
 
-def make_fetcher(config: Config) -> Callable[[str], bytes]:
-    """A skymap downloader configured by ``[skymaps]``, caching under the cache dir."""
-    from mma.skymaps.cache import SkymapCache
-    from mma.skymaps.fetch import fetch_skymap
-
-    conf = config.section("skymaps")
-    cache = SkymapCache(config.cache_dir / "skymaps")
-    max_bytes = int(config.section("limits")["max_skymap_bytes"])
-
-    def fetch(url: str) -> bytes:
-        return fetch_skymap(url, allowed_hosts=conf["allowed_hosts"],
-                            timeout_s=conf["timeout_seconds"], max_bytes=max_bytes,
-                            retries=conf["retries"], backoff_s=conf["backoff_seconds"],
-                            deadline_s=conf["deadline_seconds"], cache=cache)
-
-    return fetch
-
-
 def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
             ordered: bool = True) -> int:
     from mma.ingest import Pipeline
@@ -66,7 +48,10 @@ def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mma-replay-"))
             url = f"sqlite:///{Path(tmp) / 'replay.sqlite'}"
         engine = _engine(config, url)
-        fetch = make_fetcher(config) if args.fetch and config.section("skymaps")["fetch"] else None
+        from mma.skymaps.fetch import fetcher_from_config
+
+        fetch = (fetcher_from_config(config)
+                 if args.fetch and config.section("skymaps")["fetch"] else None)
         pipeline = Pipeline(engine, config, fetch=fetch)
         limits = config.section("limits")
         n = replay(pipeline, Registry(), paths, max_bytes=int(limits["max_message_bytes"]),
@@ -147,8 +132,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     """Run the daemon: consume notices and alerts from Kafka, correlate, deliver."""
     from mma.daemon import Daemon
 
-    fetch = make_fetcher(config) if config.section("skymaps")["fetch"] else None
-    return Daemon(config, idle_exit_s=args.idle_exit, fetch=fetch).run()
+    return Daemon(config, idle_exit_s=args.idle_exit,
+                  load=lambda: load_config(args.config)).run()
 
 
 def cmd_deliver(args: argparse.Namespace, config: Config) -> int:

@@ -334,3 +334,20 @@ def load_config(
         sources.append("environment")
     log.debug("configuration loaded from %s", ", ".join(sources))
     return Config(data=data, sources=tuple(sources), environ=env)
+
+
+# Settings a running daemon cannot change: SIGHUP warns and keeps the running ones.
+RESTART_KEYS = (
+    "database.url", "paths.state_dir", "paths.cache_dir", "kafka.gcn_bootstrap_servers",
+    "kafka.alert_bootstrap_servers", "kafka.group_id", "kafka.instance",
+    "kafka.alert_client", "kafka.notice_client", "daemon.health_port", "daemon.spool_dir",
+)
+
+
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """The :data:`RESTART_KEYS` whose values differ between *old* and *new*."""
+    def get(config: Config, dotted: str) -> Any:
+        section, _, key = dotted.rpartition(".")
+        return config.section(section).get(key)
+
+    return [key for key in RESTART_KEYS if get(old, key) != get(new, key)]

@@ -1,21 +1,24 @@
 """``mma run``: consume notices and alerts from Kafka, correlate, deliver.
 
-Two consumers: notices (GCN Kafka through gcn-kafka, or any broker given by
-``kafka.gcn_bootstrap_servers``) with a consumer group of this instance, so
-that every daemon of a deployment sees every notice (stored idempotently); and
-optical alerts with the group ``kafka.group_id`` shared by every daemon, so
-they split the partitions. Auto-commit is off: a message's offset is
-committed only after its transaction committed (or its bytes went to the
-dead letters), so a crash replays at most the uncommitted tail, which the
-idempotent store absorbs. While the database is unreachable the same message
-is retried with backoff and nothing is committed.
+Consumers of notices and alerts (:mod:`mma.sources`) with auto-commit off: a
+message's offset is committed only after its transaction committed (or its
+bytes went to the dead letters), so a crash replays at most the uncommitted
+tail, which the idempotent store absorbs. While the database is unreachable the
+same batch is retried with backoff and nothing is committed.
 
-An APScheduler background scheduler drains the outbox and re-scores active
-regions; a job that fails logs and runs again at its next period.
-Jobs that touch the pipeline (re-scoring, expiry of closed windows, the spool
-directory) are flagged by the scheduler and run by the main loop between
-batches. SIGTERM/SIGINT stop after the current message (offsets committed, outbox
-drained once, producers flushed); SIGHUP reloads the log level.
+Alerts are stored and matched a Kafka batch at a time, in one transaction
+(:meth:`mma.ingest.Pipeline.process_alerts`); notices one at a time.
+A delivery thread (:class:`mma.delivery.DeliveryWorker`) drains the outbox as
+soon as a batch created or changed coincidences. An APScheduler
+background scheduler writes the heartbeat (``mma status``), prunes the skymap
+cache, and flags the jobs that touch the pipeline (re-scoring with freshly
+measured backgrounds, expiry of closed windows, the spool directory), which the
+main loop runs between batches; a job that fails logs and runs again at its
+next period. SIGTERM/SIGINT stop after the current batch (offsets committed,
+outbox drained once, producers flushed). SIGHUP reloads the configuration:
+logging, channels and their rules, scoring and vetting, windows, topics and
+periods take effect at once; database, Kafka servers and groups, the instance
+name and the health port need a restart (a warning says so).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import contextlib
 import logging
 import signal
 import socket
-import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -35,47 +38,27 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from sqlalchemy.exc import SQLAlchemyError
 
-from mma.config import Config, load_config
+from mma import heartbeat
+from mma.config import Config, load_config, restart_needed
 from mma.db.engine import make_engine, upgrade
-from mma.delivery import build_emitters, deliver_due
+from mma.delivery import DeliveryWorker, build_emitters
 from mma.errors import ConfigError, TransientError, UnknownFormat
 from mma.health import HealthServer, Metrics
 from mma.ingest import Outcome, Parsed, Pipeline
 from mma.log import configure
-from mma.models import Alert
-from mma.registry import Registry
-from mma.replay import replay as replay_files
+from mma.registry import UNCLAIMED
+from mma.replay import process_spool
 from mma.skymaps.cache import SkymapCache
+from mma.skymaps.fetch import fetcher_from_config
+from mma.sources import SourceBook, make_consumer, registry_of, topics_of
 from mma.systemd import Notifier, watchdog_interval_s
 
 log = logging.getLogger(__name__)
 
 ASSIGN_WAIT_S = 30.0
-
-
-class _Unclaimed:
-    """The "handler" of a message no handler claims: its dead letter says ``kafka``."""
-
-    NAME = "kafka"
-    KIND = "unclaimed"
-
-    def parse(self, raw: bytes, *, topic: str) -> Alert:
-        raise UnknownFormat(f"no handler for topic {topic!r}")
-
-
-_KAFKA = _Unclaimed()
-
-
-def topic_map(entries: Sequence[str]) -> dict[str, list[str]]:
-    """``["handler:topic", ...]`` → ``{handler: [topics]}``."""
-    out: dict[str, list[str]] = {}
-    for entry in entries:
-        name, sep, topic = entry.partition(":")
-        if not sep or not name or not topic:
-            raise ConfigError(f"kafka topics: {entry!r} is not 'handler:topic'")
-        out.setdefault(name, []).append(topic)
-    return out
+KINDS = ("notice", "alert")
 
 
 class Daemon:
@@ -90,77 +73,45 @@ class Daemon:
     """
 
     def __init__(self, config: Config, *, idle_exit_s: float | None = None,
-                 fetch: Callable[[str], bytes] | None = None) -> None:
+                 load: Callable[[], Config] = load_config) -> None:
         self.config = config
         self.idle_exit_s = idle_exit_s
+        self._load = load
         self.engine = make_engine(config.database_url)
         upgrade(self.engine)
-        self.pipeline = Pipeline(self.engine, config, fetch=fetch)
-        kafka = config.section("kafka")
-        overrides = topic_map(kafka["notice_topics"]) | topic_map(kafka["alert_topics"])
-        self.registry = Registry(topics=overrides)
-        self.emitters = build_emitters(config)
-        self.instance = kafka["instance"] or socket.gethostname()
+        self.pipeline = self._pipeline(config)
+        self.registry = registry_of(config)
+        self.metrics = Metrics()
+        self.delivery = DeliveryWorker(self.engine, config, on_counts=self._delivered)
+        self.instance = config.section("kafka")["instance"] or socket.gethostname()
+        self.started_at = datetime.now(UTC)
+        self.book = SourceBook()
         self._stop = False
         self._reload = False
         self._consumers: list[tuple[str, Consumer]] = []
         self.notifier = Notifier.from_environ(unset=True)
-        self.metrics = Metrics()
         self.health: HealthServer | None = None
+        self.scheduler: BackgroundScheduler | None = None
         self._due: set[str] = {"expire"}  # pipeline jobs flagged by the scheduler
         self._assignments: set[str] = set()  # consumer kinds that got their partitions
-        # Set when a batch created or changed coincidences (or every deliver interval):
-        # the delivery thread sends them at once instead of at its next period.
-        self._wake_delivery = threading.Event()
-        self._delivering = True
-        self.max_message_bytes = int(config.section("limits")["max_message_bytes"])
+
+    def _pipeline(self, config: Config) -> Pipeline:
+        fetch = fetcher_from_config(config) if config.section("skymaps")["fetch"] else None
+        return Pipeline(self.engine, config, fetch=fetch)
 
     # -- Kafka -----------------------------------------------------------------------------
-    def _topics(self, kind: str) -> list[str]:
-        """The configured topics of *kind*, or every such handler's defaults if none are."""
-        configured = self.config.section("kafka")[f"{kind}_topics"]
-        if configured:
-            return [t for topics in topic_map(configured).values() for t in topics]
-        return [t for h in self.registry.handlers if kind == h.KIND
-                for t in self.registry.topics(h.NAME)]
+    def _subscribe(self, kind: str, consumer: Consumer) -> None:
+        def assigned(_c: Consumer, partitions: list[TopicPartition]) -> None:
+            self._assignments.add(kind)
+            log.info("%s consumer assigned %d partitions", kind, len(partitions))
 
-    def _consumer(self, kind: str) -> Consumer | None:
-        kafka = self.config.section("kafka")
-        topics = self._topics(kind)
-        if not topics:
-            return None
-        common: dict[str, Any] = {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
-        if kind == "notice":
-            group = f"{kafka['group_id']}-notices-{self.instance}"
-            # This group is the instance's own: static membership lets a restarted daemon
-            # take its partitions back at once instead of waiting out its crashed
-            # predecessor's session. (In the shared alert group it kept a newcomer from
-            # getting its share, so there a short session timeout does that job.)
-            common["group.instance.id"] = f"{self.instance}-notices"
-            if kafka["gcn_bootstrap_servers"]:
-                consumer: Consumer = Consumer({
-                    **common, "bootstrap.servers": kafka["gcn_bootstrap_servers"],
-                    "group.id": group})
-            else:
-                from gcn_kafka import Consumer as GcnConsumer
+        def revoked(_c: Consumer, partitions: list[TopicPartition]) -> None:
+            self.book.forget(partitions)
 
-                client_id = self.config.secret("gcn_client_id")
-                secret = self.config.secret("gcn_client_secret")
-                if not (client_id and secret):
-                    raise ConfigError("GCN Kafka needs the gcn_client_id and gcn_client_secret "
-                                      "secrets (or kafka.gcn_bootstrap_servers)")
-                consumer = GcnConsumer({**common, "group.id": group}, client_id=client_id,
-                                       client_secret=secret)
-        else:
-            consumer = Consumer({**common, "bootstrap.servers": kafka["alert_bootstrap_servers"],
-                                 "group.id": kafka["group_id"], "session.timeout.ms": 10000})
-        consumer.subscribe(topics, on_assign=lambda _c, parts: self._assigned(kind, parts))
-        log.info("%s consumer subscribed to %s", kind, ", ".join(topics))
-        return consumer
-
-    def _assigned(self, kind: str, partitions: list[TopicPartition]) -> None:
-        self._assignments.add(kind)
-        log.info("%s consumer assigned %d partitions", kind, len(partitions))
+        consumer.subscribe(topics_of(self.config, self.registry, kind), on_assign=assigned,
+                           on_revoke=revoked)
+        log.info("%s consumer subscribed to %s", kind,
+                 ", ".join(topics_of(self.config, self.registry, kind)))
 
     def _handle(self, messages: Sequence[Message]) -> None:
         """Process consumed messages; returns once each is stored or dead-lettered.
@@ -177,7 +128,7 @@ class Daemon:
             try:
                 handler = self.registry.for_topic(topic)
             except UnknownFormat as exc:
-                self._settle(Parsed(_KAFKA, raw, origin, error=exc), topic)
+                self._settle(Parsed(UNCLAIMED, raw, origin, error=exc), topic)
                 continue
             if handler.KIND != "alert":
                 self._alerts(run)
@@ -208,17 +159,18 @@ class Daemon:
             self.metrics.processing_seconds.observe(per_alert)
             self._count(parsed.origin.rsplit(":", 2)[0], outcome)
         if any(o.touched for o in outcomes):
-            self._wake_delivery.set()
+            self.delivery.wake()
 
     def _settle(self, parsed: Parsed, topic: str) -> None:
         self._count(topic, self._retrying(lambda: self.pipeline.settle(parsed)))
 
     def _count(self, topic: str, outcome: Outcome) -> None:
+        self.book.count(topic, dead_letter=outcome.kind == "dead_letter")
         self.metrics.messages_in.labels(source=topic, kind=outcome.kind).inc()
         if outcome.touched:
             self.metrics.coincidences.labels(status="created_or_changed").inc(
                 len(outcome.touched))
-            self._wake_delivery.set()
+            self.delivery.wake()
         if outcome.kind == "dead_letter":
             self.metrics.dead_letters.labels(source=topic).inc()
 
@@ -240,24 +192,16 @@ class Daemon:
     # Jobs that touch the pipeline's in-memory index only raise a flag: the main loop
     # runs them between batches, so the index is never used by two threads at once.
     # Delivery and cache pruning share no in-memory state and run on the scheduler.
-    def _deliver(self) -> None:
-        if self.emitters:
-            counts = deliver_due(self.engine, self.config, self.emitters)
-            for outcome, n in counts.items():
-                self.metrics.deliveries.labels(channel="all", outcome=outcome).inc(n)
+    def _delivered(self, counts: Counter[str]) -> None:
+        for outcome, n in counts.items():
+            self.metrics.deliveries.labels(channel="all", outcome=outcome).inc(n)
 
-    def _delivery_loop(self) -> None:
-        """Drain the outbox when woken by new coincidences, or every deliver interval."""
-        period = float(self.config.section("daemon")["deliver_interval_seconds"])
-        while self._delivering:
-            self._wake_delivery.wait(period)
-            self._wake_delivery.clear()
-            if not self._delivering:
-                return
-            try:
-                self._deliver()
-            except Exception:  # a failing drain logs and runs again when next woken
-                log.exception("outbox delivery failed")
+    def _heartbeat(self) -> None:
+        try:
+            heartbeat.beat(self.engine, instance=self.instance, started_at=self.started_at,
+                           sources=self.book.snapshot())
+        except SQLAlchemyError as exc:  # the database is down: the next beat tries again
+            log.warning("heartbeat of %s not written: %s", self.instance, exc)
 
     def _prune_cache(self) -> None:
         conf = self.config.section("skymaps")
@@ -281,40 +225,57 @@ class Daemon:
                 elif job == "expire":
                     self.pipeline.expire(now)
                 elif job == "spool":
-                    self._spool()
+                    spool = self.config.section("daemon")["spool_dir"]
+                    if spool:
+                        process_spool(self.pipeline, self.registry, Path(spool), max_bytes=int(
+                            self.config.section("limits")["max_message_bytes"]))
             except Exception:  # a failing job logs and runs again at its next period
                 log.exception("scheduled job %s failed", job)
 
-    def _spool(self) -> None:
-        spool = self.config.section("daemon")["spool_dir"]
-        if not spool:
-            return
-        folder = Path(spool)
-        for path in sorted(p for p in folder.iterdir() if p.is_file()
-                           and not p.name.startswith(".")):
-            # Bad records are dead-lettered with the file's path by the replay path itself.
-            processed = replay_files(self.pipeline, self.registry, [path],
-                                     max_bytes=self.max_message_bytes, progress_min_items=10**9,
-                                     rescore=False)
-            done = folder / "done"
-            done.mkdir(exist_ok=True)
-            path.replace(done / path.name)
-            log.info("spool: %s processed (%d records), moved to done/", path.name, processed)
-
-    def _scheduler(self) -> BackgroundScheduler:
+    def _schedule(self, scheduler: BackgroundScheduler) -> None:
+        """(Re)place the periodic jobs with the configured periods."""
         conf = self.config.section("daemon")
-        scheduler = BackgroundScheduler(timezone="UTC")
         jobs: list[tuple[Callable[[], None], str, float]] = [
+            (self._heartbeat, "heartbeat", conf["heartbeat_interval_seconds"]),
             (self._prune_cache, "prune", conf["prune_interval_seconds"]),
             (self._flag("rescore"), "rescore", conf["rescore_interval_seconds"]),
             (self._flag("expire"), "expire", conf["expire_interval_seconds"]),
         ]
         if conf["spool_dir"]:
             jobs.append((self._flag("spool"), "spool", conf["spool_interval_seconds"]))
+        scheduler.remove_all_jobs()
         for func, name, seconds in jobs:
             scheduler.add_job(func, "interval", seconds=seconds, id=name, max_instances=1,
                               coalesce=True)
-        return scheduler
+
+    # -- reload ------------------------------------------------------------------------------
+    def _reload_config(self) -> None:
+        """SIGHUP: load the configuration again and apply what can change while running."""
+        self.notifier.reloading()
+        try:
+            new = self._load()
+            emitters = build_emitters(new)
+            registry = registry_of(new)
+            pipeline = self._pipeline(new)
+        except Exception as exc:  # a bad file must not stop a running service
+            log.error("configuration not reloaded, the running one stays: %s", exc)
+            self.notifier.ready()
+            return
+        for key in restart_needed(self.config, new):
+            log.warning("configuration: %s changed; it takes effect after a restart", key)
+        configure(str(new.section("logging")["level"]))
+        self.delivery.reconfigure(new, emitters)
+        topics = {kind: topics_of(self.config, self.registry, kind) for kind in KINDS}
+        self.config, self.registry, self.pipeline = new, registry, pipeline
+        for kind, consumer in self._consumers:
+            if topics_of(new, registry, kind) != topics[kind]:
+                self._subscribe(kind, consumer)
+        if self.scheduler is not None:
+            self._schedule(self.scheduler)
+        self._due.add("rescore")  # scoring settings may have changed
+        log.info("configuration reloaded (%s); %d channels", ", ".join(map(str, new.sources)),
+                 len(emitters))
+        self.notifier.ready()
 
     # -- life cycle --------------------------------------------------------------------------
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -328,23 +289,24 @@ class Daemon:
         """Consume until stopped; return the exit status."""
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._signal)
-        for kind in ("notice", "alert"):
-            consumer = self._consumer(kind)
-            if consumer is not None:
+        for kind in KINDS:
+            if topics_of(self.config, self.registry, kind):
+                consumer = make_consumer(self.config, kind, instance=self.instance)
+                self._subscribe(kind, consumer)
                 self._consumers.append((kind, consumer))
         if not self._consumers and not self.config.section("daemon")["spool_dir"]:
             raise ConfigError("nothing to consume: no Kafka topics and no daemon.spool_dir")
-        scheduler = self._scheduler()
+        self.scheduler = scheduler = BackgroundScheduler(timezone="UTC")
+        self._schedule(scheduler)
         scheduler.start()
-        delivery = threading.Thread(target=self._delivery_loop, name="mma-delivery")
-        delivery.start()
+        self._heartbeat()
+        self.delivery.start()
         port = int(self.config.section("daemon")["health_port"])
         if port:
             self.health = HealthServer("127.0.0.1", port, metrics=self.metrics).start()
         watchdog = watchdog_interval_s()
         self.notifier.ready(status=f"consuming with {len(self._consumers)} consumers")
         log.info("mma %s running: %d consumers", self.instance, len(self._consumers))
-        kafka = self.config.section("kafka")
         started = last_message = last_watchdog = time.monotonic()
         try:
             while not self._stop:
@@ -355,12 +317,10 @@ class Daemon:
                     last_watchdog = time.monotonic()
                 if self._reload:
                     self._reload = False
-                    self.notifier.reloading()
-                    configure(str(load_config().section("logging")["level"]))
-                    log.info("configuration reloaded (log level)")
-                    self.notifier.ready()
+                    self._reload_config()
                 if self._due:
                     self._run_due()
+                kafka = self.config.section("kafka")
                 got = 0
                 for _kind, consumer in self._consumers:
                     got += self._poll(consumer, int(kafka["batch"]),
@@ -378,9 +338,6 @@ class Daemon:
         finally:
             self.notifier.stopping()
             scheduler.shutdown(wait=True)
-            self._delivering = False
-            self._wake_delivery.set()
-            delivery.join()
             if self.health is not None:
                 self.health.stop()
             for _kind, consumer in self._consumers:
@@ -389,9 +346,9 @@ class Daemon:
             # a re-score heals that (the scheduler's job), here once more before exit.
             with contextlib.suppress(TransientError):
                 self.pipeline.rescore(datetime.now(UTC))
-            self._deliver()  # what the last messages produced goes out before exit
-            for emitter in self.emitters.values():
-                emitter.close()
+            self.delivery.stop()  # drains once more: the last messages' output goes out
+            with contextlib.suppress(SQLAlchemyError):  # a crash leaves it to go stale
+                heartbeat.retire(self.engine, instance=self.instance)
             self.engine.dispose()
         return 0
 
@@ -420,10 +377,6 @@ class Daemon:
                 # uncommitted messages, which the idempotent store absorbs.
                 log.warning("offset commit failed (%s); the batch may be read again", exc)
                 return len(messages)
-            for (topic, partition), offset in done.items():
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True)
-                if high >= 0:
-                    self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(
-                        max(high - offset, 0))
+            for (topic, partition), lag in self.book.lag(consumer, done).items():
+                self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
         return len(messages)

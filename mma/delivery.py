@@ -9,6 +9,7 @@ runs it once; the daemon will run it on its scheduler.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,9 +40,7 @@ def build_emitters(config: Config) -> dict[str, Emitter]:
     if "kafka" in channels:
         from mma.emitters.kafka import KafkaEmitter
 
-        conf = config.section("channels.kafka")
-        emitters["kafka"] = KafkaEmitter({"bootstrap.servers": conf["bootstrap_servers"]},
-                                         topic=conf["topic"])
+        emitters["kafka"] = KafkaEmitter.from_config(config)
     if "slack" in channels:
         from mma.emitters.slack import SlackEmitter
 
@@ -96,3 +95,71 @@ def deliver_due(engine: Engine, config: Config, emitters: dict[str, Emitter],
         total.update(counts)
         if not counts:
             return total
+
+
+class DeliveryWorker:
+    """The daemon's delivery thread: drains the outbox when woken, or every period.
+
+    :meth:`wake` after a transaction created or changed coincidences sends them
+    at once (latency) instead of at the next ``daemon.deliver_interval_seconds``.
+    :meth:`reconfigure` swaps channels on a configuration reload.
+    """
+
+    def __init__(self, engine: Engine, config: Config,
+                 on_counts: Callable[[Counter[str]], None] | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.emitters = build_emitters(config)
+        self._on_counts = on_counts
+        self._lock = threading.Lock()  # a drain against a reconfiguration
+        self._wake = threading.Event()
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="mma-delivery")
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Drain now (from any thread)."""
+        self._wake.set()
+
+    def deliver(self) -> Counter[str]:
+        """Drain the outbox once, in the calling thread."""
+        with self._lock:
+            if not self.emitters:
+                return Counter()
+            counts = deliver_due(self.engine, self.config, self.emitters)
+        if self._on_counts is not None:
+            self._on_counts(counts)
+        return counts
+
+    def reconfigure(self, config: Config, emitters: dict[str, Emitter]) -> None:
+        """Use *config* and *emitters* (built from it) from the next drain on."""
+        with self._lock:
+            old, self.emitters, self.config = self.emitters, emitters, config
+        for emitter in old.values():
+            emitter.close()
+
+    def stop(self) -> None:
+        """Stop the thread, drain once more, and close the channels."""
+        self._running = False
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.deliver()  # what the last messages produced goes out before exit
+        for emitter in self.emitters.values():
+            emitter.close()
+
+    def _loop(self) -> None:
+        while self._running:
+            self._wake.wait(float(self.config.section("daemon")["deliver_interval_seconds"]))
+            self._wake.clear()
+            if not self._running:
+                return
+            try:
+                self.deliver()
+            except Exception:  # a failing drain logs and runs again when next woken
+                log.exception("outbox delivery failed")

@@ -250,3 +250,16 @@ class Registry:
         except BadMessage as exc:
             # Same class, so callers still tell hostile from malformed; the path is added.
             raise type(exc)(f"{where}: {exc}") from exc
+
+
+class Unclaimed:
+    """The "handler" of a Kafka message no handler claims: its dead letter says ``kafka``."""
+
+    NAME = "kafka"
+    KIND = "unclaimed"
+
+    def parse(self, raw: bytes, *, topic: str) -> Alert:
+        raise UnknownFormat(f"no handler for topic {topic!r}")
+
+
+UNCLAIMED = Unclaimed()

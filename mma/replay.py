@@ -133,3 +133,21 @@ def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Path
         # from everything the stream delivered.
         pipeline.rescore(entries[-1].time)
     return len(entries)
+
+
+def process_spool(pipeline: Pipeline, registry: Registry, folder: Path, *,
+                  max_bytes: int) -> int:
+    """Process each file in the daemon's spool *folder* once, then move it to ``done/``.
+
+    Bad records are dead-lettered with the file's path, as in a replay; the
+    daemon's scheduler re-scores. Returns the number of files processed.
+    """
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    for path in files:
+        processed = replay(pipeline, registry, [path], max_bytes=max_bytes,
+                           progress_min_items=10**9, rescore=False)
+        done = folder / "done"
+        done.mkdir(exist_ok=True)
+        path.replace(done / path.name)
+        log.info("spool: %s processed (%d records), moved to done/", path.name, processed)
+    return len(files)

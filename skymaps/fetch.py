@@ -26,14 +26,17 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
-from typing import IO, Any
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from mma import __version__
 from mma.errors import BadSkymap, HostileMessage, TransientError
 from mma.skymaps.cache import SkymapCache
 from mma.skymaps.decode import DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:
+    from mma.config import Config
 
 __all__ = ("DEFAULT_ALLOWED_HOSTS", "FetchError", "SkymapTooLarge", "SkymapUnavailable",
            "fetch_skymap", "host_allowed")
@@ -283,3 +286,18 @@ def fetch_skymap(
         return data
     raise FetchError(f"skymap fetch {url} failed after {made} attempt(s): {last}",
                      url=url, attempts=made)
+
+
+def fetcher_from_config(config: Config) -> Callable[[str], bytes]:
+    """A skymap downloader configured by ``[skymaps]``, caching under the cache dir."""
+    conf = config.section("skymaps")
+    cache = SkymapCache(config.cache_dir / "skymaps")
+    max_bytes = int(config.section("limits")["max_skymap_bytes"])
+
+    def fetch(url: str) -> bytes:
+        return fetch_skymap(url, allowed_hosts=conf["allowed_hosts"],
+                            timeout_s=conf["timeout_seconds"], max_bytes=max_bytes,
+                            retries=conf["retries"], backoff_s=conf["backoff_seconds"],
+                            deadline_s=conf["deadline_seconds"], cache=cache)
+
+    return fetch

@@ -1,0 +1,149 @@
+"""The daemon's Kafka sources: consumers of notices and alerts, and their bookkeeping.
+
+Two consumers (see :mod:`mma.daemon`): notices in a consumer group of this
+instance (GCN Kafka through gcn-kafka, or any broker given by
+``kafka.gcn_bootstrap_servers``), so that every daemon sees every notice; alerts
+in the group ``kafka.group_id`` shared by every daemon, so that they split the
+partitions. Auto-commit is off: offsets are committed by the daemon after the
+database commit.
+
+:class:`SourceBook` keeps per topic what the heartbeat (:mod:`mma.heartbeat`,
+``mma status``) and the metrics report: messages, dead letters, the last
+message's time and the lag of this instance's partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from mma.config import Config
+from mma.errors import ConfigError
+from mma.heartbeat import SourceStats
+from mma.kafka_conf import client_config
+from mma.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ALERT_SESSION_TIMEOUT_MS = 10_000
+
+
+def topic_map(entries: Sequence[str]) -> dict[str, list[str]]:
+    """``["handler:topic", ...]`` → ``{handler: [topics]}``.
+
+    Raises
+    ------
+    ConfigError
+        An entry is not ``handler:topic``.
+    """
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        name, sep, topic = entry.partition(":")
+        if not sep or not name or not topic:
+            raise ConfigError(f"kafka topics: {entry!r} is not 'handler:topic'")
+        out.setdefault(name, []).append(topic)
+    return out
+
+
+def registry_of(config: Config) -> Registry:
+    """The handler registry with the topics of ``kafka.notice_topics``/``alert_topics``."""
+    kafka = config.section("kafka")
+    return Registry(topics=topic_map(kafka["notice_topics"]) | topic_map(kafka["alert_topics"]))
+
+
+def topics_of(config: Config, registry: Registry, kind: str) -> list[str]:
+    """The configured topics of *kind* (notice|alert), or every such handler's defaults."""
+    configured = config.section("kafka")[f"{kind}_topics"]
+    if configured:
+        return [t for topics in topic_map(configured).values() for t in topics]
+    return [t for h in registry.handlers if kind == h.KIND for t in registry.topics(h.NAME)]
+
+
+def make_consumer(config: Config, kind: str, *, instance: str) -> Consumer:
+    """A consumer of *kind* (notice|alert), not yet subscribed.
+
+    Raises
+    ------
+    ConfigError
+        Notices from GCN Kafka without the client id/secret secrets, or a bad
+        client table (:func:`mma.kafka_conf.client_config`).
+    """
+    kafka = config.section("kafka")
+    common: dict[str, Any] = {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    if kind == "alert":
+        return Consumer({**common, **client_config(config, "alerts"),
+                         "group.id": kafka["group_id"],
+                         "session.timeout.ms": ALERT_SESSION_TIMEOUT_MS})
+    group = f"{kafka['group_id']}-notices-{instance}"
+    # This group is the instance's own: static membership lets a restarted daemon take
+    # its partitions back at once instead of waiting out its crashed predecessor's
+    # session. (In the shared alert group it kept a newcomer from getting its share, so
+    # there a short session timeout does that job.)
+    common["group.instance.id"] = f"{instance}-notices"
+    if kafka["gcn_bootstrap_servers"]:
+        return Consumer({**common, **client_config(config, "notices"), "group.id": group})
+    from gcn_kafka import Consumer as GcnConsumer
+
+    client_id = config.secret("gcn_client_id")
+    secret = config.secret("gcn_client_secret")
+    if not (client_id and secret):
+        raise ConfigError("GCN Kafka needs the gcn_client_id and gcn_client_secret "
+                          "secrets (or kafka.gcn_bootstrap_servers)")
+    # gcn-kafka sets servers and OIDC itself; the table adds e.g. client.id.
+    extra = dict(config.section("kafka.notice_client"))
+    return GcnConsumer({**common, **extra, "group.id": group}, client_id=client_id,
+                       client_secret=secret)
+
+
+class SourceBook:
+    """Per-topic counters and lag of this instance, shared with the heartbeat thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats: dict[str, SourceStats] = {}
+        self._lag: dict[tuple[str, int], int] = {}
+
+    def count(self, topic: str, *, dead_letter: bool = False) -> None:
+        """One message of *topic* was processed (stored, ignored or dead-lettered)."""
+        with self._lock:
+            stats = self._stats.setdefault(topic, SourceStats())
+            stats.messages += 1
+            stats.dead_letters += dead_letter
+            stats.last_message_at = datetime.now(UTC)
+
+    def lag(self, consumer: Consumer, committed: dict[tuple[str, int], int]) -> dict[
+            tuple[str, int], int]:
+        """Record the lag after a commit: high watermark − committed offset, per partition.
+
+        Returns the lags of the partitions given (the metrics export them).
+        """
+        out: dict[tuple[str, int], int] = {}
+        for (topic, partition), offset in committed.items():
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True)
+            if high >= 0:
+                out[(topic, partition)] = max(high - offset, 0)
+        with self._lock:
+            self._lag.update(out)
+        return out
+
+    def forget(self, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions moved to another daemon: their lag is no longer this one's."""
+        with self._lock:
+            for tp in partitions:
+                self._lag.pop((tp.topic, tp.partition), None)
+
+    def snapshot(self) -> dict[str, SourceStats]:
+        """A copy of the counters by topic, with the lag summed over this instance's partitions."""
+        with self._lock:
+            out = {topic: replace(stats) for topic, stats in self._stats.items()}
+            for (topic, _partition), lag in self._lag.items():
+                stats = out.setdefault(topic, SourceStats())
+                stats.lag = (stats.lag or 0) + lag
+        return out
