@@ -61,7 +61,7 @@ from typing import Any
 
 import fastavro
 import numpy as np
-from confluent_kafka import Consumer, ConsumerGroupState, Producer
+from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import func, select
 
@@ -244,6 +244,21 @@ def output_messages(bootstrap: str, topic: str) -> dict[str, tuple[str, int]]:
     return first
 
 
+def group_offsets(bootstrap: str, group: str, topic: str) -> list[str]:
+    """'committed/end' offsets of *group* on each partition of *topic* (a diagnosis)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, i) for i in range(PARTITIONS)]
+        committed = consumer.committed(parts, timeout=10)
+        return [f"{c.offset}/{consumer.get_watermark_offsets(c, timeout=10)[1]}"
+                for c in committed]
+    except Exception as exc:  # a diagnosis only
+        return [f"unknown ({exc})"]
+    finally:
+        consumer.close()
+
+
 class DaemonFailed(RuntimeError):
     """``mma run`` stopped (or timed out) before the backlog was stored."""
 
@@ -295,10 +310,13 @@ def run_case(n_proc: int, env: dict[str, str], url: str, bootstrap: str, t_alert
             if p.poll() is None:
                 p.terminate()
                 p.wait(30)
+        stored_now = count()
         engine.dispose()
         tails = [log.read_text().strip().splitlines()[-1:] for log in logs]
-        raise DaemonFailed(f"{count()}/{n} of the backlog stored when mma run stopped "
-                           f"(exit {[p.returncode for p in procs]}; log ends {tails})")
+        raise DaemonFailed(f"{stored_now}/{n} of the backlog stored when mma run stopped "
+                           f"(exit {[p.returncode for p in procs]}; group offsets committed/"
+                           f"end per partition {group_offsets(bootstrap, group, t_alerts)}; "
+                           f"log ends {tails})")
     with engine.connect() as conn:
         got = sorted(t.timestamp() for t in conn.execute(select(alerts.c.received_at)).scalars())
     backlog = len(got)
