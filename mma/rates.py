@@ -42,9 +42,14 @@ ROLLING_WINDOW = timedelta(days=30)
 N_DEC_BANDS = 36
 BAND_SR = 4.0 * math.pi / N_DEC_BANDS
 PSEUDO_COUNT = 0.5
-# Re-measure after this much stream time or this many new alerts, whichever first.
+# Re-measure after this much stream time, or once the new alerts exceed both
+# REFRESH_AFTER_ALERTS and REFRESH_FRACTION of the objects last measured: the
+# measurement scans the rolling window, so at Rubin's rate (a visit of ~10,000
+# alerts every ~35 s) a fixed count would re-scan it every few batches while the
+# model changes little; the periodic re-score re-measures anyway.
 REFRESH_AFTER = timedelta(hours=1)
 REFRESH_AFTER_ALERTS = 200
+REFRESH_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class BackgroundRates:
         cached = self._cache.get(survey)
         fresh = self._new_alerts.get(survey, 0)
         if (not force and cached is not None and abs(at - cached[0]) < REFRESH_AFTER
-                and fresh < REFRESH_AFTER_ALERTS):
+                and fresh < max(REFRESH_AFTER_ALERTS, REFRESH_FRACTION * cached[1].n_objects)):
             return cached[1]
         scoring = self.config.section("scoring")
         self._version += 1
