@@ -308,6 +308,7 @@ class Daemon:
         self.notifier.ready(status=f"consuming with {len(self._consumers)} consumers")
         log.info("mma %s running: %d consumers", self.instance, len(self._consumers))
         started = last_message = last_watchdog = time.monotonic()
+        got = 0
         try:
             while not self._stop:
                 if self.health is not None:
@@ -321,10 +322,16 @@ class Daemon:
                 if self._due:
                     self._run_due()
                 kafka = self.config.section("kafka")
+                # Wait for messages only when the last round found none: a consumer with
+                # nothing to read (notices, most of the time) must not hold up the next
+                # alert batch for its poll timeout. Idle, the timeout is shared out.
+                wait = 0.0 if got else float(kafka["poll_timeout_seconds"]) / len(
+                    self._consumers or [None])
                 got = 0
                 for _kind, consumer in self._consumers:
-                    got += self._poll(consumer, int(kafka["batch"]),
-                                      float(kafka["poll_timeout_seconds"]))
+                    got += self._poll(consumer, int(kafka["batch"]), wait)
+                if not self._consumers:  # spool directory only: the scheduler flags work
+                    time.sleep(wait)
                 # Idle time counts once every consumer is assigned (a restarted group can
                 # take a while), or after ASSIGN_WAIT_S when a topic never gets partitions.
                 assigned = (len(self._assignments) == len(self._consumers)
