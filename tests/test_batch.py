@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
@@ -167,3 +168,19 @@ def test_parse_never_raises_and_settle_dead_letters(engine: Engine, config: Conf
     with engine.connect() as conn:
         assert conn.execute(select(dead_letters.c.source, dead_letters.c.origin,
                                    dead_letters.c.raw)).all() == [("broken", "t:1:5", b"xyz")]
+
+
+def test_quality_is_stored_as_plain_json(engine: Engine) -> None:
+    """NaN and infinities become null, numpy scalars plain numbers, on every database."""
+    base = alert("q", 0, 1.0)
+    quality = {"reliability": float("nan"), "snr": float("inf"), "neg": -float("inf"),
+               "f32": np.float32(0.5), "i64": np.int64(7), "flag": np.bool_(True),
+               "band": "g", "none": None}
+    with engine.begin() as conn:
+        store.add_alerts(conn, [Alert(**{**base.__dict__, "quality": quality})],
+                         hpx29=[1], vetoes=[[]])
+    with engine.connect() as conn:
+        stored = conn.execute(select(alerts.c.quality)).scalar_one()
+    assert stored == {"reliability": None, "snr": None, "neg": None, "f32": 0.5, "i64": 7,
+                      "flag": True, "band": "g", "none": None}
+    assert type(stored["i64"]) is int and type(stored["flag"]) is bool

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -400,7 +401,8 @@ def _jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in mapping.items():
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(value, float) and not np.isfinite(value):
+        # math.isfinite: np.isfinite costs ~1 us on a Python float, ~40 keys an alert.
+        if isinstance(value, float) and not math.isfinite(value):
             value = None
         out[key] = value
     return out
