@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mma.config import Config
 from mma.db import store
@@ -191,14 +191,18 @@ class Correlator:
                           coincidences.c.coincidence_id)
             ).all()
             rank = 0
+            changed = []
             for row in rows:
                 new: int | None = None
                 if row.status != "retracted" and not row.vetoed:
                     rank += 1
                     new = rank
                 if new != row.rank:
-                    conn.execute(update(coincidences).where(
-                        coincidences.c.coincidence_id == row.coincidence_id).values(rank=new))
+                    changed.append({"cid": row.coincidence_id, "new_rank": new})
+            if changed:  # one executemany: a batch can shift the ranks of many rows
+                conn.execute(update(coincidences).where(
+                    coincidences.c.coincidence_id == bindparam("cid")).values(
+                    rank=bindparam("new_rank")), changed)
 
     def rescore(self, conn: Connection, now: datetime) -> set[str]:
         """Re-measure the backgrounds and re-score every active region's coincidences.
