@@ -61,6 +61,32 @@ ASSIGN_WAIT_S = 30.0
 KINDS = ("notice", "alert")
 
 
+class Assignments:
+    """Whether every consumer holds its partitions now: the idle clock runs only then.
+
+    A rebalance (another daemon joining or leaving the group) revokes partitions and
+    can take seconds while the members rejoin; no message arrives meanwhile, and
+    that is not idleness. A consumer that never gets an assignment (a topic with
+    no partitions for it) stops holding the clock after *wait_s*.
+    """
+
+    def __init__(self, kinds: Sequence[str], wait_s: float = ASSIGN_WAIT_S) -> None:
+        self.held = dict.fromkeys(kinds, False)
+        self.wait_s = wait_s
+        self.since = time.monotonic()  # when the last consumer lost its partitions
+
+    def assigned(self, kind: str) -> None:
+        self.held[kind] = True
+
+    def revoked(self, kind: str) -> None:
+        self.held[kind] = False
+        self.since = time.monotonic()
+
+    def settled(self) -> bool:
+        """Every consumer holds its partitions, or has waited longer than *wait_s*."""
+        return all(self.held.values()) or time.monotonic() - self.since > self.wait_s
+
+
 class Daemon:
     """The long-running service (see the module docstring).
 
@@ -93,7 +119,7 @@ class Daemon:
         self.health: HealthServer | None = None
         self.scheduler: BackgroundScheduler | None = None
         self._due: set[str] = {"expire"}  # pipeline jobs flagged by the scheduler
-        self._assignments: set[str] = set()  # consumer kinds that got their partitions
+        self._assignments = Assignments([])
 
     def _pipeline(self, config: Config) -> Pipeline:
         fetch = fetcher_from_config(config) if config.section("skymaps")["fetch"] else None
@@ -102,11 +128,12 @@ class Daemon:
     # -- Kafka -----------------------------------------------------------------------------
     def _subscribe(self, kind: str, consumer: Consumer) -> None:
         def assigned(_c: Consumer, partitions: list[TopicPartition]) -> None:
-            self._assignments.add(kind)
+            self._assignments.assigned(kind)
             log.info("%s consumer assigned %d partitions", kind, len(partitions))
 
         def revoked(_c: Consumer, partitions: list[TopicPartition]) -> None:
             self.book.forget(partitions)
+            self._assignments.revoked(kind)
 
         consumer.subscribe(topics_of(self.config, self.registry, kind), on_assign=assigned,
                            on_revoke=revoked)
@@ -296,6 +323,7 @@ class Daemon:
                 self._consumers.append((kind, consumer))
         if not self._consumers and not self.config.section("daemon")["spool_dir"]:
             raise ConfigError("nothing to consume: no Kafka topics and no daemon.spool_dir")
+        self._assignments = Assignments([kind for kind, _c in self._consumers])
         self.scheduler = scheduler = BackgroundScheduler(timezone="UTC")
         self._schedule(scheduler)
         scheduler.start()
@@ -307,7 +335,7 @@ class Daemon:
         watchdog = watchdog_interval_s()
         self.notifier.ready(status=f"consuming with {len(self._consumers)} consumers")
         log.info("mma %s running: %d consumers", self.instance, len(self._consumers))
-        started = last_message = last_watchdog = time.monotonic()
+        last_message = last_watchdog = time.monotonic()
         got = 0
         try:
             while not self._stop:
@@ -332,10 +360,9 @@ class Daemon:
                     got += self._poll(consumer, int(kafka["batch"]), wait)
                 if not self._consumers:  # spool directory only: the scheduler flags work
                     time.sleep(wait)
-                # Idle time counts once every consumer is assigned (a restarted group can
-                # take a while), or after ASSIGN_WAIT_S when a topic never gets partitions.
-                assigned = (len(self._assignments) == len(self._consumers)
-                            or time.monotonic() - started > ASSIGN_WAIT_S)
+                # Idle time counts only while every consumer holds its partitions (a
+                # restarted group or a rebalance can take a while; see Assignments).
+                assigned = self._assignments.settled()
                 if got or not assigned:
                     last_message = time.monotonic()
                 elif (self.idle_exit_s is not None
