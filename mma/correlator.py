@@ -90,13 +90,39 @@ class Correlator:
         self.active.clear()
         self.index = RegionIndex(max_credible_level=self.max_cl)
         for row in conn.execute(select(regions).where(regions.c.status == "active")):
-            event = store.event_row(conn, row.event_pk)
-            tiles = store.region_tiles_of(conn, row.id)
-            region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity,
-                                       distmu=tiles.distmu, distsigma=tiles.distsigma,
-                                       distnorm=tiles.distnorm)
-            self.activate(row.id, row.version, event, region)
+            self._load(conn, row)
         log.info("loaded %d active regions", len(self.active))
+
+    def sync_active(self, conn: Connection) -> None:
+        """Bring the index to the database's active regions, reading only those it lacks.
+
+        Daemons sharing a database store, supersede and retract regions for each
+        other; this runs before every alert batch, so it costs one small query when
+        nothing changed. (After a failed transaction the index may hold regions the
+        database never got, under reused keys: :meth:`load_active` rebuilds it whole.)
+        """
+        live = {row.id: row for row in conn.execute(
+            select(regions).where(regions.c.status == "active"))}
+        held = {a.region_pk: a.event_pk for a in self.active.values()}
+        if live.keys() == held.keys():
+            return
+        for region_pk, event_pk in held.items():
+            if region_pk not in live:
+                self.deactivate(event_pk)
+        for region_pk, row in live.items():
+            if region_pk not in held:
+                self._load(conn, row)
+        log.info("index synced with the database: %d active regions (%d were held)",
+                 len(self.active), len(held))
+
+    def _load(self, conn: Connection, row: Any) -> None:
+        """Activate the stored region *row* (a ``regions`` row) from its tiles."""
+        event = store.event_row(conn, row.event_pk)
+        tiles = store.region_tiles_of(conn, row.id)
+        region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity,
+                                   distmu=tiles.distmu, distsigma=tiles.distsigma,
+                                   distnorm=tiles.distnorm)
+        self.activate(row.id, row.version, event, region)
 
     def activate(self, region_pk: int, version: int, event: Mapping[str, Any],
                  region: Region) -> ActiveRegion:
@@ -124,7 +150,9 @@ class Correlator:
         -------
         Ids of coincidences created or changed.
         """
-        rows = alerts_in_region(conn, active.region_pk, active.start, active.end, self.max_cl)
+        # By alert: coincidence rows are locked in the same order by every daemon.
+        rows = sorted(alerts_in_region(conn, active.region_pk, active.start, active.end,
+                                       self.max_cl), key=lambda r: r.id)
         touched: set[str] = set()
         kept: set[str] = set()
         if rows:
@@ -213,7 +241,8 @@ class Correlator:
         for survey in list(self.rates.surveys()):
             self.rates.background(conn, survey, now, force=True)
         touched: set[str] = set()
-        for active in list(self.active.values()):
+        # One order in every daemon, so that concurrent re-scores lock rows alike.
+        for active in sorted(self.active.values(), key=lambda a: a.event_pk):
             touched |= self.on_region(conn, active, now)
         self.rerank(conn, {a.event_pk for a in self.active.values()})
         return touched
@@ -229,7 +258,8 @@ class Correlator:
         conn.execute(update(alerts).where(alerts.c.id == alert_pk).values(
             vetoes=list(vetoes), passes_vetting=False))
         rows = conn.execute(select(coincidences).where(
-            coincidences.c.alert_pk == alert_pk, coincidences.c.status != "retracted")).all()
+            coincidences.c.alert_pk == alert_pk, coincidences.c.status != "retracted")
+            .with_for_update()).all()
         for row in rows:
             payload = dict(row.payload)
             payload["flags"] = [*payload["flags"], "source_withdrawn"]
@@ -266,7 +296,7 @@ class Correlator:
         live = store.retract_event(conn, event_pk)
         for cid in live:
             row = conn.execute(select(coincidences.c.payload, coincidences.c.revision).where(
-                coincidences.c.coincidence_id == cid)).one()
+                coincidences.c.coincidence_id == cid).with_for_update()).one()
             payload = dict(row.payload)
             payload["flags"] = [*payload["flags"], "event_retracted"]
             conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid)
@@ -360,8 +390,11 @@ class Correlator:
             "p_chance": score.p_chance,
             "flags": flags,
         }
-        existing = conn.execute(
-            select(coincidences).where(coincidences.c.coincidence_id == cid)).first()
+        # Locked (PostgreSQL) until this transaction ends: another daemon re-scoring the
+        # same coincidence waits, then sees this revision and finds nothing to change,
+        # instead of writing the same revision number (and message) a second time.
+        existing = conn.execute(select(coincidences).where(
+            coincidences.c.coincidence_id == cid).with_for_update()).first()
         if existing is None:
             conn.execute(insert(coincidences).values(
                 coincidence_id=cid, event_pk=active.event_pk, alert_pk=alert["id"],
@@ -390,6 +423,7 @@ class Correlator:
                    coincidences.c.revision).where(
                 coincidences.c.event_pk == active.event_pk,
                 coincidences.c.status != "retracted")
+            .order_by(coincidences.c.coincidence_id).with_for_update()
         ).all()
         out = set()
         for row in gone:

@@ -20,14 +20,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma import outbox
 from mma.config import Config
 from mma.correlator import Correlator
 from mma.db import store
-from mma.db.schema import regions
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.models import Alert, Item, Notice, RegionSpec
 from mma.scoring import vet_rubin, vet_ztf
@@ -204,9 +203,18 @@ class Pipeline:
         return outcomes
 
     def rescore(self, now: datetime) -> set[str]:
-        """Re-score every active region against the latest backgrounds (end of a replay)."""
+        """Re-score every active region against the latest backgrounds (end of a replay).
+
+        The regions are the database's, not this index's: a daemon that re-scored
+        a version another daemon had superseded would revert that one's work.
+        """
         try:
             with self.engine.begin() as conn:
+                if self._index_stale:
+                    self.correlator.load_active(conn)
+                    self._index_stale = False
+                else:
+                    self.correlator.sync_active(conn)
                 touched = self.correlator.rescore(conn, now)
                 outbox.enqueue(conn, self.channels, touched, utcnow())
                 return touched
@@ -257,16 +265,18 @@ class Pipeline:
 
     def _notice(self, handler: Handler, notice: Notice, raw: bytes, origin: str,
                 now: datetime) -> Outcome:
+        # Every daemon reads every notice; another one sharing the database may have
+        # stored it first, with its region or retraction: take those into the index
+        # from the database, without decoding the map again.
+        with self.engine.connect() as conn:
+            if store.notice_stored(conn, raw):
+                return self._duplicate(conn, notice, origin)
         spec = None if notice.retraction else notice.region
         region = None if spec is None else self._region_of(spec)
         with self.engine.begin() as conn:
             stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
-            if not stored.is_new:
-                # Another daemon sharing the database may have stored it first, with its
-                # region or retraction: take the index from the database before going on.
-                self._index_stale = True
-                log.info("%s: notice for %s already stored", origin, notice.event_id)
-                return Outcome("duplicate")
+            if not stored.is_new:  # stored meanwhile
+                return self._duplicate(conn, notice, origin)
             if notice.retraction:
                 touched = self.correlator.retract(conn, stored.event_pk)
                 self.correlator.rerank(conn, {stored.event_pk})
@@ -280,6 +290,11 @@ class Pipeline:
         if spec is not None and spec.skymap_url and spec.skymap is None:
             touched |= self._upgrade(stored, notice, spec, now)
         return Outcome("notice", touched)
+
+    def _duplicate(self, conn: Connection, notice: Notice, origin: str) -> Outcome:
+        self.correlator.sync_active(conn)
+        log.info("%s: notice for %s already stored", origin, notice.event_id)
+        return Outcome("duplicate")
 
     def _store_region(self, conn: Connection, stored: store.StoredNotice, region: Region,
                       kind: str, origin: str, now: datetime) -> set[str]:
@@ -342,10 +357,7 @@ class Pipeline:
             stored = store.add_alerts(conn, batch, hpx29=ipix, vetoes=vetoes)
             # Another daemon may have stored, superseded or retracted a region since this
             # index was built: match against what the database holds now.
-            live = set(conn.execute(select(regions.c.id).where(
-                regions.c.status == "active")).scalars())
-            if live != {a.region_pk for a in self.correlator.active.values()}:
-                self.correlator.load_active(conn)
+            self.correlator.sync_active(conn)
             rows, firsts, times, kept = [], [], [], []
             touched: set[str] = set()
             for i, (alert, result) in enumerate(zip(batch, stored, strict=True)):

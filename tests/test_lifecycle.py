@@ -151,3 +151,41 @@ def test_a_notice_stored_by_another_daemon_reaches_this_ones_index(
     hit = Alert(alert_id="9", object_id="ZTF23obj", survey="ZTF", ra_deg=ra, dec_deg=dec,
                 time=notice.event_time + timedelta(hours=2), quality={"rb": 0.9})
     assert second.process(lvk, b"alert", origin="c", item=hit).touched
+
+
+def test_updates_and_retractions_by_another_daemon_are_followed(
+        engine: Engine, config: Config, corpus: Path) -> None:
+    """The second daemon's alert batches match the region versions the first one stored
+    since (never a superseded one), and nothing after the first one retracted the event;
+    an unchanged database is not read again."""
+    *alive, (retraction_raw, retraction) = _load(
+        corpus, "MS181101ab-preliminary.json", "MS181101ab-initial.json",
+        "MS181101ab-update.json", "MS181101ab-retraction.json")
+    first, second = Pipeline(engine, config), Pipeline(engine, config)
+    (raw, notice), *later = alive
+    assert first.process(lvk, raw, origin="a0", item=notice).kind == "notice"
+    assert second.process(lvk, raw, origin="b0", item=notice).kind == "duplicate"
+    held = second.correlator.active[next(iter(second.correlator.active))]
+    for i, (raw, notice) in enumerate(later):
+        assert first.process(lvk, raw, origin=f"a{i + 1}", item=notice).kind == "notice"
+    ra, dec = _best_position(first)
+    t0 = notice.event_time
+    hit = Alert(alert_id="1", object_id="ZTF18mock", survey="ZTF", ra_deg=ra, dec_deg=dec,
+                time=t0 + timedelta(hours=3), quality={"rb": 0.9})
+    (_cid,) = second.process(lvk, b"alert", origin="b1", item=hit).touched
+    with engine.connect() as conn:
+        row = conn.execute(select(coincidences.c.region_pk, coincidences.c.payload)).one()
+        newest = conn.execute(select(regions.c.id, regions.c.version).where(
+            regions.c.status == "active")).one()
+    assert (row.region_pk, row.payload["region_version"]) == tuple(newest)
+    assert newest.version > held.version
+    # Nothing changed in the database: the next batch keeps the index as it is.
+    index = second.correlator.index
+    again = Alert(**{**hit.__dict__, "alert_id": "2", "time": hit.time + timedelta(hours=1)})
+    second.process(lvk, b"alert", origin="b2", item=again)
+    assert second.correlator.index is index and set(second.correlator.active) == {
+        held.event_pk}
+    assert first.process(lvk, retraction_raw, origin="a9", item=retraction).touched
+    late = Alert(**{**hit.__dict__, "alert_id": "3", "time": hit.time + timedelta(hours=2)})
+    assert second.process(lvk, b"alert", origin="b3", item=late).touched == set()
+    assert second.correlator.active == {}

@@ -78,6 +78,13 @@ class StoredNotice:
     is_new: bool  # False when the same bytes were stored before (idempotent re-delivery)
 
 
+def notice_stored(conn: Connection, raw: bytes) -> bool:
+    """Whether a notice with exactly these bytes is stored (as :func:`add_notice` tells)."""
+    digest = hashlib.sha256(raw).hexdigest()
+    return conn.execute(select(notices.c.id).where(notices.c.sha256 == digest)).first() \
+        is not None
+
+
 def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
                origin: str | None) -> StoredNotice:
     """Store a notice and create or update its event (with aliases).

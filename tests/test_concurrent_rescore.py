@@ -1,0 +1,57 @@
+"""Two daemons re-scoring the same coincidences at once, on a real PostgreSQL server.
+
+Each re-score reads a coincidence, compares the new numbers with it and writes the
+next revision. Without a row lock both daemons read revision r, and both write
+r + 1 with the same payload: two outbox rows, the same message published twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+
+from mma.config import Config
+from mma.db.schema import coincidences, outbox
+from mma.ingest import Pipeline
+from tests.test_correlator import T0, alert, feed, notice
+
+
+def revisions(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return dict(conn.execute(select(coincidences.c.coincidence_id,
+                                        coincidences.c.revision)).tuples().all())
+
+
+# PostgreSQL only: SQLite lets one writer at a time in, so the race cannot happen there.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_concurrent_rescores_write_each_revision_once(engine: Engine, config: Config) -> None:
+    pg = engine
+    first, second = Pipeline(pg, config), Pipeline(pg, config)
+    feed(first, notice("PRELIMINARY", 0.01, {0: 0.7, 1: 0.3}))
+    for i in range(4):
+        feed(first, alert(f"m{i}", pixel=0, hours=1 + i))
+    # The background measured at scoring time had few objects; many more arrive since,
+    # so a re-score changes every P_chance.
+    for i in range(300):
+        feed(first, alert(f"bg{i}", pixel=4 + i % 8, hours=5))
+    before = revisions(pg)
+    assert len(before) == 4
+    now = T0 + timedelta(hours=6)
+    result: dict[str, set[str]] = {}
+    with pg.connect() as conn:
+        with conn.begin():
+            changed = first.correlator.rescore(conn, now)  # rows locked until commit
+            assert changed == set(before)
+            waiter = threading.Thread(target=lambda: result.update(second=second.rescore(now)))
+            waiter.start()
+            waiter.join(2.0)
+            assert waiter.is_alive(), "the second re-score did not wait for the first"
+        waiter.join(30.0)
+    assert result["second"] == set()  # it found the first one's revision: nothing to change
+    assert revisions(pg) == {cid: r + 1 for cid, r in before.items()}
+    with pg.connect() as conn:
+        queued = conn.execute(select(outbox.c.coincidence_id, outbox.c.revision)).all()
+    assert len(queued) == len(set(queued))
