@@ -196,18 +196,47 @@ def _with_credible_level(tiles: Tiles) -> Tiles:
 
 
 def _insert_tiles(conn: Connection, region_pk: int, tiles: Tiles) -> None:
-    """Bulk-insert tiles as plain tuples through the driver's executemany.
+    """Bulk-insert a region's tiles: binary COPY on PostgreSQL, executemany elsewhere.
 
-    A map has 20k-300k tiles; building SQLAlchemy parameter dicts for each
-    costs ~10 us a row, which the driver's own executemany does not.
+    A map has 20k-300k tiles. SQLAlchemy parameter dicts cost ~10 us a row,
+    psycopg's pipelined executemany ~20 us and COPY row by row ~10 us (0.4 and
+    0.2 s for a 19k-tile map); one binary COPY buffer built by numpy, well
+    under 1 us.
     """
-    columns = {name: arr.tolist() for name, arr in tiles._asdict().items() if arr is not None}
-    names = ["region_pk", *columns]
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {region_tiles.name} ({', '.join(names)}) "
-           f"VALUES ({', '.join([mark] * len(names))})")
-    rows = [(region_pk, *values) for values in zip(*columns.values(), strict=True)]
-    conn.exec_driver_sql(sql, rows)
+    columns = {name: arr for name, arr in tiles._asdict().items() if arr is not None}
+    if conn.dialect.name == "postgresql":
+        _copy_binary(conn, region_tiles.name, {
+            "region_pk": np.full(len(tiles.lo), region_pk, dtype=np.int64), **columns})
+        return
+    insert_tuples(conn, region_tiles, ["region_pk", *columns],
+                  ((region_pk, *values) for values in zip(
+                      *(arr.tolist() for arr in columns.values()), strict=True)))
+
+
+_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+
+def _copy_binary(conn: Connection, table: str, columns: Mapping[str, np.ndarray]) -> None:
+    """PostgreSQL binary COPY of equal-length numeric columns, none null.
+
+    Integer arrays go to ``bigint`` columns and floating ones to ``double
+    precision`` (NaN included): each row is a field count, then a length and
+    8 big-endian bytes per field, which one numpy record array lays out.
+    """
+    fields: list[tuple[str, str]] = [("n_fields", ">i2")]
+    for i, arr in enumerate(columns.values()):
+        fields += [(f"size{i}", ">i4"), (f"value{i}", ">i8" if arr.dtype.kind in "iu" else ">f8")]
+    rows = np.empty(len(next(iter(columns.values()))), dtype=fields)
+    rows["n_fields"] = len(columns)
+    for i, arr in enumerate(columns.values()):
+        rows[f"size{i}"] = 8
+        rows[f"value{i}"] = arr
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(_PGCOPY_HEADER + rows.tobytes() + _PGCOPY_TRAILER)
 
 
 def region_tiles_of(conn: Connection, region_pk: int) -> Tiles:
@@ -218,7 +247,9 @@ def region_tiles_of(conn: Connection, region_pk: int) -> Tiles:
         .where(region_tiles.c.region_pk == region_pk).order_by(region_tiles.c.lo)
     ).all()
     cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
-    dist = [None if not rows or values[0] is None else np.asarray(values, dtype=float)
+    # A map without distances stores NULL in every row. SQLite stores NaN as NULL too,
+    # so one NULL does not mean "no distance": it reads back as NaN.
+    dist = [None if all(v is None for v in values) else np.asarray(values, dtype=float)
             for values in cols[3:]]
     return Tiles(np.asarray(cols[0], dtype=np.int64), np.asarray(cols[1], dtype=np.int64),
                  np.asarray(cols[2], dtype=float), *dist)
@@ -291,10 +322,20 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     names = list(rows[0])
     dialect = conn.dialect
     procs = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    values = [tuple(v if f is None or v is None else f(v)
-                    for f, v in zip(procs, (row[n] for n in names), strict=True))
-              for row in rows]
-    if dialect.name == "postgresql":
+    insert_tuples(conn, table, names, [
+        tuple(v if f is None or v is None else f(v)
+              for f, v in zip(procs, (row[n] for n in names), strict=True))
+        for row in rows])
+
+
+def insert_tuples(conn: Connection, table: Table, names: Sequence[str],
+                  values: Iterable[tuple[Any, ...]]) -> None:
+    """Insert rows given as tuples of driver values, in *names*' order.
+
+    COPY on PostgreSQL, the driver's executemany elsewhere: no SQLAlchemy
+    parameter dict per row.
+    """
+    if conn.dialect.name == "postgresql":
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(
@@ -302,9 +343,9 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
             for row in values:
                 copy.write_row(row)
         return
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) "
-                         f"VALUES ({', '.join([mark] * len(names))})", values)
+                         f"VALUES ({', '.join([mark] * len(names))})", list(values))
 
 
 CHUNK = 500  # keys per IN (...) list: well under every driver's parameter limit
