@@ -1,4 +1,4 @@
-"""The only module that writes SQL: events, notices, regions, alerts, coincidences.
+"""Writes of events, notices, regions and alerts (bulk paths in :mod:`mma.db.bulk`).
 
 Every function takes an open :class:`sqlalchemy.Connection` inside a
 transaction owned by the caller (:mod:`mma.ingest`), so that a notice, its
@@ -17,20 +17,9 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import (
-    ARRAY,
-    Column,
-    Connection,
-    Engine,
-    Table,
-    bindparam,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
+from mma.db.bulk import bulk_insert, copy_binary, insert_tuples, lookup
 from mma.db.schema import (
     alerts,
     coincidences,
@@ -79,9 +68,17 @@ class StoredNotice:
 
 def notice_stored(conn: Connection, raw: bytes) -> bool:
     """Whether a notice with exactly these bytes is stored (as :func:`add_notice` tells)."""
-    digest = hashlib.sha256(raw).hexdigest()
-    return conn.execute(select(notices.c.id).where(notices.c.sha256 == digest)).first() \
-        is not None
+    return _notice_with(conn, _digest(raw)) is not None
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _notice_with(conn: Connection, digest: str) -> Any:
+    """The stored notice (``id``, ``event_pk``) whose bytes have this SHA-256, or None."""
+    return conn.execute(select(notices.c.id, notices.c.event_pk)
+                        .where(notices.c.sha256 == digest)).first()
 
 
 def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
@@ -91,10 +88,8 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
     A revised event time in a newer notice updates the event; it never forks a
     new event.
     """
-    digest = hashlib.sha256(raw).hexdigest()
-    known = conn.execute(
-        select(notices.c.id, notices.c.event_pk).where(notices.c.sha256 == digest)
-    ).first()
+    digest = _digest(raw)
+    known = _notice_with(conn, digest)
     if known is not None:
         return StoredNotice(known.event_pk, known.id, is_new=False)
 
@@ -204,38 +199,12 @@ def _insert_tiles(conn: Connection, region_pk: int, tiles: Tiles) -> None:
     """
     columns = {name: arr for name, arr in tiles._asdict().items() if arr is not None}
     if conn.dialect.name == "postgresql":
-        _copy_binary(conn, region_tiles.name, {
+        copy_binary(conn, region_tiles.name, {
             "region_pk": np.full(len(tiles.lo), region_pk, dtype=np.int64), **columns})
         return
     insert_tuples(conn, region_tiles, ["region_pk", *columns],
                   ((region_pk, *values) for values in zip(
                       *(arr.tolist() for arr in columns.values()), strict=True)))
-
-
-_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
-_PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
-
-
-def _copy_binary(conn: Connection, table: str, columns: Mapping[str, np.ndarray]) -> None:
-    """PostgreSQL binary COPY of equal-length numeric columns, none null.
-
-    Integer arrays go to ``bigint`` columns and floating ones to ``double
-    precision`` (NaN included): each row is a field count, then a length and
-    8 big-endian bytes per field, which one numpy record array lays out.
-    """
-    fields: list[tuple[str, str]] = [("n_fields", ">i2")]
-    for i, arr in enumerate(columns.values()):
-        fields += [(f"size{i}", ">i4"), (f"value{i}", ">i8" if arr.dtype.kind in "iu" else ">f8")]
-    rows = np.empty(len(next(iter(columns.values()))), dtype=fields)
-    rows["n_fields"] = len(columns)
-    for i, arr in enumerate(columns.values()):
-        rows[f"size{i}"] = 8
-        rows[f"value{i}"] = arr
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor, cursor.copy(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.write(_PGCOPY_HEADER + rows.tobytes() + _PGCOPY_TRAILER)
 
 
 def region_tiles_of(conn: Connection, region_pk: int) -> Tiles:
@@ -308,74 +277,6 @@ def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
     return alert_pk, object_first
 
 
-def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert many rows (same keys, every non-null column given) through the driver.
-
-    Values are converted by the columns' own SQLAlchemy types (UTC timestamps,
-    JSON, booleans), then written by COPY on PostgreSQL and by the driver's
-    executemany elsewhere: SQLAlchemy's executemany costs ~45 us a row on
-    PostgreSQL (a pipelined statement each), COPY a few.
-    """
-    if not rows:
-        return
-    names = list(rows[0])
-    dialect = conn.dialect
-    procs = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    insert_tuples(conn, table, names, [
-        tuple(v if f is None or v is None else f(v)
-              for f, v in zip(procs, (row[n] for n in names), strict=True))
-        for row in rows])
-
-
-def insert_tuples(conn: Connection, table: Table, names: Sequence[str],
-                  values: Iterable[tuple[Any, ...]]) -> None:
-    """Insert rows given as tuples of driver values, in *names*' order.
-
-    COPY on PostgreSQL, the driver's executemany elsewhere: no SQLAlchemy
-    parameter dict per row.
-    """
-    if conn.dialect.name == "postgresql":
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor, cursor.copy(
-                f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in values:
-                copy.write_row(row)
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) "
-                         f"VALUES ({', '.join([mark] * len(names))})", list(values))
-
-
-CHUNK = 500  # keys per IN (...) list: well under every driver's parameter limit
-
-
-def _lookup(conn: Connection, column: Column[Any], keys: Iterable[tuple[str, str]],
-            *wanted: Column[Any]) -> dict[tuple[str, str], Any]:
-    """Rows (*wanted* columns) of *column*'s table by (survey, *column*), in few queries."""
-    table = column.table
-    by_survey: dict[str, list[str]] = {}
-    for survey, key in keys:
-        by_survey.setdefault(survey, []).append(key)
-    out: dict[tuple[str, str], Any] = {}
-    for survey, values in by_survey.items():
-        for i in range(0, len(values), CHUNK):
-            chunk = values[i:i + CHUNK]
-            query = select(column, *wanted).where(table.c.survey == survey)
-            if conn.dialect.name == "postgresql":
-                # One array parameter, joined: "= ANY(array)" let the planner of a young
-                # table (no statistics yet) scan it comparing every row with all 500 keys
-                # (1 s a batch at 20k alerts); a join is at worst a hash join.
-                given = func.unnest(literal(chunk, ARRAY(column.type))).table_valued(
-                    "key").render_derived(name="given")
-                query = query.join_from(table, given, column == given.c.key)
-            else:
-                query = query.where(column.in_(chunk))
-            for row in conn.execute(query):
-                out[(survey, row[0])] = row
-    return out
-
-
 def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int],
                vetoes: Sequence[Sequence[str]]) -> list[tuple[int, datetime] | None]:
     """Store many alerts and update their objects, as :func:`add_alert` would one by one.
@@ -387,7 +288,7 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
     exactly as sequential calls would.
     """
     out: list[tuple[int, datetime] | None] = [None] * len(batch)
-    seen = set(_lookup(conn, alerts.c.alert_id, {(a.survey, a.alert_id) for a in batch}))
+    seen = set(lookup(conn, alerts.c.alert_id, {(a.survey, a.alert_id) for a in batch}))
     fresh: list[int] = []
     for i, alert in enumerate(batch):
         if (alert.survey, alert.alert_id) not in seen:
@@ -395,7 +296,7 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
             fresh.append(i)
     if not fresh:
         return out
-    known = _lookup(conn, objects.c.object_id,
+    known = lookup(conn, objects.c.object_id,
                     {(batch[i].survey, batch[i].object_id) for i in fresh},
                     objects.c.id, objects.c.first_time, objects.c.last_time, objects.c.n_alerts)
     state: dict[tuple[str, str], dict[str, Any]] = {
@@ -408,21 +309,20 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
         obj = state.get((alert.survey, alert.object_id))
         if obj is None:
             state[(alert.survey, alert.object_id)] = obj = {
-                "id": None, "first": first, "last": alert.time, "n": 1, "survey": alert.survey,
-                "object_id": alert.object_id, "ra": alert.ra_deg, "dec": alert.dec_deg}
+                "id": None, "first": first, "last": alert.time, "n": 1,
+                "ra": alert.ra_deg, "dec": alert.dec_deg}
         else:
             obj.update(first=min(obj["first"], first), last=max(obj["last"], alert.time),
                        n=obj["n"] + 1, changed=True)
         object_first[i] = obj["first"]
-    created = [obj for obj in state.values() if obj["id"] is None]
+    created = [(key, obj) for key, obj in state.items() if obj["id"] is None]
     if created:
         bulk_insert(conn, objects, [
-            {"survey": o["survey"], "object_id": o["object_id"], "ra_deg": o["ra"],
-             "dec_deg": o["dec"], "first_time": o["first"], "last_time": o["last"],
-             "n_alerts": o["n"]} for o in created])
-        for key, row in _lookup(conn, objects.c.object_id,
-                                [(o["survey"], o["object_id"]) for o in created],
-                                objects.c.id).items():
+            {"survey": survey, "object_id": object_id, "ra_deg": obj["ra"],
+             "dec_deg": obj["dec"], "first_time": obj["first"], "last_time": obj["last"],
+             "n_alerts": obj["n"]} for (survey, object_id), obj in created])
+        for key, row in lookup(conn, objects.c.object_id, [key for key, _ in created],
+                               objects.c.id).items():
             state[key]["id"] = row.id
     changed = [obj for obj in state.values() if obj.get("changed")]
     if changed:
@@ -441,7 +341,7 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
          "broker": a.broker, "quality": _jsonable(a.quality), "vetoes": list(vetoes[i]),
          "passes_vetting": not vetoes[i], "received_at": now}
         for i, a in ((i, batch[i]) for i in fresh)])
-    stored = _lookup(conn, alerts.c.alert_id,
+    stored = lookup(conn, alerts.c.alert_id,
                      [(batch[i].survey, batch[i].alert_id) for i in fresh], alerts.c.id)
     for i in fresh:
         out[i] = stored[(batch[i].survey, batch[i].alert_id)].id, object_first[i]
