@@ -27,6 +27,7 @@ from mma import outbox
 from mma.config import Config
 from mma.correlator import Correlator
 from mma.db import store
+from mma.db.engine import describe_error
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.models import Alert, Item, Notice, RegionSpec
 from mma.scoring import vet_rubin, vet_ztf
@@ -129,7 +130,7 @@ class Pipeline:
                 outcome = self._alerts([item], [now or item.time])[0]
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
-            raise TransientError(f"{origin}: database error: {_db_error(exc)}") from exc
+            raise TransientError(f"{origin}: database error: {describe_error(exc)}") from exc
         except Ignored as exc:
             return self.ignored(handler.NAME, origin, exc)
         except BadMessage as exc:
@@ -192,7 +193,7 @@ class Pipeline:
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
             raise TransientError(f"{batch[0].origin} (+{len(batch) - 1}): database error: "
-                                 f"{_db_error(exc)}") from exc
+                                 f"{describe_error(exc)}") from exc
         except Exception:
             log.exception("%s (+%d): batch failed; processing its alerts one by one",
                           batch[0].origin, len(batch) - 1)
@@ -220,7 +221,7 @@ class Pipeline:
                 return touched
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
-            raise TransientError(f"rescore: database error: {_db_error(exc)}") from exc
+            raise TransientError(f"rescore: database error: {describe_error(exc)}") from exc
 
     def expire(self, now: datetime) -> list[str]:
         """Close regions whose windows have ended (the scheduler's expiry job)."""
@@ -229,7 +230,7 @@ class Pipeline:
                 return self.correlator.expire(conn, now)
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
-            raise TransientError(f"expire: database error: {_db_error(exc)}") from exc
+            raise TransientError(f"expire: database error: {describe_error(exc)}") from exc
 
     def ignored(self, source: str, origin: str, reason: Ignored) -> Outcome:
         """Count a valid message of no interest (not stored, not dead-lettered)."""
@@ -390,13 +391,6 @@ class Pipeline:
     def _vet(self, alert: Alert) -> list[str]:
         vetter = self.vetters.get(alert.survey)
         return vetter[0](alert.quality, vetter[1]) if vetter else []
-
-
-def _db_error(exc: DBAPIError) -> str:
-    """The driver's error on one line, without SQL and parameters (journald, Slack)."""
-    orig = exc.orig if exc.orig is not None else exc
-    text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
-    return f"{type(orig).__name__}: {text[:500]}"
 
 
 def utcnow() -> datetime:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -159,3 +160,32 @@ class SourceBook:
                 stats = out.setdefault(topic, SourceStats())
                 stats.lag = (stats.lag or 0) + lag
         return out
+
+
+ASSIGN_WAIT_S = 30.0
+
+
+class Assignments:
+    """Whether every consumer holds its partitions now: the idle clock runs only then.
+
+    A rebalance (another daemon joining or leaving the group) revokes partitions and
+    can take seconds while the members rejoin; no message arrives meanwhile, and
+    that is not idleness. A consumer that never gets an assignment (a topic with
+    no partitions for it) stops holding the clock after *wait_s*.
+    """
+
+    def __init__(self, kinds: Sequence[str], wait_s: float = ASSIGN_WAIT_S) -> None:
+        self.held = dict.fromkeys(kinds, False)
+        self.wait_s = wait_s
+        self.since = time.monotonic()  # when the last consumer lost its partitions
+
+    def assigned(self, kind: str) -> None:
+        self.held[kind] = True
+
+    def revoked(self, kind: str) -> None:
+        self.held[kind] = False
+        self.since = time.monotonic()
+
+    def settled(self) -> bool:
+        """Every consumer holds its partitions, or has waited longer than *wait_s*."""
+        return all(self.held.values()) or time.monotonic() - self.since > self.wait_s

@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from mma.db.schema import metadata
 
@@ -87,3 +88,10 @@ def _upgrade(engine: Engine, revision: str) -> None:
 def is_current(engine: Engine) -> bool:
     """True if every table of the schema exists (a quick check before work)."""
     return set(metadata.tables) <= set(inspect(engine).get_table_names())
+
+
+def describe_error(exc: DBAPIError) -> str:
+    """The driver's error on one line, without SQL and parameters (journald, Slack)."""
+    orig = exc.orig if exc.orig is not None else exc
+    text = " ".join(line.strip() for line in str(orig).splitlines() if line.strip())
+    return f"{type(orig).__name__}: {text[:500]}"
