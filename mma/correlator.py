@@ -4,24 +4,22 @@ new region against the alerts already stored.
 The correlator keeps the active region of each event in memory (rebuilt from
 the database at start-up by :meth:`Correlator.load_active`), finds matches with
 the level-29 range index of :class:`mma.skymaps.region.Region`, scores them
-with :mod:`mma.scoring` and writes coincidences through
-:mod:`mma.db.store`-style statements in the caller's transaction. It never
-emits: emitters read what it committed.
+with :mod:`mma.scoring` and writes coincidences with :mod:`mma.coincidence`
+in the caller's transaction. It never emits: emitters read what it committed.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, select, update
 
+from mma.coincidence import coincidence_id, payload_of, record, rerank, withdraw_others
 from mma.config import Config
 from mma.db import store
 from mma.db.backmatch import alerts_in_region
@@ -32,17 +30,6 @@ from mma.skymaps.index import RegionIndex
 from mma.skymaps.region import Region
 
 log = logging.getLogger(__name__)
-
-# Namespace of coincidence ids: uuid5(event_id|survey|alert_id) is stable across re-scoring.
-COINCIDENCE_NS = uuid.UUID("5d1c3e0a-6f55-4c36-9a38-8f0e3e0b8a11")
-# Relative change in a score below which a re-scored coincidence is "unchanged".
-RESCORE_TOLERANCE = 1e-9
-
-
-def coincidence_id(event_id: str, survey: str, alert_id: str) -> str:
-    """Stable identifier of the pairing of an event and an alert."""
-    return str(uuid.uuid5(COINCIDENCE_NS, f"{event_id}|{survey}|{alert_id}"))
-
 
 @dataclass(frozen=True)
 class ActiveRegion:
@@ -163,7 +150,7 @@ class Correlator:
                 kept.add(cid)
                 if changed:
                     touched.add(cid)
-        touched |= self._withdraw_others(conn, active, kept)
+        touched |= withdraw_others(conn, active.event_pk, active.version, kept)
         log.info("event %s: region v%d matched %d stored alerts in window",
                  active.event["event_id"], active.version, len(kept))
         return touched
@@ -206,32 +193,6 @@ class Correlator:
                 events_touched.add(active.event_pk)
         return touched, events_touched
 
-    # -- ranking -----------------------------------------------------------------------------
-    @staticmethod
-    def rerank(conn: Connection, event_pks: set[int]) -> None:
-        """Rank each event's live, unvetoed coincidences by ln B (1 = best); others get none."""
-        for event_pk in event_pks:
-            rows = conn.execute(
-                select(coincidences.c.coincidence_id, coincidences.c.rank,
-                       coincidences.c.status, coincidences.c.vetoed)
-                .where(coincidences.c.event_pk == event_pk)
-                .order_by(coincidences.c.log_bayes_factor.desc(), coincidences.c.p_chance,
-                          coincidences.c.coincidence_id)
-            ).all()
-            rank = 0
-            changed = []
-            for row in rows:
-                new: int | None = None
-                if row.status != "retracted" and not row.vetoed:
-                    rank += 1
-                    new = rank
-                if new != row.rank:
-                    changed.append({"cid": row.coincidence_id, "new_rank": new})
-            if changed:  # one executemany: a batch can shift the ranks of many rows
-                conn.execute(update(coincidences).where(
-                    coincidences.c.coincidence_id == bindparam("cid")).values(
-                    rank=bindparam("new_rank")), changed)
-
     def rescore(self, conn: Connection, now: datetime) -> set[str]:
         """Re-measure the backgrounds and re-score every active region's coincidences.
 
@@ -244,7 +205,7 @@ class Correlator:
         # One order in every daemon, so that concurrent re-scores lock rows alike.
         for active in sorted(self.active.values(), key=lambda a: a.event_pk):
             touched |= self.on_region(conn, active, now)
-        self.rerank(conn, {a.event_pk for a in self.active.values()})
+        rerank(conn, {a.event_pk for a in self.active.values()})
         return touched
 
     def withdraw_alert(self, conn: Connection, survey: str, alert_id: str,
@@ -266,7 +227,7 @@ class Correlator:
             conn.execute(update(coincidences).where(
                 coincidences.c.coincidence_id == row.coincidence_id).values(
                 status="retracted", vetoed=True, revision=row.revision + 1, payload=payload))
-        self.rerank(conn, {row.event_pk for row in rows})
+        rerank(conn, {row.event_pk for row in rows})
         log.warning("%s alert %s withdrawn by the survey: %d coincidences retracted", survey,
                     alert_id, len(rows))
         return {row.coincidence_id for row in rows}
@@ -361,97 +322,9 @@ class Correlator:
         score = self._score(conn, active, alert, tile, now)
         event = active.event
         cid = coincidence_id(event["event_id"], alert["survey"], alert["alert_id"])
-        flags = list(alert["vetoes"] and [f"veto:{v}" for v in alert["vetoes"]])
-        if object_first < event["event_time"]:
-            flags.append("prior_activity")
-        if event["test"]:
-            flags.append("test")
-        flags += [f for f in event["flags"] if f not in flags]
-        payload = {
-            "coincidence_id": cid,
-            "event_id": event["event_id"],
-            "aliases": list(event["aliases"]),
-            "messenger": event["messenger"],
-            "instrument": event["instrument"],
-            "event_time": _iso(event["event_time"]),
-            "region_version": active.version,
-            "alert_id": alert["alert_id"],
-            "object_id": str(alert["object_id"]),
-            "survey": alert["survey"],
-            "ra": alert["ra_deg"],
-            "dec": alert["dec_deg"],
-            "alert_time": _iso(alert["time"]),
-            "dt_days": score.dt_days,
-            "prob_density_sr": score.prob_density_sr,
-            "credible_level": score.credible_level,
-            "searched_area_deg2": score.searched_area_deg2,
-            "log_bayes_factor": score.log_bayes_factor,
-            "components": score.components(),
-            "p_chance": score.p_chance,
-            "flags": flags,
-        }
-        # Locked (PostgreSQL) until this transaction ends: another daemon re-scoring the
-        # same coincidence waits, then sees this revision and finds nothing to change,
-        # instead of writing the same revision number (and message) a second time.
-        existing = conn.execute(select(coincidences).where(
-            coincidences.c.coincidence_id == cid).with_for_update()).first()
-        if existing is None:
-            conn.execute(insert(coincidences).values(
-                coincidence_id=cid, event_pk=active.event_pk, alert_pk=alert["id"],
-                region_pk=active.region_pk, status="active", vetoed=bool(alert["vetoes"]),
-                log_bayes_factor=score.log_bayes_factor, p_chance=score.p_chance,
-                revision=1, payload=payload))
-            return cid, True
-        if existing.status == "retracted" and event["status"] == "retracted":
-            return cid, False
-        if existing.status == "retracted" or _differs(existing.payload, payload):
-            conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid).values(
-                region_pk=active.region_pk, status="updated",
-                log_bayes_factor=score.log_bayes_factor, p_chance=score.p_chance,
-                revision=existing.revision + 1, payload=payload))
-            return cid, True
-        if existing.region_pk != active.region_pk:
-            # A new region version that scores the same: follow it, announce nothing.
-            conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid)
-                         .values(region_pk=active.region_pk, payload=payload))
-        return cid, False
-
-    def _withdraw_others(self, conn: Connection, active: ActiveRegion, kept: set[str]) -> set[str]:
-        """Retract the event's coincidences that the new region no longer holds."""
-        gone = conn.execute(
-            select(coincidences.c.coincidence_id, coincidences.c.payload,
-                   coincidences.c.revision).where(
-                coincidences.c.event_pk == active.event_pk,
-                coincidences.c.status != "retracted")
-            .order_by(coincidences.c.coincidence_id).with_for_update()
-        ).all()
-        out = set()
-        for row in gone:
-            if row.coincidence_id in kept:
-                continue
-            payload = dict(row.payload)
-            payload["flags"] = [*payload["flags"], "left_region"]
-            payload["region_version"] = active.version
-            conn.execute(update(coincidences).where(
-                coincidences.c.coincidence_id == row.coincidence_id).values(
-                status="retracted", revision=row.revision + 1, payload=payload))
-            out.add(row.coincidence_id)
-        return out
-
-
-def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """True if a re-scored coincidence changed in anything a consumer would act on."""
-    for key in ("credible_level", "log_bayes_factor", "p_chance", "prob_density_sr",
-                "searched_area_deg2"):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, float) and isinstance(b, float):
-            if not math.isclose(a, b, rel_tol=RESCORE_TOLERANCE, abs_tol=1e-300):
-                return True
-        elif a != b:
-            return True
-    return sorted(old.get("flags", [])) != sorted(new.get("flags", []))
-
-
-def _iso(value: datetime) -> str:
-    """ISO 8601 UTC with a ``Z`` suffix and millisecond precision."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        payload = payload_of(cid, event, active.version, alert, score, object_first)
+        changed = record(conn, cid, payload, score, event_pk=active.event_pk,
+                         region_pk=active.region_pk, alert_pk=alert["id"],
+                         vetoed=bool(alert["vetoes"]),
+                         event_retracted=event["status"] == "retracted")
+        return cid, changed

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma import outbox
+from mma.coincidence import rerank
 from mma.config import Config
 from mma.correlator import Correlator
 from mma.db import store
@@ -280,7 +281,7 @@ class Pipeline:
                 return self._duplicate(conn, notice, origin)
             if notice.retraction:
                 touched = self.correlator.retract(conn, stored.event_pk)
-                self.correlator.rerank(conn, {stored.event_pk})
+                rerank(conn, {stored.event_pk})
                 outbox.enqueue(conn, self.channels, touched, utcnow())
                 log.warning("event %s: retracted by %s; %d coincidences withdrawn",
                             notice.event_id, origin, len(touched))
@@ -311,7 +312,7 @@ class Pipeline:
             area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
         active = self.correlator.activate(region_pk, version, event, region)
         touched = self.correlator.on_region(conn, active, now)
-        self.correlator.rerank(conn, {stored.event_pk})
+        rerank(conn, {stored.event_pk})
         outbox.enqueue(conn, self.channels, touched, utcnow())
         log.info("event %s: region v%d (%s) from %s, %d tiles, A90 %.1f deg2, %d "
                  "coincidences changed", event["event_id"], version, kind, origin,
@@ -384,7 +385,7 @@ class Pipeline:
             for i, cids in zip(kept, matched, strict=True):
                 outcomes[i].touched |= cids
                 touched |= cids
-            self.correlator.rerank(conn, events_touched)
+            rerank(conn, events_touched)
             outbox.enqueue(conn, self.channels, touched, utcnow())
         return outcomes
 
