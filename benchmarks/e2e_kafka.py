@@ -75,7 +75,7 @@ from mma.db.engine import make_engine  # noqa: E402
 from mma.db.schema import alerts, regions  # noqa: E402
 from mma.formats import rubin as schemas  # noqa: E402
 from mma.handlers import rubin  # noqa: E402
-from mma.scoring import vet_rubin  # noqa: E402
+from mma.match.scoring import vet_rubin  # noqa: E402
 from tests.services.kafka import kafka_from_env  # noqa: E402
 from tests.services.postgres import postgres_from_env  # noqa: E402
 

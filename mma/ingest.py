@@ -24,14 +24,14 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma import outbox
-from mma.coincidence import rerank
 from mma.config import Config
-from mma.correlator import Correlator
 from mma.db import store
 from mma.db.engine import describe_error
 from mma.errors import BadMessage, Ignored, TransientError
+from mma.match.candidate import rerank
+from mma.match.correlator import Correlator
+from mma.match.scoring import vet_rubin, vet_ztf
 from mma.models import Alert, Item, Notice, RegionSpec
-from mma.scoring import vet_rubin, vet_ztf
 from mma.skymaps.region import Region, build_region, hpx29
 from mma.skymaps.spec import region_table
 

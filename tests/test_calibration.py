@@ -21,10 +21,10 @@ from scipy.stats import kstest
 
 from mma.config import load_config
 from mma.handlers import fink, lvk
+from mma.match.rates import Background, background_cdf, background_from_objects, tile_dec
+from mma.match.scoring import chance_probability, vet_ztf
 from mma.models import Alert, Notice
-from mma.rates import Background, background_cdf, background_from_objects, tile_dec
 from mma.registry import Registry
-from mma.scoring import chance_probability, vet_ztf
 from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import Region, build_region, hpx29
 

@@ -117,7 +117,7 @@ def test_unreachable_broker_raises_retryable_delivery_error() -> None:
     """A broker that is not there: a retryable DeliveryError within the message timeout."""
     emitter = KafkaEmitter({"bootstrap.servers": f"127.0.0.1:{_closed_port()}",
                             "message.timeout.ms": 2000, "socket.connection.setup.timeout.ms": 1000},
-                           topic="mma.coincidences", timeout_s=5)
+                           topic="mma.match.candidates", timeout_s=5)
     payload = _payload()
     started = time.monotonic()
     try:

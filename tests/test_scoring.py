@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mma import scoring
 from mma.config import load_config
+from mma.match import scoring
 
 RULES = load_config(environ={}).section("vetting.ztf")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from mma import scoring
 from mma.config import Config
 from mma.handlers import rubin
+from mma.match import scoring
 from tests.conftest import CORPUS
 
 RULES = {"min_reliability": 0.5, "reject_negative": True, "reject_dipole": True,

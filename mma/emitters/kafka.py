@@ -1,4 +1,4 @@
-"""Kafka emitter: coincidences on the ``mma.coincidences`` topic (DESIGN.md 4).
+"""Kafka emitter: coincidences on the ``mma.match.candidates`` topic (DESIGN.md 4).
 
 One message per :class:`~mma.emitters.Delivery`:
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOPIC = "mma.coincidences"
+DEFAULT_TOPIC = "mma.match.candidates"
 """Default output topic (DESIGN.md 4)."""
 
 HEADER_KIND = "mma-kind"
@@ -150,7 +150,7 @@ class KafkaEmitter:
         ``message.timeout.ms`` defaults to ``timeout_s``. Never logged (it may
         hold a SASL password).
     topic : str
-        Output topic (default ``mma.coincidences``).
+        Output topic (default ``mma.match.candidates``).
     timeout_s : float
         How long :meth:`send` waits for the delivery report [s].
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from mma.db.schema import coincidences
-from mma.scoring import Score
+from mma.match.scoring import Score
 
 # Namespace of coincidence ids: uuid5(event_id|survey|alert_id) is stable across re-scoring.
 COINCIDENCE_NS = uuid.UUID("5d1c3e0a-6f55-4c36-9a38-8f0e3e0b8a11")

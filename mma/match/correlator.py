@@ -4,7 +4,7 @@ new region against the alerts already stored.
 The correlator keeps the active region of each event in memory (rebuilt from
 the database at start-up by :meth:`Correlator.load_active`), finds matches with
 the level-29 range index of :class:`mma.skymaps.region.Region`, scores them
-with :mod:`mma.scoring` and writes coincidences with :mod:`mma.coincidence`
+with :mod:`mma.match.scoring` and writes coincidences with :mod:`mma.match.candidate`
 in the caller's transaction. It never emits: emitters read what it committed.
 """
 
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, select, update
 
-from mma.coincidence import coincidence_id, payload_of, record, rerank, withdraw_others
 from mma.config import Config
 from mma.db import store
 from mma.db.backmatch import alerts_in_region
 from mma.db.schema import alerts, coincidences, regions
-from mma.rates import Background, BackgroundRates, background_cdf, tile_dec
-from mma.scoring import Score, ln_b_distance, score_match
+from mma.match.candidate import coincidence_id, payload_of, record, rerank, withdraw_others
+from mma.match.rates import Background, BackgroundRates, background_cdf, tile_dec
+from mma.match.scoring import Score, ln_b_distance, score_match
 from mma.skymaps.index import RegionIndex
 from mma.skymaps.region import Region
 

@@ -25,7 +25,7 @@ The chance-coincidence probability is Poisson:
 ``F(>= rho)`` the fraction of background sources expected in the part of the
 region at least as dense as the alert's tile (the searched area of
 ligo.skymap's crossmatch), weighted by where the survey observes (see
-:mod:`mma.rates`). For a survey observing the whole sky uniformly,
+:mod:`mma.match.rates`). For a survey observing the whole sky uniformly,
 ``F = A(>= rho) / 4 pi`` and this is DESIGN.md's ``R_bg [sr^-1 day^-1] * A * T``.
 Under the null hypothesis (sources unrelated to the event) the P_chance of
 the best match in a region is uniform: that is tested on scrambled skies.
