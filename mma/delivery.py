@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from mma import outbox
 from mma.config import Config
-from mma.db import store
+from mma.db import region_store
 from mma.emitters import Emitter
 from mma.errors import ConfigError
 from mma.skymaps.region import Region
@@ -75,7 +75,7 @@ def region_loader(engine: Engine) -> Callable[[int], Region | None]:
     @lru_cache(maxsize=16)
     def load(region_pk: int) -> Region | None:
         with engine.connect() as conn:
-            tiles = store.region_tiles_of(conn, region_pk)
+            tiles = region_store.region_tiles_of(conn, region_pk)
         if len(tiles.lo) == 0:
             return None
         return Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity, distmu=tiles.distmu,

@@ -25,11 +25,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma import outbox
 from mma.config import Config
-from mma.db import store
+from mma.db import region_store, store
 from mma.db.engine import describe_error
 from mma.errors import BadMessage, Ignored, TransientError
-from mma.match.candidate import rerank
+from mma.match.candidate import Thresholds
 from mma.match.correlator import Correlator
+from mma.match.revisions import Ledger, rerank
 from mma.match.scoring import vet_rubin, vet_ztf
 from mma.models import Alert, Item, Notice, RegionSpec
 from mma.skymaps.region import Region, build_region, hpx29
@@ -83,7 +84,7 @@ class Pipeline:
         self.config = config
         self.fetch = fetch
         self.channels = outbox.enabled_channels(config)
-        self.correlator = Correlator(config)
+        self.correlator = Correlator(config, Thresholds.of(config, self.channels))
         # Vetting rules per survey (DESIGN.md 2.3); other surveys are not vetted yet.
         self.vetters: dict[str, tuple[Callable[..., list[str]], Mapping[str, Any]]] = {
             "ZTF": (vet_ztf, config.section("vetting.ztf")),
@@ -217,8 +218,9 @@ class Pipeline:
                     self._index_stale = False
                 else:
                     self.correlator.sync_active(conn)
-                touched = self.correlator.rescore(conn, now)
-                outbox.enqueue(conn, self.channels, touched, utcnow())
+                ledger = self.correlator.ledger()
+                self.correlator.rescore(conn, ledger, now)
+                touched = self._finish(conn, ledger, set(self.correlator.active))
                 return touched
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
@@ -280,12 +282,17 @@ class Pipeline:
             if not stored.is_new:  # stored meanwhile
                 return self._duplicate(conn, notice, origin)
             if notice.retraction:
-                touched = self.correlator.retract(conn, stored.event_pk)
-                rerank(conn, {stored.event_pk})
-                outbox.enqueue(conn, self.channels, touched, utcnow())
-                log.warning("event %s: retracted by %s; %d coincidences withdrawn",
+                ledger = self.correlator.ledger()
+                self.correlator.retract(conn, ledger, stored.event_pk)
+                touched = self._finish(conn, ledger, {stored.event_pk})
+                log.warning("event %s: retracted by %s; %d candidates withdrawn",
                             notice.event_id, origin, len(touched))
                 return Outcome("notice", touched)
+            if stored.inert:
+                log.warning("event %s: %s %s from %s came after its retraction: stored, "
+                            "flagged after_retraction, no region activated", notice.event_id,
+                            notice.instrument, notice.notice_type, origin)
+                return Outcome("notice")
             touched = set()
             if region is not None and spec is not None:
                 touched = self._store_region(conn, stored, region, spec.kind, origin, now)
@@ -300,24 +307,42 @@ class Pipeline:
 
     def _store_region(self, conn: Connection, stored: store.StoredNotice, region: Region,
                       kind: str, origin: str, now: datetime) -> set[str]:
-        """Store *region* as the event's new version and match it against stored alerts."""
-        event = store.event_row(conn, stored.event_pk)
-        start, end = self.config.window_days(event["messenger"])
-        t0 = event["event_time"]
-        region_pk, version = store.add_region(
+        """Store *region* in notice order; if it is the newest, match it against the
+        stored objects. Returns the candidates published."""
+        event = store.load_event(conn, stored.event_pk)
+        start, end = self.config.window_days(event.event_class)
+        t0 = event.event_time
+        if event.messenger != "gw":
+            # Distance layers mean something only for a GW map (a GUANO or IceCube
+            # product may be an LVK map with distance): never score others on them.
+            region = region.without_distance()
+        placed = region_store.add_region(
             conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
-            tiles=store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
-                              region.distsigma, region.distnorm, region.credible_level),
+            tiles=region_store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
+                                     region.distsigma, region.distnorm,
+                                     region.credible_level),
             window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
             area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
-        active = self.correlator.activate(region_pk, version, event, region)
-        touched = self.correlator.on_region(conn, active, now)
-        rerank(conn, {stored.event_pk})
-        outbox.enqueue(conn, self.channels, touched, utcnow())
-        log.info("event %s: region v%d (%s) from %s, %d tiles, A90 %.1f deg2, %d "
-                 "coincidences changed", event["event_id"], version, kind, origin,
+        ledger = self.correlator.ledger()
+        if placed.active:
+            active = self.correlator.activate(placed.region_pk, placed.version, event, region)
+            self.correlator.on_region(conn, ledger, active, now)
+        else:  # an older notice: kept for audit; the active region may have been renumbered
+            self.correlator.sync_active(conn)
+        touched = self._finish(conn, ledger, {stored.event_pk})
+        log.info("event %s: region v%d (%s%s) from %s, %d tiles, A90 %.1f deg2, %d "
+                 "candidates published", event.event_id, placed.version, kind,
+                 "" if placed.active else ", older than the active one: superseded", origin,
                  region.n_tiles, region.area_deg2(0.9), len(touched))
         return touched
+
+    def _finish(self, conn: Connection, ledger: Ledger, event_pks: set[int]) -> set[str]:
+        """Rank, keep the revision history, and queue what was published."""
+        versions = {a.region_pk: a.version for a in self.correlator.active.values()}
+        rerank(conn, ledger, event_pks, versions)
+        ledger.flush(conn)
+        outbox.enqueue(conn, self.channels, ledger.published, utcnow())
+        return set(ledger.published)
 
     def _upgrade(self, stored: store.StoredNotice, notice: Notice, spec: RegionSpec,
                  now: datetime) -> set[str]:
@@ -344,7 +369,7 @@ class Pipeline:
             self.dead_letter("skymap_fetch", url, exc, data)
             return set()
         with self.engine.begin() as conn:
-            if store.event_row(conn, stored.event_pk)["status"] == "retracted":
+            if store.lock_event(conn, stored.event_pk) == "retracted":
                 return set()  # a retraction overtook the download
             assert region is not None
             return self._store_region(conn, stored, region, "skymap", url, now)
@@ -355,38 +380,31 @@ class Pipeline:
                      np.array([a.dec_deg for a in batch], dtype=float)).tolist()
         vetoes = [self._vet(alert) for alert in batch]
         outcomes = [Outcome("duplicate") for _ in batch]
+        clock = max(now)
         with self.engine.begin() as conn:
             stored = store.add_alerts(conn, batch, hpx29=ipix, vetoes=vetoes)
             # Another daemon may have stored, superseded or retracted a region since this
             # index was built: match against what the database holds now.
             self.correlator.sync_active(conn)
-            rows, firsts, times, kept = [], [], [], []
-            touched: set[str] = set()
-            for i, (alert, result) in enumerate(zip(batch, stored, strict=True)):
-                if result is None:
-                    if "withdrawn" in vetoes[i]:
-                        # Rubin re-sends a source it withdrew: its matches are withdrawn too.
-                        withdrawn = self.correlator.withdraw_alert(
-                            conn, alert.survey, alert.alert_id, vetoes[i])
-                        touched |= withdrawn
-                        outcomes[i] = Outcome("alert", withdrawn)
-                    continue
-                self.correlator.rates.note_alert(alert.survey)
+            ledger = self.correlator.ledger()
+            events: set[int] = set()
+            fresh = [i for i, result in enumerate(stored) if result is not None]
+            for i, alert in enumerate(batch):
+                if stored[i] is None and "withdrawn" in vetoes[i]:
+                    # Rubin re-sends a source it withdrew: its object is judged again.
+                    events |= self.correlator.withdraw_alert(
+                        conn, ledger, alert.survey, alert.alert_id, vetoes[i], clock)
+                    outcomes[i] = Outcome("alert")
+            for i in fresh:
+                self.correlator.rates.note_alert(batch[i].survey)
                 outcomes[i] = Outcome("alert")
-                rows.append({
-                    "id": result[0], "alert_id": alert.alert_id, "object_id": alert.object_id,
-                    "survey": alert.survey, "ra_deg": alert.ra_deg, "dec_deg": alert.dec_deg,
-                    "time": alert.time, "hpx29": ipix[i], "vetoes": vetoes[i],
-                    "distance_mpc": alert.distance_mpc})
-                firsts.append(result[1])
-                times.append(now[i])
-                kept.append(i)
-            matched, events_touched = self.correlator.on_alerts(conn, rows, firsts, times)
-            for i, cids in zip(kept, matched, strict=True):
-                outcomes[i].touched |= cids
-                touched |= cids
-            rerank(conn, events_touched)
-            outbox.enqueue(conn, self.channels, touched, utcnow())
+            objects = [stored[i].object_pk for i in fresh]  # type: ignore[union-attr]
+            matched, matched_events = self.correlator.on_alerts(
+                conn, ledger, [ipix[i] for i in fresh], [batch[i].time for i in fresh],
+                objects, clock)
+            touched = self._finish(conn, ledger, events | matched_events)
+            for i, object_pk in zip(fresh, objects, strict=True):
+                outcomes[i].touched |= matched.get(object_pk, set()) & touched
         return outcomes
 
     def _vet(self, alert: Alert) -> list[str]:

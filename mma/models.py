@@ -19,6 +19,16 @@ from mma.errors import InvalidValue
 Messenger = Literal["gw", "neutrino", "grb", "xray", "optical"]
 RegionKind = Literal["skymap", "circle", "ellipse", "box"]
 
+#: Classes of events, each with its own time window (``[windows]`` in the configuration):
+#: compact binary coalescences and unmodelled GW bursts, gamma-ray bursts, X-ray
+#: transients, astrophysical neutrino tracks and cascades, neutrinos found by a search
+#: around a GW (IceCube ``lvk_nu_track_search``), and supernova neutrino bursts.
+EVENT_CLASSES = ("gw.cbc", "gw.burst", "grb", "xray", "neutrino.track", "neutrino.cascade",
+                 "neutrino.gw_followup", "neutrino.sn_burst")
+#: The class of an event whose handler names none.
+DEFAULT_EVENT_CLASS = {"gw": "gw.cbc", "grb": "grb", "xray": "xray",
+                       "neutrino": "neutrino.track"}
+
 
 def check_utc(name: str, value: datetime | None) -> None:
     """Raise :class:`InvalidValue` unless *value* is None or timezone-aware UTC."""
@@ -145,6 +155,9 @@ class Notice:
         JSON-serialisable extras kept with the notice (FAR [Hz], classification...).
     flags : tuple of str
         Vetoes and caveats stated by the notice itself.
+    event_class : str, optional
+        One of :data:`EVENT_CLASSES`; None means the messenger's default
+        (:data:`DEFAULT_EVENT_CLASS`). Sets the event's time window.
     """
 
     event_id: str
@@ -159,10 +172,13 @@ class Notice:
     aliases: tuple[str, ...] = ()
     properties: Mapping[str, Any] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
+    event_class: str | None = None
 
     def __post_init__(self) -> None:
         if not self.event_id:
             raise InvalidValue("empty event_id")
+        if self.event_class is not None and self.event_class not in EVENT_CLASSES:
+            raise InvalidValue(f"unknown event class {self.event_class!r}")
         check_utc("event_time", self.event_time)
         check_utc("issued_time", self.issued_time)
 
@@ -195,6 +211,16 @@ class Alert:
         The broker the alert came through (``Fink``...), if any.
     distance_mpc : float or None
         Host luminosity distance [Mpc] when a broker provides one.
+    history : tuple of datetime
+        Times (UTC) of the object's earlier detections that the packet itself
+        lists, keeping only positive difference detections at >= 5 sigma (ZTF
+        ``prv_candidates`` with ``isdiffpos`` true and ``sigmapsf`` <= 0.2171
+        mag; Rubin ``prvDiaSources`` with ``psfFlux / psfFluxErr`` >= 5, not
+        negative). Empty when the packet carries none.
+    history_source : str or None
+        Where *history* came from (``ztf.prv_candidates``,
+        ``lsst.prvDiaSources``...); None when the packet carries no history, so
+        that "no earlier detection" and "not told" differ.
     """
 
     alert_id: str
@@ -210,6 +236,8 @@ class Alert:
     quality: Mapping[str, Any] = field(default_factory=dict)
     broker: str | None = None
     distance_mpc: float | None = None
+    history: tuple[datetime, ...] = ()
+    history_source: str | None = None
 
     def __post_init__(self) -> None:
         if not self.alert_id or not self.object_id:
@@ -217,6 +245,8 @@ class Alert:
         check_position(self.ra_deg, self.dec_deg)
         check_utc("time", self.time)
         check_utc("first_detection", self.first_detection)
+        for when in self.history:
+            check_utc("history", when)
         if self.distance_mpc is not None and not (
             math.isfinite(self.distance_mpc) and self.distance_mpc > 0
         ):
@@ -224,3 +254,108 @@ class Alert:
 
 
 Item = Notice | Alert
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the database holds it: what matching and scoring need of it.
+
+    Attributes
+    ----------
+    pk : int
+        ``events.id``.
+    event_id, messenger, event_class, instrument : str
+        As in :class:`Notice`; ``event_class`` chooses the time window.
+    event_time : datetime
+        t0, UTC (the newest notice's).
+    status : str
+        ``active`` or ``retracted``.
+    test : bool
+        Mock, test or injection event.
+    aliases : tuple of str
+        Every name of the event, sorted (the event id included).
+    properties : mapping
+        The newest notice's extras (FAR [Hz], classification, significance...).
+    flags : tuple of str
+        The newest notice's vetoes and caveats.
+    """
+
+    pk: int
+    event_id: str
+    messenger: str
+    event_class: str
+    instrument: str
+    event_time: datetime
+    status: str
+    test: bool
+    aliases: tuple[str, ...]
+    properties: Mapping[str, Any]
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One stored alert of an object, as a candidate's detection.
+
+    Attributes
+    ----------
+    alert_pk : int
+        ``alerts.id``.
+    alert_id : str
+        Survey id of the alert.
+    time : datetime
+        Detection time, UTC.
+    ra_deg, dec_deg : float
+        Position (ICRS, degrees).
+    hpx29 : int
+        Level-29 NESTED HEALPix index of the position.
+    band : str or None
+    magnitude, magnitude_err : float or None
+        AB mag of the difference image and its 1-sigma error.
+    vetoes : tuple of str
+        Why it fails vetting; empty when it passes.
+    history : tuple of datetime
+        Earlier >= 5 sigma positive detections its packet listed (UTC).
+    history_source : str or None
+        Where *history* came from; None when the packet told nothing.
+    distance_mpc : float or None
+        Host distance [Mpc] a broker gave.
+    """
+
+    alert_pk: int
+    alert_id: str
+    time: datetime
+    ra_deg: float
+    dec_deg: float
+    hpx29: int
+    band: str | None = None
+    magnitude: float | None = None
+    magnitude_err: float | None = None
+    vetoes: tuple[str, ...] = ()
+    history: tuple[datetime, ...] = ()
+    history_source: str | None = None
+    distance_mpc: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An optical object and every stored detection of it up to some time.
+
+    Attributes
+    ----------
+    pk : int
+        ``objects.id``.
+    survey, object_id : str
+        The object.
+    first_time : datetime
+        Its first detection known to mma (stored alerts and packets' own
+        first-detection fields), UTC.
+    detections : tuple of Detection
+        Stored alerts, sorted by time.
+    """
+
+    pk: int
+    survey: str
+    object_id: str
+    first_time: datetime
+    detections: tuple[Detection, ...]

@@ -71,7 +71,11 @@ def digest_minutes(config: Config, channel: str) -> float:
 
 def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[str, Any],
            area90_deg2: float) -> bool:
-    """Whether a channel's subscription rules accept a new or updated coincidence."""
+    """Whether a channel's subscription rules accept a new or updated candidate.
+
+    An update passes only if it changed something the channel's ``updates``
+    names (empty: anything), e.g. not a rank shift alone on Slack and email.
+    """
     props = event.get("properties") or {}
     far = props.get("far")
     has_ns = (props.get("properties") or {}).get("HasNS")
@@ -85,6 +89,8 @@ def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[s
         not rules["max_area90_deg2"] or area90_deg2 <= rules["max_area90_deg2"],
         not rules["max_far_hz"] or (far is not None and far <= rules["max_far_hz"]),
         not rules["min_has_ns"] or (has_ns is not None and has_ns >= rules["min_has_ns"]),
+        record.get("kind") != "update" or not rules.get("updates")
+        or bool(set(record.get("changes") or ()) & set(rules["updates"])),
     )
     return all(checks)
 
@@ -129,8 +135,8 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
     rows: list[dict[str, Any]] = []
     for cid in ids:
         row = found[cid]
-        record = record_of(row.payload, row.status, row.rank)
         kind = _kind(row.status, row.revision)
+        record = record_of(row.payload, row.status, row.rank, row.revision)
         event = {"properties": row.properties, "area90_deg2": row.area90_deg2,
                  "test": row.test}
         for channel, rules in channels.items():

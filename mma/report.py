@@ -22,33 +22,44 @@ def records(conn: Connection, *, include_test: bool = False,
     not emitted unless *include_vetoed*; test/mock events likewise.
     """
     query = select(coincidences.c.payload, coincidences.c.status, coincidences.c.rank,
-                   coincidences.c.vetoed)
+                   coincidences.c.vetoed, coincidences.c.revision)
     out = []
     for row in conn.execute(query):
         if row.vetoed and not include_vetoed:
             continue
         if "test" in row.payload["flags"] and not include_test:
             continue
-        out.append(record_of(row.payload, row.status, row.rank))
+        out.append(record_of(row.payload, row.status, row.rank, row.revision))
     out.sort(key=lambda r: (r["status"] not in LIVE, r["p_chance"], -r["log_bayes_factor"],
                             r["coincidence_id"]))
     return out
 
 
-def record_of(payload: Mapping[str, Any], status: str, rank: int | None) -> dict[str, Any]:
-    """The contract record of a stored coincidence (payload plus status and rank)."""
-    return _ordered({**payload, "status": status, "rank": rank})
+def record_of(payload: Mapping[str, Any], status: str, rank: int | None,
+              revision: int = 1) -> dict[str, Any]:
+    """The contract record of a stored candidate (payload plus revision, kind, status, rank).
+
+    Candidates folded from schema version 1 keep their old fields until re-scored.
+    """
+    kind = "retraction" if status == "retracted" else "new" if revision == 1 else "update"
+    return _ordered({**payload, "revision": revision, "kind": kind, "status": status,
+                     "rank": rank})
 
 
-FIELDS = ("coincidence_id", "status", "event_id", "aliases", "messenger", "instrument",
-          "event_time", "region_version", "alert_id", "object_id", "survey", "ra", "dec",
-          "alert_time", "dt_days", "prob_density_sr", "credible_level", "searched_area_deg2",
-          "log_bayes_factor", "components", "p_chance", "flags", "rank")
+FIELDS = ("schema_version", "coincidence_id", "revision", "kind", "status", "event_id",
+          "aliases", "messenger", "event_class", "instrument", "event_time", "significance",
+          "region_version", "object_id", "survey", "ra", "dec", "position_scatter_arcsec",
+          "detections", "n_detections", "n_vetoed_detections", "first_detection",
+          "first_detection_after_t0", "last_detection", "n_prior_detections",
+          "history_source", "peak_magnitude", "peak_band", "rise_rate_mag_per_day",
+          "fade_rate_mag_per_day", "dt_days", "prob_density_sr", "credible_level",
+          "searched_area_deg2", "log_bayes_factor", "components", "p_chance", "flags",
+          "changes", "rank")
 
 
 def _ordered(record: Mapping[str, Any]) -> dict[str, Any]:
     """The contract's field order first, anything extra after."""
-    out = {key: record[key] for key in FIELDS}
+    out = {key: record[key] for key in FIELDS if key in record}
     out.update({k: v for k, v in record.items() if k not in out})
     return out
 
@@ -97,7 +108,7 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
     totals = {
         "notices": conn.execute(select(func.count()).select_from(notices)).scalar_one(),
         "alerts": conn.execute(select(func.count()).select_from(alerts)).scalar_one(),
-        "coincidences emitted": len(rows),
+        "candidates emitted": len(rows),
         "vetoed (kept, not emitted)": conn.execute(select(func.count()).select_from(
             coincidences).where(coincidences.c.vetoed.is_(True))).scalar_one(),
         "dead letters": conn.execute(select(func.count()).select_from(

@@ -16,6 +16,7 @@ probability and area of all tiles up to *and including* itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -326,6 +327,12 @@ class Region:
         prob = np.concatenate(([0.0], self.credible_level[ranked]))
         area = np.concatenate(([0.0], self.searched_area_deg2[ranked]))
         return float(np.interp(p, prob, area, right=4 * 180**2 / np.pi))
+
+    def without_distance(self) -> Region:
+        """The same region without distance layers (for maps of other messengers)."""
+        if not self.has_distance:
+            return self
+        return dataclasses.replace(self, distmu=None, distsigma=None, distnorm=None)
 
     def distance_support(self) -> tuple[NDArray[np.bool_] | None, float | None]:
         """Tiles whose distance layers carry information, and the map's reach [Mpc].

@@ -79,14 +79,19 @@ def _now() -> datetime:
 
 Id = Integer().with_variant(BigInteger(), "postgresql")
 
+HISTORY_CAP = 64  # packet-history times kept per alert (alerts.history)
+
 events = Table(
     "events",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("event_id", String(64), nullable=False, unique=True),
     Column("messenger", String(16), nullable=False),
+    # mma.models.EVENT_CLASSES: chooses the time window ([windows] in the configuration).
+    Column("event_class", String(32), nullable=False),
     Column("instrument", String(32), nullable=False),
     Column("event_time", UTCDateTime, nullable=False),
+    # active | retracted (sticky: later notices are stored, flagged, and activate nothing)
     Column("status", String(16), nullable=False, default="active"),
     Column("test", Boolean, nullable=False, default=False),
     Column("properties", JSON, nullable=False, default=dict),
@@ -187,6 +192,12 @@ alerts = Table(
     Column("first_detection", UTCDateTime, nullable=True),
     Column("distance_mpc", Float, nullable=True),
     Column("broker", String(32), nullable=True),
+    # Earlier >= 5 sigma positive detections the packet lists (mma.models.Alert.history),
+    # the newest HISTORY_CAP as Unix seconds (UTC), and where they came from; NULL
+    # source: the packet told nothing. Rubin repeats an object's year of history in
+    # every alert: the newest 64 are what a window of days needs.
+    Column("history", JSON, nullable=True),
+    Column("history_source", String(32), nullable=True),
     Column("quality", JSON, nullable=False, default=dict),
     Column("vetoes", JSON, nullable=False, default=list),  # reasons it fails vetting
     Column("passes_vetting", Boolean, nullable=False),  # vetoes == [], indexable
@@ -199,14 +210,19 @@ alerts = Table(
     Index(None, "hpx29", "time"),
 )
 
+# One candidate: an object scored against an event (docs/candidate.md). The payload,
+# ln B, P_chance and revision are those last published; every re-score is kept in
+# coincidence_revisions, published or not.
 coincidences = Table(
     "coincidences",
     metadata,
     Column("coincidence_id", String(36), primary_key=True),
     Column("event_pk", Id, ForeignKey("events.id"), nullable=False, index=True),
+    Column("object_pk", Id, ForeignKey("objects.id"), nullable=False, index=True),
+    # The object's latest detection in the window when last scored.
     Column("alert_pk", Id, ForeignKey("alerts.id"), nullable=False),
     Column("region_pk", Id, ForeignKey("regions.id"), nullable=False),
-    # active | updated | retracted | withdrawn (left the region after an update)
+    # active | updated | retracted
     Column("status", String(16), nullable=False),
     Column("vetoed", Boolean, nullable=False, default=False),
     Column("log_bayes_factor", Float, nullable=False),
@@ -216,6 +232,30 @@ coincidences = Table(
     Column("payload", JSON, nullable=False),  # the contract object of DESIGN.md 4
     Column("created_at", UTCDateTime, nullable=False, default=_now),
     Column("updated_at", UTCDateTime, nullable=False, default=_now, onupdate=_now),
+)
+
+# Every scoring of a candidate that changed anything: why, what, against which region,
+# and whether it was published (a new revision) or kept quiet (below the thresholds).
+coincidence_revisions = Table(
+    "coincidence_revisions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("coincidence_id", String(36), ForeignKey("coincidences.coincidence_id"),
+           nullable=False, index=True),
+    Column("revision", Integer, nullable=False),  # the published revision after this
+    Column("published", Boolean, nullable=False),
+    # new | new_detection | region | rescore | rank | retraction | left_region | ...
+    Column("reason", String(32), nullable=False),
+    Column("changes", JSON, nullable=False, default=list),  # field names that changed
+    Column("region_pk", Id, ForeignKey("regions.id"), nullable=False),
+    Column("region_version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("credible_level", Float, nullable=True),
+    Column("log_bayes_factor", Float, nullable=True),
+    Column("p_chance", Float, nullable=True),
+    Column("n_detections", Integer, nullable=True),
+    Column("rank", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False, default=_now),
 )
 
 outbox = Table(

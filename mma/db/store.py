@@ -17,22 +17,21 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
-from mma.db.bulk import bulk_insert, copy_binary, insert_tuples, lookup
+from mma.db.bulk import bulk_insert, lookup
 from mma.db.schema import (
+    HISTORY_CAP,
     alerts,
-    coincidences,
     dead_letters,
     event_aliases,
     events,
     notices,
     objects,
-    region_tiles,
     regions,
 )
-from mma.models import Alert, Notice
-from mma.skymaps.region import Region
+from mma.lifecycle import after_retraction, order_key
+from mma.models import DEFAULT_EVENT_CLASS, Alert, Notice, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +43,6 @@ def _insert(conn: Connection, stmt: Any) -> int:
     return int(key[0])
 
 
-class Tiles(NamedTuple):
-    """A region's tiles as stored: level-29 NESTED ``[lo, hi)`` with their values."""
-
-    lo: np.ndarray  # int64
-    hi: np.ndarray  # int64
-    probdensity: np.ndarray  # sr^-1
-    distmu: np.ndarray | None = None  # Mpc
-    distsigma: np.ndarray | None = None  # Mpc
-    distnorm: np.ndarray | None = None  # Mpc^-2
-    # Searched probability (Region.credible_level); add_region computes it when None.
-    credible_level: np.ndarray | None = None
-
-
 @dataclass(frozen=True)
 class StoredNotice:
     """Result of :func:`add_notice`."""
@@ -64,6 +50,10 @@ class StoredNotice:
     event_pk: int
     notice_pk: int
     is_new: bool  # False when the same bytes were stored before (idempotent re-delivery)
+    # The newest of the event's notices by mma.lifecycle's order (it sets the event).
+    newest: bool = True
+    # The event was retracted before: stored, flagged after_retraction, inert.
+    inert: bool = False
 
 
 def notice_stored(conn: Connection, raw: bytes) -> bool:
@@ -83,50 +73,67 @@ def _notice_with(conn: Connection, digest: str) -> Any:
 
 def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
                origin: str | None) -> StoredNotice:
-    """Store a notice and create or update its event (with aliases).
+    """Store a notice and create or update its event (with aliases), event row locked.
 
-    A revised event time in a newer notice updates the event; it never forks a
-    new event.
+    The newest notice by :func:`mma.lifecycle.order_key` sets the event's time,
+    class, properties and flags, whatever order notices arrive in; a revised
+    event time never forks a new event. A notice of a retracted event is stored
+    with the flag ``after_retraction`` and marked inert (sticky retraction).
     """
     digest = _digest(raw)
     known = _notice_with(conn, digest)
     if known is not None:
         return StoredNotice(known.event_pk, known.id, is_new=False)
-
+    event_class = notice.event_class or DEFAULT_EVENT_CLASS.get(notice.messenger, "xray")
     event_pk = find_event(conn, (notice.event_id, *notice.aliases))
+    newest, inert = True, False
     if event_pk is None:
         event_pk = _insert(conn, insert(events).values(
-            event_id=notice.event_id, messenger=notice.messenger,
+            event_id=notice.event_id, messenger=notice.messenger, event_class=event_class,
             instrument=notice.instrument, event_time=notice.event_time,
             status="active", test=notice.test, properties=dict(notice.properties),
             flags=list(notice.flags),
         ))
-        log.info("event %s: new %s event from %s", notice.event_id, notice.messenger,
-                 notice.instrument)
+        log.info("event %s: new %s event (%s) from %s", notice.event_id, notice.messenger,
+                 event_class, notice.instrument)
     else:
-        latest = conn.execute(
-            select(func.max(notices.c.issued_time)).where(notices.c.event_pk == event_pk)
-        ).scalar_one()
-        # A newer notice revises the event time; a retraction carries none of its own.
-        if (latest is None or notice.issued_time >= latest) and not (
-                notice.retraction or "no_event_time" in notice.flags):
+        status = lock_event(conn, event_pk)
+        inert = after_retraction(status, notice.retraction)
+        mine = order_key(notice.issued_time, notice.notice_type, digest)
+        newest = all(order_key(r.issued_time, r.notice_type, r.sha256) < mine
+                     for r in conn.execute(select(
+                         notices.c.issued_time, notices.c.notice_type, notices.c.sha256)
+                         .where(notices.c.event_pk == event_pk)))
+        # A retraction carries no event time of its own; nor do time-only placeholders.
+        if newest and not inert and not (notice.retraction or "no_event_time" in notice.flags):
             conn.execute(
                 update(events).where(events.c.id == event_pk).values(
-                    event_time=notice.event_time, properties=dict(notice.properties),
-                    flags=list(notice.flags),
+                    event_time=notice.event_time, event_class=event_class,
+                    properties=dict(notice.properties), flags=list(notice.flags),
                 )
             )
     for alias in {notice.event_id, *notice.aliases}:
         if conn.execute(select(event_aliases.c.alias).where(
                 event_aliases.c.alias == alias)).first() is None:
             conn.execute(insert(event_aliases).values(alias=alias, event_pk=event_pk))
-
+    flags = [*notice.flags, *(["after_retraction"] if inert else []),
+             *([] if newest else ["older_than_stored"])]
     notice_pk = _insert(conn, insert(notices).values(
         event_pk=event_pk, handler=handler, notice_type=notice.notice_type,
         issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
-        properties=dict(notice.properties), flags=list(notice.flags),
+        properties=dict(notice.properties), flags=flags,
     ))
-    return StoredNotice(event_pk, notice_pk, is_new=True)
+    return StoredNotice(event_pk, notice_pk, is_new=True, newest=newest, inert=inert)
+
+
+def lock_event(conn: Connection, event_pk: int) -> str:
+    """Lock the event row until the transaction ends (PostgreSQL); its status.
+
+    Every write about one event (a notice, its region, a retraction) takes this
+    lock first, so that they are serialised across daemons.
+    """
+    return str(conn.execute(select(events.c.status).where(events.c.id == event_pk)
+                            .with_for_update()).scalar_one())
 
 
 def find_event(conn: Connection, names: Iterable[str]) -> int | None:
@@ -137,116 +144,44 @@ def find_event(conn: Connection, names: Iterable[str]) -> int | None:
     return None if row is None else int(row.event_pk)
 
 
-def event_row(conn: Connection, event_pk: int) -> Mapping[str, Any]:
-    """The event row plus its sorted aliases under ``aliases``."""
-    row = conn.execute(select(events).where(events.c.id == event_pk)).one()._asdict()
-    row["aliases"] = sorted(conn.execute(
+def load_event(conn: Connection, event_pk: int) -> StoredEvent:
+    """The stored event with its sorted aliases."""
+    row = conn.execute(select(events).where(events.c.id == event_pk)).one()
+    aliases = sorted(conn.execute(
         select(event_aliases.c.alias).where(event_aliases.c.event_pk == event_pk)
     ).scalars())
-    return row
+    return StoredEvent(
+        pk=row.id, event_id=row.event_id, messenger=row.messenger,
+        event_class=row.event_class, instrument=row.instrument, event_time=row.event_time,
+        status=row.status, test=row.test, aliases=tuple(aliases),
+        properties=dict(row.properties or {}), flags=tuple(row.flags or ()))
 
 
-def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
-               tiles: Tiles, window: tuple[datetime, datetime],
-               area50_deg2: float, area90_deg2: float) -> tuple[int, int]:
-    """Store a new region version for an event and supersede the older ones.
-
-    Parameters
-    ----------
-    tiles
-        The region's tiles (a :class:`mma.skymaps.region.Region` has the same fields).
-
-    Returns
-    -------
-    (region_pk, version)
-    """
-    version = (conn.execute(
-        select(func.max(regions.c.version)).where(regions.c.event_pk == event_pk)
-    ).scalar_one() or 0) + 1
-    conn.execute(
-        update(regions).where(regions.c.event_pk == event_pk, regions.c.status == "active")
-        .values(status="superseded")
-    )
-    region_pk = _insert(conn, insert(regions).values(
-        event_pk=event_pk, notice_pk=notice_pk, version=version, kind=kind,
-        status="active", window_start=window[0], window_end=window[1],
-        area50_deg2=area50_deg2, area90_deg2=area90_deg2, n_tiles=len(tiles.lo),
-    ))
-    _insert_tiles(conn, region_pk, _with_credible_level(tiles))
-    return region_pk, int(version)
-
-
-def _with_credible_level(tiles: Tiles) -> Tiles:
-    """*tiles* with their credible levels, recomputed from the densities if not given.
-
-    Stored for mma.db.backmatch, which applies the credible-level cut in SQL.
-    """
-    if tiles.credible_level is not None:
-        return tiles
-    region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity)
-    # from_tiles sorts by lo; map back in case the caller's tiles are not sorted.
-    level = region.credible_level[np.searchsorted(region.lo, tiles.lo)]
-    return tiles._replace(credible_level=level)
-
-
-def _insert_tiles(conn: Connection, region_pk: int, tiles: Tiles) -> None:
-    """Bulk-insert a region's tiles: binary COPY on PostgreSQL, executemany elsewhere.
-
-    A map has 20k-300k tiles. SQLAlchemy parameter dicts cost ~10 us a row,
-    psycopg's pipelined executemany ~20 us and COPY row by row ~10 us (0.4 and
-    0.2 s for a 19k-tile map); one binary COPY buffer built by numpy, well
-    under 1 us.
-    """
-    columns = {name: arr for name, arr in tiles._asdict().items() if arr is not None}
-    if conn.dialect.name == "postgresql":
-        copy_binary(conn, region_tiles.name, {
-            "region_pk": np.full(len(tiles.lo), region_pk, dtype=np.int64), **columns})
-        return
-    insert_tuples(conn, region_tiles, ["region_pk", *columns],
-                  ((region_pk, *values) for values in zip(
-                      *(arr.tolist() for arr in columns.values()), strict=True)))
-
-
-def region_tiles_of(conn: Connection, region_pk: int) -> Tiles:
-    """Tiles of a stored region, sorted by ``lo``."""
-    rows = conn.execute(
-        select(region_tiles.c.lo, region_tiles.c.hi, region_tiles.c.probdensity,
-               region_tiles.c.distmu, region_tiles.c.distsigma, region_tiles.c.distnorm)
-        .where(region_tiles.c.region_pk == region_pk).order_by(region_tiles.c.lo)
-    ).all()
-    cols: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * 6
-    # A map without distances stores NULL in every row. SQLite stores NaN as NULL too,
-    # so one NULL does not mean "no distance": it reads back as NaN.
-    dist = [None if all(v is None for v in values) else np.asarray(values, dtype=float)
-            for values in cols[3:]]
-    return Tiles(np.asarray(cols[0], dtype=np.int64), np.asarray(cols[1], dtype=np.int64),
-                 np.asarray(cols[2], dtype=float), *dist)
-
-
-def retract_event(conn: Connection, event_pk: int) -> list[str]:
-    """Mark an event, its regions and its coincidences retracted.
-
-    Returns the ids of the coincidences that were live, so that a retraction
-    can be sent on every channel that carried them.
-    """
+def retract_event(conn: Connection, event_pk: int) -> None:
+    """Mark an event and its active region retracted (its candidates: the caller)."""
     conn.execute(update(events).where(events.c.id == event_pk).values(status="retracted"))
     conn.execute(update(regions).where(regions.c.event_pk == event_pk,
                                        regions.c.status == "active").values(status="retracted"))
-    live = list(conn.execute(
-        select(coincidences.c.coincidence_id).where(
-            coincidences.c.event_pk == event_pk, coincidences.c.status != "retracted")
-    ).scalars())
-    return live
+
+
+def history_of(alert: Alert) -> list[int] | None:
+    """The alert's packet history as stored: the newest HISTORY_CAP, Unix seconds."""
+    if alert.history_source is None:
+        return None
+    return sorted({round(t.timestamp()) for t in alert.history})[-HISTORY_CAP:]
+
+
+class StoredAlert(NamedTuple):
+    """An alert as :func:`add_alerts` stored it."""
+
+    alert_pk: int
+    object_first: datetime  # the object's first detection so far, UTC
+    object_pk: int
 
 
 def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
-              vetoes: Sequence[str]) -> tuple[int, datetime] | None:
-    """Store an alert and update its object.
-
-    Returns
-    -------
-    (alert_pk, object_first_time), or None if this alert was stored before.
-    """
+              vetoes: Sequence[str]) -> StoredAlert | None:
+    """Store an alert and update its object; None if this alert was stored before."""
     if conn.execute(select(alerts.c.id).where(
             alerts.c.survey == alert.survey, alerts.c.alert_id == alert.alert_id)).first():
         return None
@@ -272,22 +207,23 @@ def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
         band=alert.band, magnitude=alert.magnitude, magnitude_err=alert.magnitude_err,
         first_detection=alert.first_detection, distance_mpc=alert.distance_mpc,
         broker=alert.broker, quality=_jsonable(alert.quality), vetoes=list(vetoes),
-        passes_vetting=not vetoes,
+        passes_vetting=not vetoes, history=history_of(alert),
+        history_source=alert.history_source,
     ))
-    return alert_pk, object_first
+    return StoredAlert(alert_pk, object_first, object_pk)
 
 
 def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int],
-               vetoes: Sequence[Sequence[str]]) -> list[tuple[int, datetime] | None]:
+               vetoes: Sequence[Sequence[str]]) -> list[StoredAlert | None]:
     """Store many alerts and update their objects, as :func:`add_alert` would one by one.
 
     A few statements for the whole batch instead of four per alert (a Rubin
     visit is ~10,000 alerts). Alerts stored before, or repeated within the
-    batch, give None; the others give (alert_pk, object_first_time), where
+    batch, give None; the others give their :class:`StoredAlert`, where
     the object's first time includes only the alerts before it in *batch*,
     exactly as sequential calls would.
     """
-    out: list[tuple[int, datetime] | None] = [None] * len(batch)
+    out: list[StoredAlert | None] = [None] * len(batch)
     seen = set(lookup(conn, alerts.c.alert_id, {(a.survey, a.alert_id) for a in batch}))
     fresh: list[int] = []
     for i, alert in enumerate(batch):
@@ -339,12 +275,14 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
          "magnitude": a.magnitude, "magnitude_err": a.magnitude_err,
          "first_detection": a.first_detection, "distance_mpc": a.distance_mpc,
          "broker": a.broker, "quality": _jsonable(a.quality), "vetoes": list(vetoes[i]),
-         "passes_vetting": not vetoes[i], "received_at": now}
+         "passes_vetting": not vetoes[i], "received_at": now,
+         "history": history_of(a), "history_source": a.history_source}
         for i, a in ((i, batch[i]) for i in fresh)])
     stored = lookup(conn, alerts.c.alert_id,
                      [(batch[i].survey, batch[i].alert_id) for i in fresh], alerts.c.id)
     for i in fresh:
-        out[i] = stored[(batch[i].survey, batch[i].alert_id)].id, object_first[i]
+        out[i] = StoredAlert(stored[(batch[i].survey, batch[i].alert_id)].id, object_first[i],
+                             state[(batch[i].survey, batch[i].object_id)]["id"])
     return out
 
 

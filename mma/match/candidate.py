@@ -1,172 +1,309 @@
-"""A coincidence as a row: its stable id, its payload, its revisions and its rank.
+"""The candidate: one object with its detections, scored against one event.
 
-The correlator decides what matched and how it scores; this module writes the
-result in the caller's transaction. A row is revised only when something a
-consumer would act on changed (:func:`record`), and is read ``FOR UPDATE``
-first: two daemons re-scoring the same coincidence would otherwise both write
-revision r + 1, and the same message would be published twice.
+:func:`summarise` turns an object's stored detections into what a candidate
+says about it (position, detections in the window, first detection after t0,
+earlier activity, peak, rise and fade); :func:`payload_of` builds the
+published record (``docs/candidate.md``, schema version 2);
+:func:`material_changes` decides whether a re-score is worth a new revision.
+Pure functions: :mod:`mma.match.revisions` writes the rows.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+import numpy as np
 
-from mma.db.schema import coincidences
+from mma.config import Config
 from mma.match.scoring import Score
+from mma.models import Detection, StoredEvent, StoredObject
 
-# Namespace of coincidence ids: uuid5(event_id|survey|alert_id) is stable across re-scoring.
+SCHEMA_VERSION = 2
+# Namespace of candidate ids: uuid5(event_id|survey|object_id), stable for the event's life.
 COINCIDENCE_NS = uuid.UUID("5d1c3e0a-6f55-4c36-9a38-8f0e3e0b8a11")
-# Relative change in a score below which a re-scored coincidence is "unchanged".
-RESCORE_TOLERANCE = 1e-9
+DETECTIONS_CAP = 20  # detections listed in a record (the newest; n_detections counts all)
+# A detection this long before t0 is earlier activity (timing slop of the notice).
+PRIOR_MARGIN = timedelta(seconds=60)
+# Rise and fade rates use pairs of detections at least this far apart [days]: two
+# exposures of one night differ by noise, not by the light curve.
+RATE_MIN_GAP_DAYS = 1.0 / 24.0
+# Classes where a detection before t0 counts against the candidate (pre_existing);
+# for neutrinos a rise before t0 is the signal (a TDE or AGN flare).
+PRE_EXISTING_CLASSES = ("gw.", "grb", "xray")
+ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 
 
-def coincidence_id(event_id: str, survey: str, alert_id: str) -> str:
-    """Stable identifier of the pairing of an event and an alert."""
-    return str(uuid.uuid5(COINCIDENCE_NS, f"{event_id}|{survey}|{alert_id}"))
+def coincidence_id(event_id: str, survey: str, object_id: str) -> str:
+    """Stable identifier of the candidate of an object for an event."""
+    return str(uuid.uuid5(COINCIDENCE_NS, f"{event_id}|{survey}|{object_id}"))
 
 
-def payload_of(cid: str, event: Mapping[str, Any], version: int, alert: Mapping[str, Any],
-               score: Score, object_first: datetime) -> dict[str, Any]:
-    """The published fields of a coincidence (README "One coincidence"), rank aside.
+@dataclass(frozen=True)
+class Summary:
+    """What a candidate says about its object within one event's window.
 
-    Parameters
-    ----------
-    event
-        The event row with ``aliases`` (:func:`mma.db.store.event_row`).
-    version
-        The matching region's version.
-    alert
-        The stored alert (``alert_id``, ``object_id``, ``survey``, ``ra_deg``,
-        ``dec_deg`` [deg ICRS], ``time`` UTC, ``vetoes``).
-    object_first
-        First detection of the alert's object (UTC): before the event, the
-        coincidence is flagged ``prior_activity``.
+    Positions are degrees ICRS, times UTC, magnitudes AB, rates mag/day.
     """
-    flags = list(alert["vetoes"] and [f"veto:{v}" for v in alert["vetoes"]])
-    if object_first < event["event_time"]:
-        flags.append("prior_activity")
-    if event["test"]:
+
+    ra_deg: float
+    dec_deg: float
+    scatter_arcsec: float
+    detections: tuple[Detection, ...]  # vetted, in the window, by time
+    n_vetoed: int
+    vetoes: tuple[str, ...]  # reasons, when every detection in the window is vetoed
+    first_detection: datetime
+    first_after_t0: datetime | None
+    first_in_window: datetime
+    last_detection: datetime
+    n_prior: int
+    history_source: str
+    peak_magnitude: float | None
+    peak_band: str | None
+    rise_rate: float | None
+    fade_rate: float | None
+    distance_mpc: float | None
+    latest_alert_pk: int
+
+    @property
+    def reference_time(self) -> datetime:
+        """The time Δt is measured at: the first detection after t0, else the first one."""
+        return self.first_after_t0 or self.first_in_window
+
+    @property
+    def vetoed(self) -> bool:
+        """Every detection in the window fails vetting."""
+        return bool(self.vetoes)
+
+
+def summarise(obj: StoredObject, t0: datetime, start: datetime,
+              end: datetime) -> Summary | None:
+    """The object's summary in the window [start, end] around t0; None if no detection."""
+    inside = [d for d in obj.detections if start <= d.time <= end]
+    if not inside:
+        return None
+    vetted = [d for d in inside if not d.vetoes]
+    used = vetted or inside
+    ra, dec, scatter = mean_position(used)
+    peak = min((d for d in used if d.magnitude is not None),
+               key=lambda d: d.magnitude or 0.0, default=None)
+    after = [d.time for d in used if d.time >= t0]
+    rise, fade = light_curve_rates(used)
+    sources = [d.history_source for d in obj.detections if d.history_source]
+    distances = [d.distance_mpc for d in used if d.distance_mpc]
+    return Summary(
+        ra_deg=ra, dec_deg=dec, scatter_arcsec=scatter, detections=tuple(vetted),
+        n_vetoed=len(inside) - len(vetted),
+        vetoes=() if vetted else tuple(sorted({v for d in inside for v in d.vetoes})),
+        first_detection=min([obj.first_time, *(d.time for d in obj.detections)]),
+        first_after_t0=min(after, default=None), first_in_window=used[0].time,
+        last_detection=used[-1].time,
+        n_prior=count_prior(obj.detections, t0 - PRIOR_MARGIN),
+        history_source=sources[-1] if sources else "stored_alerts",
+        peak_magnitude=None if peak is None else peak.magnitude,
+        peak_band=None if peak is None else peak.band, rise_rate=rise, fade_rate=fade,
+        distance_mpc=distances[-1] if distances else None, latest_alert_pk=used[-1].alert_pk)
+
+
+def count_prior(detections: Sequence[Detection], before: datetime) -> int:
+    """Distinct >= 5 sigma positive detections before *before*.
+
+    The union of every packet's history and the vetted stored alerts, by time
+    to the second (the same detection seen in two packets counts once).
+    """
+    seconds = {round(t.timestamp()) for d in detections for t in d.history if t < before}
+    seconds |= {round(d.time.timestamp()) for d in detections
+                if not d.vetoes and d.time < before}
+    return len(seconds)
+
+
+def mean_position(detections: Sequence[Detection]) -> tuple[float, float, float]:
+    """Mean of the detections' unit vectors: (RA, Dec) [deg ICRS], RMS scatter [arcsec]."""
+    ra = np.radians([d.ra_deg for d in detections])
+    dec = np.radians([d.dec_deg for d in detections])
+    xyz = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    mean = xyz.mean(axis=1)
+    mean /= np.linalg.norm(mean)
+    sep = np.arccos(np.clip(mean @ xyz, -1.0, 1.0))
+    ra_deg = float(np.degrees(np.arctan2(mean[1], mean[0]))) % 360.0
+    dec_deg = float(np.degrees(np.arcsin(np.clip(mean[2], -1.0, 1.0))))
+    return (0.0 if ra_deg >= 360.0 else ra_deg, dec_deg,
+            float(np.sqrt(np.mean(sep**2))) * ARCSEC_PER_RAD)
+
+
+def light_curve_rates(detections: Sequence[Detection]) -> tuple[float | None, float | None]:
+    """Steepest brightening and fading [mag/day, positive] in the best-sampled band.
+
+    Consecutive detections with magnitudes in that band, at least
+    :data:`RATE_MIN_GAP_DAYS` apart; None where there is no such change.
+    """
+    bands: dict[str, list[Detection]] = {}
+    for d in detections:
+        if d.magnitude is not None and d.band:
+            bands.setdefault(d.band, []).append(d)
+    if not bands:
+        return None, None
+    points = max(bands.values(), key=len)
+    rise: float | None = None
+    fade: float | None = None
+    last = points[0]
+    for d in points[1:]:
+        gap = (d.time - last.time).total_seconds() / 86400.0
+        if gap < RATE_MIN_GAP_DAYS:
+            continue
+        assert d.magnitude is not None and last.magnitude is not None
+        rate = (d.magnitude - last.magnitude) / gap
+        if rate < 0:
+            rise = max(rise or 0.0, -rate)
+        elif rate > 0:
+            fade = max(fade or 0.0, rate)
+        last = d
+    return rise, fade
+
+
+def significance(event: StoredEvent) -> dict[str, Any]:
+    """The event's own significance as its notices state it (null when not stated)."""
+    props = event.properties
+
+    def number(*keys: str) -> float | None:
+        for key in keys:
+            value = props.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                return float(value)
+        return None
+
+    significant = props.get("significant")
+    return {"far_hz": number("far", "far_hz", "FAR"), "p_astro": number("p_astro"),
+            "significant": significant if isinstance(significant, bool) else None,
+            "signalness": number("signalness")}
+
+
+def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObject,
+               summary: Summary, score: Score) -> dict[str, Any]:
+    """The published record of a candidate (``docs/candidate.md``), status and rank aside."""
+    flags = [f"veto:{v}" for v in summary.vetoes]
+    if "withdrawn" in summary.vetoes:
+        flags.append("source_withdrawn")
+    if summary.n_prior and event.event_class.startswith(PRE_EXISTING_CLASSES):
+        flags.append("pre_existing")
+    if event.test:
         flags.append("test")
-    flags += [f for f in event["flags"] if f not in flags]
+    flags += [f for f in event.flags if f not in flags]
+    t0 = event.event_time
     return {
-        "coincidence_id": cid,
-        "event_id": event["event_id"],
-        "aliases": list(event["aliases"]),
-        "messenger": event["messenger"],
-        "instrument": event["instrument"],
-        "event_time": _iso(event["event_time"]),
-        "region_version": version,
-        "alert_id": alert["alert_id"],
-        "object_id": str(alert["object_id"]),
-        "survey": alert["survey"],
-        "ra": alert["ra_deg"],
-        "dec": alert["dec_deg"],
-        "alert_time": _iso(alert["time"]),
-        "dt_days": score.dt_days,
-        "prob_density_sr": score.prob_density_sr,
+        "schema_version": SCHEMA_VERSION, "coincidence_id": cid,
+        "event_id": event.event_id, "aliases": list(event.aliases),
+        "messenger": event.messenger, "event_class": event.event_class,
+        "instrument": event.instrument, "event_time": iso(t0),
+        "significance": significance(event), "region_version": region_version,
+        "object_id": obj.object_id, "survey": obj.survey,
+        "ra": summary.ra_deg, "dec": summary.dec_deg,
+        "position_scatter_arcsec": summary.scatter_arcsec,
+        "detections": [_detection(d, t0) for d in summary.detections[-DETECTIONS_CAP:]],
+        "n_detections": len(summary.detections), "n_vetoed_detections": summary.n_vetoed,
+        "first_detection": iso(summary.first_detection),
+        "first_detection_after_t0": iso(summary.first_after_t0),
+        "last_detection": iso(summary.last_detection),
+        "n_prior_detections": summary.n_prior, "history_source": summary.history_source,
+        "peak_magnitude": summary.peak_magnitude, "peak_band": summary.peak_band,
+        "rise_rate_mag_per_day": summary.rise_rate,
+        "fade_rate_mag_per_day": summary.fade_rate,
+        "dt_days": score.dt_days, "prob_density_sr": score.prob_density_sr,
         "credible_level": score.credible_level,
         "searched_area_deg2": score.searched_area_deg2,
-        "log_bayes_factor": score.log_bayes_factor,
-        "components": score.components(),
-        "p_chance": score.p_chance,
-        "flags": flags,
+        "log_bayes_factor": score.log_bayes_factor, "components": score.components(),
+        "p_chance": score.p_chance, "flags": flags, "changes": [],
     }
 
 
-def record(conn: Connection, cid: str, payload: Mapping[str, Any], score: Score, *,
-           event_pk: int, region_pk: int, alert_pk: int, vetoed: bool,
-           event_retracted: bool) -> bool:
-    """Insert the coincidence, or revise it if its numbers changed; True if announced."""
-    # Locked (PostgreSQL) until this transaction ends: another daemon re-scoring the
-    # same coincidence waits, then sees this revision and finds nothing to change.
-    existing = conn.execute(select(coincidences).where(
-        coincidences.c.coincidence_id == cid).with_for_update()).first()
-    if existing is None:
-        conn.execute(insert(coincidences).values(
-            coincidence_id=cid, event_pk=event_pk, alert_pk=alert_pk, region_pk=region_pk,
-            status="active", vetoed=vetoed, log_bayes_factor=score.log_bayes_factor,
-            p_chance=score.p_chance, revision=1, payload=payload))
-        return True
-    if existing.status == "retracted" and event_retracted:
-        return False
-    if existing.status == "retracted" or _differs(existing.payload, payload):
-        conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid).values(
-            region_pk=region_pk, status="updated", log_bayes_factor=score.log_bayes_factor,
-            p_chance=score.p_chance, revision=existing.revision + 1, payload=payload))
-        return True
-    if existing.region_pk != region_pk:
-        # A new region version that scores the same: follow it, announce nothing.
-        conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid)
-                     .values(region_pk=region_pk, payload=payload))
-    return False
+def _detection(d: Detection, t0: datetime) -> dict[str, Any]:
+    return {"alert_id": d.alert_id, "time": iso(d.time), "band": d.band,
+            "magnitude": d.magnitude, "magnitude_err": d.magnitude_err,
+            "dt_days": (d.time - t0).total_seconds() / 86400.0}
 
 
-def withdraw_others(conn: Connection, event_pk: int, version: int, kept: set[str]) -> set[str]:
-    """Retract the event's coincidences that region *version* no longer holds."""
-    gone = conn.execute(
-        select(coincidences.c.coincidence_id, coincidences.c.payload,
-               coincidences.c.revision).where(
-            coincidences.c.event_pk == event_pk, coincidences.c.status != "retracted")
-        .order_by(coincidences.c.coincidence_id).with_for_update()
-    ).all()
-    out = set()
-    for row in gone:
-        if row.coincidence_id in kept:
-            continue
-        payload = dict(row.payload)
-        payload["flags"] = [*payload["flags"], "left_region"]
-        payload["region_version"] = version
-        conn.execute(update(coincidences).where(
-            coincidences.c.coincidence_id == row.coincidence_id).values(
-            status="retracted", revision=row.revision + 1, payload=payload))
-        out.add(row.coincidence_id)
-    return out
+@dataclass(frozen=True)
+class Thresholds:
+    """When a re-score is material (``[candidates]`` and the enabled channels' rules)."""
 
+    credible_level: float = 0.01
+    log_bayes_factor: float = 0.1
+    p_chance_relative: float = 0.1
+    rank_top: int = 10
+    p_chance_cuts: tuple[float, ...] = ()
+    credible_level_cuts: tuple[float, ...] = ()
+    log_bayes_factor_cuts: tuple[float, ...] = ()
 
-def rerank(conn: Connection, event_pks: set[int]) -> None:
-    """Rank each event's live, unvetoed coincidences by ln B (1 = best); others get none."""
-    for event_pk in event_pks:
-        rows = conn.execute(
-            select(coincidences.c.coincidence_id, coincidences.c.rank,
-                   coincidences.c.status, coincidences.c.vetoed)
-            .where(coincidences.c.event_pk == event_pk)
-            .order_by(coincidences.c.log_bayes_factor.desc(), coincidences.c.p_chance,
-                      coincidences.c.coincidence_id)
-        ).all()
-        rank = 0
-        changed = []
-        for row in rows:
-            new: int | None = None
-            if row.status != "retracted" and not row.vetoed:
-                rank += 1
-                new = rank
-            if new != row.rank:
-                changed.append({"cid": row.coincidence_id, "new_rank": new})
-        if changed:  # one executemany: a batch can shift the ranks of many rows
-            conn.execute(update(coincidences).where(
-                coincidences.c.coincidence_id == bindparam("cid")).values(
-                rank=bindparam("new_rank")), changed)
+    @classmethod
+    def of(cls, config: Config, channels: Mapping[str, Mapping[str, Any]]) -> Thresholds:
+        """From the configuration and the enabled channels' rules (their cuts)."""
+        section = config.section("candidates")
 
+        def cuts(key: str) -> tuple[float, ...]:
+            return tuple(sorted({float(r[key]) for r in channels.values() if key in r}))
 
-def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """True if a re-scored coincidence changed in anything a consumer would act on."""
-    for key in ("credible_level", "log_bayes_factor", "p_chance", "prob_density_sr",
-                "searched_area_deg2"):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, float) and isinstance(b, float):
-            if not math.isclose(a, b, rel_tol=RESCORE_TOLERANCE, abs_tol=1e-300):
-                return True
-        elif a != b:
+        return cls(float(section["material_credible_level"]),
+                   float(section["material_log_bayes_factor"]),
+                   float(section["material_p_chance_relative"]),
+                   int(section["material_rank_top"]), cuts("max_p_chance"),
+                   cuts("max_credible_level"), cuts("min_log_bayes_factor"))
+
+    def rank_is_material(self, old: int | None, new: int | None) -> bool:
+        """A rank change worth a revision: within the top ranks, or any when top is 0."""
+        if old == new:
+            return False
+        if self.rank_top <= 0 or old is None or new is None:
             return True
-    return sorted(old.get("flags", [])) != sorted(new.get("flags", []))
+        return min(old, new) <= self.rank_top
 
 
-def _iso(value: datetime) -> str:
+def material_changes(old: Mapping[str, Any], new: Mapping[str, Any],
+                     th: Thresholds) -> list[str]:
+    """What changed between the last published record and a re-score, if material."""
+    changes = []
+    if sorted(old.get("flags", [])) != sorted(new.get("flags", [])):
+        changes.append("flags")
+    if (_alert_ids(old), old.get("n_detections"), old.get("n_vetoed_detections")) != (
+            _alert_ids(new), new.get("n_detections"), new.get("n_vetoed_detections")):
+        changes.append("detections")
+    if _moved(old.get("credible_level"), new.get("credible_level"), th.credible_level,
+              th.credible_level_cuts):
+        changes.append("credible_level")
+    if _moved(old.get("log_bayes_factor"), new.get("log_bayes_factor"),
+              th.log_bayes_factor, th.log_bayes_factor_cuts):
+        changes.append("log_bayes_factor")
+    p_old, p_new = old.get("p_chance"), new.get("p_chance")
+    if _moved(p_old, p_new, math.inf, th.p_chance_cuts) or (
+            isinstance(p_old, float) and isinstance(p_new, float)
+            and abs(p_new - p_old) > th.p_chance_relative * max(abs(p_old), 1e-300)):
+        changes.append("p_chance")
+    if changes and old.get("region_version") != new.get("region_version"):
+        changes.append("region")
+    return changes
+
+
+def _alert_ids(record: Mapping[str, Any]) -> list[Any]:
+    return [d.get("alert_id") for d in record.get("detections") or ()]
+
+
+def _moved(old: Any, new: Any, step: float, cuts: Sequence[float]) -> bool:
+    """*new* differs from *old* by more than *step*, or lies across one of *cuts*."""
+    if not isinstance(old, int | float) or not isinstance(new, int | float):
+        return old != new
+    if not (math.isfinite(old) and math.isfinite(new)):
+        return old != new
+    if abs(new - old) > step:
+        return True
+    return any((old <= cut) != (new <= cut) for cut in cuts)
+
+
+def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a ``Z`` suffix and millisecond precision."""
+    if value is None:
+        return None
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -1,35 +1,41 @@
-"""Matching in both directions: a new alert against the active regions, and a
-new region against the alerts already stored.
+"""Matching in both directions: new alerts against the active regions, and a new
+region against the objects already stored.
 
 The correlator keeps the active region of each event in memory (rebuilt from
-the database at start-up by :meth:`Correlator.load_active`), finds matches with
-the level-29 range index of :class:`mma.skymaps.region.Region`, scores them
-with :mod:`mma.match.scoring` and writes coincidences with :mod:`mma.match.candidate`
-in the caller's transaction. It never emits: emitters read what it committed.
+the database by :meth:`Correlator.load_active`) as one level-29 range index.
+A match of any detection of an object inside an event's region and window
+makes the object a candidate of the event; the candidate is then judged on
+all its detections in the window (:func:`mma.match.candidate.summarise`): its
+combined position must lie inside the region's credible-level cut, and it is
+scored there. Both directions apply this same rule, so the result does not
+depend on whether the alerts or the notice came first. Rows are written with
+:mod:`mma.match.revisions` in the caller's transaction; nothing is emitted here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection
 
 from mma.config import Config
-from mma.db import store
+from mma.db import candidates as rows
+from mma.db import region_store, store
 from mma.db.backmatch import alerts_in_region
-from mma.db.schema import alerts, coincidences, regions
-from mma.match.candidate import coincidence_id, payload_of, record, rerank, withdraw_others
+from mma.match.candidate import Summary, Thresholds, coincidence_id, payload_of, summarise
 from mma.match.rates import Background, BackgroundRates, background_cdf, tile_dec
+from mma.match.revisions import Ledger, record, retract
 from mma.match.scoring import Score, ln_b_distance, score_match
+from mma.models import StoredEvent, StoredObject
 from mma.skymaps.index import RegionIndex
-from mma.skymaps.region import Region
+from mma.skymaps.region import Region, hpx29
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ActiveRegion:
@@ -37,8 +43,7 @@ class ActiveRegion:
 
     region_pk: int
     version: int
-    event_pk: int
-    event: Mapping[str, Any]  # store.event_row(): event_id, aliases, messenger...
+    event: StoredEvent
     window_days: tuple[float, float]
     region: Region
     # Tiles whose distance layers carry information (LVK maps mark the others
@@ -48,21 +53,32 @@ class ActiveRegion:
     distance_reach_mpc: float | None = None
 
     @property
+    def event_pk(self) -> int:
+        """``events.id``."""
+        return self.event.pk
+
+    @property
     def start(self) -> datetime:
         """Earliest alert time that can match (UTC)."""
-        return self.event["event_time"] + timedelta(days=self.window_days[0])
+        return self.event.event_time + timedelta(days=self.window_days[0])
 
     @property
     def end(self) -> datetime:
         """Latest alert time that can match (UTC)."""
-        return self.event["event_time"] + timedelta(days=self.window_days[1])
+        return self.event.event_time + timedelta(days=self.window_days[1])
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(region_pk, version), as the revision history records it."""
+        return self.region_pk, self.version
 
 
 class Correlator:
     """Both match directions over the active regions."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, thresholds: Thresholds | None = None) -> None:
         self.config = config
+        self.thresholds = thresholds or Thresholds.of(config, {})
         self.max_cl = float(config.section("scoring")["max_credible_level"])
         self.min_covered_days = float(config.section("scoring")["rate_min_span_days"])
         self.rates = BackgroundRates(config)
@@ -72,12 +88,17 @@ class Correlator:
         self._tile_dec: dict[int, np.ndarray] = {}  # tile-centre Dec [deg] by region_pk
         self._bg_cache: dict[tuple[int, str, int], np.ndarray] = {}
 
+    def ledger(self) -> Ledger:
+        """A fresh record of one transaction's candidate changes."""
+        return Ledger(self.thresholds)
+
+    # -- the index ---------------------------------------------------------------------------
     def load_active(self, conn: Connection) -> None:
         """Rebuild the in-memory index from the active regions in the database."""
         self.active.clear()
         self.index = RegionIndex(max_credible_level=self.max_cl)
-        for row in conn.execute(select(regions).where(regions.c.status == "active")):
-            self._load(conn, row)
+        for region_pk, version, event_pk in region_store.active_regions(conn):
+            self._load(conn, region_pk, version, event_pk)
         log.info("loaded %d active regions", len(self.active))
 
     def sync_active(self, conn: Connection) -> None:
@@ -88,195 +109,196 @@ class Correlator:
         nothing changed. (After a failed transaction the index may hold regions the
         database never got, under reused keys: :meth:`load_active` rebuilds it whole.)
         """
-        live = {row.id: row for row in conn.execute(
-            select(regions).where(regions.c.status == "active"))}
-        held = {a.region_pk: a.event_pk for a in self.active.values()}
-        if live.keys() == held.keys():
+        live = {pk: (version, event_pk)
+                for pk, version, event_pk in region_store.active_regions(conn)}
+        held = {a.region_pk: (a.version, a.event_pk) for a in self.active.values()}
+        if live == held:
             return
-        for region_pk, event_pk in held.items():
-            if region_pk not in live:
+        for region_pk, (version, event_pk) in held.items():
+            if live.get(region_pk) != (version, event_pk):
                 self.deactivate(event_pk)
-        for region_pk, row in live.items():
-            if region_pk not in held:
-                self._load(conn, row)
+        for region_pk, (version, event_pk) in live.items():
+            if held.get(region_pk) != (version, event_pk):
+                self._load(conn, region_pk, version, event_pk)
         log.info("index synced with the database: %d active regions (%d were held)",
                  len(self.active), len(held))
 
-    def _load(self, conn: Connection, row: Any) -> None:
-        """Activate the stored region *row* (a ``regions`` row) from its tiles."""
-        event = store.event_row(conn, row.event_pk)
-        tiles = store.region_tiles_of(conn, row.id)
+    def _load(self, conn: Connection, region_pk: int, version: int, event_pk: int) -> None:
+        """Activate a stored region from its tiles."""
+        tiles = region_store.region_tiles_of(conn, region_pk)
         region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity,
                                    distmu=tiles.distmu, distsigma=tiles.distsigma,
                                    distnorm=tiles.distnorm)
-        self.activate(row.id, row.version, event, region)
+        self.activate(region_pk, version, store.load_event(conn, event_pk), region)
 
-    def activate(self, region_pk: int, version: int, event: Mapping[str, Any],
+    def activate(self, region_pk: int, version: int, event: StoredEvent,
                  region: Region) -> ActiveRegion:
         """Make *region* the current one of its event (superseding any older one)."""
-        active = ActiveRegion(region_pk, version, int(event["id"]), event,
-                              self.config.window_days(event["messenger"]), region,
+        active = ActiveRegion(region_pk, version, event,
+                              self.config.window_days(event.event_class), region,
                               *region.distance_support())
-        self.active[active.event_pk] = active
-        self.index.add(active.event_pk, region)
+        self.active[event.pk] = active
+        self.index.add(event.pk, region)
         return active
 
     def deactivate(self, event_pk: int) -> None:
-        """Forget the event's region (retraction or expiry)."""
+        """Forget the event's region (retraction, expiry, or superseded elsewhere)."""
         self.active.pop(event_pk, None)
         self.index.remove(event_pk)
 
-    # -- direction 1: a new region against stored alerts -------------------------------------
-    def on_region(self, conn: Connection, active: ActiveRegion, now: datetime) -> set[str]:
-        """Match a new or updated region against every alert stored in its window.
+    # -- direction 1: a region against stored objects ---------------------------------------
+    def on_region(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
+                  now: datetime, reason: str = "region") -> None:
+        """Match a new or updated region against every object stored in its window.
 
-        Coincidences of the event that the new region no longer contains are
-        marked retracted with the flag ``left_region``.
-
-        Returns
-        -------
-        Ids of coincidences created or changed.
+        Candidates of the event that the region no longer holds are retracted
+        with the flag ``left_region``.
         """
-        # By alert: coincidence rows are locked in the same order by every daemon.
-        rows = sorted(alerts_in_region(conn, active.region_pk, active.start, active.end,
-                                       self.max_cl), key=lambda r: r.id)
-        touched: set[str] = set()
-        kept: set[str] = set()
-        if rows:
-            ipix = np.fromiter((r.hpx29 for r in rows), dtype=np.int64, count=len(rows))
-            for row, tile in zip(rows, active.region.lookup(ipix).tolist(), strict=True):
-                cid, changed = self._record(conn, active, row._asdict(), row.object_first,
-                                            tile, now)
-                kept.add(cid)
-                if changed:
-                    touched.add(cid)
-        touched |= withdraw_others(conn, active.event_pk, active.version, kept)
-        log.info("event %s: region v%d matched %d stored alerts in window",
-                 active.event["event_id"], active.version, len(kept))
-        return touched
+        found = alerts_in_region(conn, active.region_pk, active.start, active.end, self.max_cl)
+        kept = self._refresh(conn, ledger, active, {r.object_pk for r in found}, now, reason)
+        for row in rows.live_of_event(conn, active.event_pk):
+            if row.coincidence_id not in kept:
+                retract(conn, ledger, row, "left_region", "left_region", active.key)
+        log.info("event %s: region v%d holds %d objects detected in its window",
+                 active.event.event_id, active.version, len(kept))
 
-    # -- direction 2: a new alert against active regions -------------------------------------
-    def on_alerts(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
-                  object_first: Sequence[datetime], now: Sequence[datetime],
-                  ) -> tuple[list[set[str]], set[int]]:
+    # -- direction 2: new alerts against active regions -------------------------------------
+    def on_alerts(self, conn: Connection, ledger: Ledger, ipix: Sequence[int],
+                  times: Sequence[datetime], object_pks: Sequence[int],
+                  now: datetime) -> tuple[dict[int, set[str]], set[int]]:
         """Match newly stored alerts against every active region, in one index lookup.
 
         Parameters
         ----------
-        rows
-            The stored alerts (``id``, ``alert_id``, ``survey``, ``ra_deg``,
-            ``dec_deg``, ``time``, ``hpx29``, ``vetoes``, ``distance_mpc``).
-        object_first, now
-            Per alert: its object's first detection, and the stream time (UTC).
+        ipix, times, object_pks
+            Per alert: level-29 index of its position, its time (UTC), its object.
 
         Returns
         -------
-        (per alert, the coincidence ids it created or changed; the events they belong to)
+        (per object matched, the ids of its candidates; the events matched)
         """
-        touched: list[set[str]] = [set() for _ in rows]
-        events_touched: set[int] = set()
-        if not rows or not self.active:
-            return touched, events_touched
-        ipix = np.fromiter((r["hpx29"] for r in rows), dtype=np.int64, count=len(rows))
-        points, keys, tiles = self.index.match(ipix)
-        # Sorted by point, so alerts are recorded in arrival order (an object's
-        # later alert sees its earlier one's coincidence, as one at a time would).
-        for i, event_pk, tile in zip(points.tolist(), keys.tolist(), tiles.tolist(),
-                                     strict=True):
+        if not len(ipix) or not self.active:
+            return {}, set()
+        points, keys, _tiles = self.index.match(np.asarray(ipix, dtype=np.int64))
+        wanted: dict[int, set[int]] = {}
+        for i, event_pk in zip(points.tolist(), keys.tolist(), strict=True):
             active = self.active[event_pk]
-            row = rows[i]
-            if not (active.start <= row["time"] <= active.end):
-                continue
-            cid, changed = self._record(conn, active, row, object_first[i], tile, now[i])
-            if changed:
-                touched[i].add(cid)
-                events_touched.add(active.event_pk)
-        return touched, events_touched
+            if active.start <= times[i] <= active.end:
+                wanted.setdefault(event_pk, set()).add(object_pks[i])
+        out: dict[int, set[str]] = {}
+        for event_pk in sorted(wanted):  # one order in every daemon: rows lock alike
+            active = self.active[event_pk]
+            for object_pk, cid in self._candidates(conn, ledger, active, wanted[event_pk],
+                                                   now, "new_detection").items():
+                out.setdefault(object_pk, set()).add(cid)
+        return out, set(wanted)
 
-    def rescore(self, conn: Connection, now: datetime) -> set[str]:
-        """Re-measure the backgrounds and re-score every active region's coincidences.
+    def _refresh(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
+                 object_pks: Iterable[int], now: datetime, reason: str) -> set[str]:
+        """Score each object against *active*; the ids of those inside the region."""
+        return set(self._candidates(conn, ledger, active, object_pks, now, reason).values())
+
+    def _candidates(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
+                    object_pks: Iterable[int], now: datetime,
+                    reason: str) -> dict[int, str]:
+        """Record the candidate of each object inside *active*; by object, their ids."""
+        event = active.event
+        objects = rows.objects_until(conn, object_pks, active.end)
+        inside: dict[int, str] = {}
+        for obj in sorted(objects.values(), key=lambda o: o.pk):
+            summary = summarise(obj, event.event_time, active.start, active.end)
+            if summary is None:
+                continue
+            cid = coincidence_id(event.event_id, obj.survey, obj.object_id)
+            tile = int(active.region.lookup(hpx29(summary.ra_deg, summary.dec_deg)))
+            if tile < 0 or active.region.credible_level[tile] > self.max_cl:
+                self._left(conn, ledger, active, cid)
+                continue
+            inside[obj.pk] = cid
+            score = self._score(conn, active, obj, summary, tile, now)
+            payload = payload_of(cid, event, active.version, obj, summary, score)
+            record(conn, ledger, cid, payload, score, event_pk=event.pk, object_pk=obj.pk,
+                   alert_pk=summary.latest_alert_pk, region=active.key,
+                   vetoed=summary.vetoed, reason=reason,
+                   event_retracted=event.status == "retracted")
+        return inside
+
+    def _left(self, conn: Connection, ledger: Ledger, active: ActiveRegion, cid: str) -> None:
+        """The object's combined position is outside the region: retract a live candidate."""
+        row = rows.lock(conn, cid)
+        if row is not None and row.status != "retracted":
+            retract(conn, ledger, row, "left_region", "left_region", active.key)
+
+    def rescore(self, conn: Connection, ledger: Ledger, now: datetime) -> None:
+        """Re-measure the backgrounds and re-score every active region's candidates.
 
         The scheduler's periodic job in the daemon; the last step of a replay.
-        Returns the ids of the coincidences whose numbers changed.
         """
         for survey in list(self.rates.surveys()):
             self.rates.background(conn, survey, now, force=True)
-        touched: set[str] = set()
         # One order in every daemon, so that concurrent re-scores lock rows alike.
         for active in sorted(self.active.values(), key=lambda a: a.event_pk):
-            touched |= self.on_region(conn, active, now)
-        rerank(conn, {a.event_pk for a in self.active.values()})
-        return touched
+            self.on_region(conn, ledger, active, now, reason="rescore")
 
-    def withdraw_alert(self, conn: Connection, survey: str, alert_id: str,
-                       vetoes: list[str]) -> set[str]:
-        """A survey withdrew a source: veto the stored alert and retract its coincidences
-        (flag ``source_withdrawn``). Returns the ids retracted."""
-        alert_pk = conn.execute(select(alerts.c.id).where(
-            alerts.c.survey == survey, alerts.c.alert_id == alert_id)).scalar_one_or_none()
-        if alert_pk is None:
+    def withdraw_alert(self, conn: Connection, ledger: Ledger, survey: str, alert_id: str,
+                       vetoes: list[str], now: datetime) -> set[int]:
+        """A survey withdrew a source: veto the stored alert and re-judge its object.
+
+        A candidate left with no vetted detection is retracted (flags
+        ``veto:withdrawn`` and ``source_withdrawn``). Returns the events touched.
+        """
+        found = rows.object_of_alert(conn, survey, alert_id)
+        if found is None:
             return set()
-        conn.execute(update(alerts).where(alerts.c.id == alert_pk).values(
-            vetoes=list(vetoes), passes_vetting=False))
-        rows = conn.execute(select(coincidences).where(
-            coincidences.c.alert_pk == alert_pk, coincidences.c.status != "retracted")
-            .with_for_update()).all()
-        for row in rows:
-            payload = dict(row.payload)
-            payload["flags"] = [*payload["flags"], "source_withdrawn"]
-            conn.execute(update(coincidences).where(
-                coincidences.c.coincidence_id == row.coincidence_id).values(
-                status="retracted", vetoed=True, revision=row.revision + 1, payload=payload))
-        rerank(conn, {row.event_pk for row in rows})
-        log.warning("%s alert %s withdrawn by the survey: %d coincidences retracted", survey,
-                    alert_id, len(rows))
-        return {row.coincidence_id for row in rows}
+        alert_pk, object_pk = found
+        rows.veto_alert(conn, alert_pk, vetoes)
+        events = {row.event_pk for row in rows.live_of_object(conn, object_pk)}
+        for event_pk in sorted(events & set(self.active)):
+            self._refresh(conn, ledger, self.active[event_pk], [object_pk], now,
+                          "source_withdrawn")
+        log.warning("%s alert %s withdrawn by the survey: its object's candidates of %d "
+                    "events re-judged", survey, alert_id, len(events))
+        return events
 
     def expire(self, conn: Connection, now: datetime) -> list[str]:
         """Close the regions whose time window ended before *now* (status ``expired``).
 
-        Their coincidences stay as they are; no new alert can match them.
+        Their candidates stay as they are; no new alert can match them.
         Returns the event ids expired.
         """
         done = [a for a in self.active.values() if a.end < now]
         for active in done:
-            conn.execute(update(regions).where(regions.c.id == active.region_pk)
-                         .values(status="expired"))
+            region_store.expire_region(conn, active.region_pk)
             self.deactivate(active.event_pk)
             log.info("event %s: region v%d expired (window ended %s)",
-                     active.event["event_id"], active.version, active.end.isoformat())
-        return [a.event["event_id"] for a in done]
+                     active.event.event_id, active.version, active.end.isoformat())
+        return [a.event.event_id for a in done]
 
-    # -- retraction --------------------------------------------------------------------------
-    def retract(self, conn: Connection, event_pk: int) -> set[str]:
-        """Retract an event: its regions, and every live coincidence (flag ``event_retracted``).
+    def retract(self, conn: Connection, ledger: Ledger, event_pk: int) -> None:
+        """Retract an event: its regions, and every live candidate (flag ``event_retracted``).
 
-        Returns the ids of the coincidences retracted, which must be announced
-        on every channel that carried them.
+        The retraction is sticky: the event keeps status ``retracted``, and later
+        notices of it activate no region (:mod:`mma.ingest`).
         """
-        live = store.retract_event(conn, event_pk)
-        for cid in live:
-            row = conn.execute(select(coincidences.c.payload, coincidences.c.revision).where(
-                coincidences.c.coincidence_id == cid).with_for_update()).one()
-            payload = dict(row.payload)
-            payload["flags"] = [*payload["flags"], "event_retracted"]
-            conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid)
-                         .values(status="retracted", revision=row.revision + 1, payload=payload))
+        active = self.active.get(event_pk)
+        store.retract_event(conn, event_pk)
+        for row in rows.live_of_event(conn, event_pk):
+            retract(conn, ledger, row, "event_retracted", "retraction",
+                    active.key if active else (row.region_pk, 0))
         self.deactivate(event_pk)
-        return set(live)
 
-    # -- scoring and persistence -------------------------------------------------------------
-    def _score(self, conn: Connection, active: ActiveRegion, alert: Mapping[str, Any],
-               tile: int, now: datetime) -> Score:
+    # -- scoring -----------------------------------------------------------------------------
+    def _score(self, conn: Connection, active: ActiveRegion, obj: StoredObject,
+               summary: Summary, tile: int, now: datetime) -> Score:
         region = active.region
-        dt_days = (alert["time"] - active.event["event_time"]).total_seconds() / 86400.0
+        dt_days = (summary.reference_time - active.event.event_time).total_seconds() / 86400.0
         ln_b_d = 0.0
-        distance = alert.get("distance_mpc")
+        distance = summary.distance_mpc
         if (distance and active.distance_ok is not None and active.distance_ok[tile]
                 and active.distance_reach_mpc):
             pdf = float(region.distance_pdf(tile, float(distance)))
             ln_b_d = ln_b_distance(pdf, float(distance), active.distance_reach_mpc)
-        background = self.rates.background(conn, alert["survey"], now)
+        background = self.rates.background(conn, obj.survey, now)
         covered = background.covered_days(active.start, active.end, self.min_covered_days)
         return score_match(
             prob_density_sr=float(region.probdensity[tile]),
@@ -310,21 +332,3 @@ class Correlator:
                           if k[0] in live and k[:2] != key[:2]}
         self._bg_cache[key] = cdf
         return cdf
-
-    def _record(self, conn: Connection, active: ActiveRegion, alert: Mapping[str, Any],
-                object_first: datetime, tile: int, now: datetime) -> tuple[str, bool]:
-        """Insert or re-score the coincidence of *alert* with *active*.
-
-        Returns
-        -------
-        (coincidence_id, changed)
-        """
-        score = self._score(conn, active, alert, tile, now)
-        event = active.event
-        cid = coincidence_id(event["event_id"], alert["survey"], alert["alert_id"])
-        payload = payload_of(cid, event, active.version, alert, score, object_first)
-        changed = record(conn, cid, payload, score, event_pk=active.event_pk,
-                         region_pk=active.region_pk, alert_pk=alert["id"],
-                         vetoed=bool(alert["vetoes"]),
-                         event_retracted=event["status"] == "retracted")
-        return cid, changed

@@ -1,0 +1,129 @@
+"""Candidate rows: objects with their detections, candidates, their revisions and ranks.
+
+The SQL behind :mod:`mma.match.correlator` and :mod:`mma.match.candidate`.
+Every function runs in the caller's transaction. Candidate rows are read
+``FOR UPDATE`` before they are revised (in coincidence-id order everywhere):
+two daemons re-scoring the same candidate would otherwise both write revision
+r + 1, and the same message would be published twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
+
+from mma.db.schema import alerts, coincidence_revisions, coincidences, objects
+from mma.models import Detection, StoredObject
+
+CHUNK = 500  # keys per IN (...) list
+
+
+def objects_until(conn: Connection, object_pks: Iterable[int],
+                  until: datetime) -> dict[int, StoredObject]:
+    """The objects *object_pks* with every stored alert up to *until* (UTC), by pk."""
+    pks = sorted(set(object_pks))
+    out: dict[int, StoredObject] = {}
+    found: dict[int, list[Detection]] = {pk: [] for pk in pks}
+    for i in range(0, len(pks), CHUNK):
+        chunk = pks[i:i + CHUNK]
+        for row in conn.execute(
+                select(alerts.c.id, alerts.c.object_pk, alerts.c.alert_id, alerts.c.time,
+                       alerts.c.ra_deg, alerts.c.dec_deg, alerts.c.hpx29, alerts.c.band,
+                       alerts.c.magnitude, alerts.c.magnitude_err, alerts.c.vetoes,
+                       alerts.c.history, alerts.c.history_source, alerts.c.distance_mpc)
+                .where(alerts.c.object_pk.in_(chunk), alerts.c.time <= until)):
+            found[row.object_pk].append(_detection(row))
+        for obj in conn.execute(select(objects).where(objects.c.id.in_(chunk))):
+            found[obj.id].sort(key=lambda d: (d.time, d.alert_id))
+            out[obj.id] = StoredObject(obj.id, obj.survey, obj.object_id, obj.first_time,
+                                       tuple(found[obj.id]))
+    return out
+
+
+def _detection(row: Any) -> Detection:
+    history = tuple(datetime.fromtimestamp(t, UTC) for t in row.history or ())
+    return Detection(
+        alert_pk=row.id, alert_id=row.alert_id, time=row.time, ra_deg=row.ra_deg,
+        dec_deg=row.dec_deg, hpx29=row.hpx29, band=row.band, magnitude=row.magnitude,
+        magnitude_err=row.magnitude_err, vetoes=tuple(row.vetoes or ()), history=history,
+        history_source=row.history_source, distance_mpc=row.distance_mpc)
+
+
+def object_of_alert(conn: Connection, survey: str, alert_id: str) -> tuple[int, int] | None:
+    """(alert_pk, object_pk) of a stored alert, or None."""
+    row = conn.execute(select(alerts.c.id, alerts.c.object_pk).where(
+        alerts.c.survey == survey, alerts.c.alert_id == alert_id)).first()
+    return None if row is None else (int(row.id), int(row.object_pk))
+
+
+def veto_alert(conn: Connection, alert_pk: int, vetoes: Sequence[str]) -> None:
+    """Mark a stored alert as failing vetting (a source the survey withdrew)."""
+    conn.execute(update(alerts).where(alerts.c.id == alert_pk).values(
+        vetoes=list(vetoes), passes_vetting=False))
+
+
+def lock(conn: Connection, cid: str) -> Row[Any] | None:
+    """The candidate row, locked until the transaction ends (PostgreSQL), or None."""
+    return conn.execute(select(coincidences).where(
+        coincidences.c.coincidence_id == cid).with_for_update()).first()
+
+
+def live_of_event(conn: Connection, event_pk: int) -> list[Row[Any]]:
+    """The event's candidates not retracted, locked, in id order."""
+    return list(conn.execute(
+        select(coincidences).where(coincidences.c.event_pk == event_pk,
+                                   coincidences.c.status != "retracted")
+        .order_by(coincidences.c.coincidence_id).with_for_update()))
+
+
+def live_of_object(conn: Connection, object_pk: int) -> list[Row[Any]]:
+    """The object's candidates (any event) not retracted, in id order."""
+    return list(conn.execute(
+        select(coincidences.c.coincidence_id, coincidences.c.event_pk).where(
+            coincidences.c.object_pk == object_pk, coincidences.c.status != "retracted")
+        .order_by(coincidences.c.coincidence_id)))
+
+
+def insert_candidate(conn: Connection, cid: str, *, event_pk: int, object_pk: int,
+                     alert_pk: int, region_pk: int, vetoed: bool, log_bayes_factor: float,
+                     p_chance: float, payload: Mapping[str, Any]) -> None:
+    """Store a new candidate at revision 1."""
+    conn.execute(insert(coincidences).values(
+        coincidence_id=cid, event_pk=event_pk, object_pk=object_pk, alert_pk=alert_pk,
+        region_pk=region_pk, status="active", vetoed=vetoed,
+        log_bayes_factor=log_bayes_factor, p_chance=p_chance, revision=1,
+        payload=dict(payload)))
+
+
+def revise(conn: Connection, cid: str, **values: Any) -> None:
+    """Update the candidate's columns (a published revision, or a quiet follow-up)."""
+    conn.execute(update(coincidences).where(coincidences.c.coincidence_id == cid)
+                 .values(**values))
+
+
+def add_revisions(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append rows to the revision history (``coincidence_revisions``)."""
+    if rows:
+        conn.execute(insert(coincidence_revisions), list(rows))
+
+
+def ranking(conn: Connection, event_pk: int) -> list[Row[Any]]:
+    """The event's candidates best first (ln B, then P_chance, then id)."""
+    return list(conn.execute(
+        select(coincidences.c.coincidence_id, coincidences.c.rank, coincidences.c.status,
+               coincidences.c.vetoed, coincidences.c.revision, coincidences.c.payload,
+               coincidences.c.region_pk)
+        .where(coincidences.c.event_pk == event_pk)
+        .order_by(coincidences.c.log_bayes_factor.desc(), coincidences.c.p_chance,
+                  coincidences.c.coincidence_id)))
+
+
+def set_ranks(conn: Connection, ranks: Sequence[tuple[str, int | None]]) -> None:
+    """Set the rank column of many candidates in one executemany."""
+    if ranks:
+        conn.execute(update(coincidences).where(
+            coincidences.c.coincidence_id == bindparam("cid")).values(
+            rank=bindparam("new_rank")), [{"cid": c, "new_rank": r} for c, r in ranks])
