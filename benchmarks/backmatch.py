@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Engine, select, text
 
-from mma.db import store
+from mma.db import region_store, store
 from mma.db.backmatch import alerts_in_region
 from mma.db.engine import make_engine, upgrade
 from mma.db.schema import alerts, objects
@@ -121,9 +121,9 @@ def store_region(engine: Engine, region: Region) -> int:
                     notice_type="PRELIMINARY", event_time=T0, issued_time=T0)
     with engine.begin() as conn:
         stored = store.add_notice(conn, notice, b"S240114aj", handler="lvk", origin=None)
-        region_pk, _ = store.add_region(
+        region_pk, *_ = region_store.add_region(
             conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind="skymap",
-            tiles=store.Tiles(region.lo, region.hi, region.probdensity,
+            tiles=region_store.Tiles(region.lo, region.hi, region.probdensity,
                               credible_level=region.credible_level),
             window=(T0, T0), area50_deg2=region.area_deg2(0.5),
             area90_deg2=region.area_deg2(0.9))

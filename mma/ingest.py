@@ -292,6 +292,9 @@ class Pipeline:
                 log.warning("event %s: %s %s from %s came after its retraction: stored, "
                             "flagged after_retraction, no region activated", notice.event_id,
                             notice.instrument, notice.notice_type, origin)
+                if region is not None and spec is not None:
+                    self._store_region(conn, stored, region, spec.kind, origin, now,
+                                       retracted=True)
                 return Outcome("notice")
             touched = set()
             if region is not None and spec is not None:
@@ -306,9 +309,11 @@ class Pipeline:
         return Outcome("duplicate")
 
     def _store_region(self, conn: Connection, stored: store.StoredNotice, region: Region,
-                      kind: str, origin: str, now: datetime) -> set[str]:
-        """Store *region* in notice order; if it is the newest, match it against the
-        stored objects. Returns the candidates published."""
+                      kind: str, origin: str, now: datetime,
+                      retracted: bool = False) -> set[str]:
+        """Store *region* in notice order; if it is the newest (and the event not
+        retracted), match it against the stored objects. Returns the candidates
+        published."""
         event = store.load_event(conn, stored.event_pk)
         start, end = self.config.window_days(event.event_class)
         t0 = event.event_time
@@ -322,7 +327,8 @@ class Pipeline:
                                      region.distsigma, region.distnorm,
                                      region.credible_level),
             window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
-            area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9))
+            area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9),
+            retracted=retracted)
         ledger = self.correlator.ledger()
         if placed.active:
             active = self.correlator.activate(placed.region_pk, placed.version, event, region)
@@ -388,12 +394,15 @@ class Pipeline:
             self.correlator.sync_active(conn)
             ledger = self.correlator.ledger()
             events: set[int] = set()
+            withdrawn: dict[int, set[str]] = {}
             fresh = [i for i, result in enumerate(stored) if result is not None]
             for i, alert in enumerate(batch):
                 if stored[i] is None and "withdrawn" in vetoes[i]:
                     # Rubin re-sends a source it withdrew: its object is judged again.
-                    events |= self.correlator.withdraw_alert(
+                    cids = self.correlator.withdraw_alert(
                         conn, ledger, alert.survey, alert.alert_id, vetoes[i], clock)
+                    events |= set(cids)
+                    withdrawn[i] = set(cids.values())
                     outcomes[i] = Outcome("alert")
             for i in fresh:
                 self.correlator.rates.note_alert(batch[i].survey)
@@ -405,6 +414,8 @@ class Pipeline:
             touched = self._finish(conn, ledger, events | matched_events)
             for i, object_pk in zip(fresh, objects, strict=True):
                 outcomes[i].touched |= matched.get(object_pk, set()) & touched
+            for i, cids in withdrawn.items():
+                outcomes[i].touched |= cids & touched
         return outcomes
 
     def _vet(self, alert: Alert) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Connection, Engine, insert, select
 
-from mma.db import store
+from mma.db import region_store, store
 from mma.db.backmatch import alerts_in_region, alerts_in_region_query
 from mma.db.schema import alerts, objects, region_tiles
 from mma.models import Notice
@@ -37,9 +37,9 @@ def _store_region(conn: Connection, event_id: str, region: Region) -> int:
     notice = Notice(event_id=event_id, messenger="gw", instrument="LVK",
                     notice_type="PRELIMINARY", event_time=T0, issued_time=T0)
     stored = store.add_notice(conn, notice, event_id.encode(), handler="lvk", origin=None)
-    region_pk, _ = store.add_region(
+    region_pk, *_ = region_store.add_region(
         conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind="skymap",
-        tiles=store.Tiles(region.lo, region.hi, region.probdensity),
+        tiles=region_store.Tiles(region.lo, region.hi, region.probdensity),
         window=(START, END), area50_deg2=1.0, area90_deg2=2.0)
     return region_pk
 

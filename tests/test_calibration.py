@@ -30,7 +30,7 @@ from mma.skymaps.region import Region, build_region, hpx29
 
 CONFIG = load_config(environ={})
 SCORING = CONFIG.section("scoring")
-WINDOW = CONFIG.window_days("gw")
+WINDOW = CONFIG.window_days("gw.cbc")
 MAX_CL = SCORING["max_credible_level"]
 N_SCRAMBLES = 40
 

@@ -75,8 +75,10 @@ def feed(pipeline: Pipeline, item: Notice | Alert) -> set[str]:
 
 def rows(engine: Engine) -> dict[str, dict[str, Any]]:
     with engine.connect() as conn:
-        return {r.payload["alert_id"]: {**r.payload, "status": r.status, "rank": r.rank,
-                                        "vetoed": r.vetoed}
+        # One object per alert here (object ZTF25obj<alert id>): keyed by that id.
+        return {r.payload["object_id"].removeprefix("ZTF25obj"): {
+                    **r.payload, "status": r.status, "rank": r.rank, "vetoed": r.vetoed,
+                    "revision": r.revision}
                 for r in conn.execute(select(coincidences))}
 
 
@@ -101,7 +103,7 @@ def test_alert_first_and_region_first_give_the_same_coincidence(engine: Engine,
                 region=RegionSpec(kind="skymap", skymap=moc_fits(MAP_1)))
     feed(p2, n2)
     back = next(r for r in rows(engine).values() if r["event_id"] == "S250301y"
-                and r["alert_id"] == "2")
+                and r["object_id"] == "ZTF25obj2")
     for key in ("credible_level", "prob_density_sr", "searched_area_deg2",
                 "log_bayes_factor"):
         assert back[key] == pytest.approx(live[key], rel=1e-12)
@@ -154,10 +156,12 @@ def test_update_rescores_and_withdraws(engine: Engine, config: Config) -> None:
     assert after["b"]["status"] == "retracted" and "left_region" in after["b"]["flags"]
     # The same update delivered again is a duplicate and changes nothing ...
     assert feed(p, notice("UPDATE", 3, {0: 0.85, 2: 0.15})) == set()
-    # ... and a newer notice with the same map moves the region on without an update.
+    # ... and a newer notice with the same map moves the region on without an update:
+    # the published record (revision, region version) stays what consumers last saw.
     assert feed(p, notice("UPDATE", 4, {0: 0.85, 2: 0.15})) == set()
     again = rows(engine)
-    assert again["a"]["region_version"] == 3 and again["a"]["status"] == "updated"
+    assert again["a"]["region_version"] == 2 and again["a"]["status"] == "updated"
+    assert again["a"]["revision"] == after["a"]["revision"]
     assert again["a"]["credible_level"] == after["a"]["credible_level"]
 
 
@@ -209,12 +213,13 @@ def test_withdrawn_rubin_source_withdraws_its_matches(engine: Engine, config: Co
     p = Pipeline(engine, config)
     feed(p, notice("PRELIMINARY", 0.01, MAP_1))
     feed(p, _lsst("7000"))
-    feed(p, _lsst("7001", negative=True))
-    found = rows(engine)
-    assert found["7000"]["status"] == "active" and found["7000"]["rank"] == 1
-    assert found["7001"]["vetoed"] and "veto:negative" in found["7001"]["flags"]
+    feed(p, _lsst("7001", negative=True))  # the same object: one candidate
+    (found,) = rows(engine).values()
+    # The negative source is no news: the published record stays revision 1.
+    assert found["status"] == "active" and found["rank"] == 1 and found["revision"] == 1
+    assert [d["alert_id"] for d in found["detections"]] == ["7000"]
     touched = feed(p, _lsst("7000", withdrawn=True))  # Rubin re-sends it, withdrawn
-    after = rows(engine)["7000"]
+    (after,) = rows(engine).values()
     assert touched == {after["coincidence_id"]}
     assert after["status"] == "retracted" and "source_withdrawn" in after["flags"]
     assert after["vetoed"] and after["rank"] is None

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, select
 
-from mma.db import store
+from mma.db import region_store, store
 from mma.db.schema import alerts, dead_letters, events, metadata, notices, objects
 from mma.errors import MalformedMessage
 from mma.models import Alert, Notice
@@ -70,14 +70,14 @@ def test_aliases_merge_and_revised_time_updates_the_event(engine: Engine) -> Non
                                            issued_time=T0 + timedelta(hours=1)),
                              b"n2", handler="lvk", origin=None)
         assert a.event_pk == b.event_pk  # one event, never forked
-        row = store.event_row(conn, a.event_pk)
-        assert row["event_time"] == revised
-        assert row["aliases"] == ["GW240114", "S240114aj"]
+        event = store.load_event(conn, a.event_pk)
+        assert event.event_time == revised
+        assert event.aliases == ("GW240114", "S240114aj")
         # An older notice arriving late does not roll the time back.
         store.add_notice(conn, _notice(issued_time=T0 + timedelta(seconds=10),
                                        notice_type="PRELIMINARY"), b"n0", handler="lvk",
                          origin=None)
-        assert store.event_row(conn, a.event_pk)["event_time"] == revised
+        assert store.load_event(conn, a.event_pk).event_time == revised
 
 
 def test_alert_dedup_and_object_span(engine: Engine) -> None:
@@ -140,15 +140,15 @@ def test_region_tiles_round_trip_exactly(engine: Engine, distance: bool) -> None
     if distance:
         dist = [rng.normal(100, 30, n), rng.random(n) * 50, rng.random(n) * 1e-4]
         dist[0][:3] = [np.nan, np.inf, -np.inf]
-    tiles = store.Tiles(lo, hi, density, *(dist or []))
+    tiles = region_store.Tiles(lo, hi, density, *(dist or []))
     with engine.begin() as conn:
         stored = store.add_notice(conn, _notice(), b"raw", handler="lvk", origin=None)
-        region_pk, _ = store.add_region(
+        region_pk, *_ = region_store.add_region(
             conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind="skymap",
             tiles=tiles, window=(T0, T0 + timedelta(days=1)), area50_deg2=1.0,
             area90_deg2=2.0)
     with engine.connect() as conn:
-        back = store.region_tiles_of(conn, region_pk)
+        back = region_store.region_tiles_of(conn, region_pk)
     for name, want in tiles._asdict().items():
         if name == "credible_level":  # computed by add_region, not read back
             continue

@@ -80,7 +80,7 @@ def test_deliveries_are_written_with_the_coincidence(engine: Engine, tmp_path: P
     assert [(r.channel, r.status, r.payload["kind"]) for r in rows] == [
         ("kafka", "pending", "new")]  # slack wants neutrinos only
     record = rows[0].payload["record"]
-    assert record["alert_id"] == "good" and record["status"] == "active" and record["rank"] == 1
+    assert record["object_id"] == "ZTF25objgood" and record["status"] == "active" and record["rank"] == 1
 
 
 def test_sink_down_then_back_sends_exactly_once(engine: Engine, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_sink_down_then_back_sends_exactly_once(engine: Engine, tmp_path: Path) 
     assert waits == [30.0, 60.0, 120.0]  # exponential backoff
     assert outbox.drain(engine, {"kafka": sink}, config, now)["sent"] == 1
     assert outbox.drain(engine, {"kafka": sink}, config, now + timedelta(days=1)) == {}
-    assert [d.payload["alert_id"] for d in sink.sent] == ["a"]
+    assert [d.payload["object_id"] for d in sink.sent] == ["ZTF25obja"]
     (row,) = _rows(engine)
     assert row.status == "sent" and row.attempts == 4
 
@@ -236,6 +236,6 @@ def test_digest_channel_sends_one_message_for_everything_pending(engine: Engine,
     assert outbox.drain(engine, {"slack": slack}, config, now) == {}  # not yet
     sent = outbox.drain(engine, {"slack": slack}, config, now + timedelta(minutes=11))
     assert sent == {"sent": 3}
-    assert [sorted(d.payload["alert_id"] for d in batch) for batch in slack.digests] == [
+    assert [sorted(d.payload["object_id"].removeprefix("ZTF25obj") for d in batch) for batch in slack.digests] == [
         ["a0", "a1", "a2"]]
     assert slack.sent == [] and {r.status for r in _rows(engine)} == {"sent"}

@@ -47,7 +47,8 @@ class StoredRegion(NamedTuple):
 
 def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
                tiles: Tiles, window: tuple[datetime, datetime],
-               area50_deg2: float, area90_deg2: float) -> StoredRegion:
+               area50_deg2: float, area90_deg2: float,
+               retracted: bool = False) -> StoredRegion:
     """Store a region of an event in notice order (see the module docstring).
 
     The newest region by :func:`mma.lifecycle.order_key` is active, the others
@@ -58,19 +59,22 @@ def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
     ----------
     tiles
         The region's tiles (a :class:`mma.skymaps.region.Region` has the same fields).
+    retracted
+        The event is retracted: the region is stored for audit as ``retracted``
+        and never becomes active.
     """
     last = conn.execute(select(func.max(regions.c.version))
                         .where(regions.c.event_pk == event_pk)).scalar_one()
     key = conn.execute(insert(regions).values(
         event_pk=event_pk, notice_pk=notice_pk, version=(last or 0) + 1, kind=kind,
-        status="superseded", window_start=window[0], window_end=window[1],
+        status="retracted" if retracted else "superseded", window_start=window[0], window_end=window[1],
         area50_deg2=area50_deg2, area90_deg2=area90_deg2, n_tiles=len(tiles.lo),
     )).inserted_primary_key
     assert key is not None
     region_pk = int(key[0])
     _insert_tiles(conn, region_pk, _with_credible_level(tiles))
     ordered = _in_order(conn, event_pk)
-    newest = ordered[-1][0] == region_pk
+    newest = ordered[-1][0] == region_pk and not retracted
     if newest:
         conn.execute(update(regions).where(regions.c.event_pk == event_pk,
                                            regions.c.status == "active")

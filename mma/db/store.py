@@ -51,7 +51,7 @@ class StoredNotice:
     notice_pk: int
     is_new: bool  # False when the same bytes were stored before (idempotent re-delivery)
     # The newest of the event's notices by mma.lifecycle's order (it sets the event).
-    newest: bool = True
+    newest: bool = True  # it set the event's time and properties
     # The event was retracted before: stored, flagged after_retraction, inert.
     inert: bool = False
 
@@ -99,13 +99,17 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
     else:
         status = lock_event(conn, event_pk)
         inert = after_retraction(status, notice.retraction)
+        sets_time = not (notice.retraction or "no_event_time" in notice.flags)
         mine = order_key(notice.issued_time, notice.notice_type, digest)
-        newest = all(order_key(r.issued_time, r.notice_type, r.sha256) < mine
-                     for r in conn.execute(select(
-                         notices.c.issued_time, notices.c.notice_type, notices.c.sha256)
-                         .where(notices.c.event_pk == event_pk)))
-        # A retraction carries no event time of its own; nor do time-only placeholders.
-        if newest and not inert and not (notice.retraction or "no_event_time" in notice.flags):
+        # The event is what its newest notice with an event time says, whatever order
+        # they came in, and even after a retraction (which then still stands).
+        newest = sets_time and all(
+            order_key(r.issued_time, r.notice_type, r.sha256) < mine
+            for r in conn.execute(select(notices.c.issued_time, notices.c.notice_type,
+                                         notices.c.sha256, notices.c.flags)
+                                  .where(notices.c.event_pk == event_pk))
+            if not _without_time(r.notice_type, r.flags))
+        if newest:
             conn.execute(
                 update(events).where(events.c.id == event_pk).values(
                     event_time=notice.event_time, event_class=event_class,
@@ -116,14 +120,20 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
         if conn.execute(select(event_aliases.c.alias).where(
                 event_aliases.c.alias == alias)).first() is None:
             conn.execute(insert(event_aliases).values(alias=alias, event_pk=event_pk))
-    flags = [*notice.flags, *(["after_retraction"] if inert else []),
-             *([] if newest else ["older_than_stored"])]
+    flags = [*notice.flags, *(["retraction"] if notice.retraction else []),
+             *(["after_retraction"] if inert else [])]
     notice_pk = _insert(conn, insert(notices).values(
         event_pk=event_pk, handler=handler, notice_type=notice.notice_type,
         issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
         properties=dict(notice.properties), flags=flags,
     ))
     return StoredNotice(event_pk, notice_pk, is_new=True, newest=newest, inert=inert)
+
+
+def _without_time(notice_type: str, flags: list[str] | None) -> bool:
+    """A stored retraction or time-only notice (it sets no event time)."""
+    marks = set(flags or ())
+    return bool(marks & {"retraction", "no_event_time"}) or notice_type.lower() == "retraction"
 
 
 def lock_event(conn: Connection, event_pk: int) -> str:
@@ -158,10 +168,14 @@ def load_event(conn: Connection, event_pk: int) -> StoredEvent:
 
 
 def retract_event(conn: Connection, event_pk: int) -> None:
-    """Mark an event and its active region retracted (its candidates: the caller)."""
+    """Mark an event and all its regions retracted (its candidates: the caller).
+
+    Every region, not only the active one: the final state is then the same
+    whether a notice issued before the retraction arrived before it or after.
+    """
     conn.execute(update(events).where(events.c.id == event_pk).values(status="retracted"))
-    conn.execute(update(regions).where(regions.c.event_pk == event_pk,
-                                       regions.c.status == "active").values(status="retracted"))
+    conn.execute(update(regions).where(regions.c.event_pk == event_pk)
+                 .values(status="retracted"))
 
 
 def history_of(alert: Alert) -> list[int] | None:

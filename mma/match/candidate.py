@@ -268,8 +268,8 @@ def material_changes(old: Mapping[str, Any], new: Mapping[str, Any],
     changes = []
     if sorted(old.get("flags", [])) != sorted(new.get("flags", [])):
         changes.append("flags")
-    if (_alert_ids(old), old.get("n_detections"), old.get("n_vetoed_detections")) != (
-            _alert_ids(new), new.get("n_detections"), new.get("n_vetoed_detections")):
+    # Vetted detections only: a bogus subtraction beside the object is no news.
+    if (_alert_ids(old), old.get("n_detections")) != (_alert_ids(new), new.get("n_detections")):
         changes.append("detections")
     if _moved(old.get("credible_level"), new.get("credible_level"), th.credible_level,
               th.credible_level_cuts):

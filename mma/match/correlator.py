@@ -241,19 +241,21 @@ class Correlator:
             self.on_region(conn, ledger, active, now, reason="rescore")
 
     def withdraw_alert(self, conn: Connection, ledger: Ledger, survey: str, alert_id: str,
-                       vetoes: list[str], now: datetime) -> set[int]:
+                       vetoes: list[str], now: datetime) -> dict[int, str]:
         """A survey withdrew a source: veto the stored alert and re-judge its object.
 
         A candidate left with no vetted detection is retracted (flags
-        ``veto:withdrawn`` and ``source_withdrawn``). Returns the events touched.
+        ``veto:withdrawn`` and ``source_withdrawn``). Returns the object's live
+        candidates before, by event.
         """
         found = rows.object_of_alert(conn, survey, alert_id)
         if found is None:
-            return set()
+            return {}
         alert_pk, object_pk = found
         rows.veto_alert(conn, alert_pk, vetoes)
-        events = {row.event_pk for row in rows.live_of_object(conn, object_pk)}
-        for event_pk in sorted(events & set(self.active)):
+        events = {row.event_pk: row.coincidence_id
+                  for row in rows.live_of_object(conn, object_pk)}
+        for event_pk in sorted(set(events) & set(self.active)):
             self._refresh(conn, ledger, self.active[event_pk], [object_pk], now,
                           "source_withdrawn")
         log.warning("%s alert %s withdrawn by the survey: its object's candidates of %d "
