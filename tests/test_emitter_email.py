@@ -25,6 +25,11 @@ from tests.services.smtp import SmtpServer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "mma/schema/coincidence.example.json"
 GRACEDB = "https://gracedb.ligo.org/superevents/S261120ab/view/"
+V2_ONLY = ("schema_version", "revision", "kind", "event_class", "significance",
+           "position_scatter_arcsec", "detections", "n_detections", "n_vetoed_detections",
+           "first_detection", "first_detection_after_t0", "last_detection",
+           "n_prior_detections", "history_source", "peak_magnitude", "peak_band",
+           "rise_rate_mag_per_day", "fade_rate_mag_per_day", "changes")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +39,17 @@ def region(corpus: Path) -> Region:
 
 
 def make_delivery(region: Region | None, *, kind: str = "new", revision: int = 1,
-                  **changes: Any) -> Delivery:
-    """The schema example, with the candidate moved to the map maximum of ``region``."""
+                  version: int = 2, **changes: Any) -> Delivery:
+    """The schema example, with the object moved to the map maximum of ``region``.
+
+    ``version=1``: the record as a version 1 database stored it (one alert, none of
+    the version 2 fields).
+    """
     payload = json.loads(EXAMPLE.read_text())
+    if version == 1:
+        payload = {k: v for k, v in payload.items() if k not in V2_ONLY}
+        payload.update(alert_id="3100000000000000609",
+                       alert_time="2026-11-20T23:12:45.123Z", flags=["prior_activity"])
     if region is not None:
         i = region.density_order[0]
         theta, phi = hp.pix2ang(1 << MAX_ORDER, (region.lo[i] + region.hi[i]) // 2, nest=True)
@@ -50,6 +63,11 @@ def make_delivery(region: Region | None, *, kind: str = "new", revision: int = 1
     return Delivery(outbox_id=7, channel="email", coincidence_id=payload["coincidence_id"],
                     revision=revision, kind=kind, payload=payload,  # type: ignore[arg-type]
                     event=event, region=region)
+
+
+def flat(text: str) -> str:
+    """The text with every run of white space made one space (label columns vary)."""
+    return " ".join(text.split())
 
 
 def emitter_for(server: SmtpServer, *, login: bool = True, **kwargs: Any) -> EmailEmitter:
@@ -77,23 +95,35 @@ def test_new_candidate_mail_with_picture(smtp_server: SmtpServer, region: Region
     assert mail.mail_from == "mma@example.org"
     assert sorted(mail.rcpt_tos) == ["astro@example.org", "duty@example.org"]
     msg = mail.message
-    assert mail.subject.startswith("[mma] new candidate ZTF26aaaaaxl for S261120ab (CL ")
+    assert mail.subject.startswith(
+        "[mma] new candidate ZTF26aaaaaxl (ZTF) for S261120ab (3 det., CL ")
     assert "P_chance 0.037)" in mail.subject
     cid = delivery.coincidence_id
     assert msg["X-MMA-Coincidence-Id"] == cid
     assert msg["X-MMA-Revision"] == "1"
+    assert msg["X-MMA-Object"] == "ZTF ZTF26aaaaaxl"
+    assert msg["X-MMA-Event"] == "S261120ab"
     assert msg["Message-ID"] == f"<mma.{cid}.r1@example.org>"
 
-    text = mail.text()
-    for needle in ("ZTF26aaaaaxl", "S261120ab", "P_chance", "0.037", "Credible level",
-                   f"{delivery.payload['credible_level']:.3f}", "ln_B_sky", "prior_activity",
+    text = flat(mail.text())
+    for needle in ("Object ZTF26aaaaaxl (ZTF)", "S261120ab", "Class / instrument gw.cbc / LVK",
+                   "FAR 3.2e-10 Hz (1 per 99 yr), p_astro 0.97, significant",
+                   "(scatter 0.14 arcsec)", "3 detections in the window",
+                   "First after t0 (UTC) 2026-11-20T23:12:45.123Z",
+                   "+0.833 d (+20.0 h) after t0", "2026-11-21T23:34:10.811Z",
+                   "Latest magnitude r 20.95 mag", "Peak magnitude g 20.22 mag",
+                   "fading 0.53 mag/d", "2026-11-21T00:05:33.560Z g 20.22 ± 0.10 mag (+20.9 h)",
+                   "P_chance", "0.037", "Credible level",
+                   f"{delivery.payload['credible_level']:.3f}", "ln_B_sky",
                    GRACEDB, "https://fink-portal.org/ZTF26aaaaaxl",
                    "https://alerce.online/object/ZTF26aaaaaxl", "wis-tns.org/search?ra="):
         assert needle in text, needle
+    assert "Prior detections" not in text and "Changed" not in text
     html_part = msg.get_body(preferencelist=("html",))
     assert html_part is not None
     html = html_part.get_content()
     assert "<table>" in html and "ZTF26aaaaaxl" in html and 'src="cid:region"' in html
+    assert "g 20.22 ± 0.10 mag" in html
 
     pngs = [part for part in msg.walk() if part.get_content_type() == "image/png"]
     assert len(pngs) == 1
@@ -129,9 +159,38 @@ def test_retraction_says_retracted(smtp_server: SmtpServer, region: Region) -> N
     emitter_for(smtp_server, login=False).send(delivery)
     [mail] = smtp_server.wait_for(1)
     assert mail.login is None
-    assert mail.subject.startswith("[mma] RETRACTED candidate ZTF26aaaaaxl for S261120ab")
+    assert mail.subject.startswith("[mma] RETRACTED candidate ZTF26aaaaaxl (ZTF) for S261120ab")
     assert "RETRACTED" in mail.text()
     assert "event_retracted" in mail.text()
+
+
+def test_update_says_what_changed(smtp_server: SmtpServer) -> None:
+    delivery = make_delivery(None, kind="update", revision=2, status="updated",
+                             changes=["detections", "rank"], n_prior_detections=3,
+                             history_source="stored_alerts", flags=["pre_existing"])
+    emitter_for(smtp_server).send(delivery)
+    [mail] = smtp_server.wait_for(1)
+    text = flat(mail.text())
+    assert mail.subject.startswith("[mma] updated candidate ZTF26aaaaaxl (ZTF) for S261120ab")
+    for needle in ("Changed detections, rank", "Prior detections 3 before t0 (stored_alerts)",
+                   "Flags pre_existing"):
+        assert needle in text, needle
+
+
+def test_version_1_record_still_renders(smtp_server: SmtpServer, region: Region) -> None:
+    """A record of a version 1 database (alert_id/alert_time, no version 2 field)."""
+    delivery = make_delivery(region, kind="update", revision=2, version=1)
+    emitter_for(smtp_server).send(delivery)
+    [mail] = smtp_server.wait_for(1)
+    assert mail.subject.startswith(
+        "[mma] updated candidate ZTF26aaaaaxl (ZTF) for S261120ab (1 det., CL ")
+    text = flat(mail.text())
+    for needle in ("Alert 3100000000000000609 at 2026-11-20T23:12:45.123Z",
+                   "Detections 1 detection in the window", "+0.833 d (+20.0 h) after t0",
+                   "Significance FAR 3.2e-10 Hz (1 per 99 yr)", "Flags prior_activity",
+                   "Class / instrument gw / LVK", "Latest magnitude n/a"):
+        assert needle in text, needle
+    assert len([p for p in mail.message.walk() if p.get_content_type() == "image/png"]) == 1
 
 
 def test_mail_without_region(smtp_server: SmtpServer) -> None:

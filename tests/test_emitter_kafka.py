@@ -9,15 +9,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from confluent_kafka import Consumer, Message
 
 from mma.emitters import Delivery, MessageKind
-from mma.emitters.kafka import KafkaEmitter, encode_value, schema_id
+from mma.emitters.kafka import KafkaEmitter, encode_value, message_headers, schema_id
 from mma.errors import DeliveryError
 from tests.services.kafka import ExternalKafka, KafkaBroker
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "mma" / "schema" / "coincidence.example.json"
+SCHEMA = json.loads((EXAMPLE.parent / "coincidence.schema.json").read_text("utf-8"))
+V2_ONLY = ("schema_version", "revision", "kind", "event_class", "significance",
+           "position_scatter_arcsec", "detections", "n_detections", "n_vetoed_detections",
+           "first_detection", "first_detection_after_t0", "last_detection",
+           "n_prior_detections", "history_source", "peak_magnitude", "peak_band",
+           "rise_rate_mag_per_day", "fade_rate_mag_per_day", "changes")
 
 
 def _payload() -> dict[str, Any]:
@@ -60,9 +67,36 @@ def _closed_port() -> int:
     return port
 
 
+def _validate(record: dict[str, Any]) -> None:
+    jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()
+                                    ).validate(record)
+
+
 def test_schema_id_is_the_schema_dollar_id() -> None:
-    schema = json.loads((EXAMPLE.parent / "coincidence.schema.json").read_text("utf-8"))
-    assert schema_id() == schema["$id"]
+    assert schema_id() == SCHEMA["$id"]
+    assert schema_id().endswith("/v2.json")
+
+
+def test_example_is_a_version_2_record() -> None:
+    payload = _payload()
+    _validate(payload)
+    assert payload["schema_version"] == 2 and payload["kind"] == "new"
+    assert payload["n_detections"] == len(payload["detections"]) == 3
+    assert {d["band"] for d in payload["detections"]} == {"g", "r"}
+    assert "alert_id" not in payload and "alert_time" not in payload
+    for bad in ({**payload, "changes": ["rank"]}, {**payload, "kind": "sent"},
+                {**payload, "detections": [{"time": "2026-11-20T23:12:45Z"}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            _validate(bad)
+
+
+def test_version_1_record_is_sent_as_it_is() -> None:
+    """A record migrated from a version 1 database (one alert) still encodes."""
+    payload = {k: v for k, v in _payload().items() if k not in V2_ONLY}
+    payload.update(alert_id="3100000000000000609", alert_time="2026-11-20T23:12:45.123Z")
+    assert json.loads(encode_value(payload)) == payload
+    headers = dict(message_headers(_delivery(payload, 2, "update")))
+    assert headers["mma-kind"] == b"update" and headers["mma-revision"] == b"2"
 
 
 def test_nan_payload_is_a_permanent_error() -> None:
@@ -84,9 +118,14 @@ def test_new_update_retraction_round_trip(kafka_broker: KafkaBroker | ExternalKa
                                           kafka_topic: str) -> None:
     """Three revisions of one coincidence arrive in order with key, JSON value and headers."""
     payload = _payload()
-    updated = {**payload, "p_chance": 0.01, "rank": 2}
-    retracted = {**payload, "status": "retracted", "flags": ["event_retracted"]}
+    updated = {**payload, "revision": 2, "kind": "update", "status": "updated",
+               "p_chance": 0.01, "rank": 2, "changes": ["p_chance", "rank"]}
+    retracted = {**payload, "revision": 3, "kind": "retraction", "status": "retracted",
+                 "flags": ["event_retracted"], "rank": None,
+                 "changes": ["status", "flags", "rank"]}
     sent = [(payload, 1, "new"), (updated, 2, "update"), (retracted, 3, "retraction")]
+    for body, _, _ in sent:
+        _validate(body)
     emitter = KafkaEmitter(kafka_broker.client_config(), topic=kafka_topic)
     assert emitter.name == "kafka"
     try:

@@ -25,6 +25,21 @@ def _payload() -> dict[str, Any]:
     return payload
 
 
+V2_ONLY = ("schema_version", "revision", "kind", "event_class", "significance",
+           "position_scatter_arcsec", "detections", "n_detections", "n_vetoed_detections",
+           "first_detection", "first_detection_after_t0", "last_detection",
+           "n_prior_detections", "history_source", "peak_magnitude", "peak_band",
+           "rise_rate_mag_per_day", "fade_rate_mag_per_day", "changes")
+
+
+def _v1_payload() -> dict[str, Any]:
+    """The example as a version 1 database stored it: one alert, no version 2 field."""
+    payload = {k: v for k, v in _payload().items() if k not in V2_ONLY}
+    payload.update(alert_id="3100000000000000609", alert_time="2026-11-20T23:12:45.123Z",
+                   flags=["prior_activity"])
+    return payload
+
+
 def _delivery(payload: dict[str, Any] | None = None, kind: MessageKind = "new",
               revision: int = 1, properties: dict[str, Any] | None = None) -> Delivery:
     payload = payload if payload is not None else _payload()
@@ -42,16 +57,58 @@ def test_slack_message_content() -> None:
     dumped = json.dumps(message, ensure_ascii=False)
     header = message["blocks"][0]
     assert header["type"] == "header"
-    assert header["text"]["text"] == "🆕 New coincidence: S261120ab × ZTF26aaaaaxl"
-    for needle in ("ZTF26aaaaaxl", "S261120ab", "LVK", "2026-11-20T03:12:45.123Z",
-                   "2026-11-20T23:12:45.123Z", "+20.0 h", "RA 149.4895°", "Dec +25.7975°",
-                   "0.047 (4.7 %)", "2.74 deg²", "6.54", "0.037", "prior_activity",
+    assert header["text"]["text"] == "🆕 New candidate: ZTF26aaaaaxl (ZTF) × S261120ab"
+    for needle in ("ZTF26aaaaaxl (ZTF)", "S261120ab", "gw.cbc · LVK",
+                   "2026-11-20T03:12:45.123Z", "RA 149.4895°", "Dec +25.7975°",
+                   "scatter 0.14″", "3 detections in the window",
+                   "first after t₀ 2026-11-20T23:12:45.123Z (Δt +20.0 h)",
+                   "last 2026-11-21T23:34:10.811Z", "latest r 20.95 mag", "peak g 20.22 mag",
+                   "fading 0.53 mag/d", "FAR 3.2e-10 Hz (1 per 99 yr), p_astro 0.97, significant",
+                   "0.047 (4.7 %)", "2.74 deg²", "6.54 (sky 6.54, t 0.00, D 0.00, prior 0.00)",
+                   "0.037 (N_bg 0.0377)", "*Rank*\\n1", "1 (region v2)", "status active",
                    "https://gracedb.ligo.org/superevents/S261120ab/view/",
                    "https://www.wis-tns.org/search?ra=149.489542&decl=25.797453"
                    "&radius=5&coords_unit=arcsec"):
         assert needle in dumped, needle
     assert "P_chance 0.037" in message["text"]
+    assert "first after t₀ 2026-11-20T23:12:45.123Z" in message["text"]
+    assert "prior detections" not in dumped  # none before t0
+    assert "Changed" not in dumped and "alert " not in dumped
     assert len(header["text"]["text"]) <= 150
+
+
+def test_update_says_what_changed_and_prior_detections() -> None:
+    payload = {**_payload(), "kind": "update", "revision": 2, "status": "updated",
+               "changes": ["detections", "p_chance"], "n_prior_detections": 4,
+               "n_vetoed_detections": 1, "flags": ["pre_existing"]}
+    message = slack_message(_delivery(payload, kind="update", revision=2))
+    dumped = json.dumps(message, ensure_ascii=False)
+    assert message["blocks"][0]["text"]["text"].startswith("🔄 Updated candidate: ZTF26aaaaaxl")
+    assert "*Changed: detections, p_chance*" in dumped
+    assert "prior detections: 4 before t0 (ztf.prv_candidates)" in dumped
+    assert "3 detections (1 vetoed) in the window" in dumped
+    assert "Flags: pre_existing" in dumped
+    assert "Changed: detections, p_chance" in message["text"]
+
+
+def test_no_detection_after_t0() -> None:
+    payload = {**_payload(), "first_detection_after_t0": None, "dt_days": -0.25}
+    dumped = json.dumps(slack_message(_delivery(payload)), ensure_ascii=False)
+    assert "no detection after t₀ (first in window Δt -6.0 h)" in dumped
+
+
+def test_version_1_record_still_renders() -> None:
+    """A record migrated from a version 1 database: one alert, no version 2 field."""
+    message = slack_message(_delivery(_v1_payload(), kind="update", revision=2))
+    dumped = json.dumps(message, ensure_ascii=False)
+    assert message["blocks"][0]["text"]["text"] == \
+        "🔄 Updated candidate: ZTF26aaaaaxl (ZTF) × S261120ab"
+    for needle in ("1 detection in the window", "alert 3100000000000000609",
+                   "first after t₀ 2026-11-20T23:12:45.123Z (Δt +20.0 h)",
+                   "gw · LVK", "prior_activity", "0.047 (4.7 %)"):
+        assert needle in dumped, needle
+    assert "latest" not in dumped and "Changed" not in dumped
+    json.dumps(message, allow_nan=False)  # postable as it is
 
 
 def test_slack_message_kinds_and_escaping() -> None:
@@ -102,7 +159,8 @@ def test_post_arrives(http_sink: HttpSink, caplog: pytest.LogCaptureFixture) -> 
     assert (request.header("content-type") or "").startswith("application/json")
     assert request.json == slack_message(delivery)
     body = request.body.decode("utf-8")
-    for needle in ("ZTF26aaaaaxl", "0.047 (4.7 %)", "0.037",
+    for needle in ("ZTF26aaaaaxl", "0.047 (4.7 %)", "0.037", "3 detections in the window",
+                   "peak g 20.22 mag",
                    "https://gracedb.ligo.org/superevents/S261120ab/view/",
                    "https://www.wis-tns.org/search?ra="):
         assert needle in body, needle

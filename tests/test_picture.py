@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import healpy as hp
@@ -11,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mma.emitters import Delivery
+from mma.emitters.email import EmailEmitter
 from mma.emitters.picture import (
     ALLSKY_AREA_DEG2,
     MIN_RADIUS_DEG,
@@ -25,6 +29,7 @@ matplotlib.use("Agg")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXAMPLE_PNG = Path("/tmp/mma-example-region.png")
+EXAMPLE = Path(__file__).resolve().parents[1] / "mma" / "schema" / "coincidence.example.json"
 
 
 def map_maximum(region: Region) -> tuple[float, float]:
@@ -49,7 +54,8 @@ def decode(png: bytes) -> Image.Image:
 
 def test_zoom_picture_of_a_gw_map(gw_region: Region) -> None:
     ra, dec = map_maximum(gw_region)
-    png = render_region_png(gw_region, ra_deg=ra, dec_deg=dec, title="MS181101ab test")
+    png = render_region_png(gw_region, ra_deg=ra, dec_deg=dec, title="MS181101ab test",
+                            label="ZTF26aaaaaxl")
     image = decode(png)
     assert image.size == (600, 640)  # the zoom layout
     assert len(png) > 20_000
@@ -99,3 +105,35 @@ def test_no_figure_leak(gw_region: Region) -> None:
     for _ in range(5):
         render_region_png(gw_region, ra_deg=ra, dec_deg=dec, title="leak")
     assert plt.get_fignums() == before
+
+
+def test_object_label_next_to_the_reticle(gw_region: Region) -> None:
+    """The label (object id) is drawn up and to the right of the marked position."""
+    ra, dec = map_maximum(gw_region)
+    plain = np.asarray(decode(render_region_png(gw_region, ra_deg=ra, dec_deg=dec,
+                                                title="x")).convert("RGB"))
+    labelled = np.asarray(decode(render_region_png(gw_region, ra_deg=ra, dec_deg=dec,
+                                                   title="x", label="ZTF26aaaaaxl"))
+                          .convert("RGB"))
+    rows, cols = np.nonzero(np.any(plain != labelled, axis=2))
+    assert rows.size > 50
+    h, w, _ = plain.shape
+    assert cols.min() > w * 0.5 - 5 and rows.max() < h * 0.5 + 5  # up right of the centre
+
+
+def test_email_picture_marks_the_object(gw_region: Region) -> None:
+    """The email channel draws the record's object position with the object id."""
+    payload = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    payload["ra"], payload["dec"] = map_maximum(gw_region)
+    delivery = Delivery(outbox_id=1, channel="email", coincidence_id=payload["coincidence_id"],
+                        revision=1, kind="new", payload=payload, event={}, region=gw_region)
+    emitter = EmailEmitter(host="localhost", port=25, security="none", username=None,
+                           password=None, sender="mma@example.org",
+                           recipients=["a@example.org"])
+    png = emitter._picture(delivery)
+    expected = render_region_png(gw_region, ra_deg=payload["ra"], dec_deg=payload["dec"],
+                                 title="ZTF26aaaaaxl (ZTF) in S261120ab (region v2)",
+                                 label="ZTF26aaaaaxl")
+    assert png is not None
+    assert np.array_equal(np.asarray(decode(png)), np.asarray(decode(expected)))
+    assert emitter._picture(replace(delivery, kind="retraction")) is None

@@ -1,4 +1,10 @@
-"""Emitters: deliver coincidence messages to one channel each (Kafka, Slack, email).
+"""Emitters: deliver candidate messages to one channel each (Kafka, Slack, email).
+
+A candidate is one optical object of one survey, with its detections in the event's
+time window, scored against one multi-messenger event (``docs/candidate.md``); its
+record is schema version 2 (``mma/schema/coincidence.schema.json``). Records migrated
+from a version 1 database may still describe one alert (``alert_id``, ``alert_time``)
+and lack the version 2 fields: emitters read every field with a fallback.
 
 The outbox (:mod:`mma.outbox`) owns retries, backoff, ordering and parking;
 an emitter only sends one :class:`Delivery` and says how it failed:
@@ -36,20 +42,23 @@ class Delivery:
     channel : str
         Channel name (``kafka``, ``slack``, ``email``).
     coincidence_id : str
-        Stable id; the Kafka message key.
+        Stable id of the candidate (event, survey, object); the Kafka message key.
     revision : int
-        Revision of the coincidence this message carries (1 = first); consumers
+        Revision of the candidate this message carries (1 = first); consumers
         keep the highest revision per coincidence_id.
     kind : {'new', 'update', 'retraction'}
         What happened.
     payload : mapping
-        The coincidence record of DESIGN.md 4 (``mma/schema/coincidence.schema.json``),
-        ``status`` and ``rank`` included.
+        The candidate record, schema version 2 (``docs/candidate.md``,
+        ``mma/schema/coincidence.schema.json``): the object (``object_id``,
+        ``survey``, ``ra``/``dec`` [deg]), its ``detections`` and history, the
+        scores, ``status``, ``rank`` and ``changes``. A record migrated from
+        version 1 may carry ``alert_id``/``alert_time`` instead of the new fields.
     event : mapping
         Extras about the event for humans: ``properties`` (FAR [Hz], HasNS,
-        classification, urls...), ``area90_deg2``, ``test``.
+        classification, urls...), ``area90_deg2`` [deg²], ``test``.
     region : Region or None
-        The region the coincidence was scored against (for pictures), if loaded.
+        The region the candidate was scored against (for pictures), if loaded.
     """
 
     outbox_id: int

@@ -1,5 +1,8 @@
 """The email channel: one mail per delivery over SMTP, with a picture of the region.
 
+A mail is about one candidate: one object with its detections in the event's window
+(:func:`describe`); the picture marks the object's position in the region.
+
 Each :meth:`EmailEmitter.send` opens one SMTP connection (``starttls``, implicit TLS
 ``ssl`` or plain ``none``), logs in when a user name is configured, sends one
 ``multipart/alternative`` message (plain text, and HTML with the region's PNG inline)
@@ -10,41 +13,46 @@ sender or recipients, failed authentication) and TLS set-up mistakes a permanent
 ``Message-ID`` is derived from the coincidence id and revision only, so a resend of the
 same revision carries the same id and mail clients and archives recognise it;
 revisions after the first refer to the first (``In-Reply-To``/``References``) so that
-one coincidence threads together.
+one candidate threads together.
 
-:func:`build_digest` and :meth:`EmailEmitter.send_digest` send one mail (text and an
-HTML table, no pictures) for many deliveries; its ``Message-ID`` hashes the set of
-(coincidence id, revision) pairs and failures are classified as for a single mail.
+:func:`build_digest` and :meth:`EmailEmitter.send_digest` send one mail (one text line
+and one HTML table row per candidate, no pictures) for many deliveries; its
+``Message-ID`` hashes the set of (coincidence id, revision) pairs and failures are
+classified as for a single mail.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import smtplib
 import socket
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
-from email.utils import parseaddr
+from email.utils import formatdate, parseaddr
 
 from mma.emitters import Delivery
 from mma.emitters.email_message import (  # noqa: F401 - re-exported
+    _KIND_WORD,
     _PICTURE_CID,
     _POLICY,
     _SECURITY,
     Row,
     Security,
-    build_digest,
+    _num,
     build_message,
     describe,
     digest_message_id,
     links,
     message_id,
 )
+from mma.emitters.slack import DigestEntry, counts_text, digest_entries
+from mma.emitters.slack_message import format_dt, object_facts
 from mma.errors import DeliveryError
 
-__all__ = ("EmailEmitter", "build_digest", "build_message", "describe")
+__all__ = ("EmailEmitter", "build_digest", "build_message", "describe", "digest_message_id")
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +125,9 @@ class EmailEmitter:
 
             return render_region_png(
                 delivery.region, ra_deg=float(p["ra"]), dec_deg=float(p["dec"]),
-                title=f"{p.get('object_id', '?')} in {p.get('event_id', '?')} "
-                      f"(region v{p.get('region_version', '?')})")
+                title=f"{p.get('object_id', '?')} ({p.get('survey', '?')}) in "
+                      f"{p.get('event_id', '?')} (region v{p.get('region_version', '?')})",
+                label=str(p.get("object_id") or "") or None)
         except Exception:  # a picture is a nicety; the mail goes without it
             log.warning("coincidence %s r%d: region picture failed, sending without it",
                         delivery.coincidence_id, delivery.revision, exc_info=True)
@@ -259,3 +268,111 @@ class EmailEmitter:
 
     def close(self) -> None:
         """Nothing to release: each send uses its own connection."""
+
+
+_DIGEST_COLUMNS = ("Kind", "Object", "Event", "Revision", "Detections", "Δt", "Peak",
+                   "Prior", "CL", "P_chance", "Rank", "Changed")
+"""The columns of a candidate in a digest (HTML table; the text line says the same)."""
+
+def _digest_cells(entry: DigestEntry) -> dict[str, str]:
+    """The columns of one candidate in a digest (:data:`_DIGEST_COLUMNS`)."""
+    d, p = entry.delivery, entry.delivery.payload
+    facts = object_facts(p)
+    messages = f", {entry.messages} messages" if entry.messages > 1 else ""
+    return {"Kind": _KIND_WORD[entry.kind],
+            "Object": f"{p.get('object_id', 'n/a')} ({p.get('survey', 'n/a')})",
+            "Event": str(p.get("event_id", "n/a")), "Revision": f"r{d.revision}{messages}",
+            "Detections": "?" if facts.n_detections is None else str(facts.n_detections),
+            "Δt": format_dt(facts.dt_days), "Peak": facts.peak, "Prior": str(facts.n_prior),
+            "CL": _num(p.get("credible_level"), ".3f"),
+            "P_chance": _num(p.get("p_chance"), ".3g"),
+            "Rank": "-" if p.get("rank") is None else str(p.get("rank")),
+            "Changed": ", ".join(entry.changes)}
+
+
+def _digest_line(index: int, entry: DigestEntry) -> str:
+    """``1. new candidate ZTF26aaaaaxl (ZTF) for S261120ab (r1): 3 det., ... [id]``."""
+    c = _digest_cells(entry)
+    prior = f", {c['Prior']} prior" if c["Prior"] != "0" else ""
+    changed = f", changed: {c['Changed']}" if c["Changed"] else ""
+    return (f"{index}. {c['Kind']} {c['Object']} for {c['Event']} ({c['Revision']}): "
+            f"{c['Detections']} det., Δt {c['Δt']}, peak {c['Peak']}{prior}, CL {c['CL']}, "
+            f"P_chance {c['P_chance']}, rank {c['Rank']}{changed} "
+            f"[{entry.delivery.coincidence_id}]")
+
+
+def _digest_html(subject: str, entries: Sequence[DigestEntry]) -> str:
+    """One table row per candidate, with its links."""
+    esc = html.escape
+    head = "<tr>" + "".join(f'<th style="text-align:left;padding-right:1em">{name}</th>'
+                            for name in ("#", *_DIGEST_COLUMNS, "Links")) + "</tr>"
+    rows = []
+    for index, entry in enumerate(entries, 1):
+        cells = [str(index), *_digest_cells(entry).values()]
+        link_html = " ".join(f'<a href="{esc(url)}">{esc(label)}</a>' for label, url
+                             in links(entry.delivery.payload, entry.delivery.event))
+        style = ' style="color:#b00"' if entry.kind == "retraction" else ""
+        rows.append(f"<tr{style}>" + "".join(
+            f'<td style="padding-right:1em">{esc(c)}</td>' for c in cells)
+            + f"<td>{link_html}</td></tr>")
+    return "\n".join([f"<html><body style=\"font-family:sans-serif\"><h3>{esc(subject)}</h3>",
+                      f"<table>{head}", *rows, "</table>", "</body></html>"])
+
+
+def build_digest(deliveries: Sequence[Delivery], *, sender: str,
+                 recipients: Sequence[str]) -> EmailMessage:
+    """Compose one mail summarising several deliveries (no pictures).
+
+    Parameters
+    ----------
+    deliveries : sequence of Delivery
+        The deliveries of one digest period, at least one; several revisions of one
+        candidate make one line (:func:`~mma.emitters.slack.digest_entries`).
+    sender : str
+        ``From`` address.
+    recipients : sequence of str
+        ``To`` addresses.
+
+    Returns
+    -------
+    email.message.EmailMessage
+        ``multipart/alternative``: a text part with one line per candidate (kind and
+        revision, object, event, detections, Δt, peak magnitude, prior detections, CL,
+        P_chance, rank, changes, coincidence id) and the events' GraceDB pages, and an
+        HTML table with one row per candidate and its links; best first (P_chance
+        ascending), retractions last. ``Message-ID`` depends only on the set of (coincidence id,
+        revision) pairs; ``X-MMA-Digest-Count`` gives their number.
+
+    Raises
+    ------
+    ValueError
+        No deliveries.
+    """
+    if not deliveries:
+        raise ValueError("a digest needs at least one delivery")
+    entries = digest_entries(deliveries)
+    test = all(e.delivery.event.get("test") or "test" in (e.delivery.payload.get("flags")
+                                                          or ()) for e in entries)
+    subject = f"[mma]{' [TEST]' if test else ''} digest: {counts_text(entries)}"
+    lines = [subject.removeprefix("[mma] "), ""]
+    events: dict[str, str] = {}
+    for index, entry in enumerate(entries, 1):
+        lines.append(_digest_line(index, entry))
+        found = dict(links(entry.delivery.payload, entry.delivery.event))
+        if "GraceDB" in found:
+            events.setdefault(str(entry.delivery.payload.get("event_id")), found["GraceDB"])
+    if events:
+        lines += ["", "Events:"] + [f"  {name}: {url}" for name, url in events.items()]
+    lines += ["", "-- ", "mma multi-messenger correlation daemon"]
+
+    msg = EmailMessage(policy=_POLICY)
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = formatdate(usegmt=True)
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
+    msg["Message-ID"] = digest_message_id(deliveries, domain)
+    msg["X-MMA-Digest-Count"] = str(len(deliveries))
+    msg.set_content("\n".join(lines) + "\n", cte="quoted-printable")
+    msg.add_alternative(_digest_html(subject, entries), subtype="html", cte="quoted-printable")
+    return msg

@@ -1,7 +1,10 @@
-"""Email text for coincidences: facts, links, plain and HTML bodies, digests.
+"""Email text for candidates: facts, links, plain and HTML bodies.
 
-Pure functions building :class:`email.message.EmailMessage` objects; sending
-them is :mod:`mma.emitters.email`'s job.
+A candidate is one object with its detections in the event's window, scored against
+the event (``docs/candidate.md``, schema version 2); records migrated from version 1
+(one alert: ``alert_id``, ``alert_time``) still render. Pure functions building
+:class:`email.message.EmailMessage` objects; sending them, and digests, is
+:mod:`mma.emitters.email`'s job.
 """
 
 from __future__ import annotations
@@ -19,9 +22,17 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from mma.emitters import Delivery
+from mma.emitters.slack_message import (
+    _gracedb_url,
+    detections_text,
+    format_dt,
+    format_magnitude,
+    object_facts,
+    prior_text,
+    significance_text,
+)
 
-__all__ = ("build_digest", "build_message", "describe", "digest_message_id", "links",
-           "message_id")
+__all__ = ("build_message", "describe", "digest_message_id", "links", "message_id")
 
 log = logging.getLogger(__name__)
 
@@ -50,47 +61,37 @@ def _num(value: Any, fmt: str) -> str:
     return format(value, fmt)
 
 
-def _far(far_hz: Any) -> str:
-    """A false-alarm rate [Hz] with its inverse in years."""
-    if isinstance(far_hz, bool) or not isinstance(far_hz, int | float) or far_hz < 0:
-        return str(far_hz)
-    if far_hz == 0:
-        return "0 Hz"
-    per_year = 1.0 / (far_hz * 365.25 * 86400.0)
-    return f"{far_hz:.3g} Hz (1 per {per_year:.3g} yr)"
-
-
 def _dt(dt_days: Any) -> str:
-    """A delay in days, with hours when short."""
+    """A time minus t0 [days], with hours when short: ``+0.833 d (+20.0 h) after t0``."""
     if isinstance(dt_days, bool) or not isinstance(dt_days, int | float):
         return "n/a"
     text = f"{dt_days:+.3f} d"
     if abs(dt_days) < 3:
         text += f" ({dt_days * 24:+.1f} h)"
-    return text + " after the event"
+    return text + (" after t0" if dt_days >= 0 else " before t0")
 
 
 def links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[Row]:
-    """Web pages about the event and the candidate.
+    """Web pages about the event and the object.
 
     Parameters
     ----------
     payload : mapping
-        The coincidence record.
+        The candidate record.
     event : mapping
-        Event extras; ``properties.urls.gracedb`` gives the GraceDB page.
+        Event extras; ``properties.urls.gracedb`` gives the GraceDB page (else the
+        superevent page of an LVK superevent id).
 
     Returns
     -------
     list of (label, url)
-        GraceDB (when known), TNS cone search at the candidate, Fink and ALeRCE object
+        GraceDB (when known), TNS cone search at the object, Fink and ALeRCE object
         pages for ZTF object ids.
     """
     rows: list[Row] = []
-    props = event.get("properties") or {}
-    urls = props.get("urls") if isinstance(props, Mapping) else None
-    if isinstance(urls, Mapping) and isinstance(urls.get("gracedb"), str):
-        rows.append(("GraceDB", urls["gracedb"]))
+    gracedb = _gracedb_url(payload, event)
+    if gracedb:
+        rows.append(("GraceDB", gracedb))
     ra, dec = payload.get("ra"), payload.get("dec")
     if isinstance(ra, int | float) and isinstance(dec, int | float):
         query = urlencode({"ra": f"{ra:.6f}", "decl": f"{dec:.6f}",
@@ -103,57 +104,99 @@ def links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+def _event_rows(delivery: Delivery) -> list[Row]:
+    """Status, what changed, and the event: id, class, time, significance, region."""
+    p, event = delivery.payload, delivery.event
+    aliases = [a for a in (p.get("aliases") or ()) if a != p.get("event_id")]
+    changes = [str(c) for c in p.get("changes") or ()]
+    rows: list[Row] = [
+        ("Status", f"{p.get('status', 'n/a')} ({delivery.kind}, revision {delivery.revision})"),
+        *([("Changed", ", ".join(changes))] if changes and delivery.kind != "new" else []),
+        ("Event", str(p.get("event_id", "n/a"))
+         + (f" (aka {', '.join(map(str, aliases))})" if aliases else "")),
+        ("Class / instrument", f"{p.get('event_class') or p.get('messenger', 'n/a')} / "
+                               f"{p.get('instrument', 'n/a')}"),
+        ("Event time t0 (UTC)", str(p.get("event_time", "n/a"))),
+        ("Significance", significance_text(p, event) or "not stated"),
+        ("Region version", str(p.get("region_version", "n/a"))),
+    ]
+    props = event.get("properties") or {}
+    if isinstance(props, Mapping):
+        classification = props.get("classification")
+        if isinstance(classification, Mapping) and classification:
+            ranked = sorted(classification.items(), key=lambda kv: -float(kv[1] or 0))
+            rows.append(("Classification",
+                         ", ".join(f"{k} {_num(v, '.2f')}" for k, v in ranked)))
+        source = props.get("properties")
+        if isinstance(source, Mapping) and source:
+            rows.append(("Source properties",
+                         ", ".join(f"{k} {_num(v, '.2f')}" for k, v in source.items())))
+    if "area90_deg2" in event:
+        rows.append(("Event 90 % area", f"{_num(event['area90_deg2'], ',.1f')} deg²"))
+    return rows
+
+
+def _object_rows(p: Mapping[str, Any]) -> list[Row]:
+    """The object: id, position [deg] and scatter [arcsec], detections, magnitudes [AB],
+    history, and one row per listed detection (time, band, magnitude, Δt)."""
+    facts = object_facts(p)
+    scatter = p.get("position_scatter_arcsec")
+    rows: list[Row] = [
+        ("Object", f"{p.get('object_id', 'n/a')} ({p.get('survey', 'n/a')})"),
+        ("RA, Dec (deg, ICRS)", f"{_num(p.get('ra'), '.5f')}, {_num(p.get('dec'), '+.5f')}"
+         + (f" (scatter {_num(scatter, '.2f')} arcsec)" if scatter is not None else "")),
+        ("Detections", detections_text(facts)),
+        ("First after t0 (UTC)", facts.first_after_t0 or "none"),
+        ("Δt", _dt(facts.dt_days)),
+        ("Last detection (UTC)", facts.last or "n/a"),
+        ("Latest magnitude", facts.latest),
+        ("Peak magnitude", facts.peak),
+    ]
+    if facts.rates:
+        rows.append(("Light curve", facts.rates))
+    if p.get("first_detection"):
+        rows.append(("First detection (UTC)", str(p["first_detection"])))
+    prior = prior_text(facts)
+    if prior:
+        rows.append(("Prior detections", prior))
+    if facts.alert_id:
+        rows.append(("Alert", f"{facts.alert_id} at {p.get('alert_time', 'n/a')}"))
+    rows += [_detection_row(d) for d in p.get("detections") or () if isinstance(d, Mapping)]
+    return rows
+
+
+def _detection_row(detection: Mapping[str, Any]) -> Row:
+    """``(time, "r 20.41 ± 0.12 mag (+20.0 h)")``: band, AB magnitude, time - t0."""
+    mag = format_magnitude(detection.get("magnitude"), detection.get("band") or "?")
+    err = detection.get("magnitude_err")
+    if isinstance(err, int | float) and not isinstance(err, bool) and mag != "n/a":
+        mag = mag.removesuffix(" mag") + f" ± {err:.2f} mag"
+    return f"  {detection.get('time', '?')}", f"{mag} ({format_dt(detection.get('dt_days'))})"
+
+
 def describe(delivery: Delivery) -> tuple[str, list[Row], list[Row]]:
     """Subject, fact rows and link rows of a delivery (shared by text and HTML).
 
     Parameters
     ----------
     delivery : Delivery
-        What to announce.
+        What to announce; its record is version 2 (or a version 1 one: one alert).
 
     Returns
     -------
     (subject, facts, links)
-        The subject line, (label, value) rows, and (label, url) rows.
+        The subject line naming the object and the event, (label, value) rows
+        (event, object and detections, scores), and (label, url) rows.
     """
     p = delivery.payload
-    event = delivery.event
-    test = bool(event.get("test")) or "test" in (p.get("flags") or ())
+    test = bool(delivery.event.get("test")) or "test" in (p.get("flags") or ())
+    n = object_facts(p).n_detections
     subject = (f"[mma]{' [TEST]' if test else ''} {_KIND_WORD[delivery.kind]} "
-               f"{p.get('object_id', '?')} for {p.get('event_id', '?')} "
-               f"(CL {_num(p.get('credible_level'), '.2g')}, "
+               f"{p.get('object_id', '?')} ({p.get('survey', '?')}) for "
+               f"{p.get('event_id', '?')} ({'?' if n is None else n} det., "
+               f"CL {_num(p.get('credible_level'), '.2g')}, "
                f"P_chance {_num(p.get('p_chance'), '.2g')})")
-
-    aliases = [a for a in (p.get("aliases") or ()) if a != p.get("event_id")]
-    facts: list[Row] = [
-        ("Status", f"{p.get('status', 'n/a')} ({delivery.kind}, revision {delivery.revision})"),
-        ("Event", str(p.get("event_id", "n/a"))
-         + (f" (aka {', '.join(map(str, aliases))})" if aliases else "")),
-        ("Messenger / instrument", f"{p.get('messenger', 'n/a')} / {p.get('instrument', 'n/a')}"),
-        ("Event time (UTC)", str(p.get("event_time", "n/a"))),
-        ("Region version", str(p.get("region_version", "n/a"))),
-    ]
-    props = event.get("properties") or {}
-    if isinstance(props, Mapping):
-        if "far" in props:
-            facts.append(("FAR", _far(props["far"])))
-        classification = props.get("classification")
-        if isinstance(classification, Mapping) and classification:
-            ranked = sorted(classification.items(), key=lambda kv: -float(kv[1] or 0))
-            facts.append(("Classification",
-                          ", ".join(f"{k} {_num(v, '.2f')}" for k, v in ranked)))
-        source = props.get("properties")
-        if isinstance(source, Mapping) and source:
-            facts.append(("Source properties",
-                          ", ".join(f"{k} {_num(v, '.2f')}" for k, v in source.items())))
-    if "area90_deg2" in event:
-        facts.append(("Event 90 % area", f"{_num(event['area90_deg2'], ',.1f')} deg²"))
-    facts += [
-        ("Candidate", f"{p.get('object_id', 'n/a')} (alert {p.get('alert_id', 'n/a')})"),
-        ("Survey", str(p.get("survey", "n/a"))),
-        ("RA, Dec (deg, ICRS)", f"{_num(p.get('ra'), '.5f')}, {_num(p.get('dec'), '+.5f')}"),
-        ("Alert time (UTC)", str(p.get("alert_time", "n/a"))),
-        ("Δt", _dt(p.get("dt_days"))),
+    facts = _event_rows(delivery) + _object_rows(p) + [
         ("Credible level (CL)", _num(p.get("credible_level"), ".3f")),
         ("Searched area", f"{_num(p.get('searched_area_deg2'), ',.2f')} deg²"),
         ("Probability density", f"{_num(p.get('prob_density_sr'), '.4g')} sr⁻¹"),
@@ -170,7 +213,7 @@ def describe(delivery: Delivery) -> tuple[str, list[Row], list[Row]]:
         ("Flags", ", ".join(map(str, flags)) if flags else "none"),
         ("Coincidence id", str(p.get("coincidence_id", delivery.coincidence_id))),
     ]
-    return subject, facts, links(p, event)
+    return subject, facts, links(p, delivery.event)
 
 
 def _text_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row],
@@ -178,7 +221,7 @@ def _text_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row],
     width = max(len(label) for label, _ in facts)
     lines = [subject.removeprefix("[mma] "), ""]
     if kind == "retraction":
-        lines += ["This coincidence is RETRACTED: disregard earlier messages about it.", ""]
+        lines += ["This candidate is RETRACTED: disregard earlier messages about it.", ""]
     lines += [f"{label.ljust(width)}  {value}" for label, value in facts]
     if link_rows:
         lines += ["", "Links:"] + [f"  {label}: {url}" for label, url in link_rows]
@@ -195,7 +238,7 @@ def _html_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row], kin
         for label, value in facts)
     parts = [f"<html><body style=\"font-family:sans-serif\"><h3>{esc(subject)}</h3>"]
     if kind == "retraction":
-        parts.append('<p style="color:#b00"><b>This coincidence is RETRACTED</b>: '
+        parts.append('<p style="color:#b00"><b>This candidate is RETRACTED</b>: '
                      "disregard earlier messages about it.</p>")
     parts.append(f"<table>{rows}</table>")
     if link_rows:
@@ -203,79 +246,15 @@ def _html_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row], kin
                         for label, url in link_rows)
         parts.append(f"<p>Links:</p><ul>{items}</ul>")
     if picture:
-        parts.append(f'<p><img src="cid:{_PICTURE_CID}" alt="sky region with the candidate '
+        parts.append(f'<p><img src="cid:{_PICTURE_CID}" alt="sky region with the object '
                      'marked: 50 % and 90 % credible contours"></p>')
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def message_id(coincidence_id: str, revision: int, domain: str) -> str:
-    """The stable ``Message-ID`` of one revision of a coincidence."""
+    """The stable ``Message-ID`` of one revision of a candidate."""
     return f"<mma.{coincidence_id}.r{revision}@{domain}>"
-
-
-def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
-                  png: bytes | None = None) -> EmailMessage:
-    """Compose the mail of a delivery.
-
-    Parameters
-    ----------
-    delivery : Delivery
-        What to announce.
-    sender : str
-        ``From`` address.
-    recipients : sequence of str
-        ``To`` addresses.
-    png : bytes, optional
-        Picture of the region, attached inline to the HTML part (``cid:region``).
-
-    Returns
-    -------
-    email.message.EmailMessage
-        ``multipart/alternative`` (text, HTML[+related PNG]).
-    """
-    subject, facts, link_rows = describe(delivery)
-    msg = EmailMessage(policy=_POLICY)
-    msg["Subject"] = subject
-    msg["From"] = sender
-    msg["To"] = ", ".join(recipients)
-    msg["Date"] = formatdate(usegmt=True)
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
-    cid, rev = delivery.coincidence_id, delivery.revision
-    msg["Message-ID"] = message_id(cid, rev, domain)
-    if rev > 1:
-        first = message_id(cid, 1, domain)
-        msg["In-Reply-To"] = first
-        msg["References"] = first
-    msg["X-MMA-Coincidence-Id"] = cid
-    msg["X-MMA-Revision"] = str(rev)
-    msg["X-MMA-Kind"] = delivery.kind
-    msg.set_content(_text_body(subject, facts, link_rows, delivery.kind),
-                    cte="quoted-printable")
-    msg.add_alternative(_html_body(subject, facts, link_rows, delivery.kind, png is not None),
-                        subtype="html", cte="quoted-printable")
-    if png is not None:
-        html_part = msg.get_payload()[1]  # type: ignore[index]
-        assert isinstance(html_part, EmailMessage)
-        html_part.add_related(png, maintype="image", subtype="png",
-                              cid=f"<{_PICTURE_CID}>", disposition="inline",
-                              filename=f"mma-{cid}-r{rev}.png")
-    return msg
-
-
-_DIGEST_FACTS = ("Status", "Event", "Candidate", "RA, Dec (deg, ICRS)", "Δt",
-                 "Credible level (CL)", "Searched area", "ln B", "P_chance", "Rank in event",
-                 "Flags", "Coincidence id")
-"""The rows of :func:`describe` that a digest keeps per delivery."""
-
-
-def _digest_key(delivery: Delivery) -> tuple[bool, float, str, int]:
-    """Sort key of a digest: retractions last, then P_chance ascending (missing last)."""
-    value = delivery.payload.get("p_chance")
-    p_chance = (float(value) if isinstance(value, int | float) and not isinstance(value, bool)
-                and not math.isnan(value) else math.inf)
-    return (delivery.kind == "retraction", p_chance, delivery.coincidence_id,
-            delivery.revision)
 
 
 def digest_message_id(deliveries: Sequence[Delivery], domain: str) -> str:
@@ -299,90 +278,53 @@ def digest_message_id(deliveries: Sequence[Delivery], domain: str) -> str:
     return f"<mma.digest.{digest}@{domain}>"
 
 
-def _digest_counts(deliveries: Sequence[Delivery]) -> str:
-    kinds = [d.kind for d in deliveries]
-    return (f"{len(kinds)} coincidence messages ({kinds.count('new')} new, "
-            f"{kinds.count('update')} updated, {kinds.count('retraction')} retracted)")
-
-
-def build_digest(deliveries: Sequence[Delivery], *, sender: str,
-                 recipients: Sequence[str]) -> EmailMessage:
-    """Compose one mail summarising several deliveries (no pictures).
+def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
+                  png: bytes | None = None) -> EmailMessage:
+    """Compose the mail of a delivery.
 
     Parameters
     ----------
-    deliveries : sequence of Delivery
-        The deliveries of one digest period, at least one.
+    delivery : Delivery
+        What to announce.
     sender : str
         ``From`` address.
     recipients : sequence of str
         ``To`` addresses.
+    png : bytes, optional
+        Picture of the region, attached inline to the HTML part (``cid:region``).
 
     Returns
     -------
     email.message.EmailMessage
-        ``multipart/alternative``: a text part with one block per delivery and
-        an HTML part with one table row per delivery, best first (P_chance
-        ascending) and retractions last. ``Message-ID`` depends only on the set of
-        (coincidence id, revision) pairs; ``X-MMA-Digest-Count`` gives their number.
-
-    Raises
-    ------
-    ValueError
-        No deliveries.
+        ``multipart/alternative`` (text, HTML[+related PNG]).
     """
-    if not deliveries:
-        raise ValueError("a digest needs at least one delivery")
-    ordered = sorted(deliveries, key=_digest_key)
-    described = [(d, *describe(d)) for d in ordered]
-    test = all("[TEST]" in subject for _, subject, _, _ in described)
-    subject = f"[mma]{' [TEST]' if test else ''} digest: {_digest_counts(ordered)}"
-
-    lines = [subject.removeprefix("[mma] "), ""]
-    for index, (delivery, line, facts, link_rows) in enumerate(described, 1):
-        kept = [(label, value) for label, value in facts if label in _DIGEST_FACTS]
-        width = max(len(label) for label, _ in kept)
-        lines.append(f"{index}. {line.removeprefix('[mma] ')}")
-        if delivery.kind == "retraction":
-            lines.append("   RETRACTED: disregard earlier messages about it.")
-        lines += [f"   {label.ljust(width)}  {value}" for label, value in kept]
-        lines += [f"   {label}: {url}" for label, url in link_rows]
-        lines.append("")
-    lines += ["-- ", "mma multi-messenger correlation daemon"]
-
-    esc = html.escape
-    head = ("<tr>" + "".join(
-        f'<th style="text-align:left;padding-right:1em">{name}</th>'
-        for name in ("#", "Kind", "Event", "Candidate", "CL", "P_chance", "Δt", "Rank",
-                     "Links")) + "</tr>")
-    rows = []
-    for index, (delivery, _, _, link_rows) in enumerate(described, 1):
-        pl = delivery.payload
-        style = ' style="color:#b00"' if delivery.kind == "retraction" else ""
-        cells = [str(index), f"{_KIND_WORD[delivery.kind]} (r{delivery.revision})",
-                 str(pl.get("event_id", "n/a")), str(pl.get("object_id", "n/a")),
-                 _num(pl.get("credible_level"), ".3f"), _num(pl.get("p_chance"), ".3g"),
-                 _dt(pl.get("dt_days")).removesuffix(" after the event"),
-                 "none" if pl.get("rank") is None else str(pl.get("rank"))]
-        link_html = " ".join(f'<a href="{esc(url)}">{esc(label)}</a>'
-                             for label, url in link_rows)
-        rows.append(f"<tr{style}>" + "".join(
-            f'<td style="padding-right:1em">{esc(c)}</td>' for c in cells)
-            + f"<td>{link_html}</td></tr>")
-    body_html = "\n".join([
-        f"<html><body style=\"font-family:sans-serif\"><h3>{esc(subject)}</h3>",
-        f"<table>{head}", *rows, "</table>", "</body></html>"])
-
+    subject, facts, link_rows = describe(delivery)
+    p = delivery.payload
     msg = EmailMessage(policy=_POLICY)
     msg["Subject"] = subject
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
     msg["Date"] = formatdate(usegmt=True)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
-    msg["Message-ID"] = digest_message_id(ordered, domain)
-    msg["X-MMA-Digest-Count"] = str(len(ordered))
-    msg.set_content("\n".join(lines) + "\n", cte="quoted-printable")
-    msg.add_alternative(body_html, subtype="html", cte="quoted-printable")
+    cid, rev = delivery.coincidence_id, delivery.revision
+    msg["Message-ID"] = message_id(cid, rev, domain)
+    if rev > 1:
+        first = message_id(cid, 1, domain)
+        msg["In-Reply-To"] = first
+        msg["References"] = first
+    msg["X-MMA-Coincidence-Id"] = cid
+    msg["X-MMA-Revision"] = str(rev)
+    msg["X-MMA-Kind"] = delivery.kind
+    msg["X-MMA-Object"] = f"{p.get('survey', '?')} {p.get('object_id', '?')}"
+    msg["X-MMA-Event"] = str(p.get("event_id", "?"))
+    msg.set_content(_text_body(subject, facts, link_rows, delivery.kind),
+                    cte="quoted-printable")
+    msg.add_alternative(_html_body(subject, facts, link_rows, delivery.kind, png is not None),
+                        subtype="html", cte="quoted-printable")
+    if png is not None:
+        html_part = msg.get_payload()[1]  # type: ignore[index]
+        assert isinstance(html_part, EmailMessage)
+        html_part.add_related(png, maintype="image", subtype="png",
+                              cid=f"<{_PICTURE_CID}>", disposition="inline",
+                              filename=f"mma-{cid}-r{rev}.png")
     return msg
-
-

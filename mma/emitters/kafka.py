@@ -1,10 +1,12 @@
-"""Kafka emitter: coincidences on the ``mma.match.candidates`` topic (DESIGN.md 4).
+"""Kafka emitter: candidates on the ``mma.match.candidates`` topic (docs/candidate.md).
 
 One message per :class:`~mma.emitters.Delivery`:
 
-* key: ``coincidence_id`` (UTF-8), stable across re-scoring, so a compacted
-  topic keeps the latest state of every coincidence;
-* value: the coincidence record as compact JSON (``allow_nan=False``);
+* key: ``coincidence_id`` (UTF-8), stable for the life of the event (one object of
+  one survey against one event), so a compacted topic keeps the latest state of
+  every candidate;
+* value: the candidate record (schema version 2) as compact JSON
+  (``allow_nan=False``), passed through as the outbox stored it;
 * headers: ``mma-kind`` (``new`` / ``update`` / ``retraction``),
   ``mma-revision`` (decimal integer), ``content-type: application/json`` and
   ``mma-schema`` (the ``$id`` of ``mma/schema/coincidence.schema.json``).
@@ -48,7 +50,7 @@ HEADER_REVISION = "mma-revision"
 HEADER_CONTENT_TYPE = "content-type"
 HEADER_SCHEMA = "mma-schema"
 
-_FALLBACK_SCHEMA_ID = "https://mma.invalid/schema/coincidence/v1.json"
+_FALLBACK_SCHEMA_ID = "https://mma.invalid/schema/coincidence/v2.json"
 
 #: Error codes for which a retry of the same message cannot succeed.
 PERMANENT_ERROR_CODES: frozenset[int] = frozenset(
@@ -88,12 +90,12 @@ def schema_id() -> str:
 
 
 def encode_value(payload: Mapping[str, Any]) -> bytes:
-    """Serialise a coincidence record as compact UTF-8 JSON.
+    """Serialise a candidate record as compact UTF-8 JSON.
 
     Parameters
     ----------
     payload : mapping
-        The coincidence record.
+        The candidate record (version 2; a version 1 record is sent as it is).
 
     Returns
     -------
@@ -136,7 +138,7 @@ def _is_permanent(error: KafkaError) -> bool:
 
 
 class KafkaEmitter:
-    """Publish coincidences to a Kafka topic with an idempotent producer.
+    """Publish candidates to a Kafka topic with an idempotent producer.
 
     At-least-once: a message may be published more than once (a re-sent
     delivery after a timeout, a restart); consumers keep the highest
@@ -222,7 +224,7 @@ class KafkaEmitter:
                 producer.flush(0)
 
     def send(self, delivery: Delivery) -> None:
-        """Produce one coincidence and wait for its delivery report.
+        """Produce one candidate and wait for its delivery report.
 
         Parameters
         ----------

@@ -1,4 +1,4 @@
-"""PNG pictures of a sky region with a candidate marked, for the email channel.
+"""PNG pictures of a sky region with a candidate's object marked, for the email channel.
 
 The picture is drawn with matplotlib's Agg canvas on a bare :class:`~matplotlib.figure.Figure`
 (never ``pyplot``: no global figure registry, nothing to leak between calls) and the
@@ -21,6 +21,7 @@ from typing import Any
 import healpy as hp
 import matplotlib
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
@@ -123,10 +124,10 @@ def _sample(ax: Any, region: Region, nx: int, ny: int) -> tuple[
 
 
 def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: str,
-                      dpi: int = 100) -> bytes:
-    """Draw a region's 50 % and 90 % credible contours with a candidate marked, as PNG.
+                      label: str | None = None, dpi: int = 100) -> bytes:
+    """Draw a region's 50 % and 90 % credible contours with an object marked, as PNG.
 
-    The axes are a gnomonic zoom (``astro degrees zoom``) centred on the candidate with
+    The axes are a gnomonic zoom (``astro degrees zoom``) centred on the object with
     a radius covering the 90 % credible region (clamped to
     [:data:`MIN_RADIUS_DEG`, :data:`MAX_RADIUS_DEG`]), or an all-sky
     ``astro hours mollweide`` map when the 90 % area exceeds :data:`ALLSKY_AREA_DEG2`
@@ -138,9 +139,12 @@ def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: s
     region : Region
         The sky region the candidate was scored against.
     ra_deg, dec_deg : float
-        Candidate position [deg, ICRS], marked with a reticle.
+        The object's position [deg, ICRS] (the mean of its detections), marked with a
+        reticle.
     title : str
         Figure title.
+    label : str, optional
+        Text written next to the reticle (the object id).
     dpi : int
         Resolution; the figure is 6 x 6.4 in (zoom) or 8 x 5 in (all-sky).
 
@@ -190,6 +194,12 @@ def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: s
         ax.plot([ra_deg], [dec_deg], transform=ax.get_transform("world"),
                 marker=reticle(inner=0.35, outer=1.0), markersize=marker_size,
                 markeredgewidth=1.6, color="#00c0ff", linestyle="none")
+        if label:
+            ax.annotate(label, xy=(ra_deg, dec_deg), xycoords=ax.get_transform("world"),
+                        xytext=(marker_size * 0.6, marker_size * 0.6),
+                        textcoords="offset points", fontsize=8, color="#00c0ff",
+                        fontweight="bold",
+                        path_effects=[patheffects.withStroke(linewidth=2.5, foreground="k")])
         ax.grid(True, linewidth=0.4, alpha=0.6)
         ax.coords[0].set_axislabel("RA (ICRS)")
         ax.coords[1].set_axislabel("Dec (ICRS)")

@@ -1,6 +1,6 @@
-"""Slack emitter: one Block Kit message per coincidence, through an incoming webhook.
+"""Slack emitter: one Block Kit message per candidate, through an incoming webhook.
 
-:func:`slack_message` builds the message (pure, testable alone);
+:func:`slack_message` builds the message of one candidate (pure, testable alone);
 :class:`SlackEmitter` POSTs it with the standard library, at most one POST
 per ``min_interval_s`` (Slack allows about one message per second per
 webhook), and classifies the answer for the outbox:
@@ -11,7 +11,8 @@ webhook), and classifies the answer for the outbox:
 * any other 4xx (400 ``invalid_payload``, 403, 404 ``no_service``...): permanent.
 
 :func:`slack_digest` and :meth:`SlackEmitter.send_digest` do the same for a digest:
-one message listing many deliveries (at most :data:`DIGEST_MAX_SECTIONS`, the rest
+one message with one line per candidate (:func:`digest_entries` merges several
+revisions of one candidate; at most :data:`DIGEST_MAX_SECTIONS` lines, the rest
 counted), posted, rate limited and classified like a single one.
 
 The webhook URL is a secret: it is never logged nor put in an exception;
@@ -29,17 +30,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from mma.emitters import Delivery
-from mma.emitters.slack_message import (  # noqa: F401 - re-exported
-    DIGEST_MAX_SECTIONS,
-    _counts_text,
+from mma.emitters import Delivery, MessageKind
+from mma.emitters.slack_message import (
     _escape,
-    digest_order,
+    _is_number,
+    _number,
     format_dt,
     message_links,
-    slack_digest,
+    object_facts,
     slack_message,
 )
 from mma.errors import DeliveryError
@@ -58,8 +59,143 @@ def _retry_after(value: str | None) -> float:
     return seconds if math.isfinite(seconds) and seconds >= 0 else DEFAULT_RETRY_AFTER_S
 
 
+@dataclass(frozen=True)
+class DigestEntry:
+    """One candidate of a digest: its newest delivery and what the digest covers."""
+
+    delivery: Delivery
+    kind: MessageKind
+    """``new`` when the digest carries its first message, unless it was retracted since."""
+    changes: tuple[str, ...]
+    messages: int
+    """Deliveries of this candidate in the digest."""
+
+
+def _p_chance_key(payload: Mapping[str, Any]) -> float:
+    """P_chance for sorting: missing or NaN values last."""
+    value = payload.get("p_chance")
+    return float(value) if _is_number(value) else math.inf
+
+
+def digest_entries(deliveries: Sequence[Delivery]) -> list[DigestEntry]:
+    """One entry per candidate (coincidence id), best first, retractions last.
+
+    Parameters
+    ----------
+    deliveries : sequence of Delivery
+        The deliveries of one digest period; several revisions of one candidate are
+        merged into one entry (its newest revision, the union of the changes).
+
+    Returns
+    -------
+    list of DigestEntry
+        Sorted by (retraction?, P_chance, coincidence id).
+    """
+    groups: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        groups.setdefault(delivery.coincidence_id, []).append(delivery)
+    entries = []
+    for group in groups.values():
+        group.sort(key=lambda d: d.revision)
+        latest = group[-1]
+        kind: MessageKind = latest.kind
+        if kind != "retraction" and any(d.kind == "new" for d in group):
+            kind = "new"
+        changes = [] if kind == "new" else list(dict.fromkeys(
+            str(c) for d in group if d.kind != "new" for c in d.payload.get("changes") or ()))
+        entries.append(DigestEntry(latest, kind, tuple(changes), len(group)))
+    return sorted(entries, key=lambda e: (e.kind == "retraction",
+                                          _p_chance_key(e.delivery.payload),
+                                          e.delivery.coincidence_id))
+
+
+def counts_text(entries: Sequence[DigestEntry]) -> str:
+    """``N candidates (k new, u updated, r retracted)``, plus the messages when more."""
+    kinds = [e.kind for e in entries]
+    messages = sum(e.messages for e in entries)
+    text = (f"{len(kinds)} candidate{'' if len(kinds) == 1 else 's'} ({kinds.count('new')} "
+            f"new, {kinds.count('update')} updated, {kinds.count('retraction')} retracted)")
+    return text + (f" from {messages} messages" if messages != len(kinds) else "")
+
+
+
+DIGEST_MAX_SECTIONS = 40
+"""Candidates listed one by one in a digest; the rest are counted (Block Kit: ≤ 50 blocks)."""
+
+_KIND_ICONS = {"new": "🆕", "update": "🔄", "retraction": "❌"}
+
+
+def _digest_line(entry: DigestEntry) -> tuple[str, str]:
+    """The mrkdwn and plain-text line of one candidate in a digest."""
+    d, p = entry.delivery, entry.delivery.payload
+    facts = object_facts(p)
+    test = "[TEST] " if d.event.get("test") else ""
+    head = (f"{test}{_KIND_ICONS.get(entry.kind, '')} {p.get('object_id', '?')} "
+            f"({p.get('survey', '?')}) × {p.get('event_id', '?')}")
+    what = f"{entry.kind}, r{int(d.revision)}" + (
+        f", {entry.messages} messages" if entry.messages > 1 else "")
+    parts = [f"{'?' if facts.n_detections is None else facts.n_detections} det.",
+             f"Δt {format_dt(facts.dt_days)}", f"peak {facts.peak}",
+             f"CL {_number(p.get('credible_level'), '.3f')}",
+             f"P_chance {_number(p.get('p_chance'), '.3g')}", f"rank {p.get('rank') or '-'}"]
+    if facts.n_prior > 0:
+        parts.append(f"{facts.n_prior} prior")
+    if entry.changes:
+        parts.append(f"changed: {', '.join(entry.changes)}")
+    scores = " · ".join(parts)
+    found = dict(message_links(p, d.event))
+    link = next(((label, found[label]) for label in ("GraceDB", "TNS") if label in found), None)
+    mrkdwn = f"*{_escape(head)}* ({_escape(what)}) · {_escape(scores)}"
+    text = f"{head} ({what}) · {scores}"
+    if link is not None:
+        mrkdwn += f" · <{_escape(link[1])}|{link[0]}>"
+        text += f" · {link[0]}: {link[1]}"
+    return mrkdwn, text
+
+
+def slack_digest(deliveries: Sequence[Delivery],
+                 max_sections: int = DIGEST_MAX_SECTIONS) -> dict[str, Any]:
+    """Build the Block Kit message of a digest of several deliveries (pure function).
+
+    Parameters
+    ----------
+    deliveries : sequence of Delivery
+        The deliveries of one digest period.
+    max_sections : int
+        Candidates listed one by one (Block Kit allows 50 blocks); the others are
+        counted in a final context line.
+
+    Returns
+    -------
+    dict
+        ``{"text": <plain-text fallback>, "blocks": [...]}``: a header
+        ``mma digest: N candidates (k new, u updated, r retracted)``, then one line
+        per candidate (object, event, kind and revision, detections, Δt, peak
+        magnitude, CL, P_chance, rank, changes, one GraceDB or TNS link) best first
+        with retractions last, and ``… and M more`` when some were left out.
+    """
+    entries = digest_entries(deliveries)
+    test = bool(entries) and all(e.delivery.event.get("test") for e in entries)
+    title = f"{'[TEST] ' if test else ''}mma digest: {counts_text(entries)}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
+    ]
+    text_lines = [title]
+    shown = entries[:max(0, max_sections)]
+    for entry in shown:
+        mrkdwn, text = _digest_line(entry)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn[:3000]}})
+        text_lines.append(text)
+    rest = len(entries) - len(shown)
+    if rest > 0:
+        more = f"… and {rest} more"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+        text_lines.append(more)
+    return {"text": _escape("\n".join(text_lines)), "blocks": blocks}
+
+
 class SlackEmitter:
-    """Post coincidences to a Slack incoming webhook.
+    """Post candidates to a Slack incoming webhook.
 
     Parameters
     ----------
@@ -108,7 +244,7 @@ class SlackEmitter:
         Parameters
         ----------
         delivery : Delivery
-            The coincidence to announce.
+            The candidate to announce.
 
         Raises
         ------
@@ -143,7 +279,7 @@ class SlackEmitter:
         what = f"digest of {len(deliveries)} messages"
         self._post(self._encode(slack_digest(deliveries), what), what)
         logger.info("%s posted to Slack (%s): %s", what, self.host,
-                    _counts_text(deliveries))
+                    counts_text(digest_entries(deliveries)))
 
     @staticmethod
     def _encode(message: Mapping[str, Any], what: str) -> bytes:

@@ -1,29 +1,35 @@
-"""Slack Block Kit messages for coincidences and digests (pure functions).
+"""Slack Block Kit message of a candidate, and what messages say about a record.
 
-Posting them is :mod:`mma.emitters.slack`'s job.
+A candidate is one object of one survey with its detections in the event's window
+(``docs/candidate.md``, schema version 2). :func:`object_facts`,
+:func:`significance_text` and :func:`components_text` read a record (version 2, or a
+version 1 record migrated from an older database: one alert, ``alert_id`` and
+``alert_time``, none of the new fields) and are shared with the email channel.
+
+Posting is :mod:`mma.emitters.slack`'s job; digests are built there too.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 from mma.emitters import Delivery
 
 _KIND_TITLES = {
-    "new": "🆕 New coincidence",
-    "update": "🔄 Updated coincidence",
-    "retraction": "❌ Retracted coincidence",
+    "new": "🆕 New candidate",
+    "update": "🔄 Updated candidate",
+    "retraction": "❌ Retracted candidate",
 }
 _SUPEREVENT = re.compile(r"^(?:M|T)?S\d{6}[a-z]{1,3}$")
 _GRB = re.compile(r"^GRB ?\d{6}[A-Z]?$")
 _ZTF_OBJECT = re.compile(r"^ZTF\d{2}[a-z]{7}$")
 _TNS_SURVEYS = {"ZTF", "LSST", "RUBIN"}
+_SECONDS_PER_YEAR = 365.25 * 86400.0
 
 
 def _escape(text: object) -> str:
@@ -31,11 +37,15 @@ def _escape(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _is_number(value: Any) -> TypeGuard[float]:
+    """A finite int or float (not a bool)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value))
+
+
 def _number(value: Any, spec: str, default: str = "n/a") -> str:
     """Format a finite number with ``spec``; ``default`` for missing/NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return default
-    return format(value, spec)
+    return format(value, spec) if _is_number(value) else default
 
 
 def format_dt(dt_days: Any) -> str:
@@ -44,19 +54,157 @@ def format_dt(dt_days: Any) -> str:
     Parameters
     ----------
     dt_days : float
-        alert_time - event_time [days].
+        A time minus the event time t0 [days].
 
     Returns
     -------
     str
         E.g. ``+20.0 h`` or ``-3.42 d``; ``n/a`` when not a number.
     """
-    if isinstance(dt_days, bool) or not isinstance(dt_days, (int, float)) \
-            or not math.isfinite(dt_days):
+    if not _is_number(dt_days):
         return "n/a"
     if abs(dt_days) < 2.0:
         return f"{dt_days * 24.0:+.1f} h"
     return f"{dt_days:+.2f} d"
+
+
+def format_magnitude(magnitude: Any, band: Any) -> str:
+    """``r 20.95 mag`` (AB); ``n/a`` without a magnitude, no band when unknown."""
+    if not _is_number(magnitude):
+        return "n/a"
+    return f"{band} {magnitude:.2f} mag" if band else f"{magnitude:.2f} mag"
+
+
+# -- the record: version 2, with version 1 fallbacks --------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectFacts:
+    """The object of a candidate: times ISO UTC, magnitudes ``band mag mag`` (AB) or n/a."""
+
+    n_detections: int | None  # vetted detections in the window; None when not stated
+    n_vetoed: int | None  # vetoed detections in the window
+    first_after_t0: str | None  # first vetted detection at or after t0
+    dt_days: float | None  # first_after_t0 - t0, else first in the window - t0 [days]
+    last: str | None  # last vetted detection in the window
+    latest: str  # magnitude of the newest detection
+    peak: str  # magnitude of the brightest detection
+    n_prior: int  # detections before t0 - 60 s
+    history_source: str | None  # where the prior detections were found
+    rates: str | None  # steepest rise and fade [mag/day], when known
+    changes: tuple[str, ...]  # what changed since the previous published revision
+    alert_id: str | None  # the one alert of a version 1 record
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _rates(p: Mapping[str, Any]) -> str | None:
+    parts = [f"{word} {p[key]:.2f} mag/d" for word, key in (
+        ("rising", "rise_rate_mag_per_day"), ("fading", "fade_rate_mag_per_day"))
+        if _is_number(p.get(key))]
+    return ", ".join(parts) or None
+
+
+def object_facts(payload: Mapping[str, Any]) -> ObjectFacts:
+    """Read the object's detections and history from a record.
+
+    Parameters
+    ----------
+    payload : mapping
+        A version 2 record; a version 1 one (``alert_id``, ``alert_time``) reads as one
+        detection at ``alert_time`` with unknown magnitudes and no history.
+
+    Returns
+    -------
+    ObjectFacts
+        Missing fields give None, ``n/a``, 0 or empty values, never an exception.
+    """
+    p = payload
+    detections = [d for d in p.get("detections") or () if isinstance(d, Mapping)]
+    alert_time = p.get("alert_time") if isinstance(p.get("alert_time"), str) else None
+    dt_days = p.get("dt_days") if _is_number(p.get("dt_days")) else None
+    n_detections = _count(p.get("n_detections"))
+    if n_detections is None and (detections or alert_time):
+        n_detections = len(detections) or 1
+    if "first_detection_after_t0" in p:
+        first_after = p.get("first_detection_after_t0")
+    else:  # version 1: the alert, when after t0
+        first_after = alert_time if dt_days is not None and dt_days >= 0 else None
+    last = p.get("last_detection") or (detections[-1].get("time") if detections else None)
+    newest = detections[-1] if detections else {}
+    peak = format_magnitude(p.get("peak_magnitude"), p.get("peak_band"))
+    if peak == "n/a" and detections:
+        bright = min((d for d in detections if _is_number(d.get("magnitude"))),
+                     key=lambda d: d["magnitude"], default={})
+        peak = format_magnitude(bright.get("magnitude"), bright.get("band"))
+    alert_id = p.get("alert_id")
+    return ObjectFacts(
+        n_detections=n_detections, n_vetoed=_count(p.get("n_vetoed_detections")),
+        first_after_t0=str(first_after) if first_after else None, dt_days=dt_days,
+        last=str(last or alert_time) if (last or alert_time) else None,
+        latest=format_magnitude(newest.get("magnitude"), newest.get("band")), peak=peak,
+        n_prior=_count(p.get("n_prior_detections")) or 0,
+        history_source=str(p["history_source"]) if p.get("history_source") else None,
+        rates=_rates(p), changes=tuple(str(c) for c in p.get("changes") or ()),
+        alert_id=str(alert_id) if alert_id and not detections else None)
+
+
+def detections_text(facts: ObjectFacts) -> str:
+    """``3 detections in the window (1 vetoed)``."""
+    n = facts.n_detections
+    text = "? detections" if n is None else f"{n} detection{'' if n == 1 else 's'}"
+    if facts.n_vetoed:
+        text += f" ({facts.n_vetoed} vetoed)"
+    return text + " in the window"
+
+
+def prior_text(facts: ObjectFacts) -> str | None:
+    """``2 before t0 (ztf.prv_candidates)``; None without prior detections."""
+    if facts.n_prior <= 0:
+        return None
+    return f"{facts.n_prior} before t0 ({facts.history_source or 'source not stated'})"
+
+
+def format_far(far_hz: Any) -> str:
+    """A false-alarm rate [Hz] with its inverse in years."""
+    if not _is_number(far_hz) or far_hz < 0:
+        return str(far_hz)
+    if far_hz == 0:
+        return "0 Hz"
+    return f"{far_hz:.3g} Hz (1 per {1.0 / (far_hz * _SECONDS_PER_YEAR):.3g} yr)"
+
+
+def significance_text(payload: Mapping[str, Any], event: Mapping[str, Any]) -> str | None:
+    """The event's significance, e.g. ``FAR 3.2e-10 Hz (1 per 99 yr), p_astro 0.97,
+    significant``, from the record's ``significance`` (``far_hz`` [Hz], ``p_astro``,
+    ``significant``, ``signalness``); event ``properties.FAR``/``far`` [Hz] stand in for
+    a missing ``far_hz``. None when nothing is stated."""
+    sig = p if isinstance(p := payload.get("significance"), Mapping) else {}
+    properties = event.get("properties")
+    props = properties if isinstance(properties, Mapping) else {}
+    far = next((v for v in (sig.get("far_hz"), props.get("FAR"), props.get("far"))
+                if _is_number(v)), None)
+    parts = [f"FAR {format_far(far)}"] if far is not None else []
+    for key in ("p_astro", "signalness"):
+        if _is_number(sig.get(key)):
+            parts.append(f"{key} {sig[key]:.2f}")
+    if isinstance(sig.get("significant"), bool):
+        parts.append("significant" if sig["significant"] else "not significant")
+    return ", ".join(parts) or None
+
+
+def components_text(payload: Mapping[str, Any]) -> str:
+    """The ln B terms, ``sky 6.54, t 0.00, D 0.00, prior 0.00``."""
+    components = payload.get("components")
+    if not isinstance(components, Mapping):
+        return "n/a"
+    return ", ".join(f"{key.removeprefix('ln_').removeprefix('B_')} {_number(value, '.2f')}"
+                     for key, value in components.items() if str(key).startswith("ln_"))
+
+
+# -- links -------------------------------------------------------------------------------
 
 
 def _gracedb_url(payload: Mapping[str, Any], event: Mapping[str, Any]) -> str | None:
@@ -81,12 +229,12 @@ def _grb_name(payload: Mapping[str, Any]) -> str | None:
 
 
 def message_links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The (label, URL) links that the ids and position of a coincidence allow.
+    """The (label, URL) links that the ids and position of a candidate allow.
 
     Parameters
     ----------
     payload : mapping
-        The coincidence record.
+        The candidate record.
     event : mapping
         Event extras (``properties.urls.gracedb`` is used when present).
 
@@ -94,7 +242,7 @@ def message_links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[
     -------
     list of (str, str)
         GraceDB (LVK superevents), GCN Circulars (GRB names), TNS cone search
-        (ZTF/LSST positions), Fink and ALeRCE (ZTF object ids).
+        (ZTF/LSST object positions), Fink and ALeRCE (ZTF object ids).
     """
     links: list[tuple[str, str]] = []
     gracedb = _gracedb_url(payload, event)
@@ -106,7 +254,7 @@ def message_links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[
                       "https://gcn.nasa.gov/circulars?" + urllib.parse.urlencode({"query": grb})))
     survey = str(payload.get("survey") or "").upper()
     ra, dec = payload.get("ra"), payload.get("dec")
-    if survey in _TNS_SURVEYS and _number(ra, ".6f", "") and _number(dec, ".6f", ""):
+    if survey in _TNS_SURVEYS and _is_number(ra) and _is_number(dec):
         links.append(("TNS", "https://www.wis-tns.org/search?ra="
                       f"{_number(ra, '.6f')}&decl={_number(dec, '.6f')}"
                       "&radius=5&coords_unit=arcsec"))
@@ -117,12 +265,71 @@ def message_links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[
     return links
 
 
+# -- the Slack message of one delivery ---------------------------------------------------
+
+
 def _title(delivery: Delivery) -> str:
-    payload = delivery.payload
+    p = delivery.payload
     prefix = "[TEST] " if delivery.event.get("test") else ""
     title = (f"{prefix}{_KIND_TITLES.get(delivery.kind, delivery.kind)}: "
-             f"{payload.get('event_id', '?')} × {payload.get('object_id', '?')}")
+             f"{p.get('object_id', '?')} ({p.get('survey', '?')}) × {p.get('event_id', '?')}")
     return title if len(title) <= 150 else title[:149] + "…"
+
+
+def _event_lines(p: Mapping[str, Any], event: Mapping[str, Any]) -> list[str]:
+    """The event: id, class and instrument, t0, 90 % area, significance (plain text)."""
+    lines = [str(p.get("event_id", "?")),
+             f"{p.get('event_class') or p.get('messenger', '?')} · {p.get('instrument', '?')}",
+             f"t₀ {p.get('event_time', '?')}"]
+    if _is_number(event.get("area90_deg2")):
+        lines.append(f"90% area {event['area90_deg2']:,.0f} deg²")
+    significance = significance_text(p, event)
+    if significance:
+        lines.append(significance)
+    return lines
+
+
+def object_lines(p: Mapping[str, Any], facts: ObjectFacts) -> list[str]:
+    """The object's lines: id, survey; RA, Dec [deg] and scatter [arcsec]; detections;
+    first after t0 with Δt; last; latest and peak magnitude [AB]; rise/fade [mag/day];
+    prior detections; the alert of a version 1 record (plain text)."""
+    scatter = p.get("position_scatter_arcsec")
+    position = f"RA {_number(p.get('ra'), '.4f')}°, Dec {_number(p.get('dec'), '+.4f')}°"
+    if _is_number(scatter):
+        position += f" (scatter {scatter:.2f}″)"
+    if facts.first_after_t0:
+        first = f"first after t₀ {facts.first_after_t0} (Δt {format_dt(facts.dt_days)})"
+    else:
+        first = f"no detection after t₀ (first in window Δt {format_dt(facts.dt_days)})"
+    lines = [f"{p.get('object_id', '?')} ({p.get('survey', '?')})", position,
+             detections_text(facts), first, f"last {facts.last or 'n/a'}"]
+    if (facts.latest, facts.peak) != ("n/a", "n/a"):
+        lines.append(f"latest {facts.latest} · peak {facts.peak}")
+    if facts.rates:
+        lines.append(facts.rates)
+    prior = prior_text(facts)
+    if prior:
+        lines.append(f"prior detections: {prior}")
+    if facts.alert_id:
+        lines.append(f"alert {facts.alert_id}")
+    return lines
+
+
+def _score_fields(delivery: Delivery) -> list[str]:
+    p = delivery.payload
+    cl = p.get("credible_level")
+    cl_percent = _number(cl * 100.0, ".1f") if _is_number(cl) else "n/a"
+    n_bg = (p.get("components") or {}).get("n_background")
+    return [
+        f"*Credible level*\n{_number(cl, '.3f')} ({cl_percent} %)",
+        f"*Searched area*\n{_number(p.get('searched_area_deg2'), '.3g')} deg²",
+        f"*ln B*\n{_number(p.get('log_bayes_factor'), '.2f')} "
+        f"({_escape(components_text(p))})",
+        f"*P_chance*\n{_number(p.get('p_chance'), '.3g')}"
+        + (f" (N_bg {_number(n_bg, '.3g')})" if _is_number(n_bg) else ""),
+        f"*Rank*\n{_escape(p.get('rank', 'n/a'))}",
+        f"*Revision*\n{int(delivery.revision)} (region v{_escape(p.get('region_version', '?'))})",
+    ]
 
 
 def slack_message(delivery: Delivery) -> dict[str, Any]:
@@ -131,195 +338,56 @@ def slack_message(delivery: Delivery) -> dict[str, Any]:
     Parameters
     ----------
     delivery : Delivery
-        Kind, revision, coincidence record and event extras.
+        Kind, revision, candidate record (version 2, or 1) and event extras.
 
     Returns
     -------
     dict
-        ``{"text": <plain-text fallback>, "blocks": [...]}``: a header with
-        the kind, a section on the event, one on the candidate, one with the
-        scores, a context line (flags, rank, ids) and link buttons.
+        ``{"text": <plain-text fallback>, "blocks": [...]}``: a header naming the
+        object and the event, a section on the event and one on the object
+        (:func:`object_lines`), what changed (updates), the scores, a context line
+        (flags, status, id) and link buttons.
     """
-    p = delivery.payload
-    event = delivery.event
-    properties = event.get("properties") or {}
+    p, event = delivery.payload, delivery.event
     title = _title(delivery)
-
-    event_lines = [
-        f"*Event* {_escape(p.get('event_id', '?'))}",
-        f"{_escape(p.get('messenger', '?'))} · {_escape(p.get('instrument', '?'))}",
-        f"t₀ {_escape(p.get('event_time', '?'))}",
-    ]
-    area90 = event.get("area90_deg2")
-    if _number(area90, ".0f", ""):
-        event_lines.append(f"90% area {_number(area90, ',.0f')} deg²")
-    far = properties.get("FAR") if isinstance(properties, Mapping) else None
-    if _number(far, ".3g", ""):
-        event_lines.append(f"FAR {_number(far, '.3g')} Hz")
-
-    candidate_lines = [
-        f"*Candidate* {_escape(p.get('object_id', '?'))} ({_escape(p.get('survey', '?'))})",
-        f"alert {_escape(p.get('alert_time', '?'))}",
-        f"Δt {format_dt(p.get('dt_days'))}",
-        f"RA {_number(p.get('ra'), '.4f')}°, Dec {_number(p.get('dec'), '+.4f')}°",
-    ]
-
-    cl = p.get("credible_level")
-    cl_percent = _number(cl * 100.0, ".1f") if isinstance(cl, (int, float)) else "n/a"
-    score_fields = [
-        f"*Credible level*\n{_number(cl, '.3f')} ({cl_percent} %)",
-        f"*Searched area*\n{_number(p.get('searched_area_deg2'), '.3g')} deg²",
-        f"*ln B*\n{_number(p.get('log_bayes_factor'), '.2f')}",
-        f"*P_chance*\n{_number(p.get('p_chance'), '.3g')}",
-        f"*Rank*\n{_escape(p.get('rank', 'n/a'))}",
-        f"*Revision*\n{int(delivery.revision)} (region v{_escape(p.get('region_version', '?'))})",
-    ]
+    facts = object_facts(p)
+    event_lines, obj_lines = _event_lines(p, event), object_lines(p, facts)
     flags = [str(flag) for flag in (p.get("flags") or [])]
     flag_text = ", ".join(flags) if flags else "none"
+    changed = f"Changed: {', '.join(facts.changes)}" if facts.changes else None
+    links = message_links(p, event)
 
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
         {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": "\n".join(event_lines)},
-            {"type": "mrkdwn", "text": "\n".join(candidate_lines)},
+            {"type": "mrkdwn", "text": "*Event* " + "\n".join(map(_escape, event_lines))},
+            {"type": "mrkdwn", "text": "*Object* " + "\n".join(map(_escape, obj_lines))},
         ]},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in score_fields]},
-        {"type": "context", "elements": [{
-            "type": "mrkdwn",
-            "text": (f"Flags: {_escape(flag_text)} · status {_escape(p.get('status', '?'))}"
-                     f" · alert {_escape(p.get('alert_id', '?'))}"
-                     f" · id `{_escape(delivery.coincidence_id)}`"),
-        }]},
     ]
-    links = message_links(p, event)
+    if changed and delivery.kind != "new":
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": f"*{_escape(changed)}*"}})
+    blocks += [
+        {"type": "section",
+         "fields": [{"type": "mrkdwn", "text": f} for f in _score_fields(delivery)]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            f"Flags: {_escape(flag_text)} · status {_escape(p.get('status', '?'))}"
+            f" · id `{_escape(delivery.coincidence_id)}`")}]},
+    ]
     if links:
         blocks.append({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": label},
              "url": url, "action_id": f"link_{index}"}
-            for index, (label, url) in enumerate(links)
-        ]})
+            for index, (label, url) in enumerate(links)]})
 
     text_lines = [
-        title,
-        (f"Event {p.get('event_id', '?')} ({p.get('messenger', '?')}, "
-         f"{p.get('instrument', '?')}) at {p.get('event_time', '?')}"),
-        (f"Candidate {p.get('object_id', '?')} ({p.get('survey', '?')}) at "
-         f"{p.get('alert_time', '?')}, Δt {format_dt(p.get('dt_days'))}, "
-         f"RA {_number(p.get('ra'), '.4f')} Dec {_number(p.get('dec'), '+.4f')} deg"),
-        (f"CL {_number(cl, '.3f')}, area {_number(p.get('searched_area_deg2'), '.3g')} deg², "
-         f"ln B {_number(p.get('log_bayes_factor'), '.2f')}, "
+        title, "Event " + "; ".join(event_lines), "Object " + "; ".join(obj_lines),
+        *([changed] if changed and delivery.kind != "new" else []),
+        (f"CL {_number(p.get('credible_level'), '.3f')}, "
+         f"area {_number(p.get('searched_area_deg2'), '.3g')} deg², "
+         f"ln B {_number(p.get('log_bayes_factor'), '.2f')} ({components_text(p)}), "
          f"P_chance {_number(p.get('p_chance'), '.3g')}, rank {p.get('rank', 'n/a')}, "
          f"flags {flag_text}"),
         *(f"{label}: {url}" for label, url in links),
     ]
     return {"text": _escape("\n".join(text_lines)), "blocks": blocks}
-
-
-DIGEST_MAX_SECTIONS = 40
-"""Deliveries listed one by one in a digest; the rest are counted (Block Kit: ≤ 50 blocks)."""
-
-_KIND_ICONS = {"new": "🆕", "update": "🔄", "retraction": "❌"}
-
-
-def _p_chance_key(payload: Mapping[str, Any]) -> float:
-    """P_chance for sorting: missing or NaN values last."""
-    value = payload.get("p_chance")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return math.inf
-    return float(value)
-
-
-def digest_order(deliveries: Sequence[Delivery]) -> list[Delivery]:
-    """Deliveries best first: new and updated by P_chance ascending, then retractions.
-
-    Parameters
-    ----------
-    deliveries : sequence of Delivery
-        Deliveries of one digest.
-
-    Returns
-    -------
-    list of Delivery
-        Sorted by (retraction?, P_chance, coincidence id, revision).
-    """
-    return sorted(deliveries, key=lambda d: (d.kind == "retraction",
-                                             _p_chance_key(d.payload),
-                                             d.coincidence_id, d.revision))
-
-
-def _counts_text(deliveries: Sequence[Delivery]) -> str:
-    """``N messages (k new, u updated, r retracted)``."""
-    kinds = [d.kind for d in deliveries]
-    return (f"{len(kinds)} messages ({kinds.count('new')} new, "
-            f"{kinds.count('update')} updated, {kinds.count('retraction')} retracted)")
-
-
-def _digest_link(delivery: Delivery) -> tuple[str, str] | None:
-    """The one link of a digest line: GraceDB, else TNS, else none."""
-    found = dict(message_links(delivery.payload, delivery.event))
-    for label in ("GraceDB", "TNS"):
-        if label in found:
-            return label, found[label]
-    return None
-
-
-def _digest_lines(delivery: Delivery) -> tuple[str, str]:
-    """The mrkdwn and plain-text summaries of one delivery in a digest."""
-    p = delivery.payload
-    test = "[TEST] " if delivery.event.get("test") else ""
-    head = (f"{test}{_KIND_ICONS.get(delivery.kind, '')} {p.get('event_id', '?')} × "
-            f"{p.get('object_id', '?')} ({delivery.kind}, r{int(delivery.revision)})")
-    scores = (f"CL {_number(p.get('credible_level'), '.3f')} · "
-              f"P_chance {_number(p.get('p_chance'), '.3g')} · "
-              f"Δt {format_dt(p.get('dt_days'))}")
-    link = _digest_link(delivery)
-    mrkdwn = f"*{_escape(head)}*\n{_escape(scores)}"
-    text = f"{head}: {scores}"
-    if link is not None:
-        label, url = link
-        mrkdwn += f" · <{_escape(url)}|{label}>"
-        text += f" · {label}: {url}"
-    return mrkdwn, text
-
-
-def slack_digest(deliveries: Sequence[Delivery],
-                 max_sections: int = DIGEST_MAX_SECTIONS) -> dict[str, Any]:
-    """Build the Block Kit message of a digest of several deliveries (pure function).
-
-    Parameters
-    ----------
-    deliveries : sequence of Delivery
-        The deliveries of one digest period.
-    max_sections : int
-        Deliveries listed one by one (Block Kit allows 50 blocks); the others
-        are counted in a final context line.
-
-    Returns
-    -------
-    dict
-        ``{"text": <plain-text fallback>, "blocks": [...]}``: a header
-        ``mma digest: N messages (k new, u updated, r retracted)``, one compact
-        section per delivery (event, kind, candidate, CL, P_chance, Δt and one
-        GraceDB or TNS link) best first with retractions last, and
-        ``… and M more`` when some were left out.
-    """
-    ordered = digest_order(deliveries)
-    test = bool(ordered) and all(d.event.get("test") for d in ordered)
-    title = f"{'[TEST] ' if test else ''}mma digest: {_counts_text(ordered)}"
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
-    ]
-    text_lines = [title]
-    shown = ordered[:max(0, max_sections)]
-    for delivery in shown:
-        mrkdwn, text = _digest_lines(delivery)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn[:3000]}})
-        text_lines.append(text)
-    rest = len(ordered) - len(shown)
-    if rest > 0:
-        more = f"… and {rest} more"
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
-        text_lines.append(more)
-    return {"text": _escape("\n".join(text_lines)), "blocks": blocks}
-
-
