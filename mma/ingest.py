@@ -399,23 +399,23 @@ class Pipeline:
             for i, alert in enumerate(batch):
                 if stored[i] is None and "withdrawn" in vetoes[i]:
                     # Rubin re-sends a source it withdrew: its object is judged again.
-                    cids = self.correlator.withdraw_alert(
+                    by_event = self.correlator.withdraw_alert(
                         conn, ledger, alert.survey, alert.alert_id, vetoes[i], clock)
-                    events |= set(cids)
-                    withdrawn[i] = set(cids.values())
+                    events |= set(by_event)
+                    withdrawn[i] = set(by_event.values())
                     outcomes[i] = Outcome("alert")
             for i in fresh:
                 self.correlator.rates.note_alert(batch[i].survey)
                 outcomes[i] = Outcome("alert")
-            objects = [stored[i].object_pk for i in fresh]  # type: ignore[union-attr]
+            objects = [result.object_pk for result in stored if result is not None]
             matched, matched_events = self.correlator.on_alerts(
                 conn, ledger, [ipix[i] for i in fresh], [batch[i].time for i in fresh],
                 objects, clock)
             touched = self._finish(conn, ledger, events | matched_events)
             for i, object_pk in zip(fresh, objects, strict=True):
                 outcomes[i].touched |= matched.get(object_pk, set()) & touched
-            for i, cids in withdrawn.items():
-                outcomes[i].touched |= cids & touched
+            for i, withdrawn_ids in withdrawn.items():
+                outcomes[i].touched |= withdrawn_ids & touched
         return outcomes
 
     def _vet(self, alert: Alert) -> list[str]:

@@ -75,7 +75,11 @@ def test_demo_prints_ranked_coincidences(tmp_path: Path,
     assert {r["event_id"] for r in live} == {"S261120ab"}
     assert all(r["region_version"] == 2 for r in live)
     assert sorted(r["rank"] for r in live) == list(range(1, len(live) + 1))
-    assert any("prior_activity" in r["flags"] for r in live)
+    assert any("pre_existing" in r["flags"] for r in live)
+    # One candidate per object and event, however often the object alerted.
+    keys = [(r["event_id"], r["object_id"]) for r in records]
+    assert len(keys) == len(set(keys))
+    assert any(r["n_detections"] > 1 for r in live)
     # S261121cd was retracted: its candidates say so; the update dropped the second lobe.
     assert {f for r in retracted for f in r["flags"]} >= {"event_retracted", "left_region"}
     assert {r["event_id"] for r in retracted} == {"S261120ab", "S261121cd"}

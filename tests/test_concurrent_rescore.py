@@ -22,7 +22,7 @@ from tests.test_correlator import T0, alert, feed, notice
 def revisions(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return dict(conn.execute(select(coincidences.c.coincidence_id,
-                                        coincidences.c.revision)).tuples().all())
+                                        coincidences.c.revision)).all())
 
 
 # PostgreSQL only: SQLite lets one writer at a time in, so the race cannot happen there.
@@ -43,8 +43,11 @@ def test_concurrent_rescores_write_each_revision_once(engine: Engine, config: Co
     result: dict[str, set[str]] = {}
     with pg.connect() as conn:
         with conn.begin():
-            changed = first.correlator.rescore(conn, now)  # rows locked until commit
-            assert changed == set(before)
+            # What Pipeline.rescore does, inside a transaction this test holds open.
+            ledger = first.correlator.ledger()
+            first.correlator.rescore(conn, ledger, now)  # rows locked until commit
+            first._finish(conn, ledger, set(first.correlator.active))
+            assert ledger.published == set(before)
             waiter = threading.Thread(target=lambda: result.update(second=second.rescore(now)))
             waiter.start()
             waiter.join(2.0)

@@ -80,7 +80,8 @@ def test_deliveries_are_written_with_the_coincidence(engine: Engine, tmp_path: P
     assert [(r.channel, r.status, r.payload["kind"]) for r in rows] == [
         ("kafka", "pending", "new")]  # slack wants neutrinos only
     record = rows[0].payload["record"]
-    assert record["object_id"] == "ZTF25objgood" and record["status"] == "active" and record["rank"] == 1
+    assert record["object_id"] == "ZTF25objgood"
+    assert record["status"] == "active" and record["rank"] == 1
 
 
 def test_sink_down_then_back_sends_exactly_once(engine: Engine, tmp_path: Path) -> None:
@@ -236,6 +237,7 @@ def test_digest_channel_sends_one_message_for_everything_pending(engine: Engine,
     assert outbox.drain(engine, {"slack": slack}, config, now) == {}  # not yet
     sent = outbox.drain(engine, {"slack": slack}, config, now + timedelta(minutes=11))
     assert sent == {"sent": 3}
-    assert [sorted(d.payload["object_id"].removeprefix("ZTF25obj") for d in batch) for batch in slack.digests] == [
+    assert [sorted(d.payload["object_id"].removeprefix("ZTF25obj") for d in batch)
+            for batch in slack.digests] == [
         ["a0", "a1", "a2"]]
     assert slack.sent == [] and {r.status for r in _rows(engine)} == {"sent"}

@@ -67,7 +67,8 @@ def add_region(conn: Connection, *, event_pk: int, notice_pk: int, kind: str,
                         .where(regions.c.event_pk == event_pk)).scalar_one()
     key = conn.execute(insert(regions).values(
         event_pk=event_pk, notice_pk=notice_pk, version=(last or 0) + 1, kind=kind,
-        status="retracted" if retracted else "superseded", window_start=window[0], window_end=window[1],
+        status="retracted" if retracted else "superseded",
+        window_start=window[0], window_end=window[1],
         area50_deg2=area50_deg2, area90_deg2=area90_deg2, n_tiles=len(tiles.lo),
     )).inserted_primary_key
     assert key is not None
