@@ -12,7 +12,9 @@ Field mapping:
   ``LSST_DP``), or a forced-photometry point (``LSST_FP``, id =
   ``diaForcedSourceId``) with ``flux/fluxerr ≥ 5``, the threshold at which the
   Rubin pipeline itself detects on difference images. Forced points below it
-  are measurements, not detections. The latest detection gives ``alert_id``
+  are measurements, not detections, and a point whose ``time`` is NaN or not
+  in 1972–2100 is skipped (one corrupt point does not cost the report). The
+  latest detection gives ``alert_id``
   (its own ``id``: a diaSourceId or diaForcedSourceId), ``time``, ``band``
   (``lsstr`` → ``r``) and the magnitude; ``first_detection`` is the earliest.
 * ``time``: AMPEL writes ``time`` as a Julian date made from ``midpointMjdTai``
@@ -26,6 +28,11 @@ Field mapping:
   a redshift, not a distance; Planck 2018 is astropy's default cosmology). The
   host ``distance`` field (the host–transient separation, not a luminosity
   distance) goes to ``quality["ampel_host_distance"]`` unconverted.
+* ``history`` (``history_source="ampel.photometry"``): the times of the other
+  photometric points with a positive flux at >= 5 sigma (``flux > 0``,
+  ``flux / fluxerr >= 5``), DIA or forced alike: a forced point at that level is a
+  detection here (above), and a DIA point below it is not history. Points
+  with a NaN flux or an impossible time are skipped.
 * ``quality``: a report has no Rubin vetting fields (no reliability, dipole or
   pixel flags); ``isNegative`` is derived from the sign of the flux
   (``isNegative_derived`` = True), plus ``snr``, ``n_detections``, ``n_points`` and
@@ -37,12 +44,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
 from mma.formats import avro
 from mma.formats.rubin import tai_mjd_to_utc
-from mma.handlers.rubin import AB_ZEROPOINT_NJY, flux_to_mag
+from mma.handlers.rubin import AB_ZEROPOINT_NJY, flux_to_mag, is_positive_detection, mjd_tai_time
+from mma.handlers.ztf import finish_history
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_report", "parse", "sniff", "split"]
@@ -60,6 +69,7 @@ MAX_FILE_RECORDS = 1_000_000
 JD_MJD_OFFSET = 2400000.5
 DETECTION_SNR = 5.0
 DIA_SOURCE = "LSST_DP"
+HISTORY_SOURCE = "ampel.photometry"
 
 
 def _schema_ok(name: Any) -> bool:
@@ -73,7 +83,10 @@ def _finite(value: Any) -> float | None:
 
 
 def _is_detection(point: Mapping[str, Any]) -> bool:
-    if _finite(point.get("time")) is None:
+    time = _finite(point.get("time"))
+    # A point at an impossible time (NaN, outside 1972–2100) is skipped, not fatal:
+    # one corrupt point must not cost the report (nor yield an out-of-range time).
+    if time is None or mjd_tai_time(time - JD_MJD_OFFSET) is None:
         return False
     if point.get("source") == DIA_SOURCE:
         return True
@@ -83,6 +96,19 @@ def _is_detection(point: Mapping[str, Any]) -> bool:
 
 def _utc(jd: float) -> Any:
     return tai_mjd_to_utc(jd - JD_MJD_OFFSET)
+
+
+def _history(points: list[Any]) -> list[datetime]:
+    """Times (UTC) of the points with a positive flux at >= 5 sigma; bad points skipped."""
+    times = []
+    for point in points:
+        if isinstance(point, Mapping) and is_positive_detection(point.get("flux"),
+                                                                point.get("fluxerr")):
+            jd = _finite(point.get("time"))  # JD on the TAI scale (module docstring)
+            when = None if jd is None else mjd_tai_time(jd - JD_MJD_OFFSET)
+            if when is not None:
+                times.append(when)
+    return times
 
 
 def _magnitude(point: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -171,13 +197,14 @@ def alert_from_report(report: Mapping[str, Any]) -> Alert:
         "ampel_host_redshift_error": _finite(host.get("redshift_error")) if host else None,
         "ampel_host_distance": _finite(host.get("distance")) if host else None,
     }
+    time = _utc(latest["time"])
     return Alert(
         alert_id=str(point_id),
         object_id=str(object_id),
         survey="LSST",
         ra_deg=ra,
         dec_deg=dec,
-        time=_utc(latest["time"]),
+        time=time,
         band=band if isinstance(band, str) else None,
         magnitude=mag,
         magnitude_err=mag_err,
@@ -185,6 +212,8 @@ def alert_from_report(report: Mapping[str, Any]) -> Alert:
         quality=quality,
         broker="AMPEL",
         distance_mpc=distance,
+        history=finish_history(_history(points), time),  # the latest point is not earlier
+        history_source=HISTORY_SOURCE,
     )
 
 

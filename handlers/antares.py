@@ -7,15 +7,16 @@ whose fields carry a survey prefix. A locus becomes ONE Alert for its latest
 detection. Each alert's fields are read from the alert itself or, as the ANTARES
 API nests them, from its ``properties``.
 
-* LSST (``lsst_diaSource_*`` fields; every such row is a DIA source, i.e. a
-  detection): ``ra``/``dec`` [deg ICRS] of the latest source, ``time`` from
+* LSST (``lsst_diaSource_*`` fields; every such row with a valid epoch is a DIA
+  source, i.e. a detection): ``ra``/``dec`` [deg ICRS] of the latest source, ``time`` from
   ``midpointMjdTai`` (MJD TAI → UTC, :func:`mma.formats.rubin.tai_mjd_to_utc`),
   ``band``, magnitude from ``psfFlux``/``psfFluxErr`` [nJy]
   (:func:`mma.handlers.rubin.flux_to_mag`), ``quality`` with ``reliability``,
   ``isNegative`` (derived from the flux sign when absent), ``isDipole`` and
   ``pixelFlags_*`` when present. ``object_id`` = ``diaObjectId`` of the source,
   else the locus' ``dia_object_id``, else the locus id.
-* ZTF (``ztf_*`` fields, rows with a ``ztf_magpsf`` are detections): the prefix is
+* ZTF (``ztf_*`` fields, rows with a ``ztf_magpsf`` and a valid ``ztf_jd`` are
+  detections): the prefix is
   stripped and the mapping is :func:`mma.handlers.ztf.alert_from_candidate`,
   so ``alert_id`` is the ``ztf_candid`` and ``quality`` has ``rb``, ``drb``...
 
@@ -28,7 +29,18 @@ diaSourceId, so the same detection seen through the Rubin stream has another
 alert_id; match across streams on (object_id, time). ``first_detection`` is the
 earliest detection in the locus; ``quality`` adds ``n_detections`` and
 ``antares_locus_id``, ``antares_tags``, ``antares_catalogs``. ANTARES gives no
-host distance.
+host distance. A row whose epoch is NaN or outside 1970/1972–2100 is skipped:
+one corrupt row does not cost the locus.
+
+``history`` (``history_source="antares.alerts"``): the times of the locus' other
+detections that are positive at >= 5 sigma, by the survey's own rule: LSST rows
+with ``psfFlux / psfFluxErr >= 5``, ``psfFlux > 0`` and ``isNegative`` not true
+(:func:`mma.handlers.rubin.is_positive_detection`; MJD TAI → UTC), ZTF rows with
+``isdiffpos`` true and ``sigmapsf <= 0.2171`` mag
+(:func:`mma.handlers.ztf.detection_time`; JD UTC). Rows with a NaN flux or a bad
+epoch are skipped. When the other rows carry none of the fields that test needs
+(no ``psfFluxErr``; no ``isdiffpos``/``sigmapsf``), the locus cannot tell and
+``history_source`` is None.
 """
 
 from __future__ import annotations
@@ -44,8 +56,14 @@ from typing import Any
 from mma.errors import InvalidValue, MalformedMessage, MissingField
 from mma.formats.gcn_json import load_json
 from mma.formats.rubin import tai_mjd_to_utc
-from mma.handlers.rubin import flux_to_mag
-from mma.handlers.ztf import alert_from_candidate, jd_to_datetime
+from mma.handlers.rubin import flux_to_mag, mjd_tai_time, prv_dia_source_times
+from mma.handlers.ztf import (
+    alert_from_candidate,
+    finish_history,
+    history_jd,
+    jd_to_datetime,
+    light_curve_times,
+)
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_locus", "parse", "sniff"]
@@ -59,6 +77,7 @@ DEFAULT_TOPICS: tuple[str, ...] = ()  # users configure their ANTARES filter top
 MAX_MESSAGE_BYTES = 16 * 2**20
 LSST = "lsst_diaSource_"
 ZTF = "ztf_"
+HISTORY_SOURCE = "antares.alerts"
 LSST_VETTING = ("reliability", "isNegative", "isDipole", "snr", "psfFlux", "psfFluxErr",
                 "extendedness", "ssObjectId", "visit", "detector", "timeWithdrawnMjdTai")
 _JSON_OBJECT = re.compile(rb"^(?:\xef\xbb\xbf)?\s*\{")
@@ -111,11 +130,22 @@ def _lsst_object_id(locus: Mapping[str, Any], row: Mapping[str, Any]) -> str:
     return str(locus["locus_id"])
 
 
+def _lsst_history(detections: list[Mapping[str, Any]],
+                  latest: Mapping[str, Any]) -> list[datetime] | None:
+    """Times (UTC) of the other LSST rows at >= 5 sigma positive; None if they cannot tell."""
+    earlier = [{k[len(LSST):]: v for k, v in r.items() if k.startswith(LSST)}
+               for r in detections if r is not latest]
+    if earlier and not any("psfFlux" in r and "psfFluxErr" in r for r in earlier):
+        return None
+    return prv_dia_source_times(earlier)
+
+
 def _alert_lsst(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Alert:
     key = f"{LSST}midpointMjdTai"
-    detections = [r for r in rows if _finite(r.get(key)) is not None]
+    # A row at an impossible epoch (NaN, outside 1972–2100) is skipped, not fatal.
+    detections = [r for r in rows if mjd_tai_time(r.get(key)) is not None]
     if not detections:
-        raise MissingField(f"locus has no alert with a finite {key}")
+        raise MissingField(f"locus has no alert with a valid {key}")
     latest = max(detections, key=lambda r: r[key])
     ra, dec = _finite(latest.get(f"{LSST}ra")), _finite(latest.get(f"{LSST}dec"))
     if ra is None or dec is None:
@@ -139,32 +169,39 @@ def _alert_lsst(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Aler
     quality.update(_locus_extra(locus, len(detections)))
     source_id = _positive_id(own.get("diaSourceId"))
     band = own.get("band")
+    history = _lsst_history(detections, latest)
     return Alert(
         alert_id=str(source_id) if source_id is not None else _synthetic_id(object_id, time),
         object_id=object_id, survey="LSST", ra_deg=ra, dec_deg=dec, time=time,
         band=band if isinstance(band, str) else None, magnitude=mag, magnitude_err=mag_err,
         first_detection=first, quality=quality, broker="ANTARES",
+        history=finish_history(history, time),
+        history_source=None if history is None else HISTORY_SOURCE,
     )
 
 
 def _alert_ztf(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Alert:
     cands = [{k[len(ZTF):]: v for k, v in r.items() if k.startswith(ZTF)} for r in rows]
     detections = [c for c in cands
-                  if _finite(c.get("jd")) is not None and _finite(c.get("magpsf")) is not None]
+                  if history_jd(c.get("jd")) is not None and _finite(c.get("magpsf")) is not None]
     if not detections:
-        raise MissingField("locus has no ZTF alert with a finite ztf_jd and ztf_magpsf")
-    latest = dict(max(detections, key=lambda c: c["jd"]))
+        raise MissingField("locus has no ZTF alert with a valid ztf_jd and a finite ztf_magpsf")
+    newest = max(detections, key=lambda c: c["jd"])
+    latest = dict(newest)
     latest["jdstarthist"] = min(c["jd"] for c in detections)  # earliest detection in the locus
     object_id = latest.get("object_id") or latest.get("objectId") or locus["locus_id"]
     candid = latest.get("candid")
     extra = _locus_extra(locus, len(detections))
+    history = light_curve_times(detections, newest)
     if _positive_id(candid) is not None:
         return alert_from_candidate(latest, object_id=object_id, candid=candid,
-                                    broker="ANTARES", extra_quality=extra)
+                                    broker="ANTARES", extra_quality=extra,
+                                    history=history, history_source=HISTORY_SOURCE)
     # No candid: build with a placeholder, then give the synthetic id (see module doc).
     latest.pop("candid", None)
     alert = alert_from_candidate(latest, object_id=object_id, candid=1,
-                                 broker="ANTARES", extra_quality=extra)
+                                 broker="ANTARES", extra_quality=extra,
+                                 history=history, history_source=HISTORY_SOURCE)
     return dataclasses.replace(
         alert, alert_id=_synthetic_id(alert.object_id, jd_to_datetime(latest["jd"])),
         quality={**alert.quality, "candid": None})

@@ -7,20 +7,34 @@ BOOM's ``psfFlux``/``band`` additions), so the mapping is
 :func:`mma.handlers.ztf.alert_from_candidate` with ``broker="Babamul"``. BOOM's
 ``properties`` (``rock``, ``star``, ``near_brightstar``, ``stationary``) and the
 id of a matched LSST object (``survey_matches.lsst.objectId``) go to ``quality``
-as ``babamul_<name>``. History arrays are not read. Babamul gives no host
-distance. LSST-side Babamul alerts (``babamul.lsst.*``) are not in the corpus
-and are refused with a clear message rather than guessed.
+as ``babamul_<name>``. Babamul gives no host distance.
+
+``history`` (``history_source="babamul.prv_candidates"``): BOOM's ``prv_candidates``
+holds the object's detections, this one included, as ``AlertPhotometry`` (``jd``
+[JD UTC], ``psfFlux``, negative for a negative difference, and ``psfFluxErr``, in
+BOOM's flux unit; ``band``; position), not ZTF records: no ``candid``,
+``isdiffpos`` or ``sigmapsf``. A positive >= 5 sigma detection is ``psfFlux > 0``
+and ``psfFluxErr > 0`` with ``psfFlux / psfFluxErr >= 5``, the same test as
+``isdiffpos`` true and ``sigmapsf <= 0.2171`` mag (sigma_mag = 1.0857
+sigma_flux / flux). ``prv_nondetections`` (upper limits) and ``fp_hists`` (forced
+photometry, not detections) are not history, nor the light curve of a matched
+LSST object under ``survey_matches``: another survey's object.
+
+LSST-side Babamul alerts (``babamul.lsst.*``) are not in the corpus and are
+refused with a clear message rather than guessed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from mma.errors import BadMessage, MalformedMessage
 from mma.formats import avro
-from mma.handlers.ztf import alert_from_candidate
+from mma.handlers.rubin import is_positive_detection
+from mma.handlers.ztf import alert_from_candidate, history_jd
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff", "split"]
@@ -35,6 +49,25 @@ SCHEMA_NAME = "BabamulZtfAlert"
 MAX_MESSAGE_BYTES = 16 * 2**20
 MAX_FILE_BYTES = 2**30
 PROPERTY_KEYS = ("rock", "star", "near_brightstar", "stationary")
+HISTORY_SOURCE = "babamul.prv_candidates"
+
+
+def history_times(entries: Any) -> list[datetime] | None:
+    """Times (UTC) of the positive >= 5 sigma detections in BOOM's ``prv_candidates``.
+
+    None when the array is absent or null; entries with a NaN, non-positive or
+    low-S/N flux, or a bad ``jd``, are skipped.
+    """
+    if not isinstance(entries, list | tuple):
+        return None
+    times = []
+    for entry in entries:
+        if isinstance(entry, Mapping) and is_positive_detection(entry.get("psfFlux"),
+                                                                entry.get("psfFluxErr")):
+            when = history_jd(entry.get("jd"))
+            if when is not None:
+                times.append(when)
+    return times
 
 
 def alert_from_record(record: Mapping[str, Any]) -> Alert:
@@ -50,6 +83,7 @@ def alert_from_record(record: Mapping[str, Any]) -> Alert:
         candidate if isinstance(candidate, Mapping) else {},
         object_id=record.get("objectId"), candid=record.get("candid"),
         broker="Babamul", extra_quality=extra,
+        history=history_times(record.get("prv_candidates")), history_source=HISTORY_SOURCE,
     )
 
 

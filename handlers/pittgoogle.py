@@ -8,7 +8,8 @@ Pitt-Google serves a ZTF object's light curve as rows of its BigQuery tables::
 
 A file is a light curve, not one alert: it becomes ONE Alert for its latest
 detection (the row with the largest ``jd`` and a finite ``magpsf``; rows without
-one are non-detections). The row is renamed to a ZTF ``candidate``
+one are non-detections, and rows whose ``jd`` is NaN or outside 1970–2100 are
+skipped). The row is renamed to a ZTF ``candidate``
 (``decl`` → ``dec``; any further candidate columns such as ``rb``, ``drb``,
 ``isdiffpos``, ``ssdistnr``, ``sgscore1``, ``distpsnr1`` are kept) and mapped by
 :func:`mma.handlers.ztf.alert_from_candidate` with ``broker="Pitt-Google"``, so
@@ -23,6 +24,13 @@ re-delivery is an update, not a new alert) and unique per object and epoch. It
 is NOT the ZTF candid, so the same detection from the ZTF stream has another
 alert_id; match across streams on (object_id, time). Pitt-Google gives no
 host distance.
+
+``history`` (``history_source="pittgoogle.rows"``): the other detection rows with
+``isdiffpos`` true and ``sigmapsf <= 0.2171`` mag (S/N >= 5), JD UTC → UTC, by
+:func:`mma.handlers.ztf.light_curve_times`. Rows of the usual query (``jd``,
+``fid``, ``magpsf``, ``sigmapsf``, position) carry no ``isdiffpos``: a magnitude
+does not tell a brightening from a fading, so such a light curve gives no
+history (``history_source`` None: not told), as the corpus file does.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any
 
 from mma.errors import MalformedMessage, MissingField
 from mma.formats.gcn_json import load_json
-from mma.handlers.ztf import alert_from_candidate
+from mma.handlers.ztf import alert_from_candidate, history_jd, light_curve_times
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_rows", "parse", "sniff"]
@@ -48,6 +56,7 @@ KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ()  # users configure their Pitt-Google topics
 
 MAX_MESSAGE_BYTES = 16 * 2**20
+HISTORY_SOURCE = "pittgoogle.rows"
 _JSON_OBJECT = re.compile(rb"^(?:\xef\xbb\xbf)?\s*\{")
 _ZTF_OBJECT = re.compile(rb'"objectId"\s*:\s*"ZTF')
 
@@ -73,22 +82,27 @@ def alert_from_rows(doc: Mapping[str, Any]) -> Alert:
     rows = doc.get("rows")
     if not isinstance(rows, list):
         raise MissingField("'rows' list is missing")
+    # A row at an impossible jd (NaN, outside 1970–2100) is skipped, not fatal.
     detections = [r for r in rows if isinstance(r, Mapping)
-                  and _finite(r.get("jd")) is not None and _finite(r.get("magpsf")) is not None]
+                  and history_jd(r.get("jd")) is not None and _finite(r.get("magpsf")) is not None]
     if not detections:
-        raise MissingField(f"light curve of {object_id} has no row with finite jd and magpsf")
-    cand = _candidate(max(detections, key=lambda r: r["jd"]))
+        raise MissingField(f"light curve of {object_id} has no row with valid jd and magpsf")
+    newest = max(detections, key=lambda r: r["jd"])
+    cand = _candidate(newest)
     cand["jdstarthist"] = min(r["jd"] for r in detections)
     extra = {"n_detections": len(detections), "pittgoogle_n_rows": len(rows)}
+    history = light_curve_times(detections, newest)
     candid = cand.get("candid")
     if isinstance(candid, int) and not isinstance(candid, bool) and candid > 0:
         return alert_from_candidate(cand, object_id=object_id, candid=candid,
-                                    broker="Pitt-Google", extra_quality=extra)
+                                    broker="Pitt-Google", extra_quality=extra,
+                                    history=history, history_source=HISTORY_SOURCE)
     # No candid: alert_from_candidate needs one, so a placeholder is given and
     # replaced by the synthetic id (see the module docstring).
     cand.pop("candid", None)
     alert = alert_from_candidate(cand, object_id=object_id, candid=1,
-                                 broker="Pitt-Google", extra_quality=extra)
+                                 broker="Pitt-Google", extra_quality=extra,
+                                 history=history, history_source=HISTORY_SOURCE)
     return dataclasses.replace(
         alert, alert_id=f"{NAME}:{object_id}:{alert.time.isoformat()}",
         quality={**alert.quality, "candid": None})

@@ -6,8 +6,10 @@ Two framings are accepted:
   bytes 1–4 = big-endian schema id (``MAJOR*100 + MINOR``), then one schemaless
   Avro record, decoded with the bundled schema of that id
   (:mod:`mma.formats.rubin`). This is the fast path: only the fields before
-  and including ``diaSource`` are decoded into Python objects, and the rest is
-  walked by fastavro for the first-detection epoch (see :func:`decode_fast`).
+  and including ``diaSource`` are decoded into Python objects, then of each
+  ``prvDiaSources`` item only the four fields the history needs (a second
+  generated decoder), and the rest is walked by fastavro for the first-detection
+  epoch (see :func:`decode_fast`).
   :func:`decode_full` gives the whole packet when something needs it.
   :func:`match_keys` is the batch step before that: id, position and time of
   many frames from their first ~70 bytes, so that only frames matching a
@@ -28,9 +30,18 @@ Field mapping (all versions):
   2.5/ln 10 · psfFluxErr/psfFlux; None when the difference flux is not positive
   (a fading or negative source has no magnitude; ``isNegative`` says so).
 * ``first_detection``: ``diaObject.firstDiaSourceMjdTai`` when finite (v8+), else the
-  earliest ``midpointMjdTai`` of ``prvDiaSources`` and this source when the history
-  array is present (possibly empty), else this source when ``diaObject.nDiaSources``
-  is 1; else None (unknown).
+  earliest ``midpointMjdTai`` of ``prvDiaSources`` (whatever their flux; epochs
+  outside 1972–2100 skipped) and this source when the history array is present
+  (possibly empty), else this source when ``diaObject.nDiaSources`` is 1; else
+  None (unknown).
+* ``history`` (``history_source`` = ``"lsst.prvDiaSources"``): the times (MJD TAI →
+  UTC) of the ``prvDiaSources`` with a positive difference flux at >= 5 sigma
+  (``psfFlux / psfFluxErr >= 5``, ``psfFlux > 0``, ``isNegative`` not true; v7 has
+  no ``isNegative`` and the flux sign alone decides), earlier than this source,
+  sorted, deduplicated, the newest :data:`~mma.handlers.ztf.HISTORY_CAP`. An
+  entry with a NaN flux or an impossible epoch is skipped. A null
+  ``prvDiaSources`` (the pipeline sends none, as in the real v9.0 packet) gives
+  ``history_source`` None: not told, unlike an empty array.
 * ``quality``: the ``diaSource`` vetting fields (``reliability``, ``isNegative``,
   ``isDipole``, ``pixelFlags_*``, ``ssObjectId``, ``timeWithdrawnMjdTai``...) with
   NaN → None and id 0 → None. v7 has no ``isNegative``: it is derived as
@@ -38,7 +49,9 @@ Field mapping (all versions):
 
 ELAsTiCC v0.9 packets (``elasticc.v0_9.alert``: ``midPointTai``, ``decl``, ``psFlux``,
 ``filterName``) are simulations: they become ``survey="ELAsTiCC"`` so that they can
-never be mistaken for sky data, with ``quality["simulated"] = True``.
+never be mistaken for sky data, with ``quality["simulated"] = True``. Their
+``prvDiaSources`` (``psFlux``, ``psFluxErr``, ``midPointTai``) give the history by
+the same rule, ``history_source="elasticc.prvDiaSources"``.
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ import math
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -58,11 +72,13 @@ from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
 from mma.formats import avro
 from mma.formats import rubin as schemas
 from mma.formats.rubin import tai_mjd_to_utc
+from mma.handlers.ztf import finish_history
 from mma.models import Alert
 
 __all__ = [
-    "DEFAULT_TOPICS", "KIND", "NAME", "MatchKeys", "alert_from_parts", "decode_fast",
-    "decode_full", "flux_to_mag", "match_keys", "parse", "sniff", "split",
+    "DEFAULT_TOPICS", "HISTORY_SOURCE", "KIND", "NAME", "MatchKeys", "alert_from_parts",
+    "decode_fast", "decode_full", "flux_to_mag", "is_positive_detection", "match_keys",
+    "mjd_tai_time", "parse", "prv_dia_source_times", "sniff", "split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +96,13 @@ AB_ZEROPOINT_NJY = 31.4
 """AB magnitude of a 1 nJy source: m = −2.5 log10(f / 3631 Jy) = −2.5 log10(f / nJy) + 31.4."""
 
 ELASTICC_PREFIX = "elasticc."
+
+HISTORY_SOURCE = "lsst.prvDiaSources"
+"""``Alert.history_source`` of a history read from a Rubin packet's ``prvDiaSources``."""
+ELASTICC_HISTORY_SOURCE = "elasticc.prvDiaSources"
+DETECTION_SNR = 5.0
+"""Signal-to-noise (``psfFlux / psfFluxErr``) of a history detection: the Rubin
+pipeline's own difference-image detection threshold."""
 
 QUALITY_KEYS = (
     "reliability", "isNegative", "isDipole", "snr", "psfFlux", "psfFluxErr", "extendedness",
@@ -123,6 +146,82 @@ def _id(value: Any) -> int | None:
     return value
 
 
+def _real(value: Any) -> float | None:
+    """A finite int or float as float; None for anything else (bool, None, NaN, inf...)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def is_positive_detection(flux: Any, err: Any, negative: Any = None) -> bool:
+    """True for a positive difference flux at >= 5 sigma.
+
+    Parameters
+    ----------
+    flux, err : float
+        PSF difference flux and its 1-sigma error, in any one unit (nJy for Rubin).
+    negative : bool, optional
+        The pipeline's ``isNegative``; True excludes the source whatever the flux
+        (None or absent, as in v7: the flux sign alone decides).
+
+    Returns
+    -------
+    bool
+        ``flux > 0``, ``err > 0`` and ``flux / err >= 5``, all finite, and
+        *negative* not True. False for any NaN, infinite or ill-typed value.
+    """
+    f, e = _real(flux), _real(err)
+    if negative is True or f is None or e is None or f <= 0 or e <= 0:
+        return False
+    return f / e >= DETECTION_SNR
+
+
+def mjd_tai_time(mjd_tai: Any) -> datetime | None:
+    """:func:`~mma.formats.rubin.tai_mjd_to_utc` for a history entry: None, not an error.
+
+    A NaN, ill-typed or out-of-range (1972–2100) epoch in one history entry must
+    not cost the alert: the entry is skipped.
+    """
+    mjd = _real(mjd_tai)
+    if mjd is None or not schemas.MJD_MIN <= mjd <= schemas.MJD_MAX:
+        return None
+    return tai_mjd_to_utc(mjd)
+
+
+def prv_dia_source_times(history: Any, *, time_key: str = "midpointMjdTai",
+                         flux_key: str = "psfFlux",
+                         err_key: str = "psfFluxErr") -> list[datetime] | None:
+    """Times of the positive >= 5 sigma sources in a ``prvDiaSources`` array.
+
+    Parameters
+    ----------
+    history : list or None
+        ``prvDiaSources`` items: at least *time_key* [MJD TAI], *flux_key* and
+        *err_key* [nJy], and ``isNegative`` where the schema has it (v8+).
+    time_key, flux_key, err_key : str
+        Field names (ELAsTiCC: ``midPointTai``, ``psFlux``, ``psFluxErr``).
+
+    Returns
+    -------
+    list of datetime or None
+        Aware UTC times, unsorted (see :func:`mma.handlers.ztf.finish_history`);
+        None when *history* is not an array (null: the packet tells nothing).
+        Entries failing :func:`is_positive_detection` or with a bad epoch are
+        left out.
+    """
+    if not isinstance(history, list | tuple):
+        return None
+    times = []
+    for entry in history:
+        if not isinstance(entry, Mapping) or not is_positive_detection(
+                entry.get(flux_key), entry.get(err_key), entry.get("isNegative")):
+            continue
+        when = mjd_tai_time(entry.get(time_key))
+        if when is not None:
+            times.append(when)
+    return times
+
+
 def _first_detection(source: Mapping[str, Any], rest: Mapping[str, Any]) -> float | None:
     obj = rest.get("diaObject")
     first = obj.get("firstDiaSourceMjdTai") if isinstance(obj, Mapping) else None  # v8+
@@ -133,8 +232,11 @@ def _first_detection(source: Mapping[str, Any], rest: Mapping[str, Any]) -> floa
         if isinstance(obj, Mapping) and obj.get("nDiaSources") == 1:
             return float(source["midpointMjdTai"])  # the object's only source is this one
         return None  # no history sent: the first detection is unknown
+    # An impossible epoch (outside 1972–2100) in one entry is skipped, as for the
+    # history, rather than made the first detection and the alert refused.
     epochs = [e for h in history if isinstance(h, Mapping)
-              and isinstance(e := h.get("midpointMjdTai"), float) and math.isfinite(e)]
+              and isinstance(e := h.get("midpointMjdTai"), float)
+              and schemas.MJD_MIN <= e <= schemas.MJD_MAX]
     return min([*epochs, float(source["midpointMjdTai"])])
 
 
@@ -149,7 +251,8 @@ def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
     source : mapping
         The triggering ``diaSource`` (all fields, or the subset the fast path keeps).
     rest : mapping
-        ``prvDiaSources`` (items need only ``midpointMjdTai``) and ``diaObject``.
+        ``prvDiaSources`` (items need only ``midpointMjdTai``, ``psfFlux``,
+        ``psfFluxErr`` and ``isNegative`` when the schema has it) and ``diaObject``.
     version : str
         Schema version (``"9.0"``), kept in ``quality["schema_version"]``.
     """
@@ -165,6 +268,7 @@ def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
     ra, dec = _number(source, "ra"), _number(source, "dec")
     time = tai_mjd_to_utc(_number(source, "midpointMjdTai"))
     first = _first_detection(source, rest)
+    history = prv_dia_source_times(rest.get("prvDiaSources"))
     flux = _clean(source.get("psfFlux"))
     mag, mag_err = flux_to_mag(flux, _clean(source.get("psfFluxErr")))
     quality: dict[str, Any] = {k: _clean(source.get(k)) for k in QUALITY_KEYS}
@@ -189,6 +293,8 @@ def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
         magnitude_err=mag_err,
         first_detection=None if first is None else tai_mjd_to_utc(first),
         quality=quality,
+        history=finish_history(history, time),
+        history_source=None if history is None else HISTORY_SOURCE,
     )
 
 
@@ -203,14 +309,18 @@ def alert_from_elasticc(packet: Mapping[str, Any]) -> Alert:
     mag, mag_err = flux_to_mag(_clean(source.get("psFlux")), _clean(source.get("psFluxErr")))
     found = packet.get("diaObject")
     obj: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    time = tai_mjd_to_utc(_number(source, "midPointTai"))
+    history = prv_dia_source_times(packet.get("prvDiaSources"), time_key="midPointTai",
+                                   flux_key="psFlux", err_key="psFluxErr")
     return Alert(
         alert_id=str(source_id), object_id=str(object_id), survey="ELAsTiCC",
-        ra_deg=_number(source, "ra"), dec_deg=_number(source, "decl"),
-        time=tai_mjd_to_utc(_number(source, "midPointTai")),
+        ra_deg=_number(source, "ra"), dec_deg=_number(source, "decl"), time=time,
         band=source.get("filterName"), magnitude=mag, magnitude_err=mag_err,
         quality={"simulated": True, "snr": _clean(source.get("snr")),
                  "psfFlux": _clean(source.get("psFlux")),
                  "z_final": _clean(obj.get("z_final")), "alertId": packet.get("alertId")},
+        history=finish_history(history, time),
+        history_source=None if history is None else ELASTICC_HISTORY_SOURCE,
     )
 
 
@@ -221,11 +331,11 @@ def _confluent_id(raw: bytes) -> int:
 
 
 def decode_fast(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
-    """Decode a Confluent-framed alert's leading fields and its first-detection data.
+    """Decode a Confluent-framed alert's leading fields, first-detection and history data.
 
-    Returns (header, diaSource subset, {prvDiaSources epochs, diaObject subset},
-    version). The whole message is walked (so truncation is caught) but only
-    these fields become Python objects.
+    Returns (header, diaSource subset, {prvDiaSources subset (epoch, flux, flux
+    error, isNegative), diaObject subset}, version). The whole message is walked
+    (so truncation is caught) but only these fields become Python objects.
 
     Raises
     ------

@@ -15,12 +15,18 @@ schema at load time: only wanted fields become Python objects, the others are
 skipped by width. This is 10–15x faster than ``fastavro.schemaless_reader`` on
 the same bytes, which builds a dict for every one of the 98 fields.
 
-One field the Alert needs sits *after* the arrays: ``diaObject.firstDiaSourceMjdTai``
+Two things the Alert needs sit *after* ``diaSource``: the object's earlier
+detections (``prvDiaSources``, right after it) and ``diaObject.firstDiaSourceMjdTai``
 (v9+; in v7 the first detection must come from ``prvDiaSources`` itself).
-:meth:`RubinSchema.tail` reads it with fastavro and a reader schema holding only
-that field and the history epochs, so fastavro skips everything else in C; this
-also walks the rest of the message, so truncation and trailing bytes are still
-caught without decoding the cutouts.
+:meth:`RubinSchema.tail` reads ``prvDiaSources`` with a second generated decoder,
+:class:`History`: each item is a ``diaSource`` record again, and only its
+:data:`HISTORY_FIELDS` become Python objects (``isNegative`` only where the version
+has it: v7 does not). An item costs about 6 µs this way against about 18 µs for
+fastavro skipping the same ~100 fields with a reader schema, and a year of history
+is hundreds of items. The rest (forced sources, ``diaObject``, cutouts) is read by
+fastavro with a reader schema holding only the ``diaObject`` fields wanted, so it
+skips everything else in C; this also walks the rest of the message, so
+truncation and trailing bytes are still caught without decoding the cutouts.
 
 The generated code comes only from the bundled schema files, never from a
 message: no sender-controlled text reaches ``exec``.
@@ -45,8 +51,8 @@ import fastavro
 from mma.errors import HostileMessage, InvalidValue, MalformedMessage, UnknownFormat
 
 __all__ = [
-    "SCHEMA_DIR", "Prefix", "RubinSchema", "known_ids", "load", "schema_id_of_name",
-    "tai_mjd_to_utc",
+    "HISTORY_FIELDS", "SCHEMA_DIR", "History", "Prefix", "RubinSchema", "known_ids", "load",
+    "schema_id_of_name", "tai_mjd_to_utc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +71,10 @@ SOURCE_FIELDS = frozenset({
     "_interpolatedCenter", "_offimage", "_saturated", "_saturatedCenter", "_suspect",
     "_suspectCenter", "_streak", "_streakCenter", "_injected", "_injectedCenter",
 )}  # fmt: skip
+
+# prvDiaSources fields the tail keeps: the epoch [MJD TAI] and what tells a positive
+# >= 5 sigma detection (psfFlux, psfFluxErr [nJy], isNegative where the version has it).
+HISTORY_FIELDS = ("midpointMjdTai", "psfFlux", "psfFluxErr", "isNegative")
 
 _F = struct.Struct("<f").unpack_from
 _D = struct.Struct("<d").unpack_from
@@ -188,6 +198,83 @@ def _compile_prefix(alert: dict[str, Any], source: dict[str, Any]) -> Prefix:
 
 
 @dataclass(frozen=True)
+class History:
+    """A compiled decoder of the ``prvDiaSources`` array (the field after ``diaSource``).
+
+    Attributes
+    ----------
+    fields : tuple of str
+        The :data:`HISTORY_FIELDS` this version's ``diaSource`` has, kept per item.
+    """
+
+    fields: tuple[str, ...]
+    function: Any
+
+    def decode(self, raw: bytes, offset: int) -> tuple[list[dict[str, Any]] | None, int]:
+        """Decode from *offset*; return (items with :attr:`fields` or None if null, end).
+
+        Raises
+        ------
+        MalformedMessage
+            The bytes end inside the array, or hold a bad union index or an
+            impossible item count.
+        """
+        try:
+            items, end = self.function(raw, offset)
+        except (IndexError, struct.error) as exc:
+            raise MalformedMessage(f"Rubin alert truncated or corrupt in prvDiaSources: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+        if end > len(raw):  # a skipped value ran past the end: skips do not check
+            raise MalformedMessage("Rubin alert truncated in prvDiaSources")
+        return items, end
+
+
+def _compile_history(field: dict[str, Any], source: dict[str, Any]) -> History:
+    """Generate the :class:`History` decoder from the ``prvDiaSources`` field schema.
+
+    Raises ValueError if the field is not ``["null", array of diaSource]``, as in
+    every bundled version: a new version of another shape must be looked at.
+    """
+    kind = field["type"]
+    full = f"{source['namespace']}.{source['name']}"
+    array = kind[1] if isinstance(kind, list) and len(kind) == 2 and kind[0] == "null" else None
+    if (field["name"] != "prvDiaSources" or not isinstance(array, dict)
+            or array.get("type") != "array" or array.get("items") not in (full, source["name"])):
+        raise ValueError(f"{full}: the field after diaSource is not "
+                         f"prvDiaSources = ['null', array of diaSource]")
+    target = {name: f"v{i}" for i, name in enumerate(HISTORY_FIELDS)}
+    kept = tuple(f["name"] for f in source["fields"] if f["name"] in target)
+    lines = [
+        "def decode(buf, p):",
+        "    u = buf[p]",
+        "    p += 1",
+        "    if u == 0: return None, p",
+        "    if u != 2: raise MalformedMessage(f'bad Avro union index byte {u}')",
+        "    out = []",
+        "    while True:",  # Avro array: blocks of items, a count of 0 ends it
+        "        count, p = _long(buf, p)",
+        "        if count == 0: break",
+        "        if count < 0:",  # negative count: a block byte size follows
+        "            count = -count",
+        "            _, p = _long(buf, p)",
+        # Every item takes at least one byte: a larger count is a lie, not a loop to run.
+        "        if count > len(buf) - p: raise MalformedMessage(f'{count} prvDiaSources "
+        "items announced in {len(buf) - p} bytes')",
+        "        for _ in range(count):",
+    ]
+    item: list[str] = []
+    for sub in source["fields"]:
+        _emit_field(item, sub["type"], target.get(sub["name"]))
+    lines += [f"        {line}" for line in item]
+    entries = ", ".join(f"{name!r}: {target[name]}" for name in kept)
+    lines += [f"            out.append({{{entries}}})", "    return out, p"]
+    scope: dict[str, Any] = {"_long": _long, "_text": _text, "_F": _F, "_D": _D,
+                             "MalformedMessage": MalformedMessage}
+    exec(compile("\n".join(lines), f"<rubin history {source['namespace']}>", "exec"), scope)
+    return History(fields=kept, function=scope["decode"])
+
+
+@dataclass(frozen=True)
 class RubinSchema:
     """One bundled alert schema version, parsed and ready to decode.
 
@@ -201,12 +288,15 @@ class RubinSchema:
         The full alert schema, parsed by fastavro (all named records resolved).
     prefix : Prefix
         Leading-fields decoder (see the module docstring).
+    history : History
+        ``prvDiaSources`` decoder, for the field right after the prefix.
     """
 
     schema_id: int
     version: str
     parsed: dict[str, Any]
     prefix: Prefix
+    history: History
     tail_writer: dict[str, Any]
     tail_reader: dict[str, Any]
 
@@ -217,16 +307,19 @@ class RubinSchema:
         return avro.decode_schemaless(raw, self.parsed, max_bytes=max_bytes, offset=offset)
 
     def tail(self, raw: bytes, offset: int) -> dict[str, Any]:
-        """Read the fields after ``diaSource`` from *offset*, keeping only first-detection data.
+        """Read the fields after ``diaSource`` from *offset*: first-detection and history data.
 
-        Returns ``{"prvDiaSources": [{"midpointMjdTai": ...}, ...] | None,
-        "diaObject": {"diaObjectId": ..., "firstDiaSourceMjdTai": ..., ...} | None}``.
+        Returns ``{"prvDiaSources": [{"midpointMjdTai": ..., "psfFlux": ...,
+        "psfFluxErr": ..., "isNegative": ...}, ...] | None, "diaObject":
+        {"diaObjectId": ..., "firstDiaSourceMjdTai": ..., ...} | None}``; items
+        hold the :data:`HISTORY_FIELDS` of this version (no ``isNegative`` in v7).
 
         Raises
         ------
         MalformedMessage
             Truncated or corrupt history, cutouts, or bytes left after the record.
         """
+        history, offset = self.history.decode(raw, offset)
         stream = io.BytesIO(raw)
         stream.seek(offset)
         try:
@@ -238,6 +331,7 @@ class RubinSchema:
             raise MalformedMessage(f"{len(raw) - stream.tell()} bytes left after the Avro record")
         if not isinstance(record, dict):
             raise MalformedMessage("Rubin alert tail is not a record")
+        record["prvDiaSources"] = history
         return record
 
 
@@ -262,18 +356,13 @@ def _parse_all(raw: dict[str, dict[str, Any]], top: dict[str, Any]) -> dict[str,
 
 def _tail_schemas(raw: dict[str, dict[str, Any]], alert: dict[str, Any], ns: str,
                   n_lead: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    rest = alert["fields"][n_lead:]
+    """Writer and reader schemas of what follows ``prvDiaSources`` (:class:`History` reads it)."""
+    rest = alert["fields"][n_lead + 1:]
     writer = {**alert, "name": "alertTail", "fields": rest}
     keep_obj = {"diaObjectId", "firstDiaSourceMjdTai", "lastDiaSourceMjdTai", "nDiaSources"}
     obj = raw[f"{ns}.diaObject"]
     reader_obj = {**obj, "fields": [f for f in obj["fields"] if f["name"] in keep_obj]}
-    src = raw[f"{ns}.diaSource"]
-    reader_src = {**src, "fields": [f for f in src["fields"] if f["name"] == "midpointMjdTai"]}
-    fields = [
-        {"name": "prvDiaSources", "type": ["null", {"type": "array", "items": reader_src}],
-         "default": None},
-        {"name": "diaObject", "type": ["null", reader_obj], "default": None},
-    ]
+    fields = [{"name": "diaObject", "type": ["null", reader_obj], "default": None}]
     # The cutouts are read, not skipped: fastavro's skip seeks without checking
     # the length, so a message cut inside its last cutout would pass unnoticed.
     fields += [f for f in rest if f["name"].startswith("cutout")]
@@ -316,11 +405,13 @@ def load(schema_id: int) -> RubinSchema:
     ns = f"lsst.{path.name}"
     alert = raw[f"{ns}.alert"]
     prefix = _compile_prefix(alert, raw[f"{ns}.diaSource"])
+    history = _compile_history(alert["fields"][len(prefix.fields)], raw[f"{ns}.diaSource"])
     writer, reader = _tail_schemas(raw, alert, ns, len(prefix.fields))
     logger.debug("loaded Rubin alert schema %s (id %d)", ns, schema_id)
     return RubinSchema(
         schema_id=schema_id, version=f"{schema_id // 100}.{schema_id % 100}",
-        parsed=_parse_all(raw, alert), prefix=prefix, tail_writer=writer, tail_reader=reader,
+        parsed=_parse_all(raw, alert), prefix=prefix, history=history, tail_writer=writer,
+        tail_reader=reader,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import datetime
 
@@ -80,3 +81,51 @@ def test_rubin_container_is_not_ampel() -> None:
     assert not ampel.sniff(raw)
     with pytest.raises(MalformedMessage, match="LSSTReport"):
         ampel.parse(next(iter(rubin.split(raw))), topic="")
+
+
+def _report(record: dict) -> bytes:
+    with FILE.open("rb") as f:
+        schema = fastavro.reader(f).writer_schema
+    out = io.BytesIO()
+    fastavro.writer(out, schema, [record])
+    return out.getvalue()
+
+
+def _tai_jd(jd: float) -> float:
+    return float(Time(jd, format="jd", scale="tai").unix)  # Unix seconds of the UTC instant
+
+
+def test_ampel_history_from_photometry() -> None:
+    record = _record()
+    points = record["photometry"]
+    latest = max(points, key=lambda p: p["time"])
+    times = sorted({p["time"] for p in points if p["flux"] > 0 and p["fluxerr"] > 0
+                    and p["flux"] / p["fluxerr"] >= 5 and p["time"] < latest["time"]})
+    low = [p for p in points if p["flux"] / p["fluxerr"] < 5]
+    assert times and low  # the report holds both kinds
+    alert = ampel.parse(FILE.read_bytes(), topic="")
+    assert alert.history_source == "ampel.photometry"
+    assert [t.timestamp() for t in alert.history] == pytest.approx(
+        [_tai_jd(t) for t in times], abs=1e-3)
+    assert alert.history[-1] < alert.time
+
+
+def test_ampel_history_exclusions_and_hostile_values() -> None:
+    record = _record()
+    base = max(record["photometry"], key=lambda p: p["time"])
+    now = base["time"]
+    record["photometry"] = [
+        base,
+        dict(base, id=2, time=now - 1, flux=500.0, fluxerr=100.0),           # kept
+        dict(base, id=3, time=now - 2, flux=-900.0, fluxerr=100.0),          # negative
+        dict(base, id=4, time=now - 3, flux=400.0, fluxerr=100.0, source="LSST_DP"),  # 4 sigma
+        dict(base, id=5, time=now - 4, flux=float("nan"), fluxerr=100.0),    # NaN flux
+        dict(base, id=6, time=float("nan"), flux=900.0, fluxerr=100.0),      # NaN time
+        dict(base, id=7, time=1e12, flux=900.0, fluxerr=100.0),              # absurd time
+    ]
+    alert = ampel.parse(_report(record), topic="")
+    assert alert.alert_id == str(base["id"])
+    assert [t.timestamp() for t in alert.history] == pytest.approx([_tai_jd(now - 1)], abs=1e-3)
+    record["photometry"] = [base]
+    alert = ampel.parse(_report(record), topic="")
+    assert alert.history == () and alert.history_source == "ampel.photometry"

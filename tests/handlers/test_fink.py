@@ -90,9 +90,74 @@ def test_payloads_are_lean_json(payloads: dict[str, bytes]) -> None:
     for payload in payloads.values():
         doc = json.loads(payload)
         assert list(doc)[:2] == ["publisher", "objectId"]
-        assert "prv_candidates" not in doc
+        # Of the history only the detections, and of each the four fields it needs.
+        assert all(set(e) == {"jd", "candid", "isdiffpos", "sigmapsf"}
+                   and e["candid"] is not None for e in doc["prv_candidates"])
         assert fink.sniff(payload)
-    assert max(len(p) for p in payloads.values()) < 8192
+    assert max(len(p) for p in payloads.values()) < fink.MAX_PAYLOAD_BYTES
+
+
+SIGMA_5 = 1.0857 / 5  # mag: S/N >= 5
+
+
+def test_history_of_all_849_alerts(alerts: dict[str, Alert]) -> None:
+    """Every alert's history against the raw prv_candidates column, read whole by pyarrow."""
+    table = pa.concat_tables(pq.read_table(p, columns=["candid", "candidate", "prv_candidates"])
+                             for p in PARTS)
+    lengths = []
+    for row in table.to_pylist():
+        alert = alerts[str(row["candid"])]
+        now = row["candidate"]["jd"]
+        jds = sorted({e["jd"] for e in row["prv_candidates"]
+                      if e["candid"] is not None and e["isdiffpos"] in ("t", "1")
+                      and e["sigmapsf"] <= SIGMA_5 and e["jd"] < now})[-256:]
+        assert alert.history_source == "ztf.prv_candidates"
+        assert len(alert.history) == len(jds)
+        got = [t.timestamp() for t in alert.history]
+        want = [Time(jd, format="jd", scale="utc").unix for jd in jds]
+        assert got == pytest.approx(want, abs=1e-3)
+        assert all(t.tzinfo is not None for t in alert.history)
+        lengths.append(len(alert.history))
+    assert len(lengths) == 849
+    assert 0 in lengths and max(lengths) == 256  # no earlier detection; and the cap
+    raw_positive = sum(e["isdiffpos"] in ("t", "1") and e["candid"] is not None
+                       for row in table.column("prv_candidates").to_pylist() for e in row)
+    assert 0 < sum(lengths) < raw_positive  # negatives, 3-sigma and the cap left out
+
+
+def test_history_absent_null_or_empty() -> None:
+    table = _table(3)
+    no_column = fink.parse(_parquet(table.slice(0, 1).drop_columns(["prv_candidates"])), topic="")
+    assert no_column.history == () and no_column.history_source is None
+    prv = table["prv_candidates"]
+    empty = pa.array([[], None, prv[2].as_py()], type=prv.type)
+    rows = list(fink.split(_parquet(table.set_column(
+        table.schema.get_field_index("prv_candidates"), "prv_candidates", empty))))
+    alerts = [fink.parse(r, topic="") for r in rows]
+    assert alerts[0].history == () and alerts[0].history_source == "ztf.prv_candidates"
+    assert alerts[1].history == () and alerts[1].history_source is None
+    assert alerts[2].history_source == "ztf.prv_candidates"
+
+
+def test_history_excludes_negative_low_snr_limits_and_hostile_values(
+        payloads: dict[str, bytes]) -> None:
+    doc: dict[str, Any] = json.loads(next(iter(payloads.values())))
+    jd = doc["candidate"]["jd"]
+    good = {"jd": jd - 1, "candid": 1, "isdiffpos": "t", "sigmapsf": 0.1}
+    doc["prv_candidates"] = [
+        good,
+        dict(good, jd=jd - 2, isdiffpos="f"), dict(good, jd=jd - 3, sigmapsf=0.3),
+        dict(good, jd=jd - 4, candid=None), dict(good, jd=jd - 5, sigmapsf=None),
+        dict(good, jd=1e300), dict(good, jd=-1.0), dict(good, jd="2460000.5"),
+        dict(good, jd=None), dict(good, isdiffpos="yes"), dict(good, sigmapsf="0.1"),
+        dict(good, candid=doc["candid"]), dict(good, jd=jd + 1), ["not", "a", "record"],
+    ]
+    alert = fink.parse(json.dumps(doc).encode(), topic="")
+    assert [t.timestamp() for t in alert.history] == pytest.approx(
+        [Time(jd - 1, format="jd", scale="utc").unix], abs=1e-3)
+    doc["prv_candidates"] = {"jd": jd - 1}  # not an array: not told, the alert stands
+    alert = fink.parse(json.dumps(doc).encode(), topic="")
+    assert alert.history == () and alert.history_source is None
 
 
 def test_binary_cutout_columns_are_dropped() -> None:

@@ -64,3 +64,31 @@ def test_bad_position() -> None:
     max(doc["rows"], key=lambda r: r["jd"])["decl"] = 123.0
     with pytest.raises(InvalidValue):
         pittgoogle.parse(json.dumps(doc).encode(), topic="")
+
+
+def test_pittgoogle_rows_without_isdiffpos_tell_no_history() -> None:
+    # The corpus rows carry magnitudes only: a fading and a brightening look alike.
+    doc = json.loads(FILE.read_bytes())
+    assert not any("isdiffpos" in r for r in doc["rows"])
+    alert = pittgoogle.parse(FILE.read_bytes(), topic="")
+    assert alert.history == () and alert.history_source is None
+
+
+def test_pittgoogle_history_when_rows_carry_isdiffpos() -> None:
+    doc = json.loads(FILE.read_bytes())
+    rows = doc["rows"]
+    latest = max(rows, key=lambda r: r["jd"])
+    for i, row in enumerate(rows):
+        row["isdiffpos"] = "f" if i % 3 == 0 else "t"  # some negative detections
+    rows.append(dict(latest, jd=latest["jd"] - 0.5, isdiffpos="t", sigmapsf=float("nan")))
+    rows.append(dict(latest, jd=-1.0, isdiffpos="t"))
+    jds = sorted({r["jd"] for r in rows if r["isdiffpos"] == "t"
+                  and r["sigmapsf"] <= 1.0857 / 5 and 0 < r["jd"] < latest["jd"]})
+    assert 0 < len(jds) < len(rows) - 1
+    raw = json.dumps(doc).encode().replace(b"NaN", b"null")  # strict JSON: no NaN
+    alert = pittgoogle.parse(raw, topic="")
+    assert alert.history_source == "pittgoogle.rows"
+    want = [Time(jd, format="jd", scale="utc").unix for jd in jds]
+    assert [t.timestamp() for t in alert.history] == pytest.approx(want, abs=1e-3)
+    assert alert.time.timestamp() == pytest.approx(
+        Time(latest["jd"], format="jd", scale="utc").unix, abs=1e-3)

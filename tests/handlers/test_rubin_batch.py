@@ -129,3 +129,27 @@ def test_batch_match_equals_full_parse_match() -> None:
     assert {k for _, k, _ in full} == {1, 2, 3}
     assert {a for a, _, _ in full} < {a.alert_id for a in alerts}  # the real frame: no match
     assert len(point) > len(batch)  # some matches fell outside region 3's window
+
+
+def test_parse_history_equals_full_decode_of_every_frame() -> None:
+    """The history the fast path reads (History decoder) equals a full fastavro decode's."""
+    told = 0
+    for frame in FRAMES:
+        alert = _parse(frame)
+        if alert is None:
+            continue
+        full = rubin.decode_full(frame)
+        prv = full["prvDiaSources"]
+        if prv is None:
+            assert alert.history_source is None and alert.history == ()
+            continue
+        told += 1
+        now = full["diaSource"]["midpointMjdTai"]
+        mjds = sorted({s["midpointMjdTai"] for s in prv
+                       if s["psfFlux"] > 0 and s["psfFluxErr"] > 0
+                       and s["psfFlux"] / s["psfFluxErr"] >= 5
+                       and s.get("isNegative") is not True and s["midpointMjdTai"] < now})
+        assert alert.history_source == "lsst.prvDiaSources"
+        assert [t.timestamp() for t in alert.history] == pytest.approx(
+            [schemas.tai_mjd_to_utc(m).timestamp() for m in mjds], abs=1e-6)
+    assert told >= 4  # the v7.1 HSC alert with history and the v9/v10/v11 samples

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +127,156 @@ def test_sentinels_become_none() -> None:
     alert = ztf.alert_from_candidate(cand, object_id="ZTF17aaacxxf", candid=packet["candid"])
     assert alert.quality["sgscore1"] is None and alert.quality["distpsnr1"] is None
     assert alert.first_detection is None
+
+
+# --- history: the packet's earlier positive >= 5 sigma detections -----------------
+
+SIGMA_5 = 1.0857 / 5  # mag: sigma_mag = 1.0857 sigma_flux / flux, S/N >= 5
+
+
+def _utc(jd: float) -> datetime:
+    return Time(jd, format="jd", scale="utc").to_datetime(timezone=UTC)
+
+
+def _expected_history(packet: dict[str, Any]) -> list[datetime]:
+    """Independent reading of the raw prv_candidates: astropy times, the brief's rules."""
+    jd_now = packet["candidate"]["jd"]
+    jds = {e["jd"] for e in packet["prv_candidates"] or []
+           if e["candid"] is not None                       # upper limits have none
+           and str(e["isdiffpos"]).lower() in ("t", "1", "true")
+           and e["sigmapsf"] <= SIGMA_5 and e["jd"] < jd_now}
+    return [_utc(jd) for jd in sorted(jds)][-256:]
+
+
+def _same_times(got: tuple[datetime, ...], want: list[datetime]) -> None:
+    assert len(got) == len(want)
+    assert all(g.tzinfo is UTC for g in got)
+    assert list(got) == sorted(set(got))
+    assert all(abs((g - w).total_seconds()) < 1e-3 for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("path", PACKETS, ids=lambda p: p.name)
+def test_history_of_every_packet(path: Path) -> None:
+    _, (packet,) = _fastavro(path)
+    alert = ztf.parse(path.read_bytes(), topic="")
+    assert alert.history_source == "ztf.prv_candidates"  # every corpus packet has the array
+    _same_times(alert.history, _expected_history(packet))
+    assert all(t < alert.time for t in alert.history)
+
+
+def test_history_corpus_cases() -> None:
+    """The corpus holds the cases the rules are about; each count is read off the raw packet."""
+    packets = {p.name.split("_")[0]: _fastavro(p)[1][0] for p in PACKETS}
+    alerts = {p.name.split("_")[0]: ztf.parse(p.read_bytes(), topic="") for p in PACKETS}
+    # Only upper limits (candid null): the array is there, no earlier detection.
+    only_limits = packets["ZTF17aaajnnn"]["prv_candidates"]
+    assert only_limits and all(e["candid"] is None for e in only_limits)
+    assert alerts["ZTF17aaajnnn"].history == ()
+    assert alerts["ZTF17aaajnnn"].history_source == "ztf.prv_candidates"
+    # Negative detections ('f' and '0') are left out although they are >= 5 sigma.
+    prv = packets["ZTF17aaacxxf"]["prv_candidates"]
+    negative = [e for e in prv if e["candid"] is not None and e["isdiffpos"] in ("f", "0")]
+    positive = [e for e in prv if e["candid"] is not None and e["isdiffpos"] == "t"]
+    assert negative and any(e["isdiffpos"] == "0" for e in negative)
+    assert len(alerts["ZTF17aaacxxf"].history) == len(positive)
+    # Two CCD quadrants of one exposure: two candids, one jd, one history time.
+    prv = packets["ZTF18aaypnsi"]["prv_candidates"]
+    good = [e["jd"] for e in prv if e["candid"] is not None and e["isdiffpos"] == "t"]
+    assert len(good) == len(set(good)) + 1
+    assert len(alerts["ZTF18aaypnsi"].history) == len(set(good))
+    # jdstarthist counts more than the history: first_detection keeps it.
+    assert alerts["ZTF17aaacxxf"].first_detection is not None
+    assert alerts["ZTF17aaacxxf"].first_detection <= alerts["ZTF17aaacxxf"].history[0]
+    assert sum(len(a.history) for a in alerts.values()) > 0
+
+
+def _with_prv(prv: Any, path: Path | None = None) -> bytes:
+    schema, (packet,) = _fastavro(path or PACKETS[-1])
+    return _container(schema, [dict(packet, prv_candidates=prv)])
+
+
+def test_empty_history_array_is_told() -> None:
+    alert = ztf.parse(_with_prv([]), topic="")
+    assert alert.history == () and alert.history_source == "ztf.prv_candidates"
+
+
+def test_null_history_is_not_told() -> None:
+    alert = ztf.parse(_with_prv(None), topic="")
+    assert alert.history == () and alert.history_source is None
+    _, (packet,) = _fastavro(PACKETS[-1])
+    del packet["prv_candidates"]  # another container without the field at all
+    assert ztf.alert_from_packet(packet).history_source is None
+
+
+def _entry(packet: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A detection entry of *packet*'s history with some fields changed."""
+    base = next(e for e in packet["prv_candidates"] if e["candid"] is not None)
+    return dict(base, **changes)
+
+
+def test_negative_low_snr_limits_and_own_detection_excluded() -> None:
+    path = PACKETS[-1]  # ZTF19abvhduf: its history entries are all positive detections
+    _, (packet,) = _fastavro(path)
+    jd = packet["candidate"]["jd"]
+    keep = _entry(packet, jd=jd - 3.0, isdiffpos="t", sigmapsf=0.2171, candid=11)
+    prv = [
+        keep,
+        _entry(packet, jd=jd - 3.5, isdiffpos="f", sigmapsf=0.05, candid=12),   # negative
+        _entry(packet, jd=jd - 3.6, isdiffpos="0", sigmapsf=0.05, candid=13),   # negative
+        _entry(packet, jd=jd - 4.0, isdiffpos="t", sigmapsf=0.2172, candid=14),  # S/N < 5
+        _entry(packet, jd=jd - 5.0, isdiffpos=None, sigmapsf=None, magpsf=None,
+               candid=None),                                                    # upper limit
+        _entry(packet, jd=jd, isdiffpos="t", sigmapsf=0.1,
+               candid=packet["candid"]),                                        # itself
+        _entry(packet, jd=jd + 1.0, isdiffpos="t", sigmapsf=0.1, candid=15),    # not earlier
+        _entry(packet, jd=jd - 3.0, isdiffpos="1", sigmapsf=0.1, candid=16),    # same time
+    ]
+    alert = ztf.parse(_with_prv(prv, path), topic="")
+    _same_times(alert.history, [_utc(jd - 3.0)])
+
+
+@pytest.mark.parametrize("bad", [
+    {"jd": float("nan")}, {"jd": float("inf")}, {"jd": 1e300}, {"jd": -5.0}, {"jd": 0.0},
+    {"sigmapsf": float("nan")}, {"sigmapsf": -0.1}, {"sigmapsf": 0.0},
+])
+def test_hostile_entry_in_avro_is_skipped(bad: dict[str, float]) -> None:
+    path = PACKETS[-1]
+    _, (packet,) = _fastavro(path)
+    jd = packet["candidate"]["jd"]
+    good = _entry(packet, jd=jd - 2.0, isdiffpos="t", sigmapsf=0.1, candid=21)
+    hostile = _entry(packet, jd=jd - 1.0, isdiffpos="t", sigmapsf=0.1, candid=22)
+    hostile.update(bad)
+    alert = ztf.parse(_with_prv([hostile, good], path), topic="")
+    _same_times(alert.history, [_utc(jd - 2.0)])
+
+
+@pytest.mark.parametrize("bad", [
+    {"jd": "2460000.5"}, {"jd": None}, {"jd": True}, {"sigmapsf": "0.1"},
+    {"isdiffpos": "maybe"}, {"isdiffpos": 2}, {"isdiffpos": ["t"]}, {"candid": "22"},
+    {"candid": True}, {"candid": 2.2e18},
+])
+def test_hostile_entry_in_any_container_is_skipped(bad: dict[str, Any]) -> None:
+    # Brokers hand over JSON-like containers: any type can sit in any field.
+    _, (packet,) = _fastavro(PACKETS[-1])
+    jd = packet["candidate"]["jd"]
+    good = _entry(packet, jd=jd - 2.0, isdiffpos="t", sigmapsf=0.1, candid=21)
+    hostile = _entry(packet, jd=jd - 1.0, isdiffpos="t", sigmapsf=0.1, candid=22)
+    hostile.update(bad)
+    prv = [hostile, "not a record", None, 7, good]
+    alert = ztf.alert_from_packet(dict(packet, prv_candidates=prv))
+    _same_times(alert.history, [_utc(jd - 2.0)])
+    # A history that is not an array at all tells nothing; the alert itself stands.
+    for value in ("t", {"jd": jd}, 3):
+        other = ztf.alert_from_packet(dict(packet, prv_candidates=value))
+        assert other.history == () and other.history_source is None
+
+
+def test_history_keeps_the_newest_256() -> None:
+    path = PACKETS[-1]
+    _, (packet,) = _fastavro(path)
+    jd = packet["candidate"]["jd"]
+    prv = [_entry(packet, jd=jd - 0.01 * (i + 1), isdiffpos="t", sigmapsf=0.1, candid=100 + i)
+           for i in range(300)]
+    alert = ztf.parse(_with_prv(prv, path), topic="")
+    assert ztf.HISTORY_CAP == 256
+    _same_times(alert.history, [_utc(jd - 0.01 * (i + 1)) for i in range(255, -1, -1)])
