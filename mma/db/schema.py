@@ -88,7 +88,9 @@ events = Table(
     Column("event_id", String(64), nullable=False, unique=True),
     Column("messenger", String(16), nullable=False),
     # mma.models.EVENT_CLASSES: chooses the time window ([windows] in the configuration).
-    Column("event_class", String(32), nullable=False),
+    # Always set by mma; nullable only because SQLite cannot add a NOT NULL column to a
+    # table other rows refer to without rebuilding it (migration 0004).
+    Column("event_class", String(32), nullable=True),
     Column("instrument", String(32), nullable=False),
     Column("event_time", UTCDateTime, nullable=False),
     # active | retracted (sticky: later notices are stored, flagged, and activate nothing)
@@ -218,7 +220,7 @@ coincidences = Table(
     metadata,
     Column("coincidence_id", String(36), primary_key=True),
     Column("event_pk", Id, ForeignKey("events.id"), nullable=False, index=True),
-    Column("object_pk", Id, ForeignKey("objects.id"), nullable=False, index=True),
+    Column("object_pk", Id, ForeignKey("objects.id"), nullable=True, index=True),  # see event_class
     # The object's latest detection in the window when last scored.
     Column("alert_pk", Id, ForeignKey("alerts.id"), nullable=False),
     Column("region_pk", Id, ForeignKey("regions.id"), nullable=False),

@@ -162,7 +162,8 @@ def load_event(conn: Connection, event_pk: int) -> StoredEvent:
     ).scalars())
     return StoredEvent(
         pk=row.id, event_id=row.event_id, messenger=row.messenger,
-        event_class=row.event_class, instrument=row.instrument, event_time=row.event_time,
+        event_class=row.event_class or DEFAULT_EVENT_CLASS.get(row.messenger, "xray"),
+        instrument=row.instrument, event_time=row.event_time,
         status=row.status, test=row.test, aliases=tuple(aliases),
         properties=dict(row.properties or {}), flags=tuple(row.flags or ()))
 

@@ -39,27 +39,28 @@ CLASSES = {'gw': 'gw.cbc', 'grb': 'grb', 'xray': 'xray', 'neutrino': 'neutrino.t
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('event_class', sa.String(length=32), nullable=True))
+    # Plain ADD COLUMN, never a batch rebuild: on SQLite a rebuild drops and re-creates
+    # the table, which foreign keys from rows of other tables (outbox -> coincidences,
+    # notices -> events) refuse. New columns are therefore nullable; mma always fills them.
+    op.add_column('events', sa.Column('event_class', sa.String(length=32), nullable=True))
     events = sa.table('events', sa.column('messenger'), sa.column('event_class'))
     for messenger, event_class in CLASSES.items():
         op.execute(sa.update(events).where(events.c.messenger == messenger)
                    .values(event_class=event_class))
     op.execute(sa.update(events).where(events.c.event_class.is_(None)).values(event_class='xray'))
-    with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.alter_column('event_class', existing_type=sa.String(length=32), nullable=False)
-
-    with op.batch_alter_table('alerts', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('history', sa.JSON(), nullable=True))
-        batch_op.add_column(sa.Column('history_source', sa.String(length=32), nullable=True))
-
-    with op.batch_alter_table('coincidences', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('object_pk', sa.Integer().with_variant(sa.BigInteger(), 'postgresql'), nullable=True))
+    op.add_column('alerts', sa.Column('history', sa.JSON(), nullable=True))
+    op.add_column('alerts', sa.Column('history_source', sa.String(length=32), nullable=True))
+    if op.get_bind().dialect.name == 'sqlite':
+        # SQLite takes a foreign key only inline in ADD COLUMN (alembic would rebuild).
+        op.execute('ALTER TABLE coincidences ADD COLUMN object_pk INTEGER '
+                   'CONSTRAINT fk_coincidences_object_pk_objects REFERENCES objects (id)')
+    else:
+        op.add_column('coincidences', sa.Column(
+            'object_pk', sa.BigInteger(),
+            sa.ForeignKey('objects.id', name='fk_coincidences_object_pk_objects'),
+            nullable=True))
     _fold()
-    with op.batch_alter_table('coincidences', schema=None) as batch_op:
-        batch_op.alter_column('object_pk', existing_type=sa.Integer().with_variant(sa.BigInteger(), 'postgresql'), nullable=False)
-        batch_op.create_index('ix_coincidences_object_pk', ['object_pk'], unique=False)
-        batch_op.create_foreign_key('fk_coincidences_object_pk_objects', 'objects', ['object_pk'], ['id'])
+    op.create_index('ix_coincidences_object_pk', 'coincidences', ['object_pk'], unique=False)
 
     op.create_table(
         'coincidence_revisions',
@@ -123,9 +124,8 @@ def _fold() -> None:
 def downgrade() -> None:
     op.drop_index('ix_coincidence_revisions_coincidence_id', table_name='coincidence_revisions')
     op.drop_table('coincidence_revisions')
+    op.drop_index('ix_coincidences_object_pk', table_name='coincidences')
     with op.batch_alter_table('coincidences', schema=None) as batch_op:
-        batch_op.drop_constraint('fk_coincidences_object_pk_objects', type_='foreignkey')
-        batch_op.drop_index('ix_coincidences_object_pk')
         batch_op.drop_column('object_pk')
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_column('history_source')
