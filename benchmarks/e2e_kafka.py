@@ -8,7 +8,7 @@ Issue 7. Starts its own broker and PostgreSQL (``tests.services``), stopped at t
   (reliability 0.95, ``isNegative`` false, positive fluxes, no pixel flag, no
   solar-system object, not withdrawn: checked with ``vet_rubin`` before anything runs),
   each a new ``diaObject``, detected one minute before the script starts (inside the
-  regions' ``[windows] gw``), with its three FITS cutouts cut to whole 2880-byte blocks
+  regions' ``[windows] "gw.cbc"``), with its three FITS cutouts cut to whole 2880-byte blocks
   so that a frame is ~80 KB (DMTN-102; the corpus frame is 139 KB). Re-encoded with
   unique ids, keyed by id, on a 4-partition topic per case.
 * 10 active LVK-like regions: LVK notices built like ``scripts/make_samples.py``
@@ -145,7 +145,7 @@ def check_frame(frame: bytes, t0: datetime) -> None:
     alert = rubin.parse(frame, topic="lsst-alerts-v9")
     reasons = vet_rubin(alert.quality, config.section("vetting.rubin"))
     assert reasons == [], f"benchmark frame fails Rubin vetting: {reasons}"
-    lo, hi = config.section("windows")["gw"]
+    lo, hi = config.window_days("gw.cbc")
     dt = (alert.time - t0).total_seconds() / 86400
     assert lo <= dt <= hi, f"alert {dt:.2f} d after t0, outside the gw window [{lo}, {hi}]"
 

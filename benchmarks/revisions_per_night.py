@@ -1,7 +1,7 @@
 """Messages per candidate over a streamed corpus night with the periodic re-score.
 
-Usage: ``python benchmarks/revisions_per_night.py [CORPUS]`` (default ``../shared/corpus``
-beside the repository).
+Usage: ``python benchmarks/revisions_per_night.py [CORPUS [MAX_CREDIBLE_LEVEL]]`` (default
+``../shared/corpus`` beside the repository, and the configured cut).
 
 Replays the 15 real O4 LVK notices of 2024-01 and the real ZTF/Fink night of
 2024-01-15 in stream-time order, as ``mma replay`` does, but re-scores every
@@ -15,13 +15,14 @@ measures an older checkout for a before/after comparison.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, inspect, select, text
 
 from mma.config import load_config
 from mma.db.engine import make_engine, upgrade
@@ -38,8 +39,10 @@ BATCH = 500
 def main(corpus: Path) -> None:
     paths = [corpus / "gcn-json/igwn-gwalert/O4-2024-01", corpus / "alerts/ztf/fink-2024-01-15"]
     tmp = Path(tempfile.mkdtemp(prefix="mma-revisions-"))
-    config = load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp),
-                                  "MMA_CHANNELS__KAFKA__ENABLED": "true"},
+    env = {"MMA_PATHS__STATE_DIR": str(tmp), "MMA_CHANNELS__KAFKA__ENABLED": "true"}
+    if len(sys.argv) > 2:  # the match cut, e.g. 0.9 to compare with older defaults
+        env["MMA_SCORING__MAX_CREDIBLE_LEVEL"] = sys.argv[2]
+    config = load_config(environ=env,
                          system_file=tmp / "none.toml")
     engine = make_engine(f"sqlite:///{tmp / 'night.sqlite'}")
     upgrade(engine)
@@ -83,6 +86,24 @@ def main(corpus: Path) -> None:
     print(f"messages per candidate: mean {sum(counts) / len(counts):.2f}, "
           f"median {counts[len(counts) // 2]}, max {counts[-1]}")
     print(f"messages per candidate per re-score: {sum(counts) / len(counts) / rescores:.3f}")
+    _why(engine)
+
+
+def _why(engine: Engine) -> None:
+    """What the published updates changed (from the revision history, where there is one)."""
+    if "coincidence_revisions" not in inspect(engine).get_table_names():
+        return
+    reasons: Counter[str] = Counter()
+    with engine.connect() as conn:
+        for changes, reason in conn.execute(text(
+                "SELECT changes, reason FROM coincidence_revisions WHERE published")):
+            names = json.loads(changes) if isinstance(changes, str) else changes
+            reasons[f"{reason}: {'+'.join(names) or '-'}"] += 1
+        quiet = conn.execute(text(
+            "SELECT count(*) FROM coincidence_revisions WHERE NOT published")).scalar_one()
+    print(f"re-scorings kept in the history but not published: {quiet}")
+    for what, n in reasons.most_common(12):
+        print(f"  published {n:5d}  {what}")
 
 
 if __name__ == "__main__":

@@ -119,4 +119,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         aliases=grb_aliases(event.why_names()),
         properties=props,
         flags=tuple(flags),
+        event_class="grb",
     )

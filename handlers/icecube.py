@@ -30,6 +30,12 @@ IceCube follow-up of LVK alerts, JSON (``gcn.notices.icecube.lvk_nu_track_search
     other neutrinos, both p-values and ``most_probable_direction`` are
     properties; flags ``gw_followup`` and ``other_coincident_neutrinos``. A
     notice with no coincident neutrino (upper limits only) raises Ignored.
+
+Event classes (they set the time windows): gold and bronze tracks
+``neutrino.track`` (a JSON alert whose ``alert_topology`` is ``Cascade``, should
+one come, ``neutrino.cascade``); AMON cascades ``neutrino.cascade``; the LVK
+track search ``neutrino.gw_followup`` (the neutrino is tied to the GW within
+±500 s, so its optical counterpart is the GW's).
 """
 
 from __future__ import annotations
@@ -74,11 +80,14 @@ MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20
 MAX_COINCIDENT = 1000  # ±500 s hold a few track events; more is a crafted message
 _SNIFF_JSON = re.compile(rb'"\$schema"\s*:\s*"[^"]*/notices/icecube/')
-# stream_of(ivorn) → (classic notice type, pygcn packet number)
+# stream_of(ivorn) → (classic notice type, pygcn packet number, event class)
 _AMON_STREAMS = {
-    "ivo://nasa.gsfc.gcn/AMON#ICECUBE_GOLD_Event": ("ICECUBE_ASTROTRACK_GOLD", 173),
-    "ivo://nasa.gsfc.gcn/AMON#ICECUBE_BRONZE_Event": ("ICECUBE_ASTROTRACK_BRONZE", 174),
-    "ivo://nasa.gsfc.gcn/AMON#ICECUBE_Cascade_Event": ("ICECUBE_CASCADE", 176),
+    "ivo://nasa.gsfc.gcn/AMON#ICECUBE_GOLD_Event":
+        ("ICECUBE_ASTROTRACK_GOLD", 173, "neutrino.track"),
+    "ivo://nasa.gsfc.gcn/AMON#ICECUBE_BRONZE_Event":
+        ("ICECUBE_ASTROTRACK_BRONZE", 174, "neutrino.track"),
+    "ivo://nasa.gsfc.gcn/AMON#ICECUBE_Cascade_Event":
+        ("ICECUBE_CASCADE", 176, "neutrino.cascade"),
 }
 _RUN_EVENT = re.compile(r"(\d{1,12})_(\d{1,12})")
 _NAME = re.compile(r"IceCube(?:Cascade)?-\d{6}[A-Za-z]{1,2}")
@@ -123,7 +132,7 @@ def _parse_amon(raw: bytes, topic: str) -> Notice:
     event = voevent.parse_voevent(raw, max_bytes=voevent.MAX_VOEVENT_BYTES)
     if event.stream not in _AMON_STREAMS:
         raise InvalidValue(f"VOEvent stream {event.stream[:80]!r} is not an IceCube AMON stream")
-    notice_type, packet = _AMON_STREAMS[event.stream]
+    notice_type, packet, event_class = _AMON_STREAMS[event.stream]
     if event.params.get("Packet_Type") not in (None, str(packet)):
         raise InvalidValue(f"Packet_Type {event.params['Packet_Type'][:10]!r} contradicts "
                            f"the ivorn's {notice_type} ({packet})")
@@ -171,6 +180,7 @@ def _parse_amon(raw: bytes, topic: str) -> Notice:
         aliases=aliases,
         properties={**props, "ivorn": event.ivorn},
         flags=tuple(flags),
+        event_class=event_class,
     )
 
 
@@ -205,7 +215,15 @@ def _parse_track_alert(msg: dict[str, Any], topic: str) -> Notice:
         aliases=tuple(n for n in event_names if _NAME.fullmatch(n)),
         properties=props,
         flags=tuple(flags),
+        event_class=_track_alert_class(msg.get("alert_topology")),
     )
+
+
+def _track_alert_class(topology: Any) -> str:
+    """``neutrino.cascade`` if ``alert_topology`` says Cascade, else ``neutrino.track``."""
+    if isinstance(topology, str) and topology.casefold() == "cascade":
+        return "neutrino.cascade"
+    return "neutrino.track"
 
 
 def _neutrinos(value: Any) -> list[dict[str, Any]]:
@@ -275,6 +293,7 @@ def _parse_nu_search(msg: dict[str, Any], topic: str) -> Notice:
         test=env.test,
         properties=props,
         flags=tuple(flags),
+        event_class="neutrino.gw_followup",
     )
 
 

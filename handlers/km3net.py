@@ -150,4 +150,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         aliases=tuple(n for n in event_names if _KM3_NAME.fullmatch(n)),
         properties=props,
         flags=tuple(flags),
+        event_class="neutrino.track",
     )

@@ -9,6 +9,11 @@ the distance layers); retractions carry ``event: null``.
 Mock events from the LVK's continuous Mock Data Challenge use ``M…`` superevent
 ids (``MS181101ab``) and playground/test events ``T…`` ids; both are marked
 ``test=True`` so they never reach production output.
+
+Event class (it sets the time window, see ``docs/windows.md``): ``gw.burst`` when
+``event.group`` is ``Burst`` (any case: a mock sample spells it ``burst``), else
+``gw.cbc``. A retraction carries no event, hence no group: its class is None
+(not stated), so it never relabels the event it withdraws.
 """
 
 from __future__ import annotations
@@ -96,6 +101,11 @@ def _skymap(event: Mapping[str, Any]) -> RegionSpec | None:
     return RegionSpec(kind="skymap", skymap=data)
 
 
+def gw_event_class(group: Any) -> str:
+    """``gw.burst`` for the LVK Burst group (case-insensitive), else ``gw.cbc``."""
+    return "gw.burst" if isinstance(group, str) and group.casefold() == "burst" else "gw.cbc"
+
+
 def _event_properties(event: Mapping[str, Any]) -> dict[str, Any]:
     props = {key: event.get(key) for key in _EVENT_PROPERTIES}
     props["far"] = _far(event)
@@ -128,9 +138,10 @@ def parse(raw: bytes, *, topic: str) -> Notice:
     Mapping: ``event_id`` ← ``superevent_id``; ``notice_type`` ← ``alert_type``;
     ``event_time`` ← ``event.time``; ``issued_time`` ← ``time_created``; region
     ← ``event.skymap`` (decoded FITS bytes, multi-order, not flattened);
-    ``properties`` ← FAR [Hz], significance, group/pipeline/search, detectors,
-    classification, source properties (HasNS...), URLs, ``alert_type`` and the
-    external coincidence (without its inline combined map).
+    ``event_class`` ← ``event.group`` (see :func:`gw_event_class`; None in a
+    retraction); ``properties`` ← FAR [Hz], significance, group/pipeline/search,
+    detectors, classification, source properties (HasNS...), URLs, ``alert_type``
+    and the external coincidence (without its inline combined map).
 
     A retraction has no event, hence no event time: ``event_time`` is then set to
     ``issued_time`` and the flag ``no_event_time`` says so; consumers must not
@@ -171,10 +182,12 @@ def parse(raw: bytes, *, topic: str) -> Notice:
     flags: list[str] = []
     props: dict[str, Any] = {"alert_type": alert_type, "urls": urls}
     region = None
+    klass: str | None = None
     if event is not None:
         event_time = _utc(event.get("time"), "event.time")
         props.update(_event_properties(event))
         region = _skymap(event)
+        klass = gw_event_class(props["group"])
     elif retraction:
         event_time = issued
         flags.append("no_event_time")
@@ -206,4 +219,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         test=test,
         properties=props,
         flags=tuple(flags),
+        event_class=klass,
     )

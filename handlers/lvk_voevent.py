@@ -20,6 +20,10 @@ Retractions (``AlertType`` Retraction or ``Retraction`` true) have
 ``retraction=True`` and no region. Test traffic is ``test=True``: role
 ``test``, mock ``M…`` ids (flag ``mock``), ``T…`` playground ids, and hardware
 injections (flag ``hardware_injection``).
+
+Event class as in the JSON handler: ``gw.burst`` when the ``Group`` Param is
+``Burst`` (any case), else ``gw.cbc``; a retraction without ``Group`` has class
+None (not stated).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from mma.errors import Ignored, InvalidValue, MissingField
 from mma.formats.notice_fields import http_url
 from mma.formats.voevent import VOEvent, parse_voevent, sniff_ivorn
+from mma.handlers.lvk import gw_event_class
 from mma.models import Notice, RegionSpec
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
@@ -149,6 +154,8 @@ def parse(raw: bytes, *, topic: str) -> Notice:
     if event.params.get("Significant") == "0":
         flags.append("low_significance")
     test = event.role == "test" or injection or grace_id.startswith(("M", "T"))
+    group = event.params.get("Group")
+    klass = None if retraction and not group else gw_event_class(group)
     return Notice(
         event_id=grace_id,
         messenger="gw",
@@ -161,4 +168,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         test=test,
         properties=props,
         flags=tuple(flags),
+        event_class=klass,
     )

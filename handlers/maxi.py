@@ -134,4 +134,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         aliases=aliases,
         properties=props,
         flags=tuple(flags),
+        event_class="xray",
     )

@@ -18,7 +18,9 @@ Super-Kamiokande SN alerts (``gcn.notices.superk.sn_alert``, JSON)
     ``containment_probability`` (0.68 in the examples: read, never assumed);
     ``luminosity_distance`` [Mpc] and its error are properties.
 
-All three: messenger ``neutrino``; ``alert_tense`` test/injection → test=True.
+All three: messenger ``neutrino``, event class ``neutrino.sn_burst`` (its own
+time window: the light follows the burst by minutes to about a day, then rises
+for days to weeks); ``alert_tense`` test/injection → test=True.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ def _parse_voevent(raw: bytes, topic: str) -> Notice:
         test=test,
         properties=props,
         flags=tuple(flags),
+        event_class="neutrino.sn_burst",
     )
 
 
@@ -153,6 +156,7 @@ def _parse_json(msg: dict[str, Any], topic: str) -> Notice:
         test=env.test,
         properties=props,
         flags=tuple(flags),
+        event_class="neutrino.sn_burst",
     )
 
 

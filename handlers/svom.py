@@ -120,4 +120,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         aliases=grb_aliases(event_names),
         properties=props,
         flags=tuple(flags),
+        event_class="grb",
     )

@@ -9,7 +9,8 @@ refinement supersedes the previous region (DESIGN §2.5). GRB names in
 Error semantics (DESIGN §2.1, STREAMS 1c), in :data:`ERRORS`: every Swift
 ``Error2Radius`` is a 90 % radius with systematics included, so no systematic
 model is named. BAT transient positions (``BAT_Trans_Pos``) are hard X-ray
-transients, messenger ``xray``.
+transients, messenger and event class ``xray``; every other position is of a
+burst, event class ``grb``, XRT and UVOT included (they refine the BAT burst).
 
 Times: a BAT packet's ISOTime is the trigger time. An XRT or UVOT packet's
 ISOTime is the time of *its* observation (minutes after the trigger), not a
@@ -63,6 +64,8 @@ class ErrorModel:
         Probability enclosed by ``Error2Radius`` (systematics included).
     messenger : str
         ``grb`` for burst positions, ``xray`` for BAT transients.
+    event_class : str
+        ``grb`` or ``xray`` likewise (sets the time window).
     trigger_time : bool
         True if ISOTime is the BAT trigger time; False for XRT/UVOT, whose
         ISOTime is their own observation time.
@@ -70,15 +73,16 @@ class ErrorModel:
 
     containment: float
     messenger: Messenger
+    event_class: str
     trigger_time: bool = True
 
 
 ERRORS: dict[str, ErrorModel] = {
-    "BAT_GRB_Pos": ErrorModel(0.9, "grb"),
-    "BAT_QuickLook_Pos": ErrorModel(0.9, "grb"),
-    "BAT_Trans_Pos": ErrorModel(0.9, "xray"),
-    "XRT_Pos": ErrorModel(0.9, "grb", trigger_time=False),
-    "UVOT_Pos": ErrorModel(0.9, "grb", trigger_time=False),
+    "BAT_GRB_Pos": ErrorModel(0.9, "grb", "grb"),
+    "BAT_QuickLook_Pos": ErrorModel(0.9, "grb", "grb"),
+    "BAT_Trans_Pos": ErrorModel(0.9, "xray", "xray"),
+    "XRT_Pos": ErrorModel(0.9, "grb", "grb", trigger_time=False),
+    "UVOT_Pos": ErrorModel(0.9, "grb", "grb", trigger_time=False),
 }
 
 # Swift booleans that veto or qualify a notice → flag (kept, never a drop).
@@ -170,4 +174,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         aliases=grb_aliases(why),
         properties=props,
         flags=tuple(flags),
+        event_class=model.event_class,
     )

@@ -170,4 +170,5 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         test=env.test,
         properties=props,
         flags=tuple(flags),
+        event_class="grb",
     )

@@ -34,6 +34,7 @@ def test_mcal_alert_is_time_only() -> None:
     assert notice.event_time == ref["isotime"] and notice.issued_time == ref["date"]
     assert notice.region is None and notice.flags == ("no_position",)
     assert notice.messenger == "grb" and not notice.test
+    assert notice.event_class == "grb"
 
 
 def test_grb_position_notice() -> None:

@@ -33,6 +33,7 @@ def test_every_corpus_alert_parses(path: Path) -> None:
     assert einstein_probe.sniff(raw)
     notice = einstein_probe.parse(raw, topic=TOPIC)
     assert notice.messenger == "xray" and notice.instrument == "EP-WXT"
+    assert notice.event_class == "xray"
     assert abs(notice.event_time - _utc(doc["trigger_time"])).total_seconds() < 1e-3
     # No alert_datetime in any WXT notice: the issue time is the trigger time, flagged.
     assert "alert_datetime" not in doc

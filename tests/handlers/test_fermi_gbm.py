@@ -62,6 +62,7 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     number = int(params["Trans_Num" if sub else "TrigID"])
     assert notice.event_id == (f"FermiGBM-sub-{number}" if sub else f"FermiGBM-{number}")
     assert notice.messenger == "grb" and notice.instrument == "Fermi-GBM"
+    assert notice.event_class == "grb"  # noise and sub-threshold too: flagged, same window
     assert notice.event_time == ref["isotime"] and notice.issued_time == ref["date"]
     assert notice.properties["ivorn"] == ref["ivorn"]
     assert not notice.retraction and not notice.test

@@ -39,6 +39,7 @@ def _grb() -> dict[str, object]:
 def test_grb_position_becomes_a_notice() -> None:
     notice = fermi_lat.parse(json.dumps(_grb()).encode(), topic="")
     assert notice.event_id == "FermiLAT-726773850" and notice.messenger == "grb"
+    assert notice.event_class == "grb"
     assert notice.aliases == ("GRB240112A",)
     assert notice.region is not None and notice.region.radius_deg == 0.4
 

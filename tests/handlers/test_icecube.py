@@ -55,6 +55,8 @@ def test_every_amon_voevent_parses(path: Path) -> None:
             "176": "ICECUBE_CASCADE"}[p["Packet_Type"]]
     assert notice.notice_type == kind
     assert notice.messenger == "neutrino" and notice.instrument == "IceCube"
+    assert notice.event_class == (
+        "neutrino.cascade" if kind == "ICECUBE_CASCADE" else "neutrino.track")
     assert abs(notice.event_time - _utc(ref["isotime"])).total_seconds() < 1e-3
     assert notice.issued_time == _utc(ref["date"])
     assert not notice.test and not notice.retraction
@@ -89,6 +91,9 @@ def test_track_alert_json() -> None:
     assert region.skymap_url == doc["healpix_url"]  # usable at once, upgraded by the map
     assert doc["systematic_included"] is False and "statistical_error_only" in notice.flags
     assert notice.properties["pipeline"] == doc["pipeline"]
+    assert doc["alert_topology"] == "Track" and notice.event_class == "neutrino.track"
+    cascade = icecube.parse(_track(alert_topology="Cascade"), topic="")
+    assert cascade.event_class == "neutrino.cascade"
 
 
 def test_test_topic_marks_tests() -> None:
@@ -113,6 +118,7 @@ def test_lvk_track_search_keeps_most_significant_neutrino() -> None:
     # The GW superevent is a property, never an alias (that would merge into the GW event).
     assert notice.aliases == () and notice.properties["gw_superevent_id"] == doc["ref_ID"]
     assert {"gw_followup", "other_coincident_neutrinos"} <= set(notice.flags)
+    assert notice.event_class == "neutrino.gw_followup"  # the GW's window, not a track's
     others = notice.properties["other_neutrinos"]
     assert [o["id"] for o in others] == [e["id"][0] for e in events if e is not best]
     assert notice.properties["most_probable_direction"] == doc["most_probable_direction"]

@@ -45,6 +45,7 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     assert notice.event_id == f"INTEGRAL-{int(params['TrigID']) % 65536}"
     assert notice.notice_type == TYPES[params["Packet_Type"]]
     assert notice.messenger == "grb" and notice.instrument == "INTEGRAL-IBAS"
+    assert notice.event_class == "grb"
     assert notice.event_time == ref["isotime"] and notice.issued_time == ref["date"]
     ra, dec, radius = ref["position"]
     region = notice.region

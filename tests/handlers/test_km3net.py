@@ -34,6 +34,7 @@ def test_every_corpus_alert_parses(name: str) -> None:
     assert notice.event_id == f"KM3NeT-{doc['id']}"
     assert notice.aliases == (doc["event_name"],)
     assert notice.messenger == "neutrino" and notice.instrument == f"KM3NeT-{doc['instrument']}"
+    assert notice.event_class == "neutrino.track"  # single track and multiplet alike
     assert notice.event_time == _utc(doc["trigger_time"])
     assert notice.issued_time == _utc(doc["alert_datetime"])
     assert notice.notice_type == doc["alert_type"] and not notice.test

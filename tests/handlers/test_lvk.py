@@ -51,7 +51,10 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     event = doc["event"]
     if event is None:
         assert notice.retraction and notice.region is None
+        assert notice.event_class is None  # no event, no group: not stated
         return
+    burst = event["group"].lower() == "burst"  # MSBURST spells it "burst"
+    assert notice.event_class == ("gw.burst" if burst else "gw.cbc")
     assert abs(notice.event_time - _utc(event["time"])).total_seconds() < 1e-6
     assert notice.region is not None and notice.region.kind == "skymap"
     assert notice.region.skymap == base64.b64decode(event["skymap"])
@@ -67,6 +70,23 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     ):
         assert notice.properties[key] == event.get(key)  # MSBURST has no search
     assert ("low_significance" in notice.flags) is (event.get("significant") is False)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("S230528ay-preliminary.json", "gw.burst"),  # real O4 Burst-group (oLIB) event
+        ("O4-2024-01/S240112e-preliminary-1.json", "gw.burst"),  # cWB BBH search: Burst group
+        ("MSBURST-initial.json", "gw.burst"),  # group "burst" in lower case
+        ("S230518h-initial.json", "gw.cbc"),
+        ("O4-2024-01/S240114aj-preliminary-1.json", "gw.cbc"),
+        ("MS181101ab-earlywarning.json", "gw.cbc"),
+        ("MS181101ab-retraction.json", None),
+    ],
+)
+def test_event_class_from_group(name: str, expected: str | None) -> None:
+    notice = lvk.parse(_read(name)[0], topic="igwn.gwalert")
+    assert notice.event_class == expected
 
 
 def test_skymap_bytes_are_a_multiorder_fits_map() -> None:

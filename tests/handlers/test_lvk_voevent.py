@@ -42,6 +42,7 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     assert notice.properties["far"] == float(params["FAR"])
     assert notice.properties["instruments"] == params["Instruments"].split(",")
     assert not notice.retraction and not notice.test
+    assert params["Group"] == "CBC" and notice.event_class == "gw.cbc"
     urls = [params[k] for k in ("skymap_fits", "skymap_fits_basic") if k in params]
     if urls[0].startswith("https://"):
         assert notice.region is not None and notice.region.kind == "skymap"
@@ -65,11 +66,21 @@ def test_classification_of_gw190814() -> None:
     assert notice.properties["group"] == "CBC"
 
 
+def test_burst_group_is_gw_burst() -> None:
+    raw = _edit(GW170817, 'name="Group" dataType="string" value="CBC"',
+                'name="Group" dataType="string" value="Burst"')
+    notice = lvk_voevent.parse(raw, topic="")
+    assert notice.event_class == "gw.burst" and notice.properties["group"] == "Burst"
+
+
 def test_retraction() -> None:
     raw = _edit(GW170817, 'name="AlertType" dataType="string" value="Initial"',
                 'name="AlertType" dataType="string" value="Retraction"')
     notice = lvk_voevent.parse(raw, topic="")
     assert notice.retraction and notice.region is None and notice.notice_type == "RETRACTION"
+    assert notice.event_class == "gw.cbc"  # this edited packet still states its Group
+    bare = lvk_voevent.parse(raw.replace(b'name="Group"', b'name="NoGroup"'), topic="")
+    assert bare.retraction and bare.event_class is None  # not stated
     flagged = lvk_voevent.parse(_edit(GW170817, 'value="false" ucd="meta.code"',
                                       'value="true" ucd="meta.code"'), topic="")
     assert flagged.retraction

@@ -41,6 +41,7 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     notice = maxi.parse(raw, topic="gcn.notices.maxi.gsc.unknown")
     assert notice.event_id == f"MAXI-{doc['id']}"
     assert notice.messenger == "xray" and notice.instrument == "MAXI-GSC"
+    assert notice.event_class == "xray"  # also the unknown source named GRB 230220A
     assert notice.notice_type == doc["alert_type"]
     assert notice.event_time == _utc(doc["trigger_time"])
     assert notice.issued_time == _utc(doc["alert_datetime"])

@@ -37,6 +37,7 @@ def test_snews_voevents_are_time_only(path: Path) -> None:
     notice = snews.parse(raw, topic="gcn.classic.voevent.SNEWS")
     assert notice.event_id == f"SNEWS-{params['TrigID']}"
     assert notice.messenger == "neutrino" and notice.instrument == "SNEWS"
+    assert notice.event_class == "neutrino.sn_burst"
     assert notice.event_time == _utc(root.findtext(".//ISOTime") or "")
     assert notice.issued_time == _utc(root.findtext("Who/Date") or "")
     assert float(root.findtext(".//Error2Radius") or 0) == 360.0
@@ -52,6 +53,7 @@ def test_json_alerts(path: Path) -> None:
     assert snews.sniff(raw)
     notice = snews.parse(raw, topic="")
     prefix = "SuperK" if doc["mission"] == "Super-Kamiokande" else "SNEWS"
+    assert notice.messenger == "neutrino" and notice.event_class == "neutrino.sn_burst"
     assert notice.event_id == f"{prefix}-{doc['id'].replace(' ', '_')}"
     assert notice.event_time == _utc(doc["trigger_time"])
     assert notice.issued_time == _utc(doc["alert_datetime"])

@@ -34,6 +34,7 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     notice = svom.parse(raw, topic="gcn.notices.svom")
     assert notice.event_id == f"SVOM-{doc['id'][0]}"
     assert notice.instrument == f"SVOM-{doc['instrument']}" and notice.messenger == "grb"
+    assert notice.event_class == "grb"  # ECLAIRs and GRM alike
     assert notice.notice_type == doc["alert_type"]
     assert notice.event_time == _naive_utc(doc["trigger_time"])
     assert notice.issued_time == _naive_utc(doc["alert_datetime"] + ".0")

@@ -63,6 +63,7 @@ def test_every_corpus_notice_parses_or_is_ignored(path: Path) -> None:
     assert notice.event_id == f"Swift-{int(params['TrigID'])}"
     assert notice.notice_type == kind
     assert notice.messenger == ("xray" if kind == "BAT_Trans_Pos" else "grb")
+    assert notice.event_class == ("xray" if kind == "BAT_Trans_Pos" else "grb")
     assert notice.event_time == ref["isotime"] and notice.issued_time == ref["date"]
     ra, dec, radius = ref["position"]
     region = notice.region
@@ -82,6 +83,8 @@ def test_every_corpus_notice_parses_or_is_ignored(path: Path) -> None:
 def test_refinements_supersede_the_bat_circle_within_one_event() -> None:
     bat, xrt, uvot = (swift.parse(p.read_bytes(), topic="") for p in (BAT, XRT, UVOT))
     assert bat.event_id == xrt.event_id == uvot.event_id == "Swift-1208389"
+    # XRT and UVOT refine the burst: same class (and window) as the BAT position.
+    assert bat.event_class == xrt.event_class == uvot.event_class == "grb"
     radii = [n.region.radius_deg for n in (bat, xrt, uvot)
              if n.region is not None and n.region.radius_deg is not None]
     assert radii == sorted(radii, reverse=True) and radii[-1] * 3600 < 1.0  # arcsec

@@ -46,6 +46,7 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     notice = swift_guano.parse(raw, topic=TOPIC)
     trigger = doc["id"][0] if isinstance(doc["id"], list) else doc["id"]
     assert notice.event_id == f"Swift-{trigger}" and notice.messenger == "grb"
+    assert notice.event_class == "grb"  # XRT and UVOT positions refine the BAT burst
     assert notice.notice_type == doc["alert_type"]
     time_key = "trigger_time" if "trigger_time" in doc else "observation_start"
     assert abs(notice.event_time - _utc(doc[time_key])).total_seconds() < 1e-3
