@@ -165,3 +165,33 @@ def test_replay_shows_the_pixel_centre_position(engine: Engine, config: Config) 
     feed(p, alert("a", pixel=0, hours=2))
     (found,) = rows(engine).values()
     assert (found["ra"], found["dec"]) == pytest.approx(base_pixel_centre(0))
+
+
+def test_quiet_scorings_share_a_history_row(engine: Engine, config: Config) -> None:
+    from mma.db import candidates
+
+    p = Pipeline(engine, config)
+    feed(p, notice("PRELIMINARY", 0.01, {0: 0.6, 1: 0.4}))
+    feed(p, alert("a", pixel=0, hours=2))
+    (found,) = rows(engine).values()
+    cid = found["coincidence_id"]
+    with engine.connect() as conn:
+        (first,) = conn.execute(select(coincidence_revisions)).all()
+
+    def scoring(published: bool, p_chance: float, revision: int = 1) -> dict[str, object]:
+        return {"coincidence_id": cid, "revision": revision, "published": published,
+                "reason": "rescore", "changes": [], "region_pk": first.region_pk,
+                "region_version": 1, "status": "active", "credible_level": 0.6,
+                "log_bayes_factor": 1.0, "p_chance": p_chance, "n_detections": 1,
+                "rank": 1}
+
+    with engine.begin() as conn:  # three quiet re-scores, across two transactions
+        candidates.add_revisions(conn, [scoring(False, 0.1), scoring(False, 0.11)])
+    with engine.begin() as conn:
+        candidates.add_revisions(conn, [scoring(False, 0.12), scoring(True, 0.3, 2),
+                                        scoring(False, 0.31, 2)])
+    with engine.connect() as conn:
+        history = [(r.revision, r.published, r.n_scorings, r.p_chance) for r in conn.execute(
+            select(coincidence_revisions).order_by(coincidence_revisions.c.id))]
+    assert history == [(1, True, 1, found["p_chance"]), (1, False, 3, 0.12),
+                       (2, True, 1, 0.3), (2, False, 1, 0.31)]

@@ -46,7 +46,7 @@ def test_concurrent_rescores_write_each_revision_once(engine: Engine, config: Co
             # What Pipeline.rescore does, inside a transaction this test holds open.
             ledger = first.correlator.ledger()
             first.correlator.rescore(conn, ledger, now)  # rows locked until commit
-            first._finish(conn, ledger, set(first.correlator.active))
+            first.stage.finish(conn, ledger, set(first.correlator.active))
             assert ledger.published == set(before)
             waiter = threading.Thread(target=lambda: result.update(second=second.rescore(now)))
             waiter.start()

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from mma.db.schema import alerts, coincidence_revisions, coincidences, objects
 from mma.models import Detection, StoredObject
@@ -105,9 +105,56 @@ def revise(conn: Connection, cid: str, **values: Any) -> None:
 
 
 def add_revisions(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Append rows to the revision history (``coincidence_revisions``)."""
-    if rows:
-        conn.execute(insert(coincidence_revisions), list(rows))
+    """Append scorings to the revision history (``coincidence_revisions``), in order.
+
+    A quiet scoring (not published) that follows a quiet one of the same revision,
+    region and reason is folded into that row: its numbers replace the row's,
+    ``n_scorings`` counts it and ``updated_at`` dates it.
+    """
+    if not rows:
+        return
+    now = datetime.now(UTC)
+    last = _latest(conn, {r["coincidence_id"] for r in rows if not r["published"]})
+    fresh: list[dict[str, Any]] = []
+    folded: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        cid = row["coincidence_id"]
+        prev = last.get(cid)
+        if (not row["published"] and prev is not None and not prev["published"]
+                and all(prev[k] == row[k] for k in ("revision", "region_pk", "reason"))):
+            prev.update({k: row[k] for k in _NUMBERS}, n_scorings=prev["n_scorings"] + 1,
+                        updated_at=now)
+            if "id" in prev:
+                folded[prev["id"]] = prev
+            continue
+        last[cid] = new = {**row, "n_scorings": 1, "created_at": now, "updated_at": now}
+        fresh.append(new)
+    if folded:
+        conn.execute(update(coincidence_revisions).where(
+            coincidence_revisions.c.id == bindparam("pk")).values(
+            n_scorings=bindparam("n"), updated_at=bindparam("at"),
+            **{k: bindparam(f"v_{k}") for k in _NUMBERS}),
+            [{"pk": pk, "n": r["n_scorings"], "at": now,
+              **{f"v_{k}": r[k] for k in _NUMBERS}} for pk, r in folded.items()])
+    if fresh:
+        conn.execute(insert(coincidence_revisions), fresh)
+
+
+_NUMBERS = ("status", "credible_level", "log_bayes_factor", "p_chance", "n_detections",
+            "rank")
+
+
+def _latest(conn: Connection, cids: set[str]) -> dict[str, dict[str, Any]]:
+    """The newest history row of each candidate in *cids*, as a dict."""
+    h = coincidence_revisions
+    out: dict[str, dict[str, Any]] = {}
+    ordered = sorted(cids)
+    for i in range(0, len(ordered), CHUNK):
+        newest = (select(func.max(h.c.id)).where(h.c.coincidence_id.in_(ordered[i:i + CHUNK]))
+                  .group_by(h.c.coincidence_id))
+        for row in conn.execute(select(h).where(h.c.id.in_(newest))):
+            out[row.coincidence_id] = row._asdict()
+    return out
 
 
 def ranking(conn: Connection, event_pk: int) -> list[Row[Any]]:

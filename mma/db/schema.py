@@ -238,6 +238,9 @@ coincidences = Table(
 
 # Every scoring of a candidate that changed anything: why, what, against which region,
 # and whether it was published (a new revision) or kept quiet (below the thresholds).
+# Consecutive quiet scorings of one revision against one region, for one reason, share
+# a row (n_scorings, created_at = first, updated_at = last, numbers = last): a 15-minute
+# re-score of a year-long neutrino window would otherwise add ~35,000 rows a candidate.
 coincidence_revisions = Table(
     "coincidence_revisions",
     metadata,
@@ -257,7 +260,9 @@ coincidence_revisions = Table(
     Column("p_chance", Float, nullable=True),
     Column("n_detections", Integer, nullable=True),
     Column("rank", Integer, nullable=True),
+    Column("n_scorings", Integer, nullable=False, default=1),
     Column("created_at", UTCDateTime, nullable=False, default=_now),
+    Column("updated_at", UTCDateTime, nullable=False, default=_now),
 )
 
 outbox = Table(

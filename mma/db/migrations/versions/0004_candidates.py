@@ -17,7 +17,8 @@ Create Date: 2026-12-04
   any of them. Payloads keep their version-1 fields until the next re-score rewrites
   them as version 2 (the daemon's periodic re-score, or the end of a replay), which
   publishes one update per live candidate.
-* ``coincidence_revisions``: every scoring of a candidate that changed anything.
+* ``coincidence_revisions``: every scoring of a candidate that changed anything
+  (consecutive quiet ones share a row, counted in ``n_scorings``).
 """
 
 import logging
@@ -78,7 +79,9 @@ def upgrade() -> None:
         sa.Column('p_chance', sa.Float(), nullable=True),
         sa.Column('n_detections', sa.Integer(), nullable=True),
         sa.Column('rank', sa.Integer(), nullable=True),
+        sa.Column('n_scorings', sa.Integer(), nullable=False),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(['coincidence_id'], ['coincidences.coincidence_id'], name='fk_coincidence_revisions_coincidence_id_coincidences'),
         sa.ForeignKeyConstraint(['region_pk'], ['regions.id'], name='fk_coincidence_revisions_region_pk_regions'),
         sa.PrimaryKeyConstraint('id', name='pk_coincidence_revisions'),

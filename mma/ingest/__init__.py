@@ -1,0 +1,12 @@
+"""Ingest: each message parsed, stored and matched in one transaction, or dead-lettered.
+
+:mod:`~mma.ingest.pipeline` guards every step (a bad message is dead-lettered, a
+database failure is retried); :mod:`~mma.ingest.notices` and
+:mod:`~mma.ingest.alerts` are the two paths, writing through the
+:class:`~mma.ingest.stage.Stage` they share.
+"""
+
+from mma.ingest.pipeline import Parsed, Pipeline
+from mma.ingest.stage import Handler, Outcome, utcnow
+
+__all__ = ("Handler", "Outcome", "Parsed", "Pipeline", "utcnow")

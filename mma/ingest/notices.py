@@ -1,0 +1,138 @@
+"""The notice path: a notice, its event, its region in notice order, its retraction.
+
+Regions are built before the transaction opens (CPU-heavy); the notice, its
+region and the candidates it causes then commit together. Every daemon reads
+every notice: one stored by another daemon first is a duplicate here, whose
+region or retraction is taken into the index from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from mma.db import region_store, store
+from mma.errors import BadMessage, TransientError
+from mma.ingest.stage import Handler, Outcome, Stage
+from mma.models import Notice, RegionSpec
+from mma.skymaps.region import Region, build_region
+from mma.skymaps.spec import region_table
+
+log = logging.getLogger(__name__)
+
+
+def region_of(stage: Stage, spec: RegionSpec, skymap: bytes | None = None) -> Region | None:
+    """Build a region (CPU-heavy: done before a transaction opens).
+
+    None when the spec is a map URL only and *skymap* (fetched bytes) is None.
+    """
+    table = region_table(spec, max_bytes=stage.max_skymap_bytes, skymap=skymap)
+    return None if table is None else build_region(table)
+
+def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, origin: str,
+            now: datetime) -> Outcome:
+    # Every daemon reads every notice; another one sharing the database may have
+    # stored it first, with its region or retraction: take those into the index
+    # from the database, without decoding the map again.
+    with stage.engine.connect() as conn:
+        if store.notice_stored(conn, raw):
+            return _duplicate(stage, conn, notice, origin)
+    spec = None if notice.retraction else notice.region
+    region = None if spec is None else region_of(stage, spec)
+    with stage.engine.begin() as conn:
+        stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
+        if not stored.is_new:  # stored meanwhile
+            return _duplicate(stage, conn, notice, origin)
+        if notice.retraction:
+            ledger = stage.correlator.ledger()
+            stage.correlator.retract(conn, ledger, stored.event_pk)
+            touched = stage.finish(conn, ledger, {stored.event_pk})
+            log.warning("event %s: retracted by %s; %d candidates withdrawn",
+                        notice.event_id, origin, len(touched))
+            return Outcome("notice", touched)
+        if stored.inert:
+            log.warning("event %s: %s %s from %s came after its retraction: stored, "
+                        "flagged after_retraction, no region activated", notice.event_id,
+                        notice.instrument, notice.notice_type, origin)
+            if region is not None and spec is not None:
+                store_region(stage, conn, stored, region, spec.kind, origin, now,
+                                   retracted=True)
+            return Outcome("notice")
+        touched = set()
+        if region is not None and spec is not None:
+            touched = store_region(stage, conn, stored, region, spec.kind, origin, now)
+    if spec is not None and spec.skymap_url and spec.skymap is None:
+        touched |= _upgrade(stage, stored, notice, spec, now)
+    return Outcome("notice", touched)
+
+def _duplicate(stage: Stage, conn: Connection, notice: Notice, origin: str) -> Outcome:
+    stage.correlator.sync_active(conn)
+    log.info("%s: notice for %s already stored", origin, notice.event_id)
+    return Outcome("duplicate")
+
+def store_region(stage: Stage, conn: Connection, stored: store.StoredNotice, region: Region,
+                  kind: str, origin: str, now: datetime,
+                  retracted: bool = False) -> set[str]:
+    """Store *region* in notice order; if it is the newest (and the event not
+    retracted), match it against the stored objects. Returns the candidates
+    published."""
+    event = store.load_event(conn, stored.event_pk)
+    start, end = stage.config.window_days(event.event_class)
+    t0 = event.event_time
+    if event.messenger != "gw":
+        # Distance layers mean something only for a GW map (a GUANO or IceCube
+        # product may be an LVK map with distance): never score others on them.
+        region = region.without_distance()
+    placed = region_store.add_region(
+        conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
+        tiles=region_store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
+                                 region.distsigma, region.distnorm,
+                                 region.credible_level),
+        window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
+        area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9),
+        retracted=retracted)
+    ledger = stage.correlator.ledger()
+    if placed.active:
+        active = stage.correlator.activate(placed.region_pk, placed.version, event, region)
+        stage.correlator.on_region(conn, ledger, active, now)
+    else:  # an older notice: kept for audit; the active region may have been renumbered
+        stage.correlator.sync_active(conn)
+    touched = stage.finish(conn, ledger, {stored.event_pk})
+    log.info("event %s: region v%d (%s%s) from %s, %d tiles, A90 %.1f deg2, %d "
+             "candidates published", event.event_id, placed.version, kind,
+             "" if placed.active else ", older than the active one: superseded", origin,
+             region.n_tiles, region.area_deg2(0.9), len(touched))
+    return touched
+
+def _upgrade(stage: Stage, stored: store.StoredNotice, notice: Notice, spec: RegionSpec,
+             now: datetime) -> set[str]:
+    """Fetch the map a notice gives by URL and make it the event's region.
+
+    The shape stored with the notice (if any) stays in force when the
+    download fails; a map that downloads but does not decode is kept as a
+    dead letter.
+    """
+    url = spec.skymap_url
+    assert url is not None
+    if stage.fetch is None:
+        log.info("event %s: skymap %s not fetched (fetching is off)", notice.event_id, url)
+        return set()
+    try:
+        data = stage.fetch(url)
+    except (TransientError, BadMessage) as exc:
+        log.warning("event %s: skymap %s not fetched, keeping the notice's own region: "
+                    "%s", notice.event_id, url, exc)
+        return set()
+    try:
+        region = region_of(stage, spec, skymap=data)
+    except BadMessage as exc:
+        stage.dead_letter("skymap_fetch", url, exc, data)
+        return set()
+    with stage.engine.begin() as conn:
+        if store.lock_event(conn, stored.event_pk) == "retracted":
+            return set()  # a retraction overtook the download
+        assert region is not None
+        return store_region(stage, conn, stored, region, "skymap", url, now)
+

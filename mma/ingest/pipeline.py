@@ -1,0 +1,240 @@
+"""The guard around each step, shared by ``mma replay``, ``mma ingest`` and ``mma run``.
+
+One message → one transaction: a notice with its event, region and the
+candidates its region causes, or an alert with its object and the candidates
+it causes, commit together (a batch of alerts: one transaction). Any :class:`mma.errors.BadMessage`
+(and any unexpected error of a handler or of the skymap code) sends the raw
+bytes to the dead-letter table with the origin and the reason, and the stream
+goes on. Database failures are not the message's fault: they propagate as
+:class:`mma.errors.TransientError` so the caller retries instead of
+dead-lettering good data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from mma import outbox
+from mma.config import Config
+from mma.db import store
+from mma.db.engine import describe_error
+from mma.errors import BadMessage, Ignored, TransientError
+from mma.ingest.alerts import Vetters, store_alerts
+from mma.ingest.notices import store_notice
+from mma.ingest.stage import Handler, Outcome, Stage
+from mma.match.candidate import Thresholds
+from mma.match.correlator import Correlator
+from mma.models import Alert, Item, Notice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parsed:
+    """A message after :meth:`Pipeline.parse`: its item, or why it has none."""
+
+    handler: Handler
+    raw: bytes
+    origin: str
+    item: Item | None = None
+    error: Exception | None = None
+
+
+class Pipeline:
+    """Parse, store, correlate: one message at a time, each in one transaction."""
+
+    def __init__(self, engine: Engine, config: Config,
+                 fetch: Callable[[str], bytes] | None = None) -> None:
+        """Set up the pipeline.
+
+        Parameters
+        ----------
+        fetch
+            Downloads a skymap URL (raising TransientError or BadMessage); None
+            leaves URL-only maps unfetched (replays without --fetch).
+        """
+        self.engine = engine
+        self.config = config
+        self.channels = outbox.enabled_channels(config)
+        self.correlator = Correlator(config, Thresholds.of(config, self.channels))
+        self.stage = Stage(engine, config, self.correlator, self.channels, fetch,
+                           self.dead_letter,
+                           int(config.section("limits")["max_skymap_inflated_bytes"]))
+        self.vet = Vetters(config)
+        self.counts: Counter[str] = Counter()
+        # The in-memory region index changes inside transactions; after a failed one it
+        # may be ahead of the database, so it is rebuilt before the next message.
+        self._index_stale = True
+
+    def process(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "",
+                item: Item | None = None, now: datetime | None = None) -> Outcome:
+        """Process one message; never raises for a bad message.
+
+        Parameters
+        ----------
+        handler
+            The handler module that claims the message.
+        raw
+            The message bytes, kept with the notice or in the dead-letter table.
+        origin
+            ``topic:partition:offset`` or a file path (with ``#n`` for the n-th record).
+        item
+            The already parsed object, if the caller parsed it (replay sorts first).
+        now
+            Stream time: the notice's issue time or the alert's time in a
+            replay, the wall clock when live.
+
+        Raises
+        ------
+        TransientError
+            The database failed; the message should be retried, not dead-lettered.
+        """
+        try:
+            if self._index_stale:
+                with self.engine.connect() as conn:
+                    self.correlator.load_active(conn)
+                self._index_stale = False
+            if item is None:
+                item = handler.parse(raw, topic=topic)
+            if isinstance(item, Notice):
+                outcome = store_notice(self.stage, handler, item, raw, origin,
+                                       now or item.issued_time)
+            else:
+                outcome = store_alerts(self.stage, self.vet, [item], [now or item.time])[0]
+        except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
+            raise TransientError(f"{origin}: database error: {describe_error(exc)}") from exc
+        except Ignored as exc:
+            return self.ignored(handler.NAME, origin, exc)
+        except BadMessage as exc:
+            return self.dead_letter(handler.NAME, origin, exc, raw)
+        except Exception as exc:  # a bug must not kill the stream; the bytes are kept
+            log.exception("%s: unexpected error in %s", origin, handler.NAME)
+            self._index_stale = True
+            return self.dead_letter(handler.NAME, origin, exc, raw)
+        self.counts[outcome.kind] += 1
+        return outcome
+
+    def parse(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "") -> Parsed:
+        """Parse one message without touching the database; never raises."""
+        try:
+            return Parsed(handler, raw, origin, item=handler.parse(raw, topic=topic))
+        except Exception as exc:  # Ignored, BadMessage, or a handler bug: settled later
+            if not isinstance(exc, BadMessage | Ignored):
+                log.exception("%s: unexpected error in %s", origin, handler.NAME)
+            return Parsed(handler, raw, origin, error=exc)
+
+    def settle(self, parsed: Parsed) -> Outcome:
+        """Count an ignored message or dead-letter a failed one (see :meth:`parse`).
+
+        Raises
+        ------
+        TransientError
+            The database is down: retry (the message was not recorded).
+        """
+        assert parsed.error is not None
+        if isinstance(parsed.error, Ignored):
+            return self.ignored(parsed.handler.NAME, parsed.origin, parsed.error)
+        return self.dead_letter(parsed.handler.NAME, parsed.origin, parsed.error, parsed.raw)
+
+    def process_alerts(self, batch: Sequence[Parsed], now: datetime | None = None,
+                       ) -> list[Outcome]:
+        """Store and match parsed alerts in one transaction; an outcome per alert.
+
+        Per-message transactions cap a stream at a few hundred alerts per second
+        (a commit each); a Kafka batch of a Rubin visit commits once. If the batch
+        fails for a reason other than the database (a bug triggered by one alert),
+        its alerts are processed one at a time so that only the culprit is
+        dead-lettered.
+
+        Raises
+        ------
+        TransientError
+            The database failed; retry the whole batch (nothing was committed).
+        """
+        if not batch:
+            return []
+        items = [p.item for p in batch]
+        assert all(isinstance(item, Alert) for item in items)
+        alerts: list[Alert] = [item for item in items if isinstance(item, Alert)]
+        try:
+            if self._index_stale:
+                with self.engine.connect() as conn:
+                    self.correlator.load_active(conn)
+                self._index_stale = False
+            outcomes = store_alerts(self.stage, self.vet, alerts,
+                                    [now or a.time for a in alerts])
+        except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
+            raise TransientError(f"{batch[0].origin} (+{len(batch) - 1}): database error: "
+                                 f"{describe_error(exc)}") from exc
+        except Exception:
+            log.exception("%s (+%d): batch failed; processing its alerts one by one",
+                          batch[0].origin, len(batch) - 1)
+            self._index_stale = True
+            return [self.process(p.handler, p.raw, origin=p.origin, item=p.item, now=now)
+                    for p in batch]
+        self.counts.update(o.kind for o in outcomes)
+        return outcomes
+
+    def rescore(self, now: datetime) -> set[str]:
+        """Re-score every active region against the latest backgrounds (end of a replay).
+
+        The regions are the database's, not this index's: a daemon that re-scored
+        a version another daemon had superseded would revert that one's work.
+        """
+        try:
+            with self.engine.begin() as conn:
+                if self._index_stale:
+                    self.correlator.load_active(conn)
+                    self._index_stale = False
+                else:
+                    self.correlator.sync_active(conn)
+                ledger = self.correlator.ledger()
+                self.correlator.rescore(conn, ledger, now)
+                touched = self.stage.finish(conn, ledger, set(self.correlator.active))
+                return touched
+        except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
+            raise TransientError(f"rescore: database error: {describe_error(exc)}") from exc
+
+    def expire(self, now: datetime) -> list[str]:
+        """Close regions whose windows have ended (the scheduler's expiry job)."""
+        try:
+            with self.engine.begin() as conn:
+                return self.correlator.expire(conn, now)
+        except (OperationalError, DBAPIError) as exc:
+            self._index_stale = True
+            raise TransientError(f"expire: database error: {describe_error(exc)}") from exc
+
+    def ignored(self, source: str, origin: str, reason: Ignored) -> Outcome:
+        """Count a valid message of no interest (not stored, not dead-lettered)."""
+        log.debug("%s: skipped by %s: %s", origin, source, reason)
+        self.counts["ignored"] += 1
+        return Outcome("ignored")
+
+    def dead_letter(self, source: str, origin: str, error: BaseException, raw: bytes) -> Outcome:
+        """Keep a message that cannot be processed, with its origin and the reason.
+
+        Raises
+        ------
+        TransientError
+            The database is down: the message must be retried, not dropped.
+        """
+        try:
+            pk = store.add_dead_letter(self.engine, source=source, origin=origin,
+                                       error=error, raw=raw)
+        except (OperationalError, DBAPIError) as exc:
+            raise TransientError(f"{origin}: cannot store dead letter: {exc}") from exc
+        log.error("%s: dead letter #%d (%s, %d bytes): %s", origin, pk, type(error).__name__,
+                  len(raw), error)
+        self.counts["dead_letter"] += 1
+        return Outcome("dead_letter")
+
