@@ -118,14 +118,14 @@ def test_one_bad_alert_is_dead_lettered_and_the_rest_stored(
         engine: Engine, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline = Pipeline(engine, config)
     feed(pipeline, notice("Initial", 0.5, {0: 0.8, 1: 0.2}))
-    score = pipeline.correlator._score
+    score = pipeline.correlator.scorer.score
 
-    def broken(conn: Any, active: Any, obj: Any, *args: Any) -> Any:
-        if obj.object_id == "ZTF25obj2":
+    def broken(conn: Any, active: Any, survey: Any, summary: Any, *args: Any) -> Any:
+        if summary.detections[0].alert_id == "2":
             raise ZeroDivisionError("a bug this alert triggers")
-        return score(conn, active, obj, *args)
+        return score(conn, active, survey, summary, *args)
 
-    monkeypatch.setattr(pipeline.correlator, "_score", broken)
+    monkeypatch.setattr(pipeline.correlator.scorer, "score", broken)
     stream = [alert(str(i), 0, 1.0 + i) for i in range(4)]
     outcomes = pipeline.process_alerts(
         [Parsed(HANDLER, f"raw{i}".encode(), f"t:0:{i}", item=a) for i, a in enumerate(stream)])

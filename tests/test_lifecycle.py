@@ -181,10 +181,10 @@ def test_updates_and_retractions_by_another_daemon_are_followed(
     assert (row.region_pk, row.payload["region_version"]) == tuple(newest)
     assert newest.version > held.version
     # Nothing changed in the database: the next batch keeps the index as it is.
-    index = second.correlator.index
+    index = second.correlator.regions.index
     again = Alert(**{**hit.__dict__, "alert_id": "2", "time": hit.time + timedelta(hours=1)})
     second.process(lvk, b"alert", origin="b2", item=again)
-    assert second.correlator.index is index and set(second.correlator.active) == {
+    assert second.correlator.regions.index is index and set(second.correlator.active) == {
         held.event_pk}
     assert first.process(lvk, retraction_raw, origin="a9", item=retraction).touched
     late = Alert(**{**hit.__dict__, "alert_id": "3", "time": hit.time + timedelta(hours=2)})

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import Connection
@@ -26,51 +25,15 @@ from mma.config import Config
 from mma.db import candidates as rows
 from mma.db import region_store, store
 from mma.db.backmatch import alerts_in_region
-from mma.match.candidate import Summary, Thresholds, coincidence_id, payload_of, summarise
-from mma.match.rates import Background, BackgroundRates, background_cdf, tile_dec
+from mma.match.active import ActiveRegion, ActiveRegions
+from mma.match.candidate import Thresholds, coincidence_id, payload_of, summarise
+from mma.match.rates import BackgroundRates
 from mma.match.revisions import Ledger, record, retract
-from mma.match.scoring import Score, ln_b_distance, score_match
-from mma.models import StoredEvent, StoredObject
-from mma.skymaps.index import RegionIndex
+from mma.match.scorer import Scorer
+from mma.models import StoredEvent
 from mma.skymaps.region import Region, hpx29
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ActiveRegion:
-    """An event's current region with what scoring needs about the event."""
-
-    region_pk: int
-    version: int
-    event: StoredEvent
-    window_days: tuple[float, float]
-    region: Region
-    # Tiles whose distance layers carry information (LVK maps mark the others
-    # DISTMU=+inf), and the background range of the distance factor [Mpc]: the
-    # farthest such tile's DISTMU + 4 DISTSIGMA. None without distance layers.
-    distance_ok: np.ndarray | None = None
-    distance_reach_mpc: float | None = None
-
-    @property
-    def event_pk(self) -> int:
-        """``events.id``."""
-        return self.event.pk
-
-    @property
-    def start(self) -> datetime:
-        """Earliest alert time that can match (UTC)."""
-        return self.event.event_time + timedelta(days=self.window_days[0])
-
-    @property
-    def end(self) -> datetime:
-        """Latest alert time that can match (UTC)."""
-        return self.event.event_time + timedelta(days=self.window_days[1])
-
-    @property
-    def key(self) -> tuple[int, int]:
-        """(region_pk, version), as the revision history records it."""
-        return self.region_pk, self.version
 
 
 class Correlator:
@@ -80,71 +43,35 @@ class Correlator:
         self.config = config
         self.thresholds = thresholds or Thresholds.of(config, {})
         self.max_cl = float(config.section("scoring")["max_credible_level"])
-        self.min_covered_days = float(config.section("scoring")["rate_min_span_days"])
-        self.rates = BackgroundRates(config)
-        self.active: dict[int, ActiveRegion] = {}  # by event_pk
-        # All active regions' tiles inside max_cl, as one level-29 range index (by event_pk).
-        self.index = RegionIndex(max_credible_level=self.max_cl)
-        self._tile_dec: dict[int, np.ndarray] = {}  # tile-centre Dec [deg] by region_pk
-        self._bg_cache: dict[tuple[int, str, int], np.ndarray] = {}
+        self.regions = ActiveRegions(config, self.max_cl)
+        self.scorer = Scorer(config)
 
     def ledger(self) -> Ledger:
         """A fresh record of one transaction's candidate changes."""
         return Ledger(self.thresholds)
 
-    # -- the index ---------------------------------------------------------------------------
+    @property
+    def active(self) -> dict[int, ActiveRegion]:
+        """The active region of each event, by event_pk."""
+        return self.regions.by_event
+
+    @property
+    def rates(self) -> BackgroundRates:
+        """The survey backgrounds (the scorer's)."""
+        return self.scorer.rates
+
     def load_active(self, conn: Connection) -> None:
-        """Rebuild the in-memory index from the active regions in the database."""
-        self.active.clear()
-        self.index = RegionIndex(max_credible_level=self.max_cl)
-        for region_pk, version, event_pk in region_store.active_regions(conn):
-            self._load(conn, region_pk, version, event_pk)
-        log.info("loaded %d active regions", len(self.active))
+        """Rebuild the active regions from the database."""
+        self.regions.load(conn)
 
     def sync_active(self, conn: Connection) -> None:
-        """Bring the index to the database's active regions, reading only those it lacks.
-
-        Daemons sharing a database store, supersede and retract regions for each
-        other; this runs before every alert batch, so it costs one small query when
-        nothing changed. (After a failed transaction the index may hold regions the
-        database never got, under reused keys: :meth:`load_active` rebuilds it whole.)
-        """
-        live = {pk: (version, event_pk)
-                for pk, version, event_pk in region_store.active_regions(conn)}
-        held = {a.region_pk: (a.version, a.event_pk) for a in self.active.values()}
-        if live == held:
-            return
-        for region_pk, (version, event_pk) in held.items():
-            if live.get(region_pk) != (version, event_pk):
-                self.deactivate(event_pk)
-        for region_pk, (version, event_pk) in live.items():
-            if held.get(region_pk) != (version, event_pk):
-                self._load(conn, region_pk, version, event_pk)
-        log.info("index synced with the database: %d active regions (%d were held)",
-                 len(self.active), len(held))
-
-    def _load(self, conn: Connection, region_pk: int, version: int, event_pk: int) -> None:
-        """Activate a stored region from its tiles."""
-        tiles = region_store.region_tiles_of(conn, region_pk)
-        region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity,
-                                   distmu=tiles.distmu, distsigma=tiles.distsigma,
-                                   distnorm=tiles.distnorm)
-        self.activate(region_pk, version, store.load_event(conn, event_pk), region)
+        """Bring the active regions to the database's (see :meth:`ActiveRegions.sync`)."""
+        self.regions.sync(conn)
 
     def activate(self, region_pk: int, version: int, event: StoredEvent,
                  region: Region) -> ActiveRegion:
-        """Make *region* the current one of its event (superseding any older one)."""
-        active = ActiveRegion(region_pk, version, event,
-                              self.config.window_days(event.event_class), region,
-                              *region.distance_support())
-        self.active[event.pk] = active
-        self.index.add(event.pk, region)
-        return active
-
-    def deactivate(self, event_pk: int) -> None:
-        """Forget the event's region (retraction, expiry, or superseded elsewhere)."""
-        self.active.pop(event_pk, None)
-        self.index.remove(event_pk)
+        """Make *region* the current one of its event."""
+        return self.regions.activate(region_pk, version, event, region)
 
     # -- direction 1: a region against stored objects ---------------------------------------
     def on_region(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
@@ -179,7 +106,7 @@ class Correlator:
         """
         if not len(ipix) or not self.active:
             return {}, set()
-        points, keys, _tiles = self.index.match(np.asarray(ipix, dtype=np.int64))
+        points, keys, _tiles = self.regions.index.match(np.asarray(ipix, dtype=np.int64))
         wanted: dict[int, set[int]] = {}
         for i, event_pk in zip(points.tolist(), keys.tolist(), strict=True):
             active = self.active[event_pk]
@@ -215,7 +142,8 @@ class Correlator:
                 self._left(conn, ledger, active, cid)
                 continue
             inside[obj.pk] = cid
-            score = self._score(conn, active, obj, summary, tile, now)
+            score = self.scorer.score(conn, active, obj.survey, summary, tile, now,
+                                      {a.region_pk for a in self.active.values()})
             payload = payload_of(cid, event, active.version, obj, summary, score)
             record(conn, ledger, cid, payload, score, event_pk=event.pk, object_pk=obj.pk,
                    alert_pk=summary.latest_alert_pk, region=active.key,
@@ -271,7 +199,7 @@ class Correlator:
         done = [a for a in self.active.values() if a.end < now]
         for active in done:
             region_store.expire_region(conn, active.region_pk)
-            self.deactivate(active.event_pk)
+            self.regions.deactivate(active.event_pk)
             log.info("event %s: region v%d expired (window ended %s)",
                      active.event.event_id, active.version, active.end.isoformat())
         return [a.event.event_id for a in done]
@@ -287,50 +215,5 @@ class Correlator:
         for row in rows.live_of_event(conn, event_pk):
             retract(conn, ledger, row, "event_retracted", "retraction",
                     active.key if active else (row.region_pk, 0))
-        self.deactivate(event_pk)
+        self.regions.deactivate(event_pk)
 
-    # -- scoring -----------------------------------------------------------------------------
-    def _score(self, conn: Connection, active: ActiveRegion, obj: StoredObject,
-               summary: Summary, tile: int, now: datetime) -> Score:
-        region = active.region
-        dt_days = (summary.reference_time - active.event.event_time).total_seconds() / 86400.0
-        ln_b_d = 0.0
-        distance = summary.distance_mpc
-        if (distance and active.distance_ok is not None and active.distance_ok[tile]
-                and active.distance_reach_mpc):
-            pdf = float(region.distance_pdf(tile, float(distance)))
-            ln_b_d = ln_b_distance(pdf, float(distance), active.distance_reach_mpc)
-        background = self.rates.background(conn, obj.survey, now)
-        covered = background.covered_days(active.start, active.end, self.min_covered_days)
-        return score_match(
-            prob_density_sr=float(region.probdensity[tile]),
-            credible_level=float(region.credible_level[tile]),
-            searched_area_deg2=float(region.searched_area_deg2[tile]),
-            dt_days=dt_days, window=active.window_days,
-            rate_per_day=background.rate_per_day,
-            background_fraction=float(self._background_cdf(active, background)[tile]),
-            covered_days=covered, ln_b_d=ln_b_d,
-        )
-
-    def _background_cdf(self, active: ActiveRegion, background: Background) -> np.ndarray:
-        """Per tile: the background fraction in the tiles at least as dense as it.
-
-        Ordered like the searched area (crossmatch's density order), weighted by
-        where the survey observes; cached per region and background version.
-        """
-        key = (active.region_pk, background.survey, background.version)
-        cached = self._bg_cache.get(key)
-        if cached is not None:
-            return cached
-        live = {a.region_pk for a in self.active.values()}
-        dec = self._tile_dec.get(active.region_pk)
-        if dec is None:
-            dec = tile_dec(active.region)
-            self._tile_dec = {k: v for k, v in self._tile_dec.items() if k in live}
-            self._tile_dec[active.region_pk] = dec
-        cdf = background_cdf(active.region, dec, background)
-        # Keep only current versions for regions still active.
-        self._bg_cache = {k: v for k, v in self._bg_cache.items()
-                          if k[0] in live and k[:2] != key[:2]}
-        self._bg_cache[key] = cdf
-        return cdf
