@@ -74,6 +74,7 @@ from mma.config import load_config  # noqa: E402
 from mma.db.engine import make_engine  # noqa: E402
 from mma.db.schema import alerts, regions  # noqa: E402
 from mma.formats import rubin as schemas  # noqa: E402
+from mma.formats import rubin_frames  # noqa: E402
 from mma.handlers import rubin  # noqa: E402
 from mma.match.scoring import vet_rubin  # noqa: E402
 from tests.services.kafka import kafka_from_env  # noqa: E402
@@ -102,7 +103,7 @@ class Frames:
         raw = FRAME.read_bytes()
         self.schema_id = struct.unpack(">bi", raw[:5])[1]
         self.schema = schemas.load(self.schema_id).parsed
-        rec = rubin.decode_full(raw)
+        rec = rubin_frames.decode_full(raw)
         self.t_unix = t_unix
         mjd = mjd_tai(t_unix)
         src, obj = rec["diaSource"], rec["diaObject"]

@@ -8,7 +8,7 @@ each with a time window holding every alert:
 
 (a) ``rubin.parse`` of every frame, then ``RegionIndex.match(hpx29(ra, dec))``
     and the window check;
-(b) ``rubin.match_keys`` (leading-field decode only) + ``hpx29`` +
+(b) ``rubin_frames.match_keys`` (leading-field decode only) + ``hpx29`` +
     ``RegionIndex.match`` + window check, then ``rubin.parse`` of each matched
     frame only (once, however many regions it falls in).
 
@@ -36,6 +36,7 @@ import numpy as np
 from match_throughput import lvk_like
 
 from mma.formats import rubin as schemas
+from mma.formats import rubin_frames
 from mma.handlers import rubin
 from mma.skymaps.index import RegionIndex
 from mma.skymaps.region import build_region, hpx29
@@ -50,7 +51,7 @@ def templates() -> list[tuple[int, dict[str, Any]]]:
     """(schema id, full record) of every corpus Rubin packet that parses."""
     out = []
     raw = (RUBIN / "avro/lsst_v9_0_7912941781254298.confluent.avro").read_bytes()
-    out.append((900, rubin.decode_full(raw)))
+    out.append((900, rubin_frames.decode_full(raw)))
     for path in [RUBIN / "avro/lsst_v7_1_hsc_cosmos_10alerts.avro",
                  *sorted(RUBIN.glob("schema/v*/fakeAlert.avro"))]:
         with path.open("rb") as f:
@@ -102,7 +103,7 @@ def candidates(data: list[bytes], index: RegionIndex, window: dict[int, tuple[fl
 
     Returns (frame index, region key, tile) of every match in its region's window.
     """
-    keys = rubin.match_keys(data)
+    keys = rubin_frames.match_keys(data)
     good = np.flatnonzero(keys.ok)
     assert len(good) == len(data)  # every benchmark frame is well formed
     point, key, tile = index.match(hpx29(keys.ra_deg[good], keys.dec_deg[good]))

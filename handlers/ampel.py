@@ -49,9 +49,9 @@ from typing import Any
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
 from mma.formats import avro
+from mma.formats.history import finish_history, is_positive_detection, mjd_tai_time
 from mma.formats.rubin import tai_mjd_to_utc
-from mma.handlers.rubin import AB_ZEROPOINT_NJY, flux_to_mag, is_positive_detection, mjd_tai_time
-from mma.handlers.ztf import finish_history
+from mma.handlers.rubin import AB_ZEROPOINT_NJY, flux_to_mag
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_report", "parse", "sniff", "split"]

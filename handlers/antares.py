@@ -35,9 +35,9 @@ one corrupt row does not cost the locus.
 ``history`` (``history_source="antares.alerts"``): the times of the locus' other
 detections that are positive at >= 5 sigma, by the survey's own rule: LSST rows
 with ``psfFlux / psfFluxErr >= 5``, ``psfFlux > 0`` and ``isNegative`` not true
-(:func:`mma.handlers.rubin.is_positive_detection`; MJD TAI → UTC), ZTF rows with
+(:func:`mma.formats.history.is_positive_detection`; MJD TAI → UTC), ZTF rows with
 ``isdiffpos`` true and ``sigmapsf <= 0.2171`` mag
-(:func:`mma.handlers.ztf.detection_time`; JD UTC). Rows with a NaN flux or a bad
+(:func:`mma.formats.history.detection_time`; JD UTC). Rows with a NaN flux or a bad
 epoch are skipped. When the other rows carry none of the fields that test needs
 (no ``psfFluxErr``; no ``isdiffpos``/``sigmapsf``), the locus cannot tell and
 ``history_source`` is None.
@@ -55,15 +55,17 @@ from typing import Any
 
 from mma.errors import InvalidValue, MalformedMessage, MissingField
 from mma.formats.gcn_json import load_json
-from mma.formats.rubin import tai_mjd_to_utc
-from mma.handlers.rubin import flux_to_mag, mjd_tai_time, prv_dia_source_times
-from mma.handlers.ztf import (
-    alert_from_candidate,
+from mma.formats.history import (
     finish_history,
     history_jd,
     jd_to_datetime,
     light_curve_times,
+    mjd_tai_time,
+    prv_dia_source_times,
 )
+from mma.formats.rubin import tai_mjd_to_utc
+from mma.handlers.rubin import flux_to_mag
+from mma.handlers.ztf import alert_from_candidate
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_locus", "parse", "sniff"]

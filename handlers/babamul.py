@@ -33,8 +33,8 @@ from typing import Any
 
 from mma.errors import BadMessage, MalformedMessage
 from mma.formats import avro
-from mma.handlers.rubin import is_positive_detection
-from mma.handlers.ztf import alert_from_candidate, history_jd
+from mma.formats.history import history_jd, is_positive_detection
+from mma.handlers.ztf import alert_from_candidate
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff", "split"]

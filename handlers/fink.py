@@ -15,7 +15,7 @@ match). :func:`split` turns each row into one JSON payload, which is what
 Of the ZTF history (``prv_candidates``) the payload keeps the detections (upper
 limits, ``candid`` null, can never be history and are two thirds of the entries)
 and of each only ``jd``, ``candid``, ``isdiffpos`` and ``sigmapsf``; :func:`parse`
-turns them into ``Alert.history`` with :func:`mma.handlers.ztf.prv_candidate_times`
+turns them into ``Alert.history`` with :func:`mma.formats.history.prv_candidate_times`
 (positive, >= 5 sigma, ``history_source="ztf.prv_candidates"``). A row whose
 ``prv_candidates`` is null, or a file without the column, gives no history
 (``history_source`` None); an empty array gives an empty one. Light-curve
@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 
 from mma.errors import HostileMessage, MalformedMessage, MissingField
 from mma.formats.gcn_json import load_json
-from mma.handlers.ztf import HISTORY_SOURCE, alert_from_candidate, prv_candidate_times
+from mma.formats.history import prv_candidate_times
+from mma.handlers.ztf import HISTORY_SOURCE, alert_from_candidate
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff", "split"]

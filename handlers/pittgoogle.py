@@ -27,7 +27,7 @@ host distance.
 
 ``history`` (``history_source="pittgoogle.rows"``): the other detection rows with
 ``isdiffpos`` true and ``sigmapsf <= 0.2171`` mag (S/N >= 5), JD UTC → UTC, by
-:func:`mma.handlers.ztf.light_curve_times`. Rows of the usual query (``jd``,
+:func:`mma.formats.history.light_curve_times`. Rows of the usual query (``jd``,
 ``fid``, ``magpsf``, ``sigmapsf``, position) carry no ``isdiffpos``: a magnitude
 does not tell a brightening from a fading, so such a light curve gives no
 history (``history_source`` None: not told), as the corpus file does.
@@ -44,7 +44,8 @@ from typing import Any
 
 from mma.errors import MalformedMessage, MissingField
 from mma.formats.gcn_json import load_json
-from mma.handlers.ztf import alert_from_candidate, history_jd, light_curve_times
+from mma.formats.history import history_jd, light_curve_times
+from mma.handlers.ztf import alert_from_candidate
 from mma.models import Alert
 
 __all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_rows", "parse", "sniff"]

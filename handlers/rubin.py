@@ -5,15 +5,12 @@ Two framings are accepted:
 * **Confluent wire format**, what ``lsst-alerts-v11`` carries: byte 0 = ``0x00``,
   bytes 1–4 = big-endian schema id (``MAJOR*100 + MINOR``), then one schemaless
   Avro record, decoded with the bundled schema of that id
-  (:mod:`mma.formats.rubin`). This is the fast path: only the fields before
-  and including ``diaSource`` are decoded into Python objects, then of each
-  ``prvDiaSources`` item only the four fields the history needs (a second
-  generated decoder), and the rest is walked by fastavro for the first-detection
-  epoch (see :func:`decode_fast`).
-  :func:`decode_full` gives the whole packet when something needs it.
-  :func:`match_keys` is the batch step before that: id, position and time of
-  many frames from their first ~70 bytes, so that only frames matching a
-  region need :func:`parse`.
+  (:mod:`mma.formats.rubin`). This is the fast path,
+  :func:`mma.formats.rubin_frames.decode_fast`: only the fields the mapping
+  below needs become Python objects. :mod:`mma.formats.rubin_frames` also has
+  the whole-packet decode and :func:`~mma.formats.rubin_frames.match_keys`, the
+  batch step before :func:`parse`: id, position and time of many frames from
+  their first ~70 bytes, so that only frames matching a region need parsing.
 * **Avro object containers** (pipeline output files, ``fakeAlert.avro``,
   ELAsTiCC): :func:`split` cuts them into one-record containers; each is decoded
   whole with its embedded writer schema, so versions not bundled also work.
@@ -38,8 +35,9 @@ Field mapping (all versions):
   UTC) of the ``prvDiaSources`` with a positive difference flux at >= 5 sigma
   (``psfFlux / psfFluxErr >= 5``, ``psfFlux > 0``, ``isNegative`` not true; v7 has
   no ``isNegative`` and the flux sign alone decides), earlier than this source,
-  sorted, deduplicated, the newest :data:`~mma.handlers.ztf.HISTORY_CAP`. An
-  entry with a NaN flux or an impossible epoch is skipped. A null
+  sorted, deduplicated, the newest :data:`~mma.formats.history.HISTORY_CAP`
+  (:func:`mma.formats.history.prv_dia_source_times`). An entry with a NaN flux
+  or an impossible epoch is skipped. A null
   ``prvDiaSources`` (the pipeline sends none, as in the real v9.0 packet) gives
   ``history_source`` None: not told, unlike an empty array.
 * ``quality``: the ``diaSource`` vetting fields (``reliability``, ``isNegative``,
@@ -59,26 +57,26 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from functools import cache
+from collections.abc import Iterator, Mapping
 from typing import Any
-
-import numpy as np
-from numpy.typing import NDArray
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
 from mma.formats import avro
 from mma.formats import rubin as schemas
+from mma.formats.history import finish_history, prv_dia_source_times
 from mma.formats.rubin import tai_mjd_to_utc
-from mma.handlers.ztf import finish_history
+from mma.formats.rubin_decoders import SOURCE_FIELDS
+from mma.formats.rubin_frames import (
+    CONFLUENT_MAGIC,
+    HEADER_BYTES,
+    MAX_MESSAGE_BYTES,
+    decode_fast,
+)
 from mma.models import Alert
 
 __all__ = [
-    "DEFAULT_TOPICS", "HISTORY_SOURCE", "KIND", "NAME", "MatchKeys", "alert_from_parts",
-    "decode_fast", "decode_full", "flux_to_mag", "is_positive_detection", "match_keys",
-    "mjd_tai_time", "parse", "prv_dia_source_times", "sniff", "split",
+    "DEFAULT_TOPICS", "HISTORY_SOURCE", "KIND", "NAME", "alert_from_parts", "flux_to_mag",
+    "parse", "sniff", "split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,11 +85,8 @@ NAME = "rubin"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ("lsst-alerts-v11",)
 
-MAX_MESSAGE_BYTES = 16 * 2**20  # DMTN-102: ≲ 82 kB with a full year of history
 MAX_FILE_BYTES = 2**30
 MAX_FILE_RECORDS = 1_000_000
-CONFLUENT_MAGIC = 0
-HEADER_BYTES = 5
 AB_ZEROPOINT_NJY = 31.4
 """AB magnitude of a 1 nJy source: m = −2.5 log10(f / 3631 Jy) = −2.5 log10(f / nJy) + 31.4."""
 
@@ -100,16 +95,13 @@ ELASTICC_PREFIX = "elasticc."
 HISTORY_SOURCE = "lsst.prvDiaSources"
 """``Alert.history_source`` of a history read from a Rubin packet's ``prvDiaSources``."""
 ELASTICC_HISTORY_SOURCE = "elasticc.prvDiaSources"
-DETECTION_SNR = 5.0
-"""Signal-to-noise (``psfFlux / psfFluxErr``) of a history detection: the Rubin
-pipeline's own difference-image detection threshold."""
 
 QUALITY_KEYS = (
     "reliability", "isNegative", "isDipole", "snr", "psfFlux", "psfFluxErr", "extendedness",
     "ssObjectId", "timeProcessedMjdTai", "timeWithdrawnMjdTai", "visit", "detector",
     "centroid_flag", "psfFlux_flag", "glint_trail", "trailLength",
 )  # fmt: skip
-PIXEL_FLAGS = tuple(sorted(k for k in schemas.SOURCE_FIELDS if k.startswith("pixelFlags")))
+PIXEL_FLAGS = tuple(sorted(k for k in SOURCE_FIELDS if k.startswith("pixelFlags")))
 _IDS = ("ssObjectId", "visit", "detector")  # 0 = "none" for ssObjectId only (below)
 
 
@@ -144,82 +136,6 @@ def _id(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidValue(f"id {value!r} is not a positive integer")
     return value
-
-
-def _real(value: Any) -> float | None:
-    """A finite int or float as float; None for anything else (bool, None, NaN, inf...)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def is_positive_detection(flux: Any, err: Any, negative: Any = None) -> bool:
-    """True for a positive difference flux at >= 5 sigma.
-
-    Parameters
-    ----------
-    flux, err : float
-        PSF difference flux and its 1-sigma error, in any one unit (nJy for Rubin).
-    negative : bool, optional
-        The pipeline's ``isNegative``; True excludes the source whatever the flux
-        (None or absent, as in v7: the flux sign alone decides).
-
-    Returns
-    -------
-    bool
-        ``flux > 0``, ``err > 0`` and ``flux / err >= 5``, all finite, and
-        *negative* not True. False for any NaN, infinite or ill-typed value.
-    """
-    f, e = _real(flux), _real(err)
-    if negative is True or f is None or e is None or f <= 0 or e <= 0:
-        return False
-    return f / e >= DETECTION_SNR
-
-
-def mjd_tai_time(mjd_tai: Any) -> datetime | None:
-    """:func:`~mma.formats.rubin.tai_mjd_to_utc` for a history entry: None, not an error.
-
-    A NaN, ill-typed or out-of-range (1972–2100) epoch in one history entry must
-    not cost the alert: the entry is skipped.
-    """
-    mjd = _real(mjd_tai)
-    if mjd is None or not schemas.MJD_MIN <= mjd <= schemas.MJD_MAX:
-        return None
-    return tai_mjd_to_utc(mjd)
-
-
-def prv_dia_source_times(history: Any, *, time_key: str = "midpointMjdTai",
-                         flux_key: str = "psfFlux",
-                         err_key: str = "psfFluxErr") -> list[datetime] | None:
-    """Times of the positive >= 5 sigma sources in a ``prvDiaSources`` array.
-
-    Parameters
-    ----------
-    history : list or None
-        ``prvDiaSources`` items: at least *time_key* [MJD TAI], *flux_key* and
-        *err_key* [nJy], and ``isNegative`` where the schema has it (v8+).
-    time_key, flux_key, err_key : str
-        Field names (ELAsTiCC: ``midPointTai``, ``psFlux``, ``psFluxErr``).
-
-    Returns
-    -------
-    list of datetime or None
-        Aware UTC times, unsorted (see :func:`mma.handlers.ztf.finish_history`);
-        None when *history* is not an array (null: the packet tells nothing).
-        Entries failing :func:`is_positive_detection` or with a bad epoch are
-        left out.
-    """
-    if not isinstance(history, list | tuple):
-        return None
-    times = []
-    for entry in history:
-        if not isinstance(entry, Mapping) or not is_positive_detection(
-                entry.get(flux_key), entry.get(err_key), entry.get("isNegative")):
-            continue
-        when = mjd_tai_time(entry.get(time_key))
-        if when is not None:
-            times.append(when)
-    return times
 
 
 def _first_detection(source: Mapping[str, Any], rest: Mapping[str, Any]) -> float | None:
@@ -324,38 +240,6 @@ def alert_from_elasticc(packet: Mapping[str, Any]) -> Alert:
     )
 
 
-def _confluent_id(raw: bytes) -> int:
-    if len(raw) < HEADER_BYTES or raw[0] != CONFLUENT_MAGIC:
-        raise MalformedMessage("not a Confluent-framed message (magic byte 0 missing)")
-    return int(struct.unpack_from(">i", raw, 1)[0])
-
-
-def decode_fast(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
-    """Decode a Confluent-framed alert's leading fields, first-detection and history data.
-
-    Returns (header, diaSource subset, {prvDiaSources subset (epoch, flux, flux
-    error, isNegative), diaObject subset}, version). The whole message is walked
-    (so truncation is caught) but only these fields become Python objects.
-
-    Raises
-    ------
-    UnknownFormat
-        The schema id is not bundled (the message names it).
-    HostileMessage, MalformedMessage
-        Oversized, truncated or corrupt.
-    """
-    schemas.check_size(raw, MAX_MESSAGE_BYTES)
-    schema = schemas.load(_confluent_id(raw))
-    header, source, end = schema.prefix.decode(raw, HEADER_BYTES)
-    return header, source, schema.tail(raw, end), schema.version
-
-
-def decode_full(raw: bytes) -> dict[str, Any]:
-    """The whole packet (history, diaObject, cutouts) of a Confluent-framed alert."""
-    schema = schemas.load(_confluent_id(raw))
-    return schema.decode_full(raw, HEADER_BYTES, max_bytes=MAX_MESSAGE_BYTES)
-
-
 def _container_name(raw: bytes) -> str:
     try:
         schema = avro.container_schema(raw, max_bytes=MAX_FILE_BYTES)
@@ -415,145 +299,3 @@ def parse(raw: bytes, *, topic: str) -> Alert:
     schema_id = schemas.schema_id_of_name(name) or 0
     return alert_from_parts(record, found, record,
                             version=f"{schema_id // 100}.{schema_id % 100}")
-
-
-@dataclass(frozen=True)
-class MatchKeys:
-    """What matching needs of a batch of Confluent-framed alerts, one row per frame.
-
-    Attributes
-    ----------
-    ok : numpy.ndarray of bool
-        The leading fields decoded and hold a usable id, position and time.
-        A frame not ok must go through :func:`parse` (which raises the proper
-        :class:`~mma.errors.BadMessage` for the dead-letter queue); the other
-        arrays are NaN / 0 there.
-    ra_deg, dec_deg : numpy.ndarray of float64
-        ``diaSource.ra`` / ``dec`` [deg ICRS], exactly as :func:`parse` gives them.
-    mjd_tai : numpy.ndarray of float64
-        ``diaSource.midpointMjdTai``.
-    time_unix : numpy.ndarray of float64
-        The same epoch as UTC Unix seconds (leap seconds removed as in
-        :func:`~mma.formats.rubin.tai_mjd_to_utc`): ``Alert.time.timestamp()``.
-    dia_source_id : numpy.ndarray of int64
-        ``diaSource.diaSourceId`` (``Alert.alert_id`` as an integer).
-    """
-
-    ok: NDArray[np.bool_]
-    ra_deg: NDArray[np.float64]
-    dec_deg: NDArray[np.float64]
-    mjd_tai: NDArray[np.float64]
-    time_unix: NDArray[np.float64]
-    dia_source_id: NDArray[np.int64]
-
-    def __len__(self) -> int:
-        return len(self.ok)
-
-
-def _tai_mjd_to_unix(mjd_tai: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Vectorised :func:`~mma.formats.rubin.tai_mjd_to_utc` → Unix seconds (MJD in range)."""
-    day = mjd_tai.astype(np.int64)
-    days, inverse = np.unique(day, return_inverse=True)
-    offset = np.array([schemas._tai_minus_utc(int(d)) for d in days])[inverse]
-    # Within 37 s after TAI midnight the UTC day is the day before: its offset applies.
-    before = (mjd_tai - offset / 86400.0).astype(np.int64) != day
-    for i in np.flatnonzero(before):
-        offset[i] = schemas._tai_minus_utc(int(day[i]) - 1)
-    return np.asarray((mjd_tai - 40587.0) * 86400.0 - offset, dtype=np.float64)
-
-
-_KEY_TARGETS = {"diaSourceId": "sid", "ra": "ra", "dec": "dec", "midpointMjdTai": "t"}
-
-
-@cache
-def _key_decoder(schema_id: int) -> Callable[[bytes, int], tuple[Any, Any, Any, Any, int]]:
-    """Straight-line decoder of (diaSourceId, ra, dec, midpointMjdTai, end) for *schema_id*.
-
-    The shortest leading-field decoder: generated like
-    :class:`mma.formats.rubin.Prefix`, from the bundled schema files only (no
-    sender text reaches ``exec``), but it stops at the last of these four
-    ``diaSource`` fields (``dec``, about 60 bytes in) and builds no dict:
-    3x faster than the full prefix. Raises UnknownFormat for an unbundled id.
-    """
-    schemas.load(schema_id)  # UnknownFormat if not bundled
-    path = schemas.known_ids()[schema_id]
-    ns = f"lsst.{path.name}"
-    raw = schemas._read_dir(path)
-    source = raw[f"{ns}.diaSource"]["fields"]
-    last = max(i for i, f in enumerate(source) if f["name"] in _KEY_TARGETS)
-    lines = ["def decode(buf, p):", "    sid = ra = dec = t = None"]
-    for field in raw[f"{ns}.alert"]["fields"]:
-        if field["name"] == "diaSource":
-            break
-        schemas._emit_field(lines, field["type"], None)
-    for field in source[: last + 1]:
-        schemas._emit_field(lines, field["type"], _KEY_TARGETS.get(field["name"]))
-    lines.append("    return sid, ra, dec, t, p")
-    scope: dict[str, Any] = {"_long": schemas._long, "_text": schemas._text, "_F": schemas._F,
-                             "_D": schemas._D, "MalformedMessage": MalformedMessage}
-    exec(compile("\n".join(lines), f"<rubin match keys {ns}>", "exec"), scope)
-    function: Callable[[bytes, int], tuple[Any, Any, Any, Any, int]] = scope["decode"]
-    return function
-
-
-def match_keys(frames: Sequence[bytes]) -> MatchKeys:
-    """Decode only what matching needs from Confluent-framed alerts ("decode first" step).
-
-    Each frame goes through a compiled leading-field decoder of its schema
-    (:func:`_key_decoder`): the top-level fields before ``diaSource`` and the
-    ``diaSource`` fields up to ``dec`` -- the first ~60 bytes of a 30–140 kB
-    packet. No tail walk, no :class:`~mma.models.Alert`. The intended use::
-
-        keys = match_keys(frames)
-        good = np.flatnonzero(keys.ok)
-        point, key, tile = index.match(hpx29(keys.ra_deg[good], keys.dec_deg[good]))
-        # keep matches whose keys.time_unix[good[point]] is in region *key*'s window,
-        # then parse(frames[good[point]]) for those only; parse every frame not ok.
-
-    A row is ok when those leading fields decode (schema id bundled, size under
-    the cap, not truncated or corrupt before ``dec`` ends), the id is
-    positive, RA/Dec are finite with ``|dec| <= 90`` and the MJD is in
-    1972–2100. ``ok`` does not promise that :func:`parse` succeeds: the rest of
-    the packet is not read (a frame cut after ``dec`` is ok here, and
-    :func:`parse` rejects it), and object ids are not checked. Where
-    :func:`parse` succeeds, the ok rows give exactly its ``ra_deg``,
-    ``dec_deg``, ``alert_id`` and ``time``.
-    """
-    n = len(frames)
-    ok = [False] * n
-    ra = [math.nan] * n
-    dec = [math.nan] * n
-    mjd = [math.nan] * n
-    ids = [0] * n
-    decoders: dict[int, Callable[[bytes, int], tuple[Any, Any, Any, Any, int]]] = {}
-    for i, raw in enumerate(frames):
-        if len(raw) > MAX_MESSAGE_BYTES or len(raw) < HEADER_BYTES or raw[0] != CONFLUENT_MAGIC:
-            continue
-        schema_id = int.from_bytes(raw[1:HEADER_BYTES], "big", signed=True)
-        decode = decoders.get(schema_id)
-        if decode is None:
-            try:
-                decode = decoders[schema_id] = _key_decoder(schema_id)
-            except BadMessage:
-                continue
-        try:
-            sid, r, d, t, end = decode(raw, HEADER_BYTES)
-        except (BadMessage, IndexError, struct.error, UnicodeDecodeError):
-            continue
-        if end <= len(raw) and type(sid) is int and sid > 0 and type(r) is float \
-                and type(d) is float and type(t) is float:
-            ok[i], ra[i], dec[i], mjd[i], ids[i] = True, r, d, t, sid
-    ok_a = np.array(ok, dtype=bool)
-    ra_a, dec_a = np.array(ra, dtype=np.float64), np.array(dec, dtype=np.float64)
-    mjd_a = np.array(mjd, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        ok_a &= (np.isfinite(ra_a) & (np.abs(dec_a) <= 90.0)
-                 & (mjd_a >= schemas.MJD_MIN) & (mjd_a <= schemas.MJD_MAX))
-    bad = ~ok_a
-    ra_a[bad] = dec_a[bad] = mjd_a[bad] = math.nan
-    ids_a = np.array(ids, dtype=np.int64)
-    ids_a[bad] = 0
-    time_a = np.full(n, math.nan)
-    time_a[ok_a] = _tai_mjd_to_unix(mjd_a[ok_a])
-    return MatchKeys(ok=ok_a, ra_deg=ra_a, dec_deg=dec_a, mjd_tai=mjd_a,
-                     time_unix=time_a, dia_source_id=ids_a)

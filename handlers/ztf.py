@@ -13,10 +13,11 @@ decode only the leading fields of a packet and still call it.
 ``Alert.history`` comes from the packet's ``prv_candidates`` (the 30 days before
 the alert): the times of the entries that are detections (non-null ``candid``;
 upper limits have none) with ``isdiffpos`` true and ``sigmapsf`` <=
-:data:`SIGMAPSF_MAX` (S/N >= 5), see :func:`prv_candidate_times`. ``jdstarthist``
-is not used for it: it counts negative and 3-sigma detections too (it still
-gives ``first_detection``). :data:`HISTORY_CAP` and :func:`finish_history` are
-shared with the Rubin and broker handlers.
+:data:`~mma.formats.history.SIGMAPSF_MAX` (S/N >= 5), see
+:func:`mma.formats.history.prv_candidate_times`. ``jdstarthist`` is not used for
+it: it counts negative and 3-sigma detections too (it still gives
+``first_detection``). The history rules, shared with the Rubin and broker
+handlers, live in :mod:`mma.formats.history`.
 """
 
 from __future__ import annotations
@@ -24,29 +25,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
 from mma.formats import avro
+from mma.formats.history import (
+    JD_MAX,
+    JD_MIN,
+    finish_history,
+    isdiffpos_to_bool,
+    jd_to_datetime,
+    prv_candidate_times,
+)
 from mma.models import Alert
 
 __all__ = [
     "DEFAULT_TOPICS",
-    "HISTORY_CAP",
     "HISTORY_SOURCE",
     "KIND",
     "NAME",
-    "SIGMAPSF_MAX",
     "alert_from_candidate",
-    "detection_time",
-    "finish_history",
-    "history_jd",
-    "isdiffpos_to_bool",
-    "jd_to_datetime",
-    "light_curve_times",
     "parse",
-    "prv_candidate_times",
     "sniff",
     "split",
 ]
@@ -68,11 +68,6 @@ BANDS = {1: "g", 2: "r", 3: "i"}
 SENTINEL = -999.0
 """ZTF's "no value" for numeric fields (e.g. ``ssdistnr`` when no known asteroid is near)."""
 
-_JD_UNIX_EPOCH = 2440587.5
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# ZTF started in 2017; a JD outside 1970–2100 is a corrupt field, not a time.
-_JD_MIN, _JD_MAX = 2440587.5, 2488069.5
-
 # Candidate fields copied into Alert.quality: vetting (DESIGN 2.3) needs rb, drb,
 # isdiffpos, ssdistnr, ssmagnr, sgscore1, distpsnr1; the rest helps triage.
 QUALITY_FLOATS = (
@@ -86,46 +81,6 @@ QUALITY_STRINGS = ("rbversion", "drbversion", "ssnamenr")
 
 HISTORY_SOURCE = "ztf.prv_candidates"
 """``Alert.history_source`` of a history read from a ZTF packet's ``prv_candidates``."""
-
-HISTORY_CAP = 256
-"""Most history times an Alert keeps: the newest. A ZTF packet lists 30 days, usually
-a few dozen entries but over a thousand in high-cadence fields (1,382 detections in
-one row of the Fink night of 2024-01-15); a Rubin packet repeats up to a year of
-``prvDiaSources``. Coincidence windows are days long, so the newest 256 keep what
-matching needs while an Alert stays bounded whatever a packet holds (the database
-keeps fewer still: ``mma.db.schema.HISTORY_CAP``)."""
-
-DETECTION_SNR = 5.0
-SIGMAPSF_MAX = 2.5 / math.log(10) / DETECTION_SNR
-"""Largest ``sigmapsf`` [mag] of a >= 5 sigma detection: 1.0857/5 = 0.2171 mag, since
-sigma_mag = 2.5/ln(10) * sigma_flux/flux."""
-
-
-def jd_to_datetime(jd: float) -> datetime:
-    """Convert a Julian date on the UTC time scale to an aware UTC datetime.
-
-    Exact arithmetic from the Unix epoch (JD 2440587.5), which, like ZTF's
-    ``jd``, ignores leap seconds; resolution is the float's, about 40 µs.
-    """
-    return _UNIX_EPOCH + timedelta(days=jd - _JD_UNIX_EPOCH)
-
-
-def isdiffpos_to_bool(value: Any) -> bool | None:
-    """Normalise ZTF ``isdiffpos`` ('t'/'1' or 'f'/'0'; int in prototypes) to a bool.
-
-    True means a positive difference (the source brightened against the template).
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("t", "1", "true"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("f", "0", "false"):
-        return False
-    raise InvalidValue(f"candidate.isdiffpos {value!r} is not t/f/1/0")
 
 
 def _as_float(value: Any, key: str) -> float:
@@ -173,142 +128,9 @@ def _string(cand: Mapping[str, Any], key: str) -> str | None:
 
 
 def _checked_jd(jd: float, key: str) -> datetime:
-    if not _JD_MIN <= jd <= _JD_MAX:
+    if not JD_MIN <= jd <= JD_MAX:
         raise InvalidValue(f"candidate.{key} = {jd!r} is not a Julian date in 1970–2100")
     return jd_to_datetime(jd)
-
-
-def _real(value: Any) -> float | None:
-    """A finite int or float as float; None for anything else (bool, str, NaN, inf...)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def history_jd(value: Any) -> datetime | None:
-    """A history entry's ``jd`` [JD UTC] as an aware UTC datetime; None if not a valid time.
-
-    Unlike the alert's own ``jd`` (which raises), a NaN, ill-typed or out-of-range
-    (1970–2100) epoch in one history entry must not cost the alert: it is skipped.
-    """
-    jd = _real(value)
-    if jd is None or not _JD_MIN <= jd <= _JD_MAX:
-        return None
-    return jd_to_datetime(jd)
-
-
-def detection_time(entry: Any) -> datetime | None:
-    """Time of a ZTF detection record if it is positive and at >= 5 sigma, else None.
-
-    Parameters
-    ----------
-    entry : mapping
-        A ZTF ``prv_candidate`` or ``candidate``-like record: ``jd`` [JD UTC],
-        ``isdiffpos`` and ``sigmapsf`` [mag].
-
-    Returns
-    -------
-    datetime or None
-        Aware UTC time of ``jd`` when ``isdiffpos`` is true and
-        0 < ``sigmapsf`` <= :data:`SIGMAPSF_MAX`; None otherwise, and for any
-        ill-typed, NaN or out-of-range value: one bad history entry must not
-        cost the alert, so it is skipped rather than raised.
-    """
-    if not isinstance(entry, Mapping):
-        return None
-    try:
-        positive = isdiffpos_to_bool(entry.get("isdiffpos"))
-    except InvalidValue:
-        return None
-    sigma = _real(entry.get("sigmapsf"))
-    if positive is not True or sigma is None or not 0 < sigma <= SIGMAPSF_MAX:
-        return None
-    return history_jd(entry.get("jd"))
-
-
-def prv_candidate_times(prv: Any, *, candid: Any = None) -> list[datetime] | None:
-    """Times of the positive >= 5 sigma detections in a ZTF ``prv_candidates`` array.
-
-    Parameters
-    ----------
-    prv : list or None
-        The packet's ``prv_candidates``: detections (``candid`` set) and upper
-        limits (``candid`` null), each with ``jd`` [JD UTC].
-    candid : int, optional
-        The alert's own ``candid``: an entry repeating it is the current
-        detection, not history.
-
-    Returns
-    -------
-    list of datetime or None
-        Aware UTC times, unsorted (see :func:`finish_history`); None when *prv*
-        is not an array at all (null or absent: the packet tells nothing).
-        Upper limits, negative and < 5 sigma detections and entries with bad
-        values are left out.
-    """
-    if not isinstance(prv, list | tuple):
-        return None
-    times = []
-    for entry in prv:
-        if not isinstance(entry, Mapping):
-            continue
-        own = entry.get("candid")
-        # An upper limit has no candid; a string or float id is not a ZTF detection.
-        if isinstance(own, bool) or not isinstance(own, int) or own == candid:
-            continue
-        when = detection_time(entry)
-        if when is not None:
-            times.append(when)
-    return times
-
-
-def light_curve_times(rows: Iterable[Mapping[str, Any]],
-                      latest: Mapping[str, Any]) -> list[datetime] | None:
-    """History from a broker's ZTF light curve: rows that are all detections.
-
-    Parameters
-    ----------
-    rows : iterable of mapping
-        The detections (``jd`` [JD UTC], ``isdiffpos``, ``sigmapsf``), the
-        alert's own among them.
-    latest : mapping
-        The row that became the alert (left out, compared by identity).
-
-    Returns
-    -------
-    list of datetime or None
-        Times of the other rows passing :func:`detection_time`; None when there
-        are other rows but none carries ``isdiffpos`` and ``sigmapsf`` (the
-        light curve cannot tell a positive 5-sigma detection: not told). With no
-        other row, an empty list: the light curve says there is no earlier one.
-    """
-    earlier = [r for r in rows if r is not latest]
-    if earlier and not any("isdiffpos" in r and "sigmapsf" in r for r in earlier):
-        return None
-    return [t for r in earlier if (t := detection_time(r)) is not None]
-
-
-def finish_history(times: Iterable[datetime] | None, before: datetime) -> tuple[datetime, ...]:
-    """Make ``Alert.history`` from detection times: earlier only, sorted, unique, capped.
-
-    Parameters
-    ----------
-    times : iterable of datetime, or None
-        Aware UTC times of qualifying detections (None: no history told).
-    before : datetime
-        The alert's own detection time (UTC): that time and later ones are not
-        *earlier* detections (the current one, or a packet listing later epochs).
-
-    Returns
-    -------
-    tuple of datetime
-        Ascending, without repeats (two CCD quadrants of one exposure give one
-        time), the newest :data:`HISTORY_CAP`.
-    """
-    if times is None:
-        return ()
-    kept = sorted({t for t in times if t < before})
-    return tuple(kept[-HISTORY_CAP:])
 
 
 def alert_from_candidate(
@@ -342,9 +164,10 @@ def alert_from_candidate(
         Host luminosity distance [Mpc] supplied by a broker.
     history : iterable of datetime, optional
         Aware UTC times of the object's positive >= 5 sigma detections that the
-        container lists (e.g. :func:`prv_candidate_times`); those at or after
-        ``jd`` are dropped, the rest sorted, deduplicated and capped
-        (:func:`finish_history`). None: the container lists no history.
+        container lists (e.g. :func:`~mma.formats.history.prv_candidate_times`);
+        those at or after ``jd`` are dropped, the rest sorted, deduplicated and
+        capped (:func:`~mma.formats.history.finish_history`). None: the container
+        lists no history.
     history_source : str, optional
         Name of the array *history* came from (:data:`HISTORY_SOURCE`...);
         ignored (None) when *history* is None.

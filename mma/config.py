@@ -10,13 +10,8 @@ value, checked by :func:`mma.kafka_conf.check_properties`. Secrets are never
 read from files, only from the environment or systemd credentials, and are
 redacted by :meth:`Config.render`.
 
-``[windows]`` is keyed by event class (:data:`mma.models.EVENT_CLASSES`), dotted names
-quoted: ``"gw.cbc" = [-1.0, 14.0]`` (unquoted, TOML reads ``gw.cbc`` as a nested table;
-that is accepted as the same key). A file written for the old messenger keys still
-loads: ``gw`` or ``neutrino`` sets every class of that messenger that the same layer
-does not set itself, with one warning per such key. In the environment,
-``MMA_WINDOWS__GW_CBC`` sets ``gw.cbc``. Every window is two finite numbers of days
-with start < end (see ``docs/windows.md``).
+``[windows]`` (time windows per event class, and the old messenger keys) is checked
+and expanded by :mod:`mma.windows` before a layer is merged.
 """
 
 from __future__ import annotations
@@ -24,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import tomllib
 from collections.abc import Mapping, MutableMapping
@@ -36,6 +30,12 @@ from typing import Any
 from mma.errors import ConfigError
 from mma.kafka_conf import RESERVED, SECRET_PROPERTIES, check_properties, password_hint
 from mma.models import EVENT_CLASSES
+from mma.windows import (
+    LEGACY_WINDOW_KEYS,
+    WINDOW_ENV_KEYS,
+    check_default_windows,
+    check_windows_layer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,6 @@ _SECRET_WORDS = ("password", "secret", "webhook", "token")
 # dotted names quoted or not (``security.protocol`` and ``"security.protocol"`` are the
 # same key), string/number/boolean values; secrets and keys mma sets itself are refused.
 _FREE_TABLES = frozenset(RESERVED)
-# [windows] keys of the old layout, which were messenger names: "gw" and "neutrino" each
-# stand for every class of that messenger (the part of the class name before the dot).
-# The old "grb" and "xray" keys are class names too, so they need no translation.
-LEGACY_WINDOW_KEYS: dict[str, tuple[str, ...]] = {
-    messenger: tuple(c for c in EVENT_CLASSES if c.split(".", 1)[0] == messenger)
-    for messenger in dict.fromkeys(c.split(".", 1)[0] for c in EVENT_CLASSES)
-    if messenger not in EVENT_CLASSES
-}
-# Environment names of the classes: MMA_WINDOWS__GW_CBC sets "gw.cbc" (a variable name
-# has no dots; the underscore forms are unambiguous).
-_WINDOW_ENV_KEYS = {c.replace(".", "_"): c for c in EVENT_CLASSES}
 
 
 def _load_defaults() -> dict[str, Any]:
@@ -173,71 +162,6 @@ def _secret_key(dotted: str, value: Any) -> str | None:
     return None
 
 
-def _window(value: Any, dotted: str, origin: str) -> list[float]:
-    """A checked time window ``[start, end]``: two finite numbers of days, start < end."""
-    if not isinstance(value, list):
-        raise ConfigError(f"{origin}: '{dotted}' must be of type list ([start, end] in days), "
-                          f"got {type(value).__name__} {value!r}")
-    if len(value) != 2 or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                  for v in value):
-        raise ConfigError(f"{origin}: '{dotted}' must be two numbers [start, end] in days, "
-                          f"got {value!r}")
-    start, end = float(value[0]), float(value[1])
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise ConfigError(f"{origin}: '{dotted}' = {value!r} is not two finite numbers")
-    if start >= end:
-        raise ConfigError(f"{origin}: '{dotted}' = {value!r}: the start must be before the end "
-                          "(days relative to the event time)")
-    return [start, end]
-
-
-def _flat_windows(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``[windows]`` with nested tables flattened: an unquoted ``gw.cbc = […]`` is ``"gw.cbc"``."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat.update(_flat_windows(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _windows_layer(layer: Mapping[str, Any], origin: str) -> Mapping[str, Any]:
-    """*layer* with its ``[windows]`` checked and the legacy messenger keys expanded.
-
-    A legacy key (:data:`LEGACY_WINDOW_KEYS`) sets every class of its messenger that
-    the same layer does not set explicitly, and is reported by one warning naming the
-    key and those classes.
-    """
-    table = layer.get("windows")
-    if not isinstance(table, dict):
-        return layer  # absent, or not a table (which _merge reports)
-    explicit: dict[str, list[float]] = {}
-    legacy: dict[str, list[float]] = {}
-    for key, value in _flat_windows(table).items():
-        dotted = f"windows.{key}"
-        if key in EVENT_CLASSES:
-            explicit[key] = _window(value, dotted, origin)
-        elif key in LEGACY_WINDOW_KEYS:
-            legacy[key] = _window(value, dotted, origin)
-        else:
-            raise ConfigError(f"{origin}: unknown key '{dotted}' (the [windows] keys are the "
-                              f"event classes {', '.join(EVENT_CLASSES)})")
-    windows = dict(explicit)
-    for key, window in legacy.items():
-        applied = [c for c in LEGACY_WINDOW_KEYS[key] if c not in explicit]
-        windows.update({c: list(window) for c in applied})
-        if applied:
-            log.warning("%s: [windows] key '%s' = %s is a messenger name of the old layout; "
-                        "applied to the event classes %s (set them by name to silence this)",
-                        origin, key, window, ", ".join(applied))
-        else:
-            log.warning("%s: [windows] key '%s' = %s is a messenger name of the old layout; "
-                        "ignored: the same source sets each of its classes (%s) by name",
-                        origin, key, window, ", ".join(LEGACY_WINDOW_KEYS[key]))
-    return {**layer, "windows": windows}
-
-
 def _env_layer(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``MMA_SECTION__KEY=value`` variables into a nested table.
 
@@ -260,7 +184,7 @@ def _env_layer(environ: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[
             path[-1] = path[-1].replace("_", ".")
         elif len(path) == 2 and path[0] == "windows":
             # MMA_WINDOWS__NEUTRINO_SN_BURST stands for "neutrino.sn_burst".
-            path[-1] = _WINDOW_ENV_KEYS.get(path[-1], path[-1])
+            path[-1] = WINDOW_ENV_KEYS.get(path[-1], path[-1])
         node = layer
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -409,7 +333,7 @@ def load_config(
     """
     env = dict(os.environ if environ is None else environ)
     defaults = _load_defaults()
-    _check_default_windows(defaults)
+    check_default_windows(defaults)
     data = copy.deepcopy(defaults)
     sources = ["defaults"]
     files: list[Path] = []
@@ -428,27 +352,15 @@ def load_config(
             raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
         if "secrets" in layer:
             raise ConfigError(f"{file}: [secrets] names environment variables and is fixed")
-        _merge(data, _windows_layer(layer, str(file)), defaults, str(file))
+        _merge(data, check_windows_layer(layer, str(file)), defaults, str(file))
         sources.append(str(file))
     env_layer = _env_layer(env, defaults)
     if env_layer:
         origin = "environment (MMA_*)"
-        _merge(data, _windows_layer(env_layer, origin), defaults, origin)
+        _merge(data, check_windows_layer(env_layer, origin), defaults, origin)
         sources.append("environment")
     log.debug("configuration loaded from %s", ", ".join(sources))
     return Config(data=data, sources=tuple(sources), environ=env)
-
-
-def _check_default_windows(defaults: Mapping[str, Any]) -> None:
-    """The packaged ``[windows]``: one valid window per event class, by class name."""
-    origin = "packaged default.toml"
-    windows = defaults.get("windows", {})
-    missing = [c for c in EVENT_CLASSES if c not in windows]
-    if missing or set(windows) - set(EVENT_CLASSES):
-        raise ConfigError(f"{origin}: [windows] must name exactly the event classes; "
-                          f"missing {missing}, extra {sorted(set(windows) - set(EVENT_CLASSES))}")
-    for key, value in windows.items():
-        _window(value, f"windows.{key}", origin)
 
 
 # Settings a running daemon cannot change: SIGHUP warns and keeps the running ones.

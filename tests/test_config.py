@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mma.config import LEGACY_WINDOW_KEYS, load_config
+from mma.config import load_config
 from mma.errors import ConfigError
 from mma.models import DEFAULT_EVENT_CLASS, EVENT_CLASSES
+from mma.windows import LEGACY_WINDOW_KEYS
 
 
 def _load(tmp_path: Path, text: str | None = None, env: dict[str, str] | None = None,

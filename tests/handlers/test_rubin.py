@@ -15,6 +15,7 @@ from astropy.time import Time
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, UnknownFormat
 from mma.formats import rubin as schemas
+from mma.formats import rubin_frames
 from mma.handlers import rubin
 from mma.models import Alert
 from tests.conftest import CORPUS
@@ -92,8 +93,8 @@ def test_fast_path_equals_full_decode(path: Path) -> None:
         assert schema_id is not None
         frames = [_frame(r, schema_id) for r in records]
     for frame in frames:
-        full = rubin.decode_full(frame)
-        version = rubin.decode_fast(frame)[3]
+        full = rubin_frames.decode_full(frame)
+        version = rubin_frames.decode_fast(frame)[3]
         try:
             slow = rubin.alert_from_parts(full, full["diaSource"], full, version=version)
         except BadMessage as exc:
@@ -190,7 +191,7 @@ def _same_times(got: tuple[Any, ...], want: list[Any]) -> None:
 def _corpus_records() -> list[tuple[str, dict[str, Any], Alert]]:
     out = []
     raw = CONFLUENT.read_bytes()
-    out.append((CONFLUENT.name, rubin.decode_full(raw), rubin.parse(raw, topic="")))
+    out.append((CONFLUENT.name, rubin_frames.decode_full(raw), rubin.parse(raw, topic="")))
     for path in CONTAINERS:
         if path == UNIX_TIME_SAMPLE:
             continue

@@ -9,6 +9,7 @@ import pytest
 
 from mma.errors import BadMessage
 from mma.formats import rubin as schemas
+from mma.formats import rubin_frames
 from mma.handlers import rubin
 from mma.models import Alert
 from mma.skymaps.index import RegionIndex
@@ -38,7 +39,7 @@ def _parse(frame: bytes) -> Alert | None:
 
 
 def test_match_keys_equal_parse() -> None:
-    keys = rubin.match_keys(FRAMES)
+    keys = rubin_frames.match_keys(FRAMES)
     assert len(keys) == len(FRAMES) >= 15
     assert {struct.unpack_from(">i", f, 1)[0] for f in FRAMES} == {701, 900, 1000, 1100}
     for i, frame in enumerate(FRAMES):
@@ -57,7 +58,7 @@ def test_match_keys_equal_parse() -> None:
 
 def test_time_across_tai_midnight_and_leap_second() -> None:
     mjd = np.array([57753.9999, 57754.0001, 57754.0004, 60961.23309222222, 60962.0001])
-    got = rubin._tai_mjd_to_unix(mjd)
+    got = rubin_frames._tai_mjd_to_unix(mjd)
     want = [schemas.tai_mjd_to_utc(float(m)).timestamp() for m in mjd]
     assert got == pytest.approx(want, abs=1e-6)
 
@@ -66,7 +67,7 @@ def test_time_across_tai_midnight_and_leap_second() -> None:
 @pytest.mark.parametrize("cut", [0, 3, 5, 6, 20, 30, 50, 60, 69])
 def test_truncated_leading_fields_not_ok(cut: int) -> None:
     frame = CONFLUENT.read_bytes()[:cut]
-    assert not rubin.match_keys([frame]).ok[0]
+    assert not rubin_frames.match_keys([frame]).ok[0]
     with pytest.raises(BadMessage):
         rubin.parse(frame, topic="")
 
@@ -74,7 +75,7 @@ def test_truncated_leading_fields_not_ok(cut: int) -> None:
 def test_bad_frames_not_ok_and_others_unaffected() -> None:
     good = CONFLUENT.read_bytes()
     frames = [b"", b"\x01" + good[1:], good[:1] + struct.pack(">i", 704) + good[5:], good]
-    keys = rubin.match_keys(frames)
+    keys = rubin_frames.match_keys(frames)
     assert keys.ok.tolist() == [False, False, False, True]
     assert np.isnan(keys.ra_deg[:3]).all() and (keys.dia_source_id[:3] == 0).all()
     for frame in frames[:3]:
@@ -82,7 +83,7 @@ def test_bad_frames_not_ok_and_others_unaffected() -> None:
             rubin.parse(frame, topic="")
     # Cut after the leading fields: ok here, parse (of a match) rejects it.
     for cut in (70, 395, -1):
-        assert rubin.match_keys([good[:cut]]).ok[0]
+        assert rubin_frames.match_keys([good[:cut]]).ok[0]
         with pytest.raises(BadMessage):
             rubin.parse(good[:cut], topic="")
 
@@ -117,7 +118,7 @@ def test_batch_match_equals_full_parse_match() -> None:
     full = {(alerts[p].alert_id, int(k), int(j)) for p, k, j in zip(point, key, tile, strict=True)
             if in_window(int(k), t[p])}
 
-    keys = rubin.match_keys(FRAMES)
+    keys = rubin_frames.match_keys(FRAMES)
     good = np.flatnonzero(keys.ok)
     point, key, tile = index.match(hpx29(keys.ra_deg[good], keys.dec_deg[good]))
     batch = set()
@@ -138,7 +139,7 @@ def test_parse_history_equals_full_decode_of_every_frame() -> None:
         alert = _parse(frame)
         if alert is None:
             continue
-        full = rubin.decode_full(frame)
+        full = rubin_frames.decode_full(frame)
         prv = full["prvDiaSources"]
         if prv is None:
             assert alert.history_source is None and alert.history == ()

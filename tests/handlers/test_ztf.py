@@ -12,7 +12,7 @@ import pytest
 from astropy.time import Time
 
 from mma.errors import InvalidValue, MalformedMessage, MissingField
-from mma.formats import avro
+from mma.formats import avro, history
 from mma.handlers import ztf
 from tests.conftest import CORPUS
 
@@ -103,7 +103,7 @@ def test_other_avro_is_not_ztf() -> None:
 @pytest.mark.parametrize("jd", [2458493.7607639, 2460324.7135301, 2451545.0, 2457754.5])
 def test_jd_conversion_matches_astropy(jd: float) -> None:
     expected = Time(jd, format="jd", scale="utc").to_datetime(timezone=UTC)
-    got = ztf.jd_to_datetime(jd)
+    got = history.jd_to_datetime(jd)
     assert got.tzinfo is UTC
     assert abs((got - expected).total_seconds()) < 1e-4
 
@@ -113,12 +113,12 @@ def test_jd_conversion_matches_astropy(jd: float) -> None:
     [("t", True), ("1", True), ("f", False), ("0", False), (1, True), (0, False), (None, None)],
 )
 def test_isdiffpos_normalised(value: Any, expected: bool | None) -> None:
-    assert ztf.isdiffpos_to_bool(value) is expected
+    assert history.isdiffpos_to_bool(value) is expected
 
 
 def test_isdiffpos_unknown_value() -> None:
     with pytest.raises(InvalidValue, match="isdiffpos"):
-        ztf.isdiffpos_to_bool("maybe")
+        history.isdiffpos_to_bool("maybe")
 
 
 def test_sentinels_become_none() -> None:
@@ -278,5 +278,5 @@ def test_history_keeps_the_newest_256() -> None:
     prv = [_entry(packet, jd=jd - 0.01 * (i + 1), isdiffpos="t", sigmapsf=0.1, candid=100 + i)
            for i in range(300)]
     alert = ztf.parse(_with_prv(prv, path), topic="")
-    assert ztf.HISTORY_CAP == 256
+    assert history.HISTORY_CAP == 256
     _same_times(alert.history, [_utc(jd - 0.01 * (i + 1)) for i in range(255, -1, -1)])
