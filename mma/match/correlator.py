@@ -131,6 +131,7 @@ class Correlator:
         """Record the candidate of each object inside *active*; by object, their ids."""
         event = active.event
         objects = rows.objects_until(conn, object_pks, active.end)
+        live = {a.region_pk for a in self.active.values()}
         inside: dict[int, str] = {}
         for obj in sorted(objects.values(), key=lambda o: o.pk):
             summary = summarise(obj, event.event_time, active.start, active.end)
@@ -142,8 +143,7 @@ class Correlator:
                 self._left(conn, ledger, active, cid)
                 continue
             inside[obj.pk] = cid
-            score = self.scorer.score(conn, active, obj.survey, summary, tile, now,
-                                      {a.region_pk for a in self.active.values()})
+            score = self.scorer.score(conn, active, obj.survey, summary, tile, now, live)
             payload = payload_of(cid, event, active.version, obj, summary, score)
             record(conn, ledger, cid, payload, score, event_pk=event.pk, object_pk=obj.pk,
                    alert_pk=summary.latest_alert_pk, region=active.key,
