@@ -174,3 +174,16 @@ def set_ranks(conn: Connection, ranks: Sequence[tuple[str, int | None]]) -> None
         conn.execute(update(coincidences).where(
             coincidences.c.coincidence_id == bindparam("cid")).values(
             rank=bindparam("new_rank")), [{"cid": c, "new_rank": r} for c, r in ranks])
+
+
+def vetted_objects(conn: Connection, survey: str, start: datetime,
+                   end: datetime) -> list[Row[Any]]:
+    """Objects of *survey* with an alert passing vetting in [start, end] (UTC):
+    ``dec_deg`` [deg] and the ``first`` and ``last`` such alert times."""
+    return list(conn.execute(
+        select(objects.c.dec_deg, func.min(alerts.c.time).label("first"),
+               func.max(alerts.c.time).label("last"))
+        .join(objects, objects.c.id == alerts.c.object_pk)
+        .where(alerts.c.survey == survey, alerts.c.passes_vetting.is_(True),
+               alerts.c.time >= start, alerts.c.time <= end)
+        .group_by(objects.c.id, objects.c.dec_deg)))

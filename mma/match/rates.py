@@ -30,10 +30,10 @@ from datetime import datetime, timedelta
 
 import healpy
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from mma.config import Config
-from mma.db.schema import alerts, objects
+from mma.db.candidates import vetted_objects
 from mma.skymaps.region import Region
 
 log = logging.getLogger(__name__)
@@ -80,15 +80,7 @@ class Background:
 def measure_background(conn: Connection, survey: str, at: datetime, *, min_span_days: float,
                        floor_per_sr_per_day: float, version: int = 0) -> Background:
     """The background of *survey* at stream time *at* from the stored alerts."""
-    per_object = (
-        select(objects.c.dec_deg, func.min(alerts.c.time).label("first"),
-               func.max(alerts.c.time).label("last"))
-        .join(objects, objects.c.id == alerts.c.object_pk)
-        .where(alerts.c.survey == survey, alerts.c.passes_vetting.is_(True),
-               alerts.c.time >= at - ROLLING_WINDOW, alerts.c.time <= at)
-        .group_by(objects.c.id, objects.c.dec_deg)
-    )
-    rows = conn.execute(per_object).all()
+    rows = vetted_objects(conn, survey, at - ROLLING_WINDOW, at)
     return background_from_objects(
         survey, np.fromiter((r.dec_deg for r in rows), dtype=float, count=len(rows)),
         min((r.first for r in rows), default=None), max((r.last for r in rows), default=None),
