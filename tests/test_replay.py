@@ -182,3 +182,25 @@ def test_bad_files_are_dead_lettered_and_replay_goes_on(tmp_path: Path, corpus: 
     for name in origins:
         assert name in logged  # every bad file is named in an error line
     assert "dead letters: 5" in capsys.readouterr().err
+
+
+def test_sqlite_and_postgresql_give_the_same_candidates(replayed: dict[str, Any],
+                                                        corpus: Path, tmp_path: Path,
+                                                        postgres_server: Any) -> None:
+    """The README's replay: the same records, in the same order, on both databases."""
+    other_url = (f"sqlite:///{tmp_path / 'other.sqlite'}"
+                 if replayed["url"].startswith("postgresql") else
+                 postgres_server.create_database())
+    out = tmp_path / "other.jsonl"
+    assert main(["replay", str(corpus / "gcn-json/igwn-gwalert/O4-2024-01"),
+                 str(corpus / "alerts/ztf/fink-2024-01-15"), "--output", str(out),
+                 "--db", other_url]) == 0
+    other = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(other) == len(replayed["lines"])
+    for a, b in zip(replayed["lines"], other, strict=True):
+        assert a.keys() == b.keys()
+        assert {k: v for k, v in a.items() if not isinstance(v, float)} == {
+            k: v for k, v in b.items() if not isinstance(v, float)}
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-12, abs=1e-300), key
