@@ -65,10 +65,16 @@ def veto_alert(conn: Connection, alert_pk: int, vetoes: Sequence[str]) -> None:
         vetoes=list(vetoes), passes_vetting=False))
 
 
-def lock(conn: Connection, cid: str) -> Row[Any] | None:
-    """The candidate row, locked until the transaction ends (PostgreSQL), or None."""
-    return conn.execute(select(coincidences).where(
-        coincidences.c.coincidence_id == cid).with_for_update()).first()
+def lock_many(conn: Connection, cids: Iterable[str]) -> dict[str, Row[Any]]:
+    """The stored candidates among *cids*, locked in id order (as every daemon locks)."""
+    ordered = sorted(set(cids))
+    out: dict[str, Row[Any]] = {}
+    for i in range(0, len(ordered), CHUNK):
+        for row in conn.execute(select(coincidences).where(
+                coincidences.c.coincidence_id.in_(ordered[i:i + CHUNK]))
+                .order_by(coincidences.c.coincidence_id).with_for_update()):
+            out[row.coincidence_id] = row
+    return out
 
 
 def live_of_event(conn: Connection, event_pk: int) -> list[Row[Any]]:
@@ -87,15 +93,11 @@ def live_of_object(conn: Connection, object_pk: int) -> list[Row[Any]]:
         .order_by(coincidences.c.coincidence_id)))
 
 
-def insert_candidate(conn: Connection, cid: str, *, event_pk: int, object_pk: int,
-                     alert_pk: int, region_pk: int, vetoed: bool, log_bayes_factor: float,
-                     p_chance: float, payload: Mapping[str, Any]) -> None:
-    """Store a new candidate at revision 1."""
-    conn.execute(insert(coincidences).values(
-        coincidence_id=cid, event_pk=event_pk, object_pk=object_pk, alert_pk=alert_pk,
-        region_pk=region_pk, status="active", vetoed=vetoed,
-        log_bayes_factor=log_bayes_factor, p_chance=p_chance, revision=1,
-        payload=dict(payload)))
+def insert_candidates(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Store new candidates (``coincidences`` columns; status, revision set here)."""
+    if rows:
+        conn.execute(insert(coincidences), [
+            {**row, "status": "active", "revision": 1} for row in rows])
 
 
 def revise(conn: Connection, cid: str, **values: Any) -> None:

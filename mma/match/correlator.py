@@ -132,30 +132,29 @@ class Correlator:
         event = active.event
         objects = rows.objects_until(conn, object_pks, active.end)
         live = {a.region_pk for a in self.active.values()}
+        ids = {pk: coincidence_id(event.event_id, obj.survey, obj.object_id)
+               for pk, obj in objects.items()}
+        stored = rows.lock_many(conn, ids.values())
         inside: dict[int, str] = {}
         for obj in sorted(objects.values(), key=lambda o: o.pk):
             summary = summarise(obj, event.event_time, active.start, active.end)
             if summary is None:
                 continue
-            cid = coincidence_id(event.event_id, obj.survey, obj.object_id)
+            cid, existing = ids[obj.pk], stored.get(ids[obj.pk])
             tile = int(active.region.lookup(hpx29(summary.ra_deg, summary.dec_deg)))
             if tile < 0 or active.region.credible_level[tile] > self.max_cl:
-                self._left(conn, ledger, active, cid)
+                if existing is not None and existing.status != "retracted":
+                    retract(conn, ledger, existing, "left_region", "left_region", active.key)
                 continue
             inside[obj.pk] = cid
             score = self.scorer.score(conn, active, obj.survey, summary, tile, now, live)
             payload = payload_of(cid, event, active.version, obj, summary, score)
-            record(conn, ledger, cid, payload, score, event_pk=event.pk, object_pk=obj.pk,
-                   alert_pk=summary.latest_alert_pk, region=active.key,
+            record(conn, ledger, existing, cid, payload, score, event_pk=event.pk,
+                   object_pk=obj.pk, alert_pk=summary.latest_alert_pk, region=active.key,
                    vetoed=summary.vetoed, reason=reason,
                    event_retracted=event.status == "retracted")
+        ledger.insert(conn)
         return inside
-
-    def _left(self, conn: Connection, ledger: Ledger, active: ActiveRegion, cid: str) -> None:
-        """The object's combined position is outside the region: retract a live candidate."""
-        row = rows.lock(conn, cid)
-        if row is not None and row.status != "retracted":
-            retract(conn, ledger, row, "left_region", "left_region", active.key)
 
     def rescore(self, conn: Connection, ledger: Ledger, now: datetime) -> None:
         """Re-measure the backgrounds and re-score every active region's candidates.

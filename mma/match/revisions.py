@@ -34,6 +34,7 @@ class Ledger:
     thresholds: Thresholds
     published: set[str] = field(default_factory=set)
     history: list[dict[str, Any]] = field(default_factory=list)
+    new: list[dict[str, Any]] = field(default_factory=list)  # candidates to insert
 
     def note(self, cid: str, row_revision: int, published: bool, reason: str,
              changes: list[str], region: tuple[int, int], status: str,
@@ -50,33 +51,42 @@ class Ledger:
             "p_chance": _finite(record.get("p_chance")),
             "n_detections": record.get("n_detections"), "rank": rank})
 
+    def insert(self, conn: Connection) -> None:
+        """Insert the new candidates gathered so far (one statement for many)."""
+        rows.insert_candidates(conn, self.new)
+        self.new = []
+
     def flush(self, conn: Connection) -> None:
-        """Write the history rows gathered so far."""
+        """Insert pending candidates, then write the history rows gathered so far."""
+        self.insert(conn)
         rows.add_revisions(conn, self.history)
         self.history = []
 
 
-def record(conn: Connection, ledger: Ledger, cid: str, payload: dict[str, Any],
-           score: Score, *, event_pk: int, object_pk: int, alert_pk: int,
-           region: tuple[int, int], vetoed: bool, reason: str,
+def record(conn: Connection, ledger: Ledger, existing: Row[Any] | None, cid: str,
+           payload: dict[str, Any], score: Score, *, event_pk: int, object_pk: int,
+           alert_pk: int, region: tuple[int, int], vetoed: bool, reason: str,
            event_retracted: bool) -> None:
     """Insert the candidate, or revise it if the re-score is material.
 
     Parameters
     ----------
+    existing
+        The stored candidate, locked by the caller (:func:`mma.db.candidates.lock_many`),
+        or None. A new one is inserted by :meth:`Ledger.insert`.
     region
         (region_pk, region version) the score is against.
     reason
         Why it was scored (``new_detection``, ``region``, ``rescore``...).
     """
-    existing = rows.lock(conn, cid)
     if existing is None:
         if event_retracted:
             return
-        rows.insert_candidate(conn, cid, event_pk=event_pk, object_pk=object_pk,
-                              alert_pk=alert_pk, region_pk=region[0], vetoed=vetoed,
-                              log_bayes_factor=score.log_bayes_factor,
-                              p_chance=score.p_chance, payload=payload)
+        ledger.new.append({
+            "coincidence_id": cid, "event_pk": event_pk, "object_pk": object_pk,
+            "alert_pk": alert_pk, "region_pk": region[0], "vetoed": vetoed,
+            "log_bayes_factor": score.log_bayes_factor, "p_chance": score.p_chance,
+            "payload": payload})
         ledger.note(cid, 1, not vetoed, "new", [], region, "active", payload)
         return
     if existing.status == "retracted" and event_retracted:
