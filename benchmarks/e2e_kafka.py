@@ -30,7 +30,8 @@ PostgreSQL database (a fresh database, alert topic and output topic per case):
 2. burst: once the backlog is stored, B alerts (default 10,000, one Rubin visit) are
    produced at once, a fraction F (default 3 %) placed near the lobe centres (inside
    the 90 % regions), the rest uniform. Latency = output message timestamp - input
-   message timestamp, matched by ``alert_id`` (first message of each coincidence),
+   message timestamp, matched by the alert id of the candidate's first detection (its
+   first message; each frame is a new object, so a candidate's first message is its alert),
    p50/p99 over the burst's coincidences; "burst done" = from the last burst alert's
    produce timestamp to (a) the last burst alert stored (``alerts.received_at``) and
    (b) the last burst coincidence on the output topic.
@@ -226,7 +227,8 @@ def plain_consumer(bootstrap: str, topic: str, n: int) -> tuple[float, int]:
 
 
 def output_messages(bootstrap: str, topic: str) -> dict[str, tuple[str, int]]:
-    """coincidence_id -> (alert_id, timestamp [ms]) of its first message on *topic*."""
+    """coincidence_id -> (alert id of its first detection, timestamp [ms]) of its first
+    message on *topic*."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
@@ -240,7 +242,8 @@ def output_messages(bootstrap: str, topic: str) -> dict[str, tuple[str, int]]:
         idle = 0
         record = json.loads(msg.value() or b"{}")
         cid = record.get("coincidence_id") or (msg.key() or b"").decode()
-        first.setdefault(cid, (str(record.get("alert_id")), msg.timestamp()[1]))
+        detections = record.get("detections") or [{}]
+        first.setdefault(cid, (str(detections[0].get("alert_id")), msg.timestamp()[1]))
     consumer.close()
     return first
 

@@ -1,6 +1,6 @@
 """AGILE notices as GCN Classic VOEvents (``gcn.classic.voevent.AGILE_*``).
 
-AGILE ended operations on 2024-01-18 (STREAMS 1d); this handler serves
+AGILE ended operations on 2024-01-18; this handler serves
 archival replays. GRB positions (SuperAGILE wakeup, ground, refined) are
 circles; MCAL alerts (``Packet_Type`` 105, ivorn type ``A_Alert``) are
 time-only triggers whose Position2D is a placeholder with radius 0.

@@ -1,7 +1,7 @@
 """BOOM/Babamul enriched ZTF alerts (``BabamulZtfAlert`` Avro) → :class:`~mma.models.Alert`.
 
 Babamul (Caltech BOOM) re-publishes ZTF alerts on ``babamul.ztf.*`` Kafka topics as
-Avro object containers with the schema embedded (STREAMS.md 2b). The record keeps
+Avro object containers with the schema embedded. The record keeps
 the ZTF ``candid``, ``objectId`` and ``candidate`` (``isdiffpos`` as a boolean, plus
 BOOM's ``psfFlux``/``band`` additions), so the mapping is
 :func:`mma.handlers.ztf.alert_from_candidate` with ``broker="Babamul"``. BOOM's

@@ -8,7 +8,7 @@ by a burst advocate). All share ``TrigID`` and become one event
 sub-threshold candidates (``GBM_SubThresh``) have their own numbering
 (``Trans_Num``) and become ``FermiGBM-sub-<Trans_Num>``.
 
-Error semantics (DESIGN §2.1): ``Error2Radius`` is a **1-sigma statistical**
+Error semantics: ``Error2Radius`` is a **1-sigma statistical**
 radius, so the circle encloses 1 − exp(−1/2) ≈ 0.3935 of a 2-D Gaussian; the
 GBM systematic (Connaughton et al. 2015 core+tail model) is named in
 ``RegionSpec.systematic`` for the region code to add. Radii are floored at
@@ -48,7 +48,7 @@ DEFAULT_TOPICS: tuple[str, ...] = tuple(
 STREAM_PREFIX = "ivo://nasa.gsfc.gcn/Fermi#GBM_"
 ONE_SIGMA_2D = 1.0 - math.exp(-0.5)  # 0.3935: probability inside a 1-sigma circle in 2-D
 MIN_RADIUS_DEG = 0.08
-LOW_RELIABILITY = 4  # sub-threshold Reliability at or below this is flagged (DESIGN §2.1)
+LOW_RELIABILITY = 4  # sub-threshold Reliability at or below this is flagged
 GRB_CLASS = 4
 
 

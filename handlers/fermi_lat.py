@@ -1,6 +1,6 @@
 """Fermi LAT JSON notices (GCN Kafka ``gcn.notices.fermi.lat.*``) → Notice, or Ignored.
 
-Two kinds of LAT JSON exist or are announced (STREAMS.md 1b, both feature-flagged
+Two kinds of LAT JSON exist or are announced (both feature-flagged
 off on the public site):
 
 ``fermi/lat/flare.schema.json`` — Flare Advocate notices

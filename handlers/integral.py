@@ -2,15 +2,15 @@
 
 IBAS (the INTEGRAL Burst Alert System, IBIS/ISGRI) sent a ``Wakeup_Pos`` within
 seconds of a burst, then ``Refined_Pos`` and sometimes ``Offline_Pos``;
-``Weak_Pos`` reports sub-threshold candidates. IBAS ended on 2025-03-04
-(STREAMS 1d): this handler serves archival replays.
+``Weak_Pos`` reports sub-threshold candidates. IBAS ended on 2025-03-04:
+this handler serves archival replays.
 
 Event id ``INTEGRAL-<trigger>``: the packet's ``TrigID`` carries the IBAS
 trigger number in its low 16 bits and a revision counter above them (the
 Refined_Pos of trigger 10472 has TrigID 76008 = 10472 + 65536), so the
 trigger is ``TrigID & 0xFFFF``, which is also the number in the GCN ivorn.
 
-Error semantics (STREAMS 1c) in :data:`ERRORS`: ``Error2Radius`` is a 90 %
+Error semantics in :data:`ERRORS`: ``Error2Radius`` is a 90 %
 radius (≤ 4′), no separate systematic.
 
 Test traffic: role ``test``, ``Test_Notice`` true, and the LVK's replayed

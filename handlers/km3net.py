@@ -1,7 +1,7 @@
 """KM3NeT neutrino alerts (GCN Kafka ``gcn.notices.km3net.alert``, JSON) → Notice.
 
 KM3NeT (ARCA/ORCA) sends two kinds of alert through one schema
-(``km3net/alert.schema.json``; the topic is still onboarding, STREAMS.md 1b):
+(``km3net/alert.schema.json``; the topic is still onboarding):
 
 - single high-energy events (``pipeline`` ``*_HE``, ``number_of_events`` 1);
 - multiplets (``alert_topology`` ``Multiplet``): several neutrinos close in

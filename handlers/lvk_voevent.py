@@ -1,6 +1,6 @@
 """Legacy LIGO/Virgo/KAGRA VOEvents (``gcn.classic.voevent.LVC_*``), for archival replays.
 
-LVK stopped sending VOEvents on 2026-07-08 (STREAMS 1d); ``igwn.gwalert`` JSON
+LVK stopped sending VOEvents on 2026-07-08; ``igwn.gwalert`` JSON
 (:mod:`mma.handlers.lvk`) is the live channel. The VOEvents of O2–O4 still
 matter for replays, GW170817 first of all.
 

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "snews"
 KIND = "notice"
-# The Super-K topic is spelt both ways on the GCN site (STREAMS.md 1e); claim both.
+# The Super-K topic is spelt both ways on the GCN site; claim both.
 DEFAULT_TOPICS: tuple[str, ...] = (
     "gcn.classic.voevent.SNEWS",
     "gcn.notices.superk.sn_alert",

@@ -1,7 +1,7 @@
 """SVOM ECLAIRs and GRM triggers (GCN JSON, ``svom/trigger.schema.json``) → Notice.
 
 SVOM's live notices are VOEvents on ``gcn.notices.svom.voevent.*``; the JSON
-stream (``gcn.notices.svom``) is documented but not public yet (STREAMS.md 1b).
+stream (``gcn.notices.svom``) is documented but not public yet.
 This handler reads the JSON schema examples and gwcelery's wakeup fixture,
 which uses the pre-4.0 localisation fields (``uncertainty_shape: "circle"``,
 ``ra_uncertainty: [r]``; flag ``legacy_uncertainty_fields``).

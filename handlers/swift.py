@@ -3,10 +3,10 @@
 A BAT trigger produces a quick-look and a full BAT position (arcmin), then,
 once the spacecraft has slewed, XRT (arcsec) and UVOT (sub-arcsec) positions.
 All carry the BAT ``TrigID`` and become one event ``Swift-<TrigID>``, so each
-refinement supersedes the previous region (DESIGN §2.5). GRB names in
+refinement supersedes the previous region. GRB names in
 ``Why/Inference/Name`` become aliases once GCN has given the letter suffix.
 
-Error semantics (DESIGN §2.1, STREAMS 1c), in :data:`ERRORS`: every Swift
+Error semantics, in :data:`ERRORS`: every Swift
 ``Error2Radius`` is a 90 % radius with systematics included, so no systematic
 model is named. BAT transient positions (``BAT_Trans_Pos``) are hard X-ray
 transients, messenger and event class ``xray``; every other position is of a

@@ -68,7 +68,7 @@ BANDS = {1: "g", 2: "r", 3: "i"}
 SENTINEL = -999.0
 """ZTF's "no value" for numeric fields (e.g. ``ssdistnr`` when no known asteroid is near)."""
 
-# Candidate fields copied into Alert.quality: vetting (DESIGN 2.3) needs rb, drb,
+# Candidate fields copied into Alert.quality: vetting (mma.match.scoring.vet_ztf) needs rb, drb,
 # isdiffpos, ssdistnr, ssmagnr, sgscore1, distpsnr1; the rest helps triage.
 QUALITY_FLOATS = (
     "rb", "drb", "ssdistnr", "ssmagnr", "sgscore1", "distpsnr1", "sgscore2", "distpsnr2",

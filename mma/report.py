@@ -1,4 +1,4 @@
-"""Coincidences as users read them: the JSON records of DESIGN.md 4 and a summary table."""
+"""Coincidences as users read them: the JSON records of docs/candidate.md and a summary table."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 The URL comes from an untrusted message, so before any byte is requested the
 scheme must be ``https`` or ``http`` and the host must be on an allow-list
-(:data:`DEFAULT_ALLOWED_HOSTS`: the hosts that GCN notices really point to, see
-STREAMS.md); redirects are followed only to allowed hosts. The body is read in
+(:data:`DEFAULT_ALLOWED_HOSTS`: the hosts that GCN notices really point to);
+redirects are followed only to allowed hosts. The body is read in
 chunks and refused as soon as it is known to exceed ``max_bytes``: at once from
 ``Content-Length``, otherwise after at most one chunk beyond the cap.
 

@@ -1,4 +1,4 @@
-"""P_chance is calibrated: on skies scrambled in RA it is uniform (DESIGN.md 2.3).
+"""P_chance is calibrated: on skies scrambled in RA it is uniform.
 
 The real O4 LVK regions of the corpus (final version per superevent) against the
 real ZTF night of 2024-01-15 with each vetted object moved to a random RA (Dec

@@ -1,4 +1,4 @@
-"""Notice life cycles on real notices (DESIGN.md 2.5), on SQLite and PostgreSQL.
+"""Notice life cycles on real notices, on SQLite and PostgreSQL.
 
 MS181101ab (LVK sample mock event): EARLY_WARNING, PRELIMINARY, INITIAL,
 UPDATE, RETRACTION; S230518h (a real NSBH candidate): INITIAL then UPDATE.

@@ -1,4 +1,4 @@
-"""Closed-form checks of the score components (DESIGN.md 2.3)."""
+"""Closed-form checks of the score components."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_chance_probability_is_poisson() -> None:
 
 
 def test_uniform_sky_reduces_to_rate_area_time() -> None:
-    """For a whole-sky uniform survey, N = R[/sr/day] * A[sr] * T[days] (DESIGN.md)."""
+    """For a whole-sky uniform survey, N = R[/sr/day] * A[sr] * T[days]."""
     rate_sr_day, area_sr, days = 3.0, 0.02, 15.0
     _, n = scoring.chance_probability(rate_sr_day * 4 * math.pi, area_sr / (4 * math.pi), days)
     assert n == pytest.approx(rate_sr_day * area_sr * days)

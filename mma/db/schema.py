@@ -231,7 +231,7 @@ coincidences = Table(
     Column("p_chance", Float, nullable=False),
     Column("rank", Integer, nullable=True),
     Column("revision", Integer, nullable=False, default=1),
-    Column("payload", JSON, nullable=False),  # the contract object of DESIGN.md 4
+    Column("payload", JSON, nullable=False),  # the published record (docs/candidate.md)
     Column("created_at", UTCDateTime, nullable=False, default=_now),
     Column("updated_at", UTCDateTime, nullable=False, default=_now, onupdate=_now),
 )

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "mma.match.candidates"
-"""Default output topic (DESIGN.md 4)."""
+"""Default output topic (README, "Delivery")."""
 
 HEADER_KIND = "mma-kind"
 HEADER_REVISION = "mma-revision"

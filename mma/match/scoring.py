@@ -1,4 +1,4 @@
-"""Score of an optical alert inside a multi-messenger region (DESIGN.md 2.3).
+"""Score of an optical alert inside a multi-messenger region (README, "The score").
 
 Pure functions, no I/O. The ranking statistic is a log Bayes factor between
 "the alert is the counterpart" and "the alert is an unrelated transient",
@@ -26,7 +26,7 @@ The chance-coincidence probability is Poisson:
 region at least as dense as the alert's tile (the searched area of
 ligo.skymap's crossmatch), weighted by where the survey observes (see
 :mod:`mma.match.rates`). For a survey observing the whole sky uniformly,
-``F = A(>= rho) / 4 pi`` and this is DESIGN.md's ``R_bg [sr^-1 day^-1] * A * T``.
+``F = A(>= rho) / 4 pi`` and this is the familiar ``R_bg [sr^-1 day^-1] * A * T``.
 Under the null hypothesis (sources unrelated to the event) the P_chance of
 the best match in a region is uniform: that is tested on scrambled skies.
 """
@@ -155,7 +155,7 @@ def score_match(*, prob_density_sr: float, credible_level: float, searched_area_
 
 
 def vet_ztf(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
-    """Reasons a ZTF alert fails vetting (DESIGN.md 2.3); empty when it passes.
+    """Reasons a ZTF alert fails vetting (README, "The score"); empty when it passes.
 
     Missing fields do not veto: a broker that drops ``drb`` should not lose alerts.
     """
@@ -179,7 +179,7 @@ def vet_ztf(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
 
 
 def vet_rubin(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
-    """Reasons a Rubin/LSST alert fails vetting (DESIGN.md 2.3); empty when it passes.
+    """Reasons a Rubin/LSST alert fails vetting (README, "The score"); empty when it passes.
 
     Reads the ``diaSource`` fields the Rubin handler copies into ``quality``:
     ``reliability`` (0–1), ``isNegative``, ``isDipole``, the ``pixelFlags_<name>``
