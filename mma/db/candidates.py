@@ -160,14 +160,35 @@ def _latest(conn: Connection, cids: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def ranking(conn: Connection, event_pk: int) -> list[Row[Any]]:
-    """The event's candidates best first (ln B, then P_chance, then id)."""
+    """The event's candidates best first (ln B, then P_chance, then id); no payloads
+    (an event can hold thousands of candidates, re-ranked after every batch)."""
     return list(conn.execute(
         select(coincidences.c.coincidence_id, coincidences.c.rank, coincidences.c.status,
-               coincidences.c.vetoed, coincidences.c.revision, coincidences.c.payload,
-               coincidences.c.region_pk)
+               coincidences.c.vetoed, coincidences.c.revision, coincidences.c.region_pk)
         .where(coincidences.c.event_pk == event_pk)
         .order_by(coincidences.c.log_bayes_factor.desc(), coincidences.c.p_chance,
                   coincidences.c.coincidence_id)))
+
+
+def payloads(conn: Connection, cids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The published records of the candidates *cids*, by id."""
+    ordered = sorted(set(cids))
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ordered), CHUNK):
+        for cid, payload in conn.execute(
+                select(coincidences.c.coincidence_id, coincidences.c.payload)
+                .where(coincidences.c.coincidence_id.in_(ordered[i:i + CHUNK]))):
+            out[cid] = payload
+    return out
+
+
+def revise_many(conn: Connection, changes: Sequence[Mapping[str, Any]]) -> None:
+    """Set payload, revision and status of many candidates (``cid`` keys) at once."""
+    if changes:
+        conn.execute(update(coincidences).where(
+            coincidences.c.coincidence_id == bindparam("cid")).values(
+            payload=bindparam("payload"), revision=bindparam("revision"),
+            status=bindparam("status")), list(changes))
 
 
 def set_ranks(conn: Connection, ranks: Sequence[tuple[str, int | None]]) -> None:

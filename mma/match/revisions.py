@@ -150,28 +150,42 @@ def rerank(conn: Connection, ledger: Ledger, event_pks: set[int],
     for event_pk in sorted(event_pks):
         ranked = rows.ranking(conn, event_pk)
         position = 0
-        new_ranks: list[tuple[str, int | None]] = []
+        new_ranks: dict[str, int | None] = {}
+        look: dict[str, Any] = {}  # rows whose published rank may need to follow
         for row in ranked:
             new: int | None = None
             if row.status != "retracted" and not row.vetoed:
                 position += 1
                 new = position
             if new != row.rank:
-                new_ranks.append((row.coincidence_id, new))
-            published_rank = row.payload.get("rank")
-            if new is None or published_rank == new:
-                continue
-            cid = row.coincidence_id
-            region = (row.region_pk, versions.get(row.region_pk, 0))
-            if cid in ledger.published:
-                rows.revise(conn, cid, payload={**row.payload, "rank": new})
-            elif ledger.thresholds.rank_is_material(published_rank, new):
-                payload = {**row.payload, "rank": new, "changes": ["rank"]}
-                rows.revise(conn, cid, status="updated", revision=row.revision + 1,
-                            payload=payload)
-                ledger.note(cid, row.revision + 1, True, "rank", ["rank"], region,
-                            "updated", payload, new)
-        rows.set_ranks(conn, new_ranks)
+                new_ranks[row.coincidence_id] = new
+            if new is not None and (new != row.rank or row.coincidence_id in ledger.published):
+                look[row.coincidence_id] = row
+        rows.set_ranks(conn, list(new_ranks.items()))
+        _publish_ranks(conn, ledger, look, new_ranks, versions)
+
+
+def _publish_ranks(conn: Connection, ledger: Ledger, look: Mapping[str, Any],
+                   new_ranks: Mapping[str, int | None], versions: Mapping[int, int]) -> None:
+    """Carry new ranks into the published records, as a revision where material."""
+    carried, revised = [], []
+    for cid, payload in rows.payloads(conn, look).items():
+        row = look[cid]
+        new = new_ranks.get(cid, row.rank)
+        published_rank = payload.get("rank")
+        if published_rank == new:
+            continue
+        if cid in ledger.published:  # revised in this transaction: it carries its rank
+            carried.append({"cid": cid, "payload": {**payload, "rank": new},
+                            "revision": row.revision, "status": row.status})
+        elif ledger.thresholds.rank_is_material(published_rank, new):
+            payload = {**payload, "rank": new, "changes": ["rank"]}
+            revised.append({"cid": cid, "payload": payload, "revision": row.revision + 1,
+                            "status": "updated"})
+            ledger.note(cid, row.revision + 1, True, "rank", ["rank"],
+                        (row.region_pk, versions.get(row.region_pk, 0)), "updated",
+                        payload, new)
+    rows.revise_many(conn, carried + revised)
 
 
 def _differs(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
