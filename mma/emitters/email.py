@@ -31,7 +31,7 @@ import socket
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import parseaddr
 
 from mma.emitters import Delivery
 from mma.emitters.email_message import (  # noqa: F401 - re-exported
@@ -47,6 +47,7 @@ from mma.emitters.email_message import (  # noqa: F401 - re-exported
     digest_message_id,
     links,
     message_id,
+    new_message,
 )
 from mma.emitters.slack import DigestEntry, counts_text, digest_entries
 from mma.emitters.slack_message import format_dt, object_facts
@@ -365,12 +366,7 @@ def build_digest(deliveries: Sequence[Delivery], *, sender: str,
         lines += ["", "Events:"] + [f"  {name}: {url}" for name, url in events.items()]
     lines += ["", "-- ", "mma multi-messenger correlation daemon"]
 
-    msg = EmailMessage(policy=_POLICY)
-    msg["Subject"] = subject
-    msg["From"] = sender
-    msg["To"] = ", ".join(recipients)
-    msg["Date"] = formatdate(usegmt=True)
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
+    msg, domain = new_message(subject, sender, recipients)
     msg["Message-ID"] = digest_message_id(deliveries, domain)
     msg["X-MMA-Digest-Count"] = str(len(deliveries))
     msg.set_content("\n".join(lines) + "\n", cte="quoted-printable")

@@ -104,6 +104,18 @@ def links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+
+def new_message(subject: str, sender: str,
+                recipients: Sequence[str]) -> tuple[EmailMessage, str]:
+    """A message with its Subject, From, To and Date set; and the sender's domain
+    (for Message-IDs)."""
+    msg = EmailMessage(policy=_POLICY)
+    msg["Subject"] = subject
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients)
+    msg["Date"] = formatdate(usegmt=True)
+    return msg, parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
+
 def _event_rows(delivery: Delivery) -> list[Row]:
     """Status, what changed, and the event: id, class, time, significance, region."""
     p, event = delivery.payload, delivery.event
@@ -300,12 +312,7 @@ def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
     """
     subject, facts, link_rows = describe(delivery)
     p = delivery.payload
-    msg = EmailMessage(policy=_POLICY)
-    msg["Subject"] = subject
-    msg["From"] = sender
-    msg["To"] = ", ".join(recipients)
-    msg["Date"] = formatdate(usegmt=True)
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
+    msg, domain = new_message(subject, sender, recipients)
     cid, rev = delivery.coincidence_id, delivery.revision
     msg["Message-ID"] = message_id(cid, rev, domain)
     if rev > 1:
