@@ -30,6 +30,11 @@ DEFAULT_EVENT_CLASS = {"gw": "gw.cbc", "grb": "grb", "xray": "xray",
                        "neutrino": "neutrino.track"}
 
 
+def event_class_of(messenger: str, stated: str | None = None) -> str:
+    """The event class a notice states, else its messenger's default (X-ray if none)."""
+    return stated or DEFAULT_EVENT_CLASS.get(messenger, "xray")
+
+
 def check_utc(name: str, value: datetime | None) -> None:
     """Raise :class:`InvalidValue` unless *value* is None or timezone-aware UTC."""
     if value is None:

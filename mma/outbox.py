@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from mma.config import Config
 from mma.db.schema import coincidences, events, outbox, regions
-from mma.emitters import Delivery, DigestEmitter, Emitter, MessageKind
+from mma.emitters import Delivery, DigestEmitter, Emitter
 from mma.errors import DeliveryError
 from mma.report import record_of
 from mma.skymaps.region import Region
@@ -95,12 +95,6 @@ def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[s
     return all(checks)
 
 
-def _kind(status: str, revision: int) -> MessageKind:
-    if status == "retracted":
-        return "retraction"
-    return "new" if revision == 1 else "update"
-
-
 CHUNK = 500  # ids per IN (...) list
 MARK_EVERY_S = 1.0  # sent rows are marked at least this often (seconds)
 
@@ -135,8 +129,8 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
     rows: list[dict[str, Any]] = []
     for cid in ids:
         row = found[cid]
-        kind = _kind(row.status, row.revision)
         record = record_of(row.payload, row.status, row.rank, row.revision)
+        kind = record["kind"]
         event = {"properties": row.properties, "area90_deg2": row.area90_deg2,
                  "test": row.test}
         for channel, rules in channels.items():

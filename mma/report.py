@@ -41,6 +41,7 @@ def record_of(payload: Mapping[str, Any], status: str, rank: int | None,
 
     Candidates folded from schema version 1 keep their old fields until re-scored.
     """
+    # What consumers are told: a retraction, or the first (new) or a later (update) record.
     kind = "retraction" if status == "retracted" else "new" if revision == 1 else "update"
     return _ordered({**payload, "revision": revision, "kind": kind, "status": status,
                      "rank": rank})

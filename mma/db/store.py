@@ -31,7 +31,7 @@ from mma.db.schema import (
     regions,
 )
 from mma.lifecycle import after_retraction, order_key
-from mma.models import DEFAULT_EVENT_CLASS, Alert, Notice, StoredEvent
+from mma.models import Alert, Notice, StoredEvent, event_class_of
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ class StoredNotice:
     event_pk: int
     notice_pk: int
     is_new: bool  # False when the same bytes were stored before (idempotent re-delivery)
-    # The newest of the event's notices by mma.lifecycle's order (it sets the event).
-    newest: bool = True  # it set the event's time and properties
     # The event was retracted before: stored, flagged after_retraction, inert.
     inert: bool = False
 
@@ -84,9 +82,9 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
     known = _notice_with(conn, digest)
     if known is not None:
         return StoredNotice(known.event_pk, known.id, is_new=False)
-    event_class = notice.event_class or DEFAULT_EVENT_CLASS.get(notice.messenger, "xray")
+    event_class = event_class_of(notice.messenger, notice.event_class)
     event_pk = find_event(conn, (notice.event_id, *notice.aliases))
-    newest, inert = True, False
+    inert = False
     if event_pk is None:
         event_pk = _insert(conn, insert(events).values(
             event_id=notice.event_id, messenger=notice.messenger, event_class=event_class,
@@ -127,7 +125,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
         issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
         properties=dict(notice.properties), flags=flags,
     ))
-    return StoredNotice(event_pk, notice_pk, is_new=True, newest=newest, inert=inert)
+    return StoredNotice(event_pk, notice_pk, is_new=True, inert=inert)
 
 
 def _without_time(notice_type: str, flags: list[str] | None) -> bool:
@@ -162,7 +160,7 @@ def load_event(conn: Connection, event_pk: int) -> StoredEvent:
     ).scalars())
     return StoredEvent(
         pk=row.id, event_id=row.event_id, messenger=row.messenger,
-        event_class=row.event_class or DEFAULT_EVENT_CLASS.get(row.messenger, "xray"),
+        event_class=event_class_of(row.messenger, row.event_class),
         instrument=row.instrument, event_time=row.event_time,
         status=row.status, test=row.test, aliases=tuple(aliases),
         properties=dict(row.properties or {}), flags=tuple(row.flags or ()))
