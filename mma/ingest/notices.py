@@ -130,9 +130,11 @@ def _upgrade(stage: Stage, stored: store.StoredNotice, notice: Notice, spec: Reg
     except BadMessage as exc:
         stage.dead_letter("skymap_fetch", url, exc, data)
         return set()
+    assert region is not None
     with stage.engine.begin() as conn:
-        if store.lock_event(conn, stored.event_pk) == "retracted":
-            return set()  # a retraction overtook the download
-        assert region is not None
-        return store_region(stage, conn, stored, region, "skymap", url, now)
+        # A retraction may have overtaken the download: the map is then kept, retracted,
+        # as it would be had it arrived after the retraction (the same final state).
+        retracted = store.lock_event(conn, stored.event_pk) == "retracted"
+        return store_region(stage, conn, stored, region, "skymap", url, now,
+                            retracted=retracted)
 
