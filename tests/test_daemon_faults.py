@@ -228,8 +228,11 @@ def test_postgres_outage_during_stream_is_retried_not_dead_lettered(
     """
     assert isinstance(postgres_server, PostgresServer), "needs the harness server (stoppable)"
     stem = uuid.uuid4().hex[:8]
+    # Batches of 20: the 614 alerts take ~30 transactions, so the outage lands mid-stream
+    # (with the default 500 the whole sample can commit between two polls of the count).
     env = _env(tmp_path, postgres_url, kafka_bootstrap, stem,
-               MMA_DAEMON__RETRY_SECONDS="0.5", MMA_DAEMON__MAX_RETRY_SECONDS="2")
+               MMA_DAEMON__RETRY_SECONDS="0.5", MMA_DAEMON__MAX_RETRY_SECONDS="2",
+               MMA_KAFKA__BATCH="20")
     _produce(kafka_bootstrap, f"n-{stem}", _notice_payloads())
     packets = _alert_payloads()
     _produce(kafka_bootstrap, f"a-{stem}", packets)
