@@ -16,6 +16,9 @@ GBM systematic (Connaughton et al. 2015 core+tail model) is named in
 ``LocationMap_URL``) or of a sub-threshold candidate (``HealPix_URL``) travels
 as ``skymap_url`` beside the circle; those maps include the systematics.
 
+The flight classifier's two most likely classes and their probabilities [%]
+are properties (``most_likely_class``, ``most_likely_prob_percent``,
+``sec_most_likely_class``, ``sec_most_likely_prob_percent``).
 Vetoes are kept as flags, never dropped: the flight classifier's most likely
 class when it is not GRB (``not_grb:tgf``...), ``Def_NOT_a_GRB``, a
 sub-threshold ``Reliability`` ≤ 4 (``low_reliability``), a source in the
@@ -127,6 +130,13 @@ def _flags(event: VOEvent, props: dict[str, Any]) -> list[str]:
             props["most_likely_prob_percent"] = event.param_float("Most_Likely_Prob")
         if index != GRB_CLASS:
             flags.append(f"not_grb:{name}")
+    if "Sec_Most_Likely_Index" in event.params:
+        # The runner-up: when it is GRB, its probability is the GRB probability the
+        # classifier states (mma.match.priors.p_astro reads both).
+        second = event.param_int("Sec_Most_Likely_Index")
+        props["sec_most_likely_class"] = CLASSES.get(second, f"class_{second}")
+        if "Sec_Most_Likely_Prob" in event.params:
+            props["sec_most_likely_prob_percent"] = event.param_float("Sec_Most_Likely_Prob")
     if event.param_bool("Def_NOT_a_GRB"):
         flags.append("not_grb")
     if "Reliability" in event.params:

@@ -26,6 +26,7 @@ SUB = VOEVENT / "fermi-gbm/fermi_subthresh_grb_gcn.xml"
 SUB_LOW = VOEVENT / "fermi-gbm/fermi_subthresh_grb_lowconfidence.xml"
 NOISE = VOEVENT / "fermi-gbm/fermi_noise_gcn.xml"
 ALERT = VOEVENT / "fermi-gbm/fermi_initial_grb_gcn.xml"
+FLT_SOLAR = VOEVENT / "gcn-2024-01-fink-mm/GBM_Flt_Pos_2024-01-12T035757.58_726724682_49-265.xml"
 SYSTEMATIC = {"GBM_Flt_Pos": "fermi_gbm_flt", "GBM_Gnd_Pos": "fermi_gbm_gnd",
               "GBM_Fin_Pos": "fermi_gbm_fin", "GBM_SubThresh": "fermi_gbm_gnd"}  # fmt: skip
 
@@ -81,6 +82,8 @@ def test_every_corpus_notice_parses(path: Path) -> None:
     index = params.get("Most_Likely_Index")
     not_grb = [f for f in notice.flags if f.startswith("not_grb:")]
     assert bool(not_grb) == (index is not None and index != "4")
+    second = params.get("Sec_Most_Likely_Index")
+    assert ("sec_most_likely_class" in notice.properties) == (second is not None)
     reliability = params.get("Reliability")
     assert ("low_reliability" in notice.flags) == (
         reliability is not None and int(reliability) <= 4
@@ -124,6 +127,17 @@ def test_noise_is_flagged_not_dropped() -> None:
     notice = fermi_gbm.parse(NOISE.read_bytes(), topic="")
     assert "not_grb:tgf" in notice.flags and notice.region is not None
     assert notice.properties["most_likely_class"] == "tgf"
+
+
+def test_flight_classifier_runner_up_is_kept() -> None:
+    # Solar flare 72 %, GRB second at 11 %: the GRB probability is the runner-up's.
+    notice = fermi_gbm.parse(FLT_SOLAR.read_bytes(), topic="")
+    props = notice.properties
+    assert (props["most_likely_class"], props["most_likely_prob_percent"]) == ("solar_flare", 72.0)
+    assert (props["sec_most_likely_class"], props["sec_most_likely_prob_percent"]) == ("grb", 11.0)
+    assert "not_grb:solar_flare" in notice.flags
+    noise = fermi_gbm.parse(NOISE.read_bytes(), topic="").properties
+    assert (noise["sec_most_likely_class"], noise["sec_most_likely_prob_percent"]) == ("error", 0.0)
 
 
 def test_alert_has_no_region_even_with_a_broken_placeholder() -> None:
