@@ -108,8 +108,11 @@ def live(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def without_background(found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The content of each record; one at a time, an object with three alerts is
-    published three times (revision, status and changes differ), in a batch once."""
-    skip = ("p_chance", "components", "revision", "status", "changes")
+    published three times (revision, status and changes differ), in a batch once.
+    P_chance, ln B (its sky term) and the association probability rest on the
+    survey background, which one at a time re-measures at other moments."""
+    skip = ("p_chance", "components", "revision", "status", "changes", "log_bayes_factor",
+            "p_association")
     return {key: {k: v for k, v in row.items() if k not in skip}
             for key, row in found.items()}
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 
-from mma.config import Config
+from mma.config import load_config
 from mma.db.schema import coincidences, outbox
 from mma.ingest import Pipeline
 from tests.test_correlator import T0, alert, feed, notice
@@ -27,14 +28,23 @@ def revisions(engine: Engine) -> dict[str, int]:
 
 # PostgreSQL only: SQLite lets one writer at a time in, so the race cannot happen there.
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_concurrent_rescores_write_each_revision_once(engine: Engine, config: Config) -> None:
+def test_concurrent_rescores_write_each_revision_once(engine: Engine, tmp_path: Path) -> None:
     pg = engine
+    # The survey's own background from its first night and a negligible prior elsewhere:
+    # the objects expected over the sky are the measured ones, which new alerts move.
+    config = load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp_path / "state"),
+                                  "MMA_BACKGROUND__MIN_NIGHTS": "1",
+                                  "MMA_BACKGROUND__MIN_FIELD_NIGHTS": "1",
+                                  "MMA_BACKGROUND__PRIOR_NEW_PER_SR_DAY": "1e-6",
+                                  "MMA_BACKGROUND__PRIOR_ALL_PER_SR_DAY": "1e-6",
+                                  "MMA_SCORING__BACKGROUND_RATE_FLOOR_PER_SR_PER_DAY": "1e-6"},
+                         system_file=tmp_path / "absent.toml")
     first, second = Pipeline(pg, config), Pipeline(pg, config)
     feed(first, notice("PRELIMINARY", 0.01, {0: 0.7, 1: 0.3}))
     for i in range(4):
         feed(first, alert(f"m{i}", pixel=0, hours=1 + i))
     # The background measured at scoring time had few objects; many more arrive since,
-    # so a re-score changes every P_chance.
+    # so a re-score changes every ln B (its sky term).
     for i in range(300):
         feed(first, alert(f"bg{i}", pixel=4 + i % 8, hours=5))
     before = revisions(pg)

@@ -128,7 +128,9 @@ def test_sigkill_mid_stream_then_restart_stores_everything_once(
     a duplicate that differs would be two different messages with the same revision.
     """
     stem = uuid.uuid4().hex[:8]
-    env = _env(tmp_path, postgres_url, kafka_bootstrap, stem)
+    # Deliveries the killed daemon had claimed wait out their lease before the restart
+    # re-sends them: a short lease, so that this happens before it idles out.
+    env = _env(tmp_path, postgres_url, kafka_bootstrap, stem, MMA_OUTBOX__LEASE_SECONDS="2")
     _produce(kafka_bootstrap, f"n-{stem}", _notice_payloads())
     packets = _alert_payloads()
     # A second copy of the stream keeps the daemon busy (duplicates are absorbed).

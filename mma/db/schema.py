@@ -212,6 +212,21 @@ alerts = Table(
     Index(None, "hpx29", "time"),
 )
 
+# The survey background (mma.match.background): per survey, night and HEALPix order-5
+# NESTED pixel, the distinct objects first seen that night (n_new), the objects seen
+# that night (n_all: an object once a night) and every alert, vetted or not
+# (n_alerts: the night's exposure). Counters, incremented in the alert's transaction.
+background_cells = Table(
+    "background_cells",
+    metadata,
+    Column("survey", String(16), primary_key=True),
+    Column("night", Integer, primary_key=True),  # mma.match.background.night_of
+    Column("pixel", Integer, primary_key=True),
+    Column("n_new", Integer, nullable=False),
+    Column("n_all", Integer, nullable=False),
+    Column("n_alerts", Integer, nullable=False),
+)
+
 # One candidate: an object scored against an event (docs/candidate.md). The payload,
 # ln B, P_chance and revision are those last published; every re-score is kept in
 # coincidence_revisions, published or not.

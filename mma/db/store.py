@@ -190,6 +190,7 @@ class StoredAlert(NamedTuple):
     alert_pk: int
     object_first: datetime  # the object's first detection so far, UTC
     object_pk: int
+    object_last: datetime | None = None  # the object's latest alert before this one, UTC
 
 
 def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
@@ -223,7 +224,7 @@ def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
         passes_vetting=not vetoes, history=history_of(alert),
         history_source=alert.history_source,
     ))
-    return StoredAlert(alert_pk, object_first, object_pk)
+    return StoredAlert(alert_pk, object_first, object_pk, None if obj is None else obj.last_time)
 
 
 def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int],
@@ -252,10 +253,12 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
         key: {"id": row.id, "first": row.first_time, "last": row.last_time, "n": row.n_alerts,
               "changed": False} for key, row in known.items()}
     object_first: dict[int, datetime] = {}
+    object_last: dict[int, datetime | None] = {}
     for i in fresh:
         alert = batch[i]
         first = min(t for t in (alert.time, alert.first_detection) if t is not None)
         obj = state.get((alert.survey, alert.object_id))
+        object_last[i] = None if obj is None else obj["last"]
         if obj is None:
             state[(alert.survey, alert.object_id)] = obj = {
                 "id": None, "first": first, "last": alert.time, "n": 1,
@@ -295,7 +298,7 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
                      [(batch[i].survey, batch[i].alert_id) for i in fresh], alerts.c.id)
     for i in fresh:
         out[i] = StoredAlert(stored[(batch[i].survey, batch[i].alert_id)].id, object_first[i],
-                             state[(batch[i].survey, batch[i].object_id)]["id"])
+                             state[(batch[i].survey, batch[i].object_id)]["id"], object_last[i])
     return out
 
 

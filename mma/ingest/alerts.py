@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 
 from mma.config import Config
 from mma.db import store
+from mma.db.background import add_cells
 from mma.ingest.stage import Outcome, Stage
+from mma.match.background import cells_of, night_of
 from mma.match.scoring import vet_rubin, vet_ztf
 from mma.models import Alert
 from mma.skymaps.region import hpx29
 
 log = logging.getLogger(__name__)
+
+# An object whose first detection is this close before an alert is new at that alert
+# (the packet's own first-detection time is the alert's, to rounding).
+NEW_MARGIN = timedelta(seconds=60)
 
 
 class Vetters:
@@ -65,8 +72,8 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
                 events |= set(by_event)
                 withdrawn[i] = set(by_event.values())
                 outcomes[i] = Outcome("alert")
+        count_background(conn, stage, batch, fresh, stored, ipix, vetoes)
         for i in fresh:
-            stage.correlator.rates.note_alert(batch[i].survey)
             outcomes[i] = Outcome("alert")
         objects = [result.object_pk for result in stored if result is not None]
         matched, matched_events = stage.correlator.on_alerts(
@@ -79,3 +86,29 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
             outcomes[i].touched |= withdrawn_ids & touched
     return outcomes
 
+
+
+def count_background(conn: Connection, stage: Stage, batch: Sequence[Alert], fresh: list[int],
+                     stored: Sequence[store.StoredAlert | None], ipix: Sequence[int],
+                     vetoes: Sequence[Sequence[str]]) -> None:
+    """Add the freshly stored alerts to their surveys' background counters.
+
+    In the batch's transaction: a batch redelivered after a crash stores no
+    alert again, so it counts nothing twice.
+    """
+    by_survey: dict[str, list[int]] = {}
+    for i in fresh:
+        by_survey.setdefault(batch[i].survey, []).append(i)
+    for survey, idx in by_survey.items():
+        rows = [stored[i] for i in idx]
+        times = np.array([batch[i].time.timestamp() for i in idx])
+        last = np.array([np.nan if r is None or r.object_last is None
+                         else r.object_last.timestamp() for r in rows])
+        new = np.array([r is not None and r.object_first >= batch[i].time - NEW_MARGIN
+                        for i, r in zip(idx, rows, strict=True)])
+        # NaN (no earlier alert) never equals a night: the object's first of the night.
+        tonight = np.isnan(last) | (night_of(survey, np.nan_to_num(last)) != night_of(
+            survey, times))
+        add_cells(conn, survey, cells_of(survey, times, np.array([ipix[i] for i in idx]),
+                                         np.array([not vetoes[i] for i in idx]), new, tonight))
+        stage.correlator.backgrounds.note_alerts(survey, len(idx))

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 
 from mma.config import Config
 from mma.db import region_store, store
+from mma.match.distance import DistanceSettings, distance_quantile_mpc
 from mma.models import StoredEvent
 from mma.skymaps.index import RegionIndex
 from mma.skymaps.region import Region
@@ -33,8 +34,8 @@ class ActiveRegion:
     window_days: tuple[float, float]
     region: Region
     # Tiles whose distance layers carry information (LVK maps mark the others
-    # DISTMU=+inf), and the background range of the distance factor [Mpc]: the
-    # farthest such tile's DISTMU + 4 DISTSIGMA. None without distance layers.
+    # DISTMU=+inf), and the background range of the distance factor [Mpc]: the map's
+    # probability-weighted 99 % distance quantile. None without distance layers.
     distance_ok: np.ndarray | None = None
     distance_reach_mpc: float | None = None
 
@@ -110,9 +111,11 @@ class ActiveRegions:
     def activate(self, region_pk: int, version: int, event: StoredEvent,
                  region: Region) -> ActiveRegion:
         """Make *region* the current one of its event (superseding any older one)."""
+        ok, _ = region.distance_support()
+        reach = None if ok is None or not ok.any() else distance_quantile_mpc(
+            region, DistanceSettings.from_section(self.config.section("distance")).reach_quantile)
         active = ActiveRegion(region_pk, version, event,
-                              self.config.window_days(event.event_class), region,
-                              *region.distance_support())
+                              self.config.window_days(event.event_class), region, ok, reach)
         self.by_event[event.pk] = active
         self.index.add(event.pk, region)
         return active

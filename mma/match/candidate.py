@@ -191,6 +191,8 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         flags.append("source_withdrawn")
     if summary.n_prior and event.event_class.startswith(PRE_EXISTING_CLASSES):
         flags.append("pre_existing")
+    if score.background_unmeasured:
+        flags.append("background_unmeasured")
     if event.test:
         flags.append("test")
     flags += [f for f in event.flags if f not in flags]
@@ -217,7 +219,8 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         "credible_level": score.credible_level,
         "searched_area_deg2": score.searched_area_deg2,
         "log_bayes_factor": score.log_bayes_factor, "components": score.components(),
-        "p_chance": score.p_chance, "flags": flags, "changes": [],
+        "p_chance": score.p_chance, "p_association": score.p_association,
+        "flags": flags, "changes": [],
     }
 
 

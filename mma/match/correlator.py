@@ -24,12 +24,12 @@ from sqlalchemy import Connection
 from mma.config import Config
 from mma.db import candidates as rows
 from mma.db import region_store, store
+from mma.db.background import background_surveys
 from mma.db.backmatch import alerts_in_region
 from mma.match.active import ActiveRegion, ActiveRegions
 from mma.match.candidate import Thresholds, coincidence_id, payload_of, summarise
-from mma.match.rates import BackgroundRates
 from mma.match.revisions import Ledger, record, retract
-from mma.match.scorer import Scorer
+from mma.match.scorer import Backgrounds, Scorer
 from mma.models import StoredEvent
 from mma.skymaps.region import Region, hpx29
 
@@ -56,9 +56,9 @@ class Correlator:
         return self.regions.by_event
 
     @property
-    def rates(self) -> BackgroundRates:
+    def backgrounds(self) -> Backgrounds:
         """The survey backgrounds (the scorer's)."""
-        return self.scorer.rates
+        return self.scorer.backgrounds
 
     def load_active(self, conn: Connection) -> None:
         """Rebuild the active regions from the database."""
@@ -161,8 +161,9 @@ class Correlator:
 
         The scheduler's periodic job in the daemon; the last step of a replay.
         """
-        for survey in list(self.rates.surveys()):
-            self.rates.background(conn, survey, now, force=True)
+        for survey in sorted(set(self.backgrounds.surveys())
+                             | set(background_surveys(conn))):
+            self.backgrounds.get(conn, survey, now, force=True)
         # One order in every daemon, so that concurrent re-scores lock rows alike.
         for active in sorted(self.active.values(), key=lambda a: a.event_pk):
             self.on_region(conn, ledger, active, now, reason="rescore")

@@ -1,75 +1,188 @@
 """The score of an object at one tile of an event's region (:mod:`mma.match.scoring`).
 
-Holds what scoring caches between calls: the survey backgrounds
-(:class:`~mma.match.rates.BackgroundRates`), each region's tile declinations and
-its background CDF per background version.
+:class:`Backgrounds` keeps each survey's :class:`~mma.match.background.SkyBackground`,
+re-measured from the database's counters as the stream moves on;
+:class:`Scorer` caches each region's local backgrounds per background version.
+
+Which objects a candidate is compared with (docs/statistic.md): for GW, GRB
+and X-ray events an object not seen before t0 is compared with the *new*
+objects of the part of the window after t0; an object seen before
+(``pre_existing``) ranks below every new one, so its chance is that of any new
+object in the searched region plus that of any object at least as probable.
+For neutrinos, where a flare may start before t0, every object is compared
+with *all* objects of the whole window.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-import numpy as np
 from sqlalchemy import Connection
 
 from mma.config import Config
+from mma.db.background import load_cells
+from mma.match import priors
 from mma.match.active import ActiveRegion
-from mma.match.candidate import Summary
-from mma.match.rates import Background, BackgroundRates, background_cdf, tile_dec
-from mma.match.scoring import Score, ln_b_distance, score_match
+from mma.match.background import (
+    LocalBackground,
+    Prior,
+    SkyBackground,
+    build_background,
+    local_background,
+    night_of,
+)
+from mma.match.candidate import PRE_EXISTING_CLASSES, Summary
+from mma.match.distance import DistanceSettings, host_association_probability, ln_b_distance
+from mma.match.scoring import Score, score_match
+from mma.models import EVENT_CLASSES
+
+log = logging.getLogger(__name__)
+
+# Re-measure after this much stream time, or once the new alerts exceed both
+# REFRESH_AFTER_ALERTS and REFRESH_FRACTION of those measured: a measurement reads
+# the rolling span's counters, which a batch changes little.
+REFRESH_AFTER = timedelta(hours=1)
+REFRESH_AFTER_ALERTS = 200
+REFRESH_FRACTION = 0.25
+
+
+@dataclass
+class Backgrounds:
+    """Per survey, the background last measured, re-measured as the stream moves on."""
+
+    config: Config
+    _cache: dict[str, tuple[datetime, SkyBackground]] = field(default_factory=dict)
+    _new_alerts: dict[str, int] = field(default_factory=dict)
+    _version: int = 0
+
+    def surveys(self) -> list[str]:
+        """Surveys seen so far."""
+        return sorted(set(self._cache) | set(self._new_alerts))
+
+    def note_alerts(self, survey: str, n: int = 1) -> None:
+        """Count newly stored alerts towards the next re-measurement."""
+        self._new_alerts[survey] = self._new_alerts.get(survey, 0) + n
+
+    def span_days(self) -> float:
+        """Days of counters read: the configured span, else the longest window in force."""
+        span = float(self.config.section("background")["span_days"])
+        if span > 0:
+            return span
+        return max(hi - lo for lo, hi in map(self.config.window_days, EVENT_CLASSES))
+
+    def prior(self, survey: str) -> Prior:
+        """The survey's prior rates and trust thresholds (``[background]``)."""
+        section = self.config.section("background")
+
+        def rate(key: str) -> float:
+            return float(section.get(f"{key}.{survey}", section[key]))
+
+        return Prior(rate("prior_new_per_sr_day"), rate("prior_all_per_sr_day"),
+                     float(self.config.section("scoring")
+                           ["background_rate_floor_per_sr_per_day"]),
+                     int(section["min_nights"]), int(section["min_field_nights"]))
+
+    def get(self, conn: Connection, survey: str, at: datetime, *,
+            force: bool = False) -> SkyBackground:
+        """The background of *survey* at stream time *at*."""
+        cached = self._cache.get(survey)
+        fresh = self._new_alerts.get(survey, 0)
+        if (not force and cached is not None and abs(at - cached[0]) < REFRESH_AFTER
+                and fresh < max(REFRESH_AFTER_ALERTS, REFRESH_FRACTION * cached[1].n_alerts)):
+            return cached[1]
+        last = int(night_of(survey, at.timestamp()))
+        cells = load_cells(conn, survey, last - math.ceil(self.span_days()), last)
+        self._version += 1
+        model = build_background(survey, cells, at, self.prior(survey), self._version)
+        self._cache[survey] = (at, model)
+        self._new_alerts[survey] = 0
+        log.debug("background of %s at %s: %d nights, %d alerts%s", survey, at.isoformat(),
+                  len(model.nights), model.n_alerts, "" if model.measured else " (prior)")
+        return model
 
 
 class Scorer:
-    """Scores candidates; caches per region and background version."""
+    """Scores candidates; caches local backgrounds per region and background version."""
 
     def __init__(self, config: Config) -> None:
-        self.min_covered_days = float(config.section("scoring")["rate_min_span_days"])
-        self.rates = BackgroundRates(config)
-        self._tile_dec: dict[int, np.ndarray] = {}  # tile-centre Dec [deg] by region_pk
-        self._bg_cache: dict[tuple[int, str, int], np.ndarray] = {}
+        self.config = config
+        self.max_cl = float(config.section("scoring")["max_credible_level"])
+        self.backgrounds = Backgrounds(config)
+        self.distance = DistanceSettings.from_section(config.section("distance"))
+        self._local: dict[tuple[int, str, int, str, datetime, datetime], LocalBackground] = {}
 
     def score(self, conn: Connection, active: ActiveRegion, survey: str, summary: Summary,
               tile: int, now: datetime, live: set[int]) -> Score:
         """Score *summary* at *tile* of *active* (*live*: the active region keys)."""
-        region = active.region
-        dt_days = (summary.reference_time - active.event.event_time).total_seconds() / 86400.0
-        ln_b_d = 0.0
-        distance = summary.distance_mpc
-        if (distance and active.distance_ok is not None and active.distance_ok[tile]
-                and active.distance_reach_mpc):
-            pdf = float(region.distance_pdf(tile, float(distance)))
-            ln_b_d = ln_b_distance(pdf, float(distance), active.distance_reach_mpc)
-        background = self.rates.background(conn, survey, now)
-        covered = background.covered_days(active.start, active.end, self.min_covered_days)
+        region, event = active.region, active.event
+        t0 = event.event_time
+        background = self.backgrounds.get(conn, survey, now)
+        kind, n_bg, err, local = self._chance(active, background, summary, tile, live)
+        dt_days = (summary.reference_time - t0).total_seconds() / 86400.0
+        p_real, _source = priors.p_astro(event, self.config)
+        pre_existing = bool(summary.n_prior) and event.event_class.startswith(
+            PRE_EXISTING_CLASSES)
+        ln_prior = (math.log(p_real) + priors.ln_prior_history(event.event_class, pre_existing,
+                                                                self.config)
+                    + priors.ln_class_prior(event, self.config))
         return score_match(
             prob_density_sr=float(region.probdensity[tile]),
             credible_level=float(region.credible_level[tile]),
             searched_area_deg2=float(region.searched_area_deg2[tile]),
-            dt_days=dt_days, window=active.window_days,
-            rate_per_day=background.rate_per_day,
-            background_fraction=float(self._background_cdf(active, background, live)[tile]),
-            covered_days=covered, ln_b_d=ln_b_d,
+            dt_days=dt_days, window=active.window_days, n_background=n_bg, n_background_err=err,
+            background_kind=kind, background_density_sr=float(local.density_sr[tile]),
+            background_sky_total=local.sky_total,
+            background_unmeasured=not bool(local.measured[tile]),
+            ln_b_t=priors.ln_b_time(event.event_class, dt_days, active.window_days, self.config),
+            ln_b_d=self._ln_b_distance(active, summary, tile), ln_prior=ln_prior,
+            p_astro=p_real,
         )
 
-    def _background_cdf(self, active: ActiveRegion, background: Background,
-                        live: set[int]) -> np.ndarray:
-        """Per tile: the background fraction in the tiles at least as dense as it.
+    def _ln_b_distance(self, active: ActiveRegion, summary: Summary, tile: int) -> float:
+        """The distance term: 0 without a host distance or informative distance layers."""
+        distance = summary.distance_mpc
+        if not (distance and active.distance_ok is not None and active.distance_ok[tile]
+                and active.distance_reach_mpc):
+            return 0.0
+        pdf = float(active.region.distance_pdf(tile, float(distance)))
+        # No broker gives a host offset mma reads yet: the catalogue match's own probability.
+        p_host = host_association_probability(None, distance, settings=self.distance)
+        return ln_b_distance(pdf, distance, active.distance_reach_mpc, p_host)
 
-        Ordered like the searched area (crossmatch's density order), weighted by
-        where the survey observes; cached per region and background version.
-        """
-        key = (active.region_pk, background.survey, background.version)
-        cached = self._bg_cache.get(key)
-        if cached is not None:
-            return cached
-        dec = self._tile_dec.get(active.region_pk)
-        if dec is None:
-            dec = tile_dec(active.region)
-            self._tile_dec = {k: v for k, v in self._tile_dec.items() if k in live}
-            self._tile_dec[active.region_pk] = dec
-        cdf = background_cdf(active.region, dec, background)
-        # Keep only current versions for regions still active.
-        self._bg_cache = {k: v for k, v in self._bg_cache.items()
-                          if k[0] in live and k[:2] != key[:2]}
-        self._bg_cache[key] = cdf
-        return cdf
+    def _chance(self, active: ActiveRegion, background: SkyBackground, summary: Summary,
+                tile: int, live: set[int]) -> tuple[str, float, float, LocalBackground]:
+        """Which background, N_bg(>= rho) and its error, and the local background used."""
+        event = active.event
+        if not event.event_class.startswith(PRE_EXISTING_CLASSES):
+            local = self._local_of(active, background, "all", active.start, live)
+            n_bg = float(local.n_at_least[tile])
+            return "all", n_bg, _poisson_error(n_bg, local, tile), local
+        after_t0 = max(event.event_time, active.start)
+        new = self._local_of(active, background, "new", after_t0, live)
+        if not summary.n_prior:
+            n_bg = float(new.n_at_least[tile])
+            return "new", n_bg, _poisson_error(n_bg, new, tile), new
+        # Ranked below every new object: any new one in the region, or any at least as probable.
+        old = self._local_of(active, background, "all", active.start, live)
+        n_bg = new.total(active.region.credible_level, self.max_cl) + float(old.n_at_least[tile])
+        return "all", n_bg, _poisson_error(n_bg, old, tile), old
+
+    def _local_of(self, active: ActiveRegion, background: SkyBackground, kind: str,
+                  start: datetime, live: set[int]) -> LocalBackground:
+        key = (active.region_pk, background.survey, background.version, kind, start, active.end)
+        cached = self._local.get(key)
+        if cached is None:
+            cached = local_background(active.region, background, kind, start, active.end)
+            # Keep only current versions for regions still active.
+            self._local = {k: v for k, v in self._local.items()
+                           if k[0] in live and (k[1] != key[1] or k[2] == key[2])}
+            self._local[key] = cached
+        return cached
+
+
+def _poisson_error(n_bg: float, local: LocalBackground, tile: int) -> float:
+    """The Poisson error of *n_bg* from the counts its rates rest on."""
+    return n_bg / math.sqrt(float(local.counts_at_least[tile]) + 1.0)

@@ -1,34 +1,28 @@
-"""Score of an optical alert inside a multi-messenger region (README, "The score").
+"""The score of a candidate: pure functions, no I/O (docs/statistic.md).
 
-Pure functions, no I/O. The ranking statistic is a log Bayes factor between
-"the alert is the counterpart" and "the alert is an unrelated transient",
+The ranking statistic is a log Bayes factor between "the object is the
+event's counterpart" and "the object is an unrelated source of the survey",
 with every component exposed:
 
 ``ln B = ln B_sky + ln B_t + ln B_D + ln prior``
 
-* ``B_sky = rho(x) * Omega_bg``: the region's probability density at the
-  alert position [sr^-1] times the background solid angle (4 pi sr: unrelated
-  transients are taken as uniform on the sky).
-* ``B_t = p_sig(dt) * T``: the signal's time-offset density over a background
-  uniform in the window of length ``T`` [days]; the default ``p_sig`` is
-  uniform over the window, so ``ln B_t = 0``.
-* ``B_D = p(D | x) / p_bg(D)``: conditional GW distance density at the
-  alert's tile (ligo.skymap's ansatz) over a background uniform in volume out
-  to the map's range; 1 (``ln B_D = 0``) without a host distance or without
-  distance layers.
-* ``prior``: 1 until per-class priors are configured.
+* ``B_sky = rho(x) / b(x)``: the region's probability density at the object
+  [sr^-1] over the survey's own background density there, normalised over the
+  sky (``b = lambda(x) / Lambda``, :mod:`mma.match.background`); for a survey
+  observing the whole sky evenly this is the familiar ``rho * 4 pi``, and a ZTF
+  and a Rubin candidate of one event compare on one scale.
+* ``B_t``: the class's signal time model over a background uniform in the
+  window (:mod:`mma.match.priors`).
+* ``B_D``: the GW distance term (:mod:`mma.match.distance`).
+* ``prior``: the event's probability of being astrophysical, and a strong
+  penalty for an object seen before a merger or burst (``pre_existing``).
 
-The chance-coincidence probability is Poisson:
-``P_chance = 1 - exp(-N_bg)``, ``N_bg = R_bg * T_eff * F(>= rho)``, with
-``R_bg`` the measured rate of vetted sources over the whole sky [day^-1],
-``T_eff`` the part of the window the stream has covered [days] and
-``F(>= rho)`` the fraction of background sources expected in the part of the
-region at least as dense as the alert's tile (the searched area of
-ligo.skymap's crossmatch), weighted by where the survey observes (see
-:mod:`mma.match.rates`). For a survey observing the whole sky uniformly,
-``F = A(>= rho) / 4 pi`` and this is the familiar ``R_bg [sr^-1 day^-1] * A * T``.
-Under the null hypothesis (sources unrelated to the event) the P_chance of
-the best match in a region is uniform: that is tested on scrambled skies.
+The chance-coincidence probability is ``P_chance = 1 - exp(-N_bg)``, with
+``N_bg`` the unrelated objects expected over the event's whole window in the
+part of the region at least as probable as the object's position, from the
+survey's local background (:func:`mma.match.background.local_background`).
+The association probability folds the odds ``exp(ln B) / Lambda`` (Lambda: the
+objects expected over the whole sky in the window) into ``odds / (1 + odds)``.
 """
 
 from __future__ import annotations
@@ -38,13 +32,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mma.match.priors import association_probability
+
 FOUR_PI_SR = 4.0 * math.pi
 DEG2_PER_SR = (180.0 / math.pi) ** 2
 
 
 @dataclass(frozen=True)
 class Score:
-    """Every number that goes into a coincidence's ranking."""
+    """Every number that goes into a candidate's ranking.
+
+    Densities are per steradian, times in days, ``ln`` natural.
+    """
 
     prob_density_sr: float
     credible_level: float
@@ -56,15 +55,23 @@ class Score:
     ln_prior: float
     p_chance: float
     n_background: float
-    background_rate_per_day: float
-    background_fraction: float
-    covered_days: float
+    n_background_err: float
+    background_kind: str  # "new" or "all": which objects the candidate is compared with
+    background_density_sr: float
+    background_sky_total: float
+    background_unmeasured: bool
     window_days: float
+    p_astro: float = 1.0
 
     @property
     def log_bayes_factor(self) -> float:
         """The ranking statistic ln B (natural log)."""
         return self.ln_b_sky + self.ln_b_t + self.ln_b_d + self.ln_prior
+
+    @property
+    def p_association(self) -> float:
+        """Probability that the object is the event's counterpart (module docstring)."""
+        return association_probability(self.log_bayes_factor, self.background_sky_total)
 
     def components(self) -> dict[str, float]:
         """Components of ln B and of P_chance, for the output's ``components``."""
@@ -73,19 +80,27 @@ class Score:
             "ln_B_t": self.ln_b_t,
             "ln_B_D": self.ln_b_d,
             "ln_prior": self.ln_prior,
+            "p_astro": self.p_astro,
             "n_background": self.n_background,
-            "background_rate_per_day": self.background_rate_per_day,
-            "background_fraction": self.background_fraction,
-            "covered_days": self.covered_days,
+            "n_background_err": self.n_background_err,
+            "background_density_sr": self.background_density_sr,
+            "background_sky_total": self.background_sky_total,
             "window_days": self.window_days,
         }
 
 
-def ln_b_sky(prob_density_sr: float, background_sr: float = FOUR_PI_SR) -> float:
-    """Spatial log Bayes factor ``ln(rho * Omega_bg)``; ``-inf`` where rho is 0."""
-    if prob_density_sr <= 0.0:
+def ln_b_sky(prob_density_sr: float, background_density_sr: float,
+             background_sky_total: float) -> float:
+    """Spatial log Bayes factor ``ln(rho / b)``, ``b = density / sky total`` [sr^-1].
+
+    ``-inf`` where rho is 0; a background density of 0 (nothing expected
+    there) is taken as the sky's smallest positive one would be: never +inf.
+    """
+    if prob_density_sr <= 0.0 or not math.isfinite(prob_density_sr):
         return -math.inf
-    return math.log(prob_density_sr * background_sr)
+    if background_sky_total <= 0.0 or background_density_sr <= 0.0:
+        return math.log(prob_density_sr * FOUR_PI_SR)
+    return math.log(prob_density_sr * background_sky_total / background_density_sr)
 
 
 def ln_b_time_uniform(dt_days: float, window: tuple[float, float]) -> float:
@@ -94,63 +109,29 @@ def ln_b_time_uniform(dt_days: float, window: tuple[float, float]) -> float:
     return 0.0 if start <= dt_days <= end else -math.inf
 
 
-def ln_b_distance(p_signal_per_mpc: float, distance_mpc: float, max_distance_mpc: float) -> float:
-    """Distance log Bayes factor against a background uniform in volume.
-
-    Parameters
-    ----------
-    p_signal_per_mpc
-        Conditional distance density of the GW map at the alert's tile [Mpc^-1].
-    distance_mpc
-        Host distance [Mpc].
-    max_distance_mpc
-        Range of the background (e.g. the map's mean distance plus several sigma) [Mpc];
-        extended to *distance_mpc* if the host lies beyond it, so the background
-        density ``3 D^2 / D_max^3`` is never zero where a host is.
-    """
-    if distance_mpc <= 0.0 or p_signal_per_mpc <= 0.0:
-        return -math.inf
-    d_max = max(max_distance_mpc, distance_mpc)
-    p_background = 3.0 * distance_mpc**2 / d_max**3
-    return math.log(p_signal_per_mpc / p_background)
-
-
-def chance_probability(rate_per_day: float, background_fraction: float,
-                       covered_days: float) -> tuple[float, float]:
-    """Poisson chance-coincidence probability and expected background count.
-
-    Parameters
-    ----------
-    rate_per_day
-        Vetted unrelated sources per day over the whole sky [day^-1].
-    background_fraction
-        Fraction of them expected in the searched part of the region (0..1).
-    covered_days
-        Time of the window the stream has covered [days].
-
-    Returns
-    -------
-    (p_chance, n_background)
-        ``1 - exp(-N)`` and ``N = rate * fraction * days`` (dimensionless).
-    """
-    n_background = (max(rate_per_day, 0.0) * min(max(background_fraction, 0.0), 1.0)
-                    * max(covered_days, 0.0))
-    return -math.expm1(-n_background), n_background
+def chance_probability(n_background: float) -> float:
+    """Poisson probability of at least one unrelated object when *n_background* expected."""
+    return -math.expm1(-max(n_background, 0.0))
 
 
 def score_match(*, prob_density_sr: float, credible_level: float, searched_area_deg2: float,
-                dt_days: float, window: tuple[float, float], rate_per_day: float,
-                background_fraction: float, covered_days: float, ln_b_d: float = 0.0,
-                ln_prior: float = 0.0) -> Score:
-    """Score one alert in one region (see the module docstring for the formulas)."""
-    p_chance, n_bg = chance_probability(rate_per_day, background_fraction, covered_days)
+                dt_days: float, window: tuple[float, float], n_background: float,
+                n_background_err: float, background_kind: str, background_density_sr: float,
+                background_sky_total: float, background_unmeasured: bool,
+                ln_b_t: float | None = None, ln_b_d: float = 0.0, ln_prior: float = 0.0,
+                p_astro: float = 1.0) -> Score:
+    """Score one object in one region (see the module docstring for the formulas)."""
     return Score(
         prob_density_sr=prob_density_sr, credible_level=credible_level,
         searched_area_deg2=searched_area_deg2, dt_days=dt_days,
-        ln_b_sky=ln_b_sky(prob_density_sr), ln_b_t=ln_b_time_uniform(dt_days, window),
-        ln_b_d=ln_b_d, ln_prior=ln_prior, p_chance=p_chance, n_background=n_bg,
-        background_rate_per_day=rate_per_day, background_fraction=background_fraction,
-        covered_days=covered_days, window_days=window[1] - window[0],
+        ln_b_sky=ln_b_sky(prob_density_sr, background_density_sr, background_sky_total),
+        ln_b_t=ln_b_time_uniform(dt_days, window) if ln_b_t is None else ln_b_t,
+        ln_b_d=ln_b_d, ln_prior=ln_prior, p_chance=chance_probability(n_background),
+        n_background=n_background, n_background_err=n_background_err,
+        background_kind=background_kind, background_density_sr=background_density_sr,
+        background_sky_total=background_sky_total,
+        background_unmeasured=background_unmeasured, window_days=window[1] - window[0],
+        p_astro=p_astro,
     )
 
 
