@@ -9,8 +9,9 @@ span (at least the longest window in force) this module builds a
 * the **exposure**: on which nights each order-3 pixel (~7 deg, a survey
   field) was observed, i.e. held any alert;
 * the **local rate** of each order-5 pixel: its objects per observed night,
-  shrunk towards its order-3 parent's mean (a pseudo-count of one parent
-  share), so that a pixel with few counts borrows from its field;
+  shrunk towards its order-3 field's rate, itself shrunk towards the survey's
+  mean (:func:`_shrunk_rate`), so that a pixel or field with few counts
+  borrows from its field or from the survey;
 * the **expected observed nights** of each field in a time window: the nights
   it was observed, for the part of the window the stream has covered, and its
   observed fraction over the last :data:`RECENT_NIGHTS` nights for the rest.
@@ -18,9 +19,17 @@ span (at least the longest window in force) this module builds a
 The expected number of unrelated objects of a window at a pixel is then its
 local rate times its field's expected observed nights: the survey's
 footprint, cadence, season, lost nights and Galactic plane are all in it,
-for the **full** window at the first message already. Where the survey has
-fewer than ``min_nights`` nights of counts, or a field was never observed,
-the documented prior rate stands in (flag ``background_unmeasured``).
+for the **full** window at the first message already.
+
+Where history is short the statistic errs towards quiet (flag
+``background_unmeasured``): a survey with fewer than ``min_nights`` nights of
+counts is taken at its documented prior rate everywhere; a field observed on
+fewer than ``min_field_nights`` nights gets at least the rate of the survey's
+densest tenth of fields. A field the model expects no look at is expected to
+stay empty, unless a candidate appears in it: the survey is then looking
+somewhere new (a field rising with the season), and the candidate is judged
+as if every such field were looked at like a typical one, at its own rate or,
+never observed, at the prior.
 docs/statistic.md writes the statistic out.
 """
 
@@ -43,6 +52,8 @@ CHILDREN = 4 ** (ORDER - FIELD_ORDER)
 NFIELD = NPIX // CHILDREN
 RECENT_NIGHTS = 28  # the observed fraction that predicts the rest of a window
 SHRINK = 1.0  # pseudo-count of the parent's mean in a pixel's rate [parent shares]
+FIELD_PSEUDO_NIGHTS = 3.0  # observed nights at the survey's mean in a field's rate
+DENSE_QUANTILE = 0.9  # a field with a short history gets at least this quantile's rate
 UNIX_MJD = 40587.0  # MJD of 1970-01-01
 # Nights run from local noon to local noon at the survey's site (east longitude,
 # degrees), so that one night of observing is one index; other surveys: UTC noon.
@@ -164,17 +175,33 @@ class SkyBackground:
         seen[~past] = self.recent
         return np.asarray(weight @ seen)
 
-    def expected(self, kind: str, start: datetime, end: datetime) -> np.ndarray:
+    def expected(self, kind: str, start: datetime, end: datetime, *,
+                 new_field: bool = False) -> np.ndarray:
         """Per order-5 pixel: unrelated objects of *kind* expected in [start, end].
 
-        The prior where unmeasured; never below the floor rate.
+        The prior everywhere while the survey is unmeasured. With *new_field*
+        (a candidate in a field the model expects no look at), every such field
+        is taken as looked at like the survey's typical field, at its own rate
+        or, never observed, at the prior. Observed pixels never fall below the
+        floor rate.
         """
         days = max((end - start).total_seconds() / 86400.0, 0.0)
-        nights = np.repeat(self.expected_nights(start, end), CHILDREN)
-        out = self.rate[kind] * nights
         prior = self.prior.per_sr_day(kind) * PIXEL_SR * days
-        out = np.where(self.field_measured(), out, prior)
-        return np.maximum(out, self.prior.floor_per_sr_day * PIXEL_SR * days)
+        if not self.measured:
+            return np.full(NPIX, max(prior, self.prior.floor_per_sr_day * PIXEL_SR * days))
+        field_nights = self.expected_nights(start, end)
+        nights = np.repeat(field_nights, CHILDREN)
+        out = self.rate[kind] * nights
+        out = np.where(nights > 0, np.maximum(out, self.prior.floor_per_sr_day * PIXEL_SR
+                                              * days), out)
+        if new_field:
+            looked = self.recent > 0
+            typical = float(self.recent[looked].mean()) if looked.any() else 1.0
+            dormant = np.repeat(field_nights == 0, CHILDREN)
+            never = np.repeat(self.exposure == 0, CHILDREN)
+            out = np.where(dormant, np.where(never, prior, self.rate[kind] * typical * days),
+                           out)
+        return out
 
 
 def build_background(survey: str, cells: Cells, at: datetime, prior: Prior,
@@ -186,16 +213,38 @@ def build_background(survey: str, cells: Cells, at: datetime, prior: Prior,
     observed = np.zeros((len(nights), NFIELD), dtype=bool)
     observed[inverse.ravel(), field] = cells.n_alerts > 0
     exposure = observed.sum(axis=0)
+    short = np.repeat((exposure > 0) & (exposure < prior.min_field_nights), CHILDREN)
     rate, count = {}, {}
     for kind in KINDS:
         n = np.bincount(cells.pixel, weights=getattr(cells, f"n_{kind}"), minlength=NPIX)
-        parent_mean = np.repeat(n.reshape(NFIELD, CHILDREN).mean(axis=1), CHILDREN)
-        per_night = np.repeat(np.maximum(exposure, 1), CHILDREN) * (1.0 + SHRINK)
-        rate[kind] = (n + SHRINK * parent_mean) / per_night
+        rate[kind] = _shrunk_rate(n, exposure)
+        field_rate = rate[kind].reshape(NFIELD, CHILDREN).mean(axis=1)
+        trusted = exposure >= prior.min_field_nights
+        if trusted.any():  # a short history borrows the densest tenth's rate
+            high = float(np.quantile(field_rate[trusted], DENSE_QUANTILE))
+            rate[kind] = np.where(short, np.maximum(rate[kind], high), rate[kind])
         count[kind] = n
     return SkyBackground(survey, version, at_night, nights, observed, rate, count, exposure,
                          _recent_fraction(nights, observed, at_night), prior,
                          int(cells.n_alerts.sum()))
+
+
+def _shrunk_rate(n: np.ndarray, exposure: np.ndarray) -> np.ndarray:
+    """Per pixel: objects per observed night, shrunk twice (empirical Bayes).
+
+    A field's rate is its count plus :data:`FIELD_PSEUDO_NIGHTS` nights at the
+    survey's mean, over its observed nights plus those; a pixel's is its count
+    plus :data:`SHRINK` shares of its field's rate. Sums over a field keep its
+    estimate, and a field observed on few nights without an object is not
+    taken as empty.
+    """
+    per_field = n.reshape(NFIELD, CHILDREN).sum(axis=1)
+    seen = exposure > 0
+    mean = float(per_field[seen].sum() / exposure[seen].sum()) if seen.any() else 0.0
+    field_rate = (per_field + FIELD_PSEUDO_NIGHTS * mean) / (exposure + FIELD_PSEUDO_NIGHTS)
+    share = np.repeat(field_rate * np.maximum(exposure, 1) / CHILDREN, CHILDREN)
+    nights = np.repeat(np.maximum(exposure, 1), CHILDREN)
+    return np.asarray((n + SHRINK * share) / ((1.0 + SHRINK) * nights))
 
 
 def _recent_fraction(nights: np.ndarray, observed: np.ndarray, at_night: int) -> np.ndarray:
@@ -230,6 +279,8 @@ class LocalBackground:
         Objects expected over the whole sky in the window.
     measured
         Per tile: the survey's own rate stands there (not the prior).
+    looked
+        Per tile: the survey is expected to look there in the window.
     """
 
     n_at_least: np.ndarray
@@ -237,6 +288,7 @@ class LocalBackground:
     density_sr: np.ndarray
     sky_total: float
     measured: np.ndarray
+    looked: np.ndarray
 
     def total(self, credible_level: np.ndarray, max_cl: float) -> float:
         """Objects expected in the tiles within *max_cl* (the searched region)."""
@@ -245,9 +297,13 @@ class LocalBackground:
 
 
 def local_background(region: Region, background: SkyBackground, kind: str, start: datetime,
-                     end: datetime) -> LocalBackground:
-    """The background of *kind* over *region* in the window [start, end]."""
-    expected = background.expected(kind, start, end)
+                     end: datetime, *, new_field: bool = False) -> LocalBackground:
+    """The background of *kind* over *region* in the window [start, end].
+
+    *new_field*: for a candidate in a field never observed (see the module docstring).
+    """
+    expected = background.expected(kind, start, end, new_field=new_field)
+    looked = np.repeat(background.expected_nights(start, end) > 0, CHILDREN)
     shift = 2 * (29 - ORDER)
     lo = region.lo >> shift
     hi = ((region.hi - 1) >> shift) + 1
@@ -261,7 +317,8 @@ def local_background(region: Region, background: SkyBackground, kind: str, start
         _at_least(region, in_tile), _at_least(region, per_tile(background.count[kind])),
         in_tile / region.area_sr, float(expected.sum()),
         per_tile(background.field_measured().astype(float)) / region.area_sr * PIXEL_SR
-        >= 0.5)
+        >= 0.5,
+        per_tile(looked.astype(float)) > 0)
 
 
 def _at_least(region: Region, per_tile: np.ndarray) -> np.ndarray:

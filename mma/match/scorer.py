@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
+import numpy as np
 from sqlalchemy import Connection
 
 from mma.config import Config
@@ -112,7 +115,8 @@ class Scorer:
         self.max_cl = float(config.section("scoring")["max_credible_level"])
         self.backgrounds = Backgrounds(config)
         self.distance = DistanceSettings.from_section(config.section("distance"))
-        self._local: dict[tuple[int, str, int, str, datetime, datetime], LocalBackground] = {}
+        self._local: dict[tuple[int, str, int, str, datetime, datetime, bool],
+                          LocalBackground] = {}
 
     def score(self, conn: Connection, active: ActiveRegion, survey: str, summary: Summary,
               tile: int, now: datetime, live: set[int]) -> Score:
@@ -153,29 +157,25 @@ class Scorer:
         return ln_b_distance(pdf, distance, active.distance_reach_mpc, p_host)
 
     def _chance(self, active: ActiveRegion, background: SkyBackground, summary: Summary,
-                tile: int, live: set[int]) -> tuple[str, float, float, LocalBackground]:
-        """Which background, N_bg(>= rho) and its error, and the local background used."""
+                tile: int, live: set[int]) -> Chance:
+        """Which background, N_bg(>= rho) and its error (:func:`chance_of`)."""
+        def local(kind: str, start: datetime, new_field: bool) -> LocalBackground:
+            return self._local_of(active, background, kind, start, live, new_field)
+
         event = active.event
-        if not event.event_class.startswith(PRE_EXISTING_CLASSES):
-            local = self._local_of(active, background, "all", active.start, live)
-            n_bg = float(local.n_at_least[tile])
-            return "all", n_bg, _poisson_error(n_bg, local, tile), local
-        after_t0 = max(event.event_time, active.start)
-        new = self._local_of(active, background, "new", after_t0, live)
-        if not summary.n_prior:
-            n_bg = float(new.n_at_least[tile])
-            return "new", n_bg, _poisson_error(n_bg, new, tile), new
-        # Ranked below every new object: any new one in the region, or any at least as probable.
-        old = self._local_of(active, background, "all", active.start, live)
-        n_bg = new.total(active.region.credible_level, self.max_cl) + float(old.n_at_least[tile])
-        return "all", n_bg, _poisson_error(n_bg, old, tile), old
+        return chance_of(local, tile=tile, credible_level=active.region.credible_level,
+                         max_cl=self.max_cl, t0=event.event_time, start=active.start,
+                         ranks_new_first=event.event_class.startswith(PRE_EXISTING_CLASSES),
+                         seen_before=bool(summary.n_prior))
 
     def _local_of(self, active: ActiveRegion, background: SkyBackground, kind: str,
-                  start: datetime, live: set[int]) -> LocalBackground:
-        key = (active.region_pk, background.survey, background.version, kind, start, active.end)
+                  start: datetime, live: set[int], new_field: bool) -> LocalBackground:
+        key = (active.region_pk, background.survey, background.version, kind, start,
+               active.end, new_field)
         cached = self._local.get(key)
         if cached is None:
-            cached = local_background(active.region, background, kind, start, active.end)
+            cached = local_background(active.region, background, kind, start, active.end,
+                                      new_field=new_field)
             # Keep only current versions for regions still active.
             self._local = {k: v for k, v in self._local.items()
                            if k[0] in live and (k[1] != key[1] or k[2] == key[2])}
@@ -186,3 +186,44 @@ class Scorer:
 def _poisson_error(n_bg: float, local: LocalBackground, tile: int) -> float:
     """The Poisson error of *n_bg* from the counts its rates rest on."""
     return n_bg / math.sqrt(float(local.counts_at_least[tile]) + 1.0)
+
+
+class Chance(NamedTuple):
+    """Which objects a candidate is compared with, and the chance of one as good."""
+
+    kind: str  # "new" or "all"
+    n_background: float
+    n_background_err: float
+    local: LocalBackground  # the background its B_sky and flags use
+
+
+def chance_of(local: Callable[[str, datetime, bool], LocalBackground], *, tile: int,
+              credible_level: np.ndarray, max_cl: float, t0: datetime, start: datetime,
+              ranks_new_first: bool, seen_before: bool) -> Chance:
+    """N_bg(>= rho) of a candidate at *tile* (see the module docstring).
+
+    Parameters
+    ----------
+    local
+        ``local(kind, window_start, new_field)``: the region's background of
+        *kind* from *window_start* to the window's end.
+    ranks_new_first
+        The event's class ranks new objects before those seen before t0 (GW,
+        GRB, X-ray).
+    seen_before
+        The candidate has detections before t0 (``pre_existing``).
+    """
+    # A candidate where the model expects no look: the survey is looking somewhere new.
+    new_field = not bool(local("all", start, False).looked[tile])
+    if not ranks_new_first:
+        every = local("all", start, new_field)
+        n_bg = float(every.n_at_least[tile])
+        return Chance("all", n_bg, _poisson_error(n_bg, every, tile), every)
+    new = local("new", max(t0, start), new_field)
+    if not seen_before:
+        n_bg = float(new.n_at_least[tile])
+        return Chance("new", n_bg, _poisson_error(n_bg, new, tile), new)
+    # Ranked below every new object: any new one in the region, or any at least as probable.
+    every = local("all", start, new_field)
+    n_bg = new.total(credible_level, max_cl) + float(every.n_at_least[tile])
+    return Chance("all", n_bg, _poisson_error(n_bg, every, tile), every)
