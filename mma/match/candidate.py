@@ -29,6 +29,8 @@ COINCIDENCE_NS = uuid.UUID("5d1c3e0a-6f55-4c36-9a38-8f0e3e0b8a11")
 DETECTIONS_CAP = 20  # detections listed in a record (the newest; n_detections counts all)
 # A detection this long before t0 is earlier activity (timing slop of the notice).
 PRIOR_MARGIN = timedelta(seconds=60)
+# How far back a packet's listed history reaches (ZTF prv_candidates: 30 days).
+HISTORY_REACH = timedelta(days=30)
 # Rise and fade rates use pairs of detections at least this far apart [days]: two
 # exposures of one night differ by noise, not by the light curve.
 RATE_MIN_GAP_DAYS = 1.0 / 24.0
@@ -95,6 +97,13 @@ def summarise(obj: StoredObject, t0: datetime, start: datetime,
     rise, fade = light_curve_rates(used)
     sources = [d.history_source for d in obj.detections if d.history_source]
     distances = [d.distance_mpc for d in used if d.distance_mpc]
+    n_prior = count_prior(obj.detections, t0 - PRIOR_MARGIN)
+    reach = t0 - (PRIOR_MARGIN if not sources else HISTORY_REACH)
+    if not n_prior and obj.first_time < reach:
+        # A packet dated the object's first detection (ZTF jdstarthist, >= 3 sigma)
+        # before t0, and no listed history covers that date (none was listed, or it
+        # is older than a ZTF packet's 30 days): it was there before the event.
+        n_prior, sources = 1, ["first_detection"]
     return Summary(
         ra_deg=ra, dec_deg=dec, scatter_arcsec=scatter, detections=tuple(vetted),
         n_vetoed=len(inside) - len(vetted),
@@ -102,7 +111,7 @@ def summarise(obj: StoredObject, t0: datetime, start: datetime,
         first_detection=min([obj.first_time, *(d.time for d in obj.detections)]),
         first_after_t0=min(after, default=None), first_in_window=used[0].time,
         last_detection=used[-1].time,
-        n_prior=count_prior(obj.detections, t0 - PRIOR_MARGIN),
+        n_prior=n_prior,
         history_source=sources[-1] if sources else "stored_alerts",
         peak_magnitude=None if peak is None else peak.magnitude,
         peak_band=None if peak is None else peak.band, rise_rate=rise, fade_rate=fade,

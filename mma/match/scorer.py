@@ -27,6 +27,7 @@ from sqlalchemy import Connection
 
 from mma.config import Config
 from mma.db.background import load_cells
+from mma.errors import ConfigError
 from mma.match import priors
 from mma.match.active import ActiveRegion
 from mma.match.background import (
@@ -115,6 +116,9 @@ class Scorer:
         self.max_cl = float(config.section("scoring")["max_credible_level"])
         self.backgrounds = Backgrounds(config)
         self.distance = DistanceSettings.from_section(config.section("distance"))
+        problems = priors.check_priors(config)
+        if problems:
+            raise ConfigError("; ".join(problems))
         self._local: dict[tuple[int, str, int, str, datetime, datetime, bool],
                           LocalBackground] = {}
 
