@@ -160,14 +160,16 @@ def _latest(conn: Connection, cids: set[str]) -> dict[str, dict[str, Any]]:
 
 
 def ranking(conn: Connection, event_pk: int) -> list[Row[Any]]:
-    """The event's candidates best first (ln B, then P_chance, then id); no payloads
-    (an event can hold thousands of candidates, re-ranked after every batch)."""
+    """The event's candidates best first (ln B, then P_chance, then the object seen
+    first, then id); no payloads (an event can hold thousands of candidates, re-ranked
+    after every batch). On a tie the object stored first keeps its rank: a newcomer
+    scored the same does not revise it."""
     return list(conn.execute(
         select(coincidences.c.coincidence_id, coincidences.c.rank, coincidences.c.status,
                coincidences.c.vetoed, coincidences.c.revision, coincidences.c.region_pk)
         .where(coincidences.c.event_pk == event_pk)
         .order_by(coincidences.c.log_bayes_factor.desc(), coincidences.c.p_chance,
-                  coincidences.c.coincidence_id)))
+                  coincidences.c.object_pk, coincidences.c.coincidence_id)))
 
 
 def payloads(conn: Connection, cids: Iterable[str]) -> dict[str, dict[str, Any]]:
