@@ -45,6 +45,8 @@ from tests.calibration import (
 )
 from tests.synthetic_survey import generate_survey, rotate
 
+pytestmark = pytest.mark.slow  # ~30 s: hundreds of regions against rotated surveys
+
 CONFIG = load_config(environ={})
 WINDOW = CONFIG.window_days("gw.cbc")
 MAX_CL = float(CONFIG.section("scoring")["max_credible_level"])
