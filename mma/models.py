@@ -25,6 +25,10 @@ RegionKind = Literal["skymap", "circle", "ellipse", "box"]
 #: around a GW (IceCube ``lvk_nu_track_search``), and supernova neutrino bursts.
 EVENT_CLASSES = ("gw.cbc", "gw.burst", "grb", "xray", "neutrino.track", "neutrino.cascade",
                  "neutrino.gw_followup", "neutrino.sn_burst")
+#: Classes where an object seen before t0 counts against it (``pre_existing``): a
+#: merger or burst has no optical precursor. For neutrinos a flare rising before
+#: t0 is the signal (a TDE or AGN).
+PRE_EXISTING_CLASSES = ("gw.cbc", "gw.burst", "grb", "xray")
 #: The class of an event whose handler names none.
 DEFAULT_EVENT_CLASS = {"gw": "gw.cbc", "grb": "grb", "xray": "xray",
                        "neutrino": "neutrino.track"}

@@ -66,6 +66,8 @@ class ActiveRegions:
     def __init__(self, config: Config, max_credible_level: float) -> None:
         self.config = config
         self.max_cl = max_credible_level
+        self.reach_quantile = DistanceSettings.from_section(
+            config.section("distance")).reach_quantile
         self.by_event: dict[int, ActiveRegion] = {}
         # All active regions' tiles inside max_cl, as one level-29 range index (by event_pk).
         self.index = RegionIndex(max_credible_level=max_credible_level)
@@ -113,7 +115,7 @@ class ActiveRegions:
         """Make *region* the current one of its event (superseding any older one)."""
         ok, _ = region.distance_support()
         reach = None if ok is None or not ok.any() else distance_quantile_mpc(
-            region, DistanceSettings.from_section(self.config.section("distance")).reach_quantile)
+            region, self.reach_quantile)
         active = ActiveRegion(region_pk, version, event,
                               self.config.window_days(event.event_class), region, ok, reach)
         self.by_event[event.pk] = active

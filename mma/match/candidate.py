@@ -21,7 +21,7 @@ import numpy as np
 
 from mma.config import Config
 from mma.match.scoring import Score
-from mma.models import Detection, StoredEvent, StoredObject
+from mma.models import PRE_EXISTING_CLASSES, Detection, StoredEvent, StoredObject
 
 SCHEMA_VERSION = 2
 # Namespace of candidate ids: uuid5(event_id|survey|object_id), stable for the event's life.
@@ -34,9 +34,6 @@ HISTORY_REACH = timedelta(days=30)
 # Rise and fade rates use pairs of detections at least this far apart [days]: two
 # exposures of one night differ by noise, not by the light curve.
 RATE_MIN_GAP_DAYS = 1.0 / 24.0
-# Classes where a detection before t0 counts against the candidate (pre_existing);
-# for neutrinos a rise before t0 is the signal (a TDE or AGN flare).
-PRE_EXISTING_CLASSES = ("gw.", "grb", "xray")
 ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 
 
@@ -116,6 +113,11 @@ def summarise(obj: StoredObject, t0: datetime, start: datetime,
         peak_magnitude=None if peak is None else peak.magnitude,
         peak_band=None if peak is None else peak.band, rise_rate=rise, fade_rate=fade,
         distance_mpc=distances[-1] if distances else None, latest_alert_pk=used[-1].alert_pk)
+
+
+def is_pre_existing(event_class: str, summary: Summary) -> bool:
+    """The object was seen before t0 and its event's class counts that against it."""
+    return bool(summary.n_prior) and event_class in PRE_EXISTING_CLASSES
 
 
 def count_prior(detections: Sequence[Detection], before: datetime) -> int:
@@ -198,7 +200,7 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
     flags = [f"veto:{v}" for v in summary.vetoes]
     if "withdrawn" in summary.vetoes:
         flags.append("source_withdrawn")
-    if summary.n_prior and event.event_class.startswith(PRE_EXISTING_CLASSES):
+    if is_pre_existing(event.event_class, summary):
         flags.append("pre_existing")
     if score.background_unmeasured:
         flags.append("background_unmeasured")

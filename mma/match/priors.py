@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mma.config import Config
-from mma.models import EVENT_CLASSES, StoredEvent
+from mma.models import EVENT_CLASSES, PRE_EXISTING_CLASSES, StoredEvent
 
 SECONDS_PER_YEAR = 365.25 * 86400.0
 P_ASTRO_MIN = 1e-6
@@ -37,7 +37,6 @@ FALLBACK_HAS_REMNANT_FLOOR = 0.01
 VETO_FLAGS = {"startrack_lost_lock": "star_tracker_lost", "not_grb": "not_grb",
               "grb_not_identified": "grb_not_identified"}
 LVK_ASTRO_CLASSES = ("BNS", "NSBH", "BBH", "MassGap")
-PRE_EXISTING_CLASSES = ("gw.cbc", "gw.burst", "grb", "xray")
 
 
 def _probability(value: Any) -> float | None:

@@ -38,10 +38,10 @@ from mma.match.background import (
     local_background,
     night_of,
 )
-from mma.match.candidate import PRE_EXISTING_CLASSES, Summary
+from mma.match.candidate import Summary, is_pre_existing
 from mma.match.distance import DistanceSettings, host_association_probability, ln_b_distance
 from mma.match.scoring import Score, score_match
-from mma.models import EVENT_CLASSES
+from mma.models import EVENT_CLASSES, PRE_EXISTING_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,10 @@ class Scorer:
         kind, n_bg, err, local = self._chance(active, background, summary, tile, live)
         dt_days = (summary.reference_time - t0).total_seconds() / 86400.0
         p_real, _source = priors.p_astro(event, self.config)
-        pre_existing = bool(summary.n_prior) and event.event_class.startswith(
-            PRE_EXISTING_CLASSES)
-        ln_prior = (math.log(p_real) + priors.ln_prior_history(event.event_class, pre_existing,
-                                                                self.config)
+        ln_prior = (math.log(p_real)
+                    + priors.ln_prior_history(event.event_class,
+                                              is_pre_existing(event.event_class, summary),
+                                              self.config)
                     + priors.ln_class_prior(event, self.config))
         return score_match(
             prob_density_sr=float(region.probdensity[tile]),
@@ -169,7 +169,7 @@ class Scorer:
         event = active.event
         return chance_of(local, tile=tile, credible_level=active.region.credible_level,
                          max_cl=self.max_cl, t0=event.event_time, start=active.start,
-                         ranks_new_first=event.event_class.startswith(PRE_EXISTING_CLASSES),
+                         ranks_new_first=event.event_class in PRE_EXISTING_CLASSES,
                          seen_before=bool(summary.n_prior))
 
     def _local_of(self, active: ActiveRegion, background: SkyBackground, kind: str,
