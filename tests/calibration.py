@@ -64,7 +64,7 @@ def counters(d: Detections) -> Cells:
                     d.new, tonight)
 
 
-class Backgrounds:
+class NightlyBackgrounds:
     """The backgrounds a live daemon would hold over a survey, one per night.
 
     At any time during night *n* the counters hold the nights before it (and
@@ -80,10 +80,8 @@ class Backgrounds:
         """The background at *when*."""
         night = int(night_of(SURVEY, when.timestamp()))
         if night not in self._models:
-            keep = self.cells.night < night
             self._models[night] = build_background(
-                SURVEY, Cells(*(getattr(self.cells, f)[keep] for f in (
-                    "night", "pixel", "n_new", "n_all", "n_alerts"))), when, self.prior)
+                SURVEY, self.cells.select(self.cells.night < night), when, self.prior)
         return self._models[night]
 
 

@@ -19,24 +19,16 @@ from mma.ingest import Pipeline
 from mma.match.background import local_background, night_of
 from mma.match.scorer import Backgrounds, chance_of
 from mma.skymaps.region import Region, hpx29
-from tests.calibration import SURVEY, counters, utc
-from tests.calibration import Backgrounds as MemoryBackgrounds
+from tests.calibration import SURVEY, NightlyBackgrounds, counters, utc
 from tests.test_calibration import synthetic
 from tests.test_correlator import alert, feed
 
 NIGHTS = 50
 
 
-FIELDS = ("night", "pixel", "n_new", "n_all", "n_alerts")
-
-
 def _split(cells: Cells, parts: int) -> list[Cells]:
     """The counters in *parts* batches (as successive alert batches would add them)."""
-    return [Cells(*(getattr(cells, f)[i::parts] for f in FIELDS)) for i in range(parts)]
-
-
-def _nights(cells: Cells, keep: np.ndarray) -> Cells:
-    return Cells(*(getattr(cells, f)[keep] for f in FIELDS))
+    return [cells.select(slice(i, None, parts)) for i in range(parts)]
 
 
 def _circle(ra: float, dec: float, radius_deg: float) -> Region:
@@ -70,7 +62,7 @@ def test_the_database_holds_the_model_the_calibration_checks(
         from_db = Backgrounds(config).get(conn, SURVEY, at)
     assert int(stored.n_new.sum()) == int(cells.n_new.sum()) > 0
     assert int(stored.n_alerts.sum()) == int(cells.n_alerts.sum()) and len(stored) == len(cells)
-    in_memory = MemoryBackgrounds(cells, Backgrounds(config).prior(SURVEY)).at(at)
+    in_memory = NightlyBackgrounds(cells, Backgrounds(config).prior(SURVEY)).at(at)
     for kind in ("new", "all"):
         np.testing.assert_allclose(from_db.rate[kind], in_memory.rate[kind], rtol=1e-12)
     np.testing.assert_array_equal(from_db.observed, in_memory.observed)
@@ -84,7 +76,7 @@ def test_a_restart_keeps_p_chance_within_its_stated_error(
     d, cells = survey_cells
     last = int(cells.night.max())
     with engine.begin() as conn:
-        add_cells(conn, SURVEY, _nights(cells, cells.night < last))
+        add_cells(conn, SURVEY, cells.select(cells.night < last))
     start = float(d.unix.min())
     at = utc(start + (NIGHTS - 1.2) * 86400.0)
     t0 = at - timedelta(days=2)
@@ -107,7 +99,7 @@ def test_a_restart_keeps_p_chance_within_its_stated_error(
     with engine.connect() as conn:
         before, err = n_background(Backgrounds(config).get(conn, SURVEY, at))
     with engine.begin() as conn:  # the stream goes on while the daemon is down
-        add_cells(conn, SURVEY, _nights(cells, cells.night == last))
+        add_cells(conn, SURVEY, cells.select(cells.night == last))
     with engine.connect() as conn:  # a new process: nothing cached
         after, _ = n_background(Backgrounds(config).get(conn, SURVEY, at + timedelta(hours=25)))
     assert before > 0.5  # a real measurement, not the floor

@@ -27,15 +27,15 @@ from mma.config import load_config
 from mma.db.background import Cells, merge_cells
 from mma.handlers import fink, lvk
 from mma.match.background import NFIELD, SkyBackground, cells_of, night_of
-from mma.match.scorer import Backgrounds as DaemonBackgrounds
+from mma.match.scorer import Backgrounds
 from mma.models import Alert, Notice
 from mma.registry import Registry
 from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import Region, build_region, hpx29
 from tests.calibration import (
     SURVEY,
-    Backgrounds,
     Detections,
+    NightlyBackgrounds,
     Trial,
     best_match,
     candidates,
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.slow  # ~30 s: hundreds of regions against rotated surv
 CONFIG = load_config(environ={})
 WINDOW = CONFIG.window_days("gw.cbc")
 MAX_CL = float(CONFIG.section("scoring")["max_credible_level"])
-PRIOR = DaemonBackgrounds(CONFIG).prior("ZTF")
+PRIOR = Backgrounds(CONFIG).prior("ZTF")
 UNIX_MJD = 40587.0
 N_ROTATIONS = 8  # x 15 O4 regions = 120 trials
 FIRST_NIGHT, LAST_NIGHT = 40, 70  # t0 range: a month of history before, the window after
@@ -98,7 +98,7 @@ def final_p(trial: Trial, d: Detections, rng: np.random.Generator,
 
 
 def first_message_p(trial: Trial, d: Detections, rng: np.random.Generator,
-                    models: Backgrounds) -> float:
+                    models: NightlyBackgrounds) -> float:
     """The smallest P_chance any first message about a candidate of *trial* carried.
 
     Each candidate is scored when its first detection in the window arrives,
@@ -123,7 +123,7 @@ def synthetic_values(regions: list[Region]) -> dict[str, np.ndarray]:
     final, first = [], []
     for _ in range(N_ROTATIONS):
         d = synthetic(rng.uniform(0.0, 360.0))
-        models = Backgrounds(d, PRIOR)
+        models = NightlyBackgrounds(d, PRIOR)
         for trial in trials(regions, rng, d):
             final.append(final_p(trial, d, rng, models.at(trial.end + timedelta(hours=12))))
             first.append(first_message_p(trial, d, rng, models))
@@ -164,7 +164,7 @@ def test_the_calibration_test_has_power(regions: list[Region]) -> None:
     values = []
     for _ in range(N_ROTATIONS):
         d = synthetic(rng.uniform(0.0, 360.0))
-        models = Backgrounds(d, PRIOR)
+        models = NightlyBackgrounds(d, PRIOR)
         for trial in trials(regions, rng, d):
             model = models.at(trial.end + timedelta(hours=12))
             values.append(final_p(trial, d, rng, uniform_sky(model)))
@@ -227,7 +227,7 @@ def test_real_fink_night_rotated_as_a_block_is_calibrated_or_quiet(
         exposure = exposure_counters(unix, hpx29(*_rotated(ipix, delta)))
         half = np.isin(d.object_id, rng.permutation(objects)[: len(objects) // 2])
         for test in (half, ~half):
-            model = Backgrounds(merge_cells([counters(d.select(~test)), exposure]),
+            model = NightlyBackgrounds(merge_cells([counters(d.select(~test)), exposure]),
                                 prior).at(t0 + timedelta(days=1.5))
             for region in regions:
                 values.append(final_p(Trial(region, t0, (0.0, 1.0), MAX_CL), d.select(test),

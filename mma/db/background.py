@@ -43,6 +43,11 @@ class Cells:
     def __len__(self) -> int:
         return len(self.night)
 
+    def select(self, keep: np.ndarray | slice) -> Cells:
+        """The rows *keep* (a mask, indices or a slice) selects."""
+        return Cells(self.night[keep], self.pixel[keep], self.n_new[keep], self.n_all[keep],
+                     self.n_alerts[keep])
+
 
 def add_cells(conn: Connection, survey: str, cells: Cells) -> None:
     """Add *cells* to the survey's counters (rows created as needed)."""
