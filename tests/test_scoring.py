@@ -50,7 +50,7 @@ def test_score_match_composes_components() -> None:
     density = 50.0 / (4.0 * math.pi)
     s = scoring.score_match(prob_density_sr=density, credible_level=0.4,
                             searched_area_deg2=100.0, dt_days=0.5, window=(-1.0, 14.0),
-                            n_background=1.0, n_background_err=0.1, background_kind="new",
+                            n_background=1.0, n_background_err=0.1,
                             background_density_sr=10.0 / (4 * math.pi),
                             background_sky_total=10.0, background_unmeasured=False,
                             ln_b_t=0.3, ln_b_d=0.7, ln_prior=-0.2, p_astro=math.exp(-0.2))

@@ -128,7 +128,7 @@ class Scorer:
         region, event = active.region, active.event
         t0 = event.event_time
         background = self.backgrounds.get(conn, survey, now)
-        kind, n_bg, err, local = self._chance(active, background, summary, tile, live)
+        n_bg, err, local = self._chance(active, background, summary, tile, live)
         dt_days = (summary.reference_time - t0).total_seconds() / 86400.0
         p_real, _source = priors.p_astro(event, self.config)
         ln_prior = (math.log(p_real)
@@ -141,7 +141,7 @@ class Scorer:
             credible_level=float(region.credible_level[tile]),
             searched_area_deg2=float(region.searched_area_deg2[tile]),
             dt_days=dt_days, window=active.window_days, n_background=n_bg, n_background_err=err,
-            background_kind=kind, background_density_sr=float(local.density_sr[tile]),
+            background_density_sr=float(local.density_sr[tile]),
             background_sky_total=local.sky_total,
             background_unmeasured=not bool(local.measured[tile]),
             ln_b_t=priors.ln_b_time(event.event_class, dt_days, active.window_days, self.config),
@@ -193,9 +193,8 @@ def _poisson_error(n_bg: float, local: LocalBackground, tile: int) -> float:
 
 
 class Chance(NamedTuple):
-    """Which objects a candidate is compared with, and the chance of one as good."""
+    """The unrelated objects expected at least as good as a candidate."""
 
-    kind: str  # "new" or "all"
     n_background: float
     n_background_err: float
     local: LocalBackground  # the background its B_sky and flags use
@@ -222,12 +221,12 @@ def chance_of(local: Callable[[str, datetime, bool], LocalBackground], *, tile: 
     if not ranks_new_first:
         every = local("all", start, new_field)
         n_bg = float(every.n_at_least[tile])
-        return Chance("all", n_bg, _poisson_error(n_bg, every, tile), every)
+        return Chance(n_bg, _poisson_error(n_bg, every, tile), every)
     new = local("new", max(t0, start), new_field)
     if not seen_before:
         n_bg = float(new.n_at_least[tile])
-        return Chance("new", n_bg, _poisson_error(n_bg, new, tile), new)
+        return Chance(n_bg, _poisson_error(n_bg, new, tile), new)
     # Ranked below every new object: any new one in the region, or any at least as probable.
     every = local("all", start, new_field)
     n_bg = new.total(credible_level, max_cl) + float(every.n_at_least[tile])
-    return Chance("all", n_bg, _poisson_error(n_bg, every, tile), every)
+    return Chance(n_bg, _poisson_error(n_bg, every, tile), every)

@@ -56,7 +56,6 @@ class Score:
     p_chance: float
     n_background: float
     n_background_err: float
-    background_kind: str  # "new" or "all": which objects the candidate is compared with
     background_density_sr: float
     background_sky_total: float
     background_unmeasured: bool
@@ -116,7 +115,7 @@ def chance_probability(n_background: float) -> float:
 
 def score_match(*, prob_density_sr: float, credible_level: float, searched_area_deg2: float,
                 dt_days: float, window: tuple[float, float], n_background: float,
-                n_background_err: float, background_kind: str, background_density_sr: float,
+                n_background_err: float, background_density_sr: float,
                 background_sky_total: float, background_unmeasured: bool,
                 ln_b_t: float | None = None, ln_b_d: float = 0.0, ln_prior: float = 0.0,
                 p_astro: float = 1.0) -> Score:
@@ -128,7 +127,7 @@ def score_match(*, prob_density_sr: float, credible_level: float, searched_area_
         ln_b_t=ln_b_time_uniform(dt_days, window) if ln_b_t is None else ln_b_t,
         ln_b_d=ln_b_d, ln_prior=ln_prior, p_chance=chance_probability(n_background),
         n_background=n_background, n_background_err=n_background_err,
-        background_kind=background_kind, background_density_sr=background_density_sr,
+        background_density_sr=background_density_sr,
         background_sky_total=background_sky_total,
         background_unmeasured=background_unmeasured, window_days=window[1] - window[0],
         p_astro=p_astro,
