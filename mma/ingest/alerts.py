@@ -72,7 +72,7 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
                 events |= set(by_event)
                 withdrawn[i] = set(by_event.values())
                 outcomes[i] = Outcome("alert")
-        count_background(conn, stage, batch, fresh, stored, ipix, vetoes)
+        count_background(conn, batch, fresh, stored, ipix, vetoes)
         for i in fresh:
             outcomes[i] = Outcome("alert")
         objects = [result.object_pk for result in stored if result is not None]
@@ -88,7 +88,7 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
 
 
 
-def count_background(conn: Connection, stage: Stage, batch: Sequence[Alert], fresh: list[int],
+def count_background(conn: Connection, batch: Sequence[Alert], fresh: list[int],
                      stored: Sequence[store.StoredAlert | None], ipix: Sequence[int],
                      vetoes: Sequence[Sequence[str]]) -> None:
     """Add the freshly stored alerts to their surveys' background counters.
@@ -111,4 +111,3 @@ def count_background(conn: Connection, stage: Stage, batch: Sequence[Alert], fre
             survey, times))
         add_cells(conn, survey, cells_of(survey, times, np.array([ipix[i] for i in idx]),
                                          np.array([not vetoes[i] for i in idx]), new, tonight))
-        stage.correlator.backgrounds.note_alerts(survey, len(idx))

@@ -45,12 +45,10 @@ from mma.models import EVENT_CLASSES, PRE_EXISTING_CLASSES
 
 log = logging.getLogger(__name__)
 
-# Re-measure after this much stream time, or once the new alerts exceed both
-# REFRESH_AFTER_ALERTS and REFRESH_FRACTION of those measured: a measurement reads
-# the rolling span's counters, which a batch changes little.
+# Re-measure after this much stream time, or when a night begins: the model rests on
+# the nights before (tonight is predicted), so the alerts of one batch change it little,
+# and a measurement reads the whole rolling span's counters.
 REFRESH_AFTER = timedelta(hours=1)
-REFRESH_AFTER_ALERTS = 200
-REFRESH_FRACTION = 0.25
 
 
 @dataclass
@@ -59,16 +57,11 @@ class Backgrounds:
 
     config: Config
     _cache: dict[str, tuple[datetime, SkyBackground]] = field(default_factory=dict)
-    _new_alerts: dict[str, int] = field(default_factory=dict)
     _version: int = 0
 
     def surveys(self) -> list[str]:
-        """Surveys seen so far."""
-        return sorted(set(self._cache) | set(self._new_alerts))
-
-    def note_alerts(self, survey: str, n: int = 1) -> None:
-        """Count newly stored alerts towards the next re-measurement."""
-        self._new_alerts[survey] = self._new_alerts.get(survey, 0) + n
+        """Surveys measured so far."""
+        return sorted(self._cache)
 
     def span_days(self) -> float:
         """Days of counters read: the configured span, else the longest window in force."""
@@ -93,16 +86,14 @@ class Backgrounds:
             force: bool = False) -> SkyBackground:
         """The background of *survey* at stream time *at*."""
         cached = self._cache.get(survey)
-        fresh = self._new_alerts.get(survey, 0)
-        if (not force and cached is not None and abs(at - cached[0]) < REFRESH_AFTER
-                and fresh < max(REFRESH_AFTER_ALERTS, REFRESH_FRACTION * cached[1].n_alerts)):
-            return cached[1]
         last = int(night_of(survey, at.timestamp()))
+        if (not force and cached is not None and abs(at - cached[0]) < REFRESH_AFTER
+                and cached[1].at_night == last):
+            return cached[1]
         cells = load_cells(conn, survey, last - math.ceil(self.span_days()), last)
         self._version += 1
         model = build_background(survey, cells, at, self.prior(survey), self._version)
         self._cache[survey] = (at, model)
-        self._new_alerts[survey] = 0
         log.debug("background of %s at %s: %d nights, %d alerts%s", survey, at.isoformat(),
                   len(model.nights), model.n_alerts, "" if model.measured else " (prior)")
         return model
