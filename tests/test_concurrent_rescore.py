@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mma.config import load_config
+from mma.db import locks
 from mma.db.schema import coincidences, outbox
 from mma.ingest import Pipeline
 from tests.test_correlator import T0, alert, feed, notice
@@ -55,7 +56,11 @@ def test_concurrent_rescores_write_each_revision_once(engine: Engine, tmp_path: 
         with conn.begin():
             # What Pipeline.rescore does, inside a transaction this test holds open.
             ledger = first.correlator.ledger()
-            first.correlator.rescore(conn, ledger, now)  # rows locked until commit
+            locks.share_regions(conn)
+            first.correlator.remeasure(conn, now)
+            for event_pk in sorted(first.correlator.active):
+                locks.lock_events(conn, [event_pk])  # held until commit
+                first.correlator.rescore(conn, ledger, event_pk, now)
             first.stage.finish(conn, ledger, set(first.correlator.active))
             assert ledger.published == set(before)
             waiter = threading.Thread(target=lambda: result.update(second=second.rescore(now)))

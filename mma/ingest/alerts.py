@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from mma.config import Config
-from mma.db import store
+from mma.db import locks, store
 from mma.db.background import add_cells
 from mma.ingest.stage import Outcome, Stage
 from mma.match.background import cells_of, night_of
@@ -49,43 +49,50 @@ class Vetters:
 
 def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
                  now: Sequence[datetime]) -> list[Outcome]:
-    """Store and match alerts in one transaction; an outcome per alert."""
+    """Store and match alerts in one transaction; an outcome per alert.
+
+    The transaction holds the regions lock shared and then the lock of every
+    event it writes candidates of (:mod:`mma.db.locks`): the alerts are matched
+    against the regions active at its commit, and no other writer touches
+    those events' candidates meanwhile.
+    """
     ipix = hpx29(np.array([a.ra_deg for a in batch], dtype=float),
                  np.array([a.dec_deg for a in batch], dtype=float)).tolist()
     vetoes = [vet(alert) for alert in batch]
     outcomes = [Outcome("duplicate") for _ in batch]
     clock = max(now)
+    correlator = stage.correlator
     with stage.engine.begin() as conn:
+        locks.share_regions(conn)
         stored = store.add_alerts(conn, batch, hpx29=ipix, vetoes=vetoes)
         # Another daemon may have stored, superseded or retracted a region since this
-        # index was built: match against what the database holds now.
-        stage.correlator.sync_active(conn)
-        ledger = stage.correlator.ledger()
-        events: set[int] = set()
-        withdrawn: dict[int, set[str]] = {}
+        # index was built: match against what the database holds now (and until commit).
+        correlator.sync_active(conn)
         fresh = [i for i, result in enumerate(stored) if result is not None]
-        for i, alert in enumerate(batch):
-            if stored[i] is None and "withdrawn" in vetoes[i]:
-                # Rubin re-sends a source it withdrew: its object is judged again.
-                by_event = stage.correlator.withdraw_alert(
-                    conn, ledger, alert.survey, alert.alert_id, vetoes[i], clock)
-                events |= set(by_event)
-                withdrawn[i] = set(by_event.values())
-                outcomes[i] = Outcome("alert")
+        # Rubin re-sends a source it withdrew: its object is judged again.
+        withdrawn = {i: correlator.withdraw_alert(conn, alert.survey, alert.alert_id, vetoes[i])
+                     for i, alert in enumerate(batch)
+                     if stored[i] is None and "withdrawn" in vetoes[i]}
         count_background(conn, batch, fresh, stored, ipix, vetoes)
-        for i in fresh:
-            outcomes[i] = Outcome("alert")
         objects = [result.object_pk for result in stored if result is not None]
-        matched, matched_events = stage.correlator.on_alerts(
-            conn, ledger, [ipix[i] for i in fresh], [batch[i].time for i in fresh],
-            objects, clock)
-        touched = stage.finish(conn, ledger, events | matched_events)
+        wanted = correlator.match([ipix[i] for i in fresh], [batch[i].time for i in fresh],
+                                  objects)
+        events = set(wanted) | {pk for found in withdrawn.values() if found
+                                for pk in found[1]}
+        locks.lock_events(conn, events)
+        ledger = correlator.ledger()
+        for i, found in withdrawn.items():
+            outcomes[i] = Outcome("alert")
+            if found is not None:
+                correlator.rejudge(conn, ledger, found[0], found[1], clock)
+        matched = correlator.on_alerts(conn, ledger, wanted, clock)
+        touched = stage.finish(conn, ledger, events)
         for i, object_pk in zip(fresh, objects, strict=True):
-            outcomes[i].touched |= matched.get(object_pk, set()) & touched
-        for i, withdrawn_ids in withdrawn.items():
-            outcomes[i].touched |= withdrawn_ids & touched
+            outcomes[i] = Outcome("alert", matched.get(object_pk, set()) & touched)
+        for i, found in withdrawn.items():
+            if found is not None:
+                outcomes[i].touched |= set(found[1].values()) & touched
     return outcomes
-
 
 
 def count_background(conn: Connection, batch: Sequence[Alert], fresh: list[int],

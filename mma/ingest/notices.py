@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from mma.db import region_store, store
+from mma.db import locks, region_store, store
 from mma.errors import BadMessage, TransientError
 from mma.ingest.stage import Handler, Outcome, Stage
 from mma.models import Notice, RegionSpec
@@ -42,6 +42,7 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
     spec = None if notice.retraction else notice.region
     region = None if spec is None else region_of(stage, spec)
     with stage.engine.begin() as conn:
+        locks.hold_regions(conn)  # a notice may change the active regions: see mma.db.locks
         stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
         if not stored.is_new:  # stored meanwhile
             return _duplicate(stage, conn, notice, origin)
@@ -132,6 +133,7 @@ def _upgrade(stage: Stage, stored: store.StoredNotice, notice: Notice, spec: Reg
         return set()
     assert region is not None
     with stage.engine.begin() as conn:
+        locks.hold_regions(conn)
         # A retraction may have overtaken the download: the map is then kept, retracted,
         # as it would be had it arrived after the retraction (the same final state).
         retracted = store.lock_event(conn, stored.event_pk) == "retracted"

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma import outbox
 from mma.config import Config
-from mma.db import store
+from mma.db import locks, store
 from mma.db.engine import describe_error
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.ingest.alerts import Vetters, store_alerts
@@ -97,20 +98,17 @@ class Pipeline:
             The database failed; the message should be retried, not dead-lettered.
         """
         try:
-            if self._index_stale:
-                with self.engine.connect() as conn:
-                    self.correlator.load_active(conn)
-                self._index_stale = False
-            if item is None:
-                item = handler.parse(raw, topic=topic)
-            if isinstance(item, Notice):
-                outcome = store_notice(self.stage, handler, item, raw, origin,
-                                       now or item.issued_time)
-            else:
-                outcome = store_alerts(self.stage, self.vet, [item], [now or item.time])[0]
-        except (OperationalError, DBAPIError) as exc:
-            self._index_stale = True
-            raise TransientError(f"{origin}: database error: {describe_error(exc)}") from exc
+            with self._database_errors(origin):
+                self._ensure_index()
+                if item is None:
+                    item = handler.parse(raw, topic=topic)
+                if isinstance(item, Notice):
+                    outcome = store_notice(self.stage, handler, item, raw, origin,
+                                           now or item.issued_time)
+                else:
+                    outcome = store_alerts(self.stage, self.vet, [item], [now or item.time])[0]
+        except TransientError:
+            raise
         except Ignored as exc:
             return self.ignored(handler.NAME, origin, exc)
         except BadMessage as exc:
@@ -165,16 +163,12 @@ class Pipeline:
         assert all(isinstance(item, Alert) for item in items)
         alerts: list[Alert] = [item for item in items if isinstance(item, Alert)]
         try:
-            if self._index_stale:
-                with self.engine.connect() as conn:
-                    self.correlator.load_active(conn)
-                self._index_stale = False
-            outcomes = store_alerts(self.stage, self.vet, alerts,
-                                    [now or a.time for a in alerts])
-        except (OperationalError, DBAPIError) as exc:
-            self._index_stale = True
-            raise TransientError(f"{batch[0].origin} (+{len(batch) - 1}): database error: "
-                                 f"{describe_error(exc)}") from exc
+            with self._database_errors(f"{batch[0].origin} (+{len(batch) - 1})"):
+                self._ensure_index()
+                outcomes = store_alerts(self.stage, self.vet, alerts,
+                                        [now or a.time for a in alerts])
+        except TransientError:
+            raise
         except Exception:
             log.exception("%s (+%d): batch failed; processing its alerts one by one",
                           batch[0].origin, len(batch) - 1)
@@ -185,34 +179,61 @@ class Pipeline:
         return outcomes
 
     def rescore(self, now: datetime) -> set[str]:
-        """Re-score every active region against the latest backgrounds (end of a replay).
+        """Re-score every active region against the latest backgrounds; the ids published.
 
-        The regions are the database's, not this index's: a daemon that re-scored
-        a version another daemon had superseded would revert that one's work.
+        One event per transaction, each under its lock (:mod:`mma.db.locks`), so that
+        alert batches wait for one event at a time, not for the whole re-score. The
+        regions are the database's, not this index's: a daemon that re-scored a
+        version another daemon had superseded would revert that one's work.
         """
-        try:
+        with self._database_errors("rescore"):
             with self.engine.begin() as conn:
-                if self._index_stale:
-                    self.correlator.load_active(conn)
-                    self._index_stale = False
-                else:
-                    self.correlator.sync_active(conn)
-                ledger = self.correlator.ledger()
-                self.correlator.rescore(conn, ledger, now)
-                touched = self.stage.finish(conn, ledger, set(self.correlator.active))
-                return touched
-        except (OperationalError, DBAPIError) as exc:
-            self._index_stale = True
-            raise TransientError(f"rescore: database error: {describe_error(exc)}") from exc
+                self._sync(conn)
+                self.correlator.remeasure(conn, now)
+                event_pks = sorted(self.correlator.active)
+            touched: set[str] = set()
+            for event_pk in event_pks:
+                with self.engine.begin() as conn:
+                    locks.share_regions(conn)
+                    self._sync(conn)
+                    if event_pk not in self.correlator.active:  # expired or retracted since
+                        continue
+                    locks.lock_events(conn, [event_pk])
+                    ledger = self.correlator.ledger()
+                    self.correlator.rescore(conn, ledger, event_pk, now)
+                    touched |= self.stage.finish(conn, ledger, {event_pk})
+            return touched
 
     def expire(self, now: datetime) -> list[str]:
         """Close regions whose windows have ended (the scheduler's expiry job)."""
+        with self._database_errors("expire"), self.engine.begin() as conn:
+            locks.hold_regions(conn)
+            self._sync(conn)
+            return self.correlator.expire(conn, now)
+
+    def _ensure_index(self) -> None:
+        """Rebuild the index from the database if a failed transaction left it stale."""
+        if self._index_stale:
+            with self.engine.connect() as conn:
+                self.correlator.load_active(conn)
+            self._index_stale = False
+
+    def _sync(self, conn: Connection) -> None:
+        """Bring the index to the database's regions (rebuilt whole after a failure)."""
+        if self._index_stale:
+            self.correlator.load_active(conn)
+            self._index_stale = False
+        else:
+            self.correlator.sync_active(conn)
+
+    @contextmanager
+    def _database_errors(self, what: str) -> Iterator[None]:
+        """Map a database failure to :class:`TransientError` (retry, never dead-letter)."""
         try:
-            with self.engine.begin() as conn:
-                return self.correlator.expire(conn, now)
+            yield
         except (OperationalError, DBAPIError) as exc:
             self._index_stale = True
-            raise TransientError(f"expire: database error: {describe_error(exc)}") from exc
+            raise TransientError(f"{what}: database error: {describe_error(exc)}") from exc
 
     def ignored(self, source: str, origin: str, reason: Ignored) -> Outcome:
         """Count a valid message of no interest (not stored, not dead-lettered)."""
@@ -228,11 +249,9 @@ class Pipeline:
         TransientError
             The database is down: the message must be retried, not dropped.
         """
-        try:
+        with self._database_errors(f"{origin}: cannot store dead letter"):
             pk = store.add_dead_letter(self.engine, source=source, origin=origin,
                                        error=error, raw=raw)
-        except (OperationalError, DBAPIError) as exc:
-            raise TransientError(f"{origin}: cannot store dead letter: {exc}") from exc
         log.error("%s: dead letter #%d (%s, %d bytes): %s", origin, pk, type(error).__name__,
                   len(raw), error)
         self.counts["dead_letter"] += 1

@@ -90,10 +90,9 @@ class Correlator:
                  active.event.event_id, active.version, len(kept))
 
     # -- direction 2: new alerts against active regions -------------------------------------
-    def on_alerts(self, conn: Connection, ledger: Ledger, ipix: Sequence[int],
-                  times: Sequence[datetime], object_pks: Sequence[int],
-                  now: datetime) -> tuple[dict[int, set[str]], set[int]]:
-        """Match newly stored alerts against every active region, in one index lookup.
+    def match(self, ipix: Sequence[int], times: Sequence[datetime],
+              object_pks: Sequence[int]) -> dict[int, set[int]]:
+        """Which objects each active region holds, from newly stored alerts (one lookup).
 
         Parameters
         ----------
@@ -102,23 +101,31 @@ class Correlator:
 
         Returns
         -------
-        (per object matched, the ids of its candidates; the events matched)
+        By event_pk, the objects whose alerts lie in its region and window.
         """
         if not len(ipix) or not self.active:
-            return {}, set()
+            return {}
         points, keys, _tiles = self.regions.index.match(np.asarray(ipix, dtype=np.int64))
         wanted: dict[int, set[int]] = {}
         for i, event_pk in zip(points.tolist(), keys.tolist(), strict=True):
             active = self.active[event_pk]
             if active.start <= times[i] <= active.end:
                 wanted.setdefault(event_pk, set()).add(object_pks[i])
+        return wanted
+
+    def on_alerts(self, conn: Connection, ledger: Ledger, wanted: dict[int, set[int]],
+                  now: datetime) -> dict[int, set[str]]:
+        """Judge the objects :meth:`match` found; by object, the ids of its candidates.
+
+        Call with the events of *wanted* locked (:func:`mma.db.locks.lock_events`).
+        """
         out: dict[int, set[str]] = {}
         for event_pk in sorted(wanted):  # one order in every daemon: rows lock alike
             active = self.active[event_pk]
             for object_pk, cid in self._candidates(conn, ledger, active, wanted[event_pk],
                                                    now, "new_detection").items():
                 out.setdefault(object_pk, set()).add(cid)
-        return out, set(wanted)
+        return out
 
     def _refresh(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
                  object_pks: Iterable[int], now: datetime, reason: str) -> set[str]:
@@ -156,39 +163,48 @@ class Correlator:
         ledger.insert(conn)
         return inside
 
-    def rescore(self, conn: Connection, ledger: Ledger, now: datetime) -> None:
-        """Re-measure the backgrounds and re-score every active region's candidates.
-
-        The scheduler's periodic job in the daemon; the last step of a replay.
-        """
+    def remeasure(self, conn: Connection, now: datetime) -> None:
+        """Measure every survey's background again (before a re-score)."""
         for survey in sorted(set(self.backgrounds.surveys())
                              | set(background_surveys(conn))):
             self.backgrounds.get(conn, survey, now, force=True)
-        # One order in every daemon, so that concurrent re-scores lock rows alike.
-        for active in sorted(self.active.values(), key=lambda a: a.event_pk):
-            self.on_region(conn, ledger, active, now, reason="rescore")
 
-    def withdraw_alert(self, conn: Connection, ledger: Ledger, survey: str, alert_id: str,
-                       vetoes: list[str], now: datetime) -> dict[int, str]:
-        """A survey withdrew a source: veto the stored alert and re-judge its object.
+    def rescore(self, conn: Connection, ledger: Ledger, event_pk: int, now: datetime) -> None:
+        """Re-score one active region's candidates against the latest backgrounds.
 
-        A candidate left with no vetted detection is retracted (flags
-        ``veto:withdrawn`` and ``source_withdrawn``). Returns the object's live
-        candidates before, by event.
+        The scheduler's periodic job in the daemon (one event per transaction,
+        its lock held); the last step of a replay.
+        """
+        self.on_region(conn, ledger, self.active[event_pk], now, reason="rescore")
+
+    def withdraw_alert(self, conn: Connection, survey: str, alert_id: str,
+                       vetoes: list[str]) -> tuple[int, dict[int, str]] | None:
+        """A survey withdrew a source: veto the stored alert.
+
+        Returns its object and the object's live candidates before, by event (to
+        be re-judged with :meth:`rejudge`); None if the alert is not stored.
         """
         found = rows.object_of_alert(conn, survey, alert_id)
         if found is None:
-            return {}
+            return None
         alert_pk, object_pk = found
         rows.veto_alert(conn, alert_pk, vetoes)
         events = {row.event_pk: row.coincidence_id
                   for row in rows.live_of_object(conn, object_pk)}
-        for event_pk in sorted(set(events) & set(self.active)):
+        log.warning("%s alert %s withdrawn by the survey: its object's candidates of %d "
+                    "events to be re-judged", survey, alert_id, len(events))
+        return object_pk, events
+
+    def rejudge(self, conn: Connection, ledger: Ledger, object_pk: int,
+                event_pks: Iterable[int], now: datetime) -> None:
+        """Judge an object again against each of *event_pks* still active (a withdrawal).
+
+        A candidate left with no vetted detection is retracted (flags
+        ``veto:withdrawn`` and ``source_withdrawn``). Call with the events locked.
+        """
+        for event_pk in sorted(set(event_pks) & set(self.active)):
             self._refresh(conn, ledger, self.active[event_pk], [object_pk], now,
                           "source_withdrawn")
-        log.warning("%s alert %s withdrawn by the survey: its object's candidates of %d "
-                    "events re-judged", survey, alert_id, len(events))
-        return events
 
     def expire(self, conn: Connection, now: datetime) -> list[str]:
         """Close the regions whose time window ended before *now* (status ``expired``).
