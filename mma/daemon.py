@@ -81,8 +81,9 @@ class Daemon:
         self.pipeline = self._pipeline(config)
         self.registry = registry_of(config)
         self.metrics = Metrics()
-        self.delivery = DeliveryWorker(self.engine, config, on_counts=self._delivered)
         self.instance = config.section("kafka")["instance"] or socket.gethostname()
+        self.delivery = DeliveryWorker(self.engine, config, owner=self.instance,
+                                       on_counts=self._delivered)
         self.started_at = datetime.now(UTC)
         self.book = SourceBook()
         self._stop = False
@@ -353,7 +354,7 @@ class Daemon:
             # a re-score heals that (the scheduler's job), here once more before exit.
             with contextlib.suppress(TransientError):
                 self.pipeline.rescore(datetime.now(UTC))
-            self.delivery.stop()  # drains once more: the last messages' output goes out
+            self.delivery.stop(20.0)  # drains once more: the last messages' output goes out
             with contextlib.suppress(SQLAlchemyError):  # a crash leaves it to go stale
                 heartbeat.retire(self.engine, instance=self.instance)
             self.engine.dispose()

@@ -1,15 +1,17 @@
-"""Channels from configuration, and the drain loop over them.
+"""Channels from configuration, and the drain loops over them.
 
 :func:`build_emitters` turns the enabled ``[channels.*]`` sections (secrets
 from the environment or systemd credentials) into emitters;
-:func:`deliver_due` drains the outbox until nothing is due. ``mma deliver``
-runs it once; the daemon will run it on its scheduler.
+:func:`deliver_due` drains the outbox until nothing is due (``mma deliver``
+runs it once); :class:`DeliveryWorker` runs one thread per channel in the
+daemon, so that one channel's outage delays no other.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -85,81 +87,165 @@ def region_loader(engine: Engine) -> Callable[[int], Region | None]:
 
 
 def deliver_due(engine: Engine, config: Config, emitters: dict[str, Emitter],
-                now: datetime | None = None) -> Counter[str]:
-    """Drain the outbox until no delivery is due; return the counts."""
+                now: datetime | None = None, owner: str | None = None) -> Counter[str]:
+    """Drain the outbox until no delivery is due; return the counts.
+
+    *owner* (the daemon instance) is recorded with each claim.
+    """
     now = now or datetime.now(UTC)
     load = region_loader(engine)
     total: Counter[str] = Counter()
     while True:
-        counts = outbox.drain(engine, emitters, config, now, region_loader=load)
+        counts = outbox.drain(engine, emitters, config, now, region_loader=load, owner=owner)
         total.update(counts)
         if not counts:
             return total
 
 
-class DeliveryWorker:
-    """The daemon's delivery thread: drains the outbox when woken, or every period.
+class ChannelWorker:
+    """One channel's delivery thread: drains that channel's rows when woken, or every period.
 
-    :meth:`wake` after a transaction created or changed coincidences sends them
-    at once (latency) instead of at the next ``daemon.deliver_interval_seconds``.
-    :meth:`reconfigure` swaps channels on a configuration reload.
+    Each channel has its own thread, so a channel that is down or slow (a Kafka
+    broker that does not answer, an SMTP server that times out) delays no other.
     """
 
-    def __init__(self, engine: Engine, config: Config,
-                 on_counts: Callable[[Counter[str]], None] | None = None) -> None:
+    def __init__(self, engine: Engine, config: Config, channel: str, emitter: Emitter,
+                 owner: str | None, on_counts: Callable[[Counter[str]], None] | None) -> None:
         self.engine = engine
         self.config = config
-        self.emitters = build_emitters(config)
+        self.channel = channel
+        self.emitter = emitter
+        self.owner = owner
         self._on_counts = on_counts
-        self._lock = threading.Lock()  # a drain against a reconfiguration
         self._wake = threading.Event()
-        self._running = False
-        self._thread: threading.Thread | None = None
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name=f"mma-deliver-{channel}",
+                                        daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
-        self._running = True
-        self._thread = threading.Thread(target=self._loop, name="mma-delivery")
         self._thread.start()
 
     def wake(self) -> None:
         """Drain now (from any thread)."""
         self._wake.set()
 
+    def finish(self) -> None:
+        """Ask the thread to drain once more, close the channel, and end."""
+        self._running = False
+        self._wake.set()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to *timeout_s* for the thread to end; whether it did."""
+        self._thread.join(max(0.0, timeout_s))
+        return not self._thread.is_alive()
+
     def deliver(self) -> Counter[str]:
-        """Drain the outbox once, in the calling thread."""
-        with self._lock:
-            if not self.emitters:
-                return Counter()
-            counts = deliver_due(self.engine, self.config, self.emitters)
-        if self._on_counts is not None:
+        """Drain this channel once, in the calling thread."""
+        counts = deliver_due(self.engine, self.config, {self.channel: self.emitter},
+                             owner=self.owner)
+        if self._on_counts is not None and counts:
             self._on_counts(counts)
         return counts
 
-    def reconfigure(self, config: Config, emitters: dict[str, Emitter]) -> None:
-        """Use *config* and *emitters* (built from it) from the next drain on."""
-        with self._lock:
-            old, self.emitters, self.config = self.emitters, emitters, config
-        for emitter in old.values():
-            emitter.close()
-
-    def stop(self) -> None:
-        """Stop the thread, drain once more, and close the channels."""
-        self._running = False
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.deliver()  # what the last messages produced goes out before exit
-        for emitter in self.emitters.values():
-            emitter.close()
-
     def _loop(self) -> None:
-        while self._running:
-            self._wake.wait(float(self.config.section("daemon")["deliver_interval_seconds"]))
+        period = float(self.config.section("daemon")["deliver_interval_seconds"])
+        while True:
+            self._wake.wait(period)
             self._wake.clear()
-            if not self._running:
-                return
             try:
-                self.deliver()
+                self.deliver()  # the last round runs after finish(): what is due goes out
             except Exception:  # a failing drain logs and runs again when next woken
-                log.exception("outbox delivery failed")
+                log.exception("outbox delivery to %s failed", self.channel)
+            if not self._running:
+                break
+        self.emitter.close()
+
+
+class DeliveryWorker:
+    """The daemon's delivery: one :class:`ChannelWorker` thread per enabled channel.
+
+    :meth:`wake` after a transaction created or changed coincidences sends them
+    at once (latency) instead of at the next ``daemon.deliver_interval_seconds``.
+    :meth:`reconfigure` swaps channels on a configuration reload.
+    """
+
+    def __init__(self, engine: Engine, config: Config, *, owner: str | None = None,
+                 on_counts: Callable[[Counter[str]], None] | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.owner = owner
+        self._on_counts = on_counts
+        self._lock = threading.Lock()  # workers against a reconfiguration
+        self.workers = self._workers(config, build_emitters(config))
+        self._started = False
+
+    def _workers(self, config: Config, emitters: dict[str, Emitter]) -> list[ChannelWorker]:
+        return [ChannelWorker(self.engine, config, channel, emitter, self.owner,
+                              self._on_counts) for channel, emitter in emitters.items()]
+
+    @property
+    def emitters(self) -> dict[str, Emitter]:
+        """The channels' emitters, by outbox channel name."""
+        return {w.channel: w.emitter for w in self.workers}
+
+    def start(self) -> None:
+        """Take back a killed predecessor's claims, then start one thread per channel."""
+        if self.owner is not None:
+            outbox.release_claims(self.engine, self.owner, datetime.now(UTC))
+        with self._lock:
+            for worker in self.workers:
+                worker.start()
+            self._started = True
+
+    def wake(self) -> None:
+        """Drain every channel now (from any thread)."""
+        with self._lock:
+            for worker in self.workers:
+                worker.wake()
+
+    def deliver(self) -> Counter[str]:
+        """Drain every channel once, in the calling thread (tests, one-shot use)."""
+        total: Counter[str] = Counter()
+        for worker in list(self.workers):
+            total.update(worker.deliver())
+        return total
+
+    def reconfigure(self, config: Config, emitters: dict[str, Emitter]) -> None:
+        """Use *config* and *emitters* (built from it) from now on.
+
+        The old threads finish their round, drain once more and close their
+        channels on their own; nothing waits for them.
+        """
+        with self._lock:
+            old, self.workers = self.workers, self._workers(config, emitters)
+            self.config = config
+            if self._started:
+                for worker in self.workers:
+                    worker.start()
+        for worker in old:
+            worker.finish()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Drain each channel once more and close it, within *timeout_s* in all.
+
+        A channel still busy at the deadline is left behind (its thread is a
+        daemon thread); its claimed deliveries are released when the next
+        daemon of this instance starts. Returns whether every channel finished.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            workers = list(self.workers)
+            started = self._started
+        for worker in workers:
+            if started:
+                worker.finish()
+            else:
+                worker.emitter.close()
+        done = all([w.join(deadline - time.monotonic()) for w in workers]) if started \
+            else True
+        if not done:
+            late = [w.channel for w in workers if not w.join(0)]
+            log.warning("delivery to %s still busy after %.0f s: left to the next start",
+                        ", ".join(late), timeout_s)
+        return done

@@ -156,8 +156,25 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
     return len(rows)
 
 
+def release_claims(engine: Engine, owner: str, now: datetime) -> int:
+    """Make the deliveries *owner* had claimed due now; return how many.
+
+    A daemon calls this as it starts: the claims under its name are its killed
+    predecessor's, whose sends may or may not have happened (delivery is at
+    least once), and need not wait out their lease.
+    """
+    with engine.begin() as conn:
+        released = conn.execute(update(outbox).where(
+            outbox.c.status == "pending", outbox.c.claimed_by == owner,
+            outbox.c.next_attempt_at > now).values(next_attempt_at=now))
+    if released.rowcount:
+        log.warning("outbox: %d deliveries claimed by %s before a restart are due again",
+                    released.rowcount, owner)
+    return int(released.rowcount or 0)
+
+
 def _claim(engine: Engine, now: datetime, lease: timedelta, batch: int,
-           channels: Iterable[str]) -> list[Any]:
+           channels: Iterable[str], owner: str | None) -> list[Any]:
     """Claim up to *batch* due rows of *channels*; another drainer will not take them."""
     with engine.begin() as conn:
         query = (select(outbox.c.id).where(
@@ -172,18 +189,20 @@ def _claim(engine: Engine, now: datetime, lease: timedelta, batch: int,
         claimed = list(conn.execute(update(outbox).where(
             outbox.c.id.in_(ids), outbox.c.status == "pending",
             outbox.c.next_attempt_at <= now).values(
-            next_attempt_at=now + lease, attempts=outbox.c.attempts + 1)
+            next_attempt_at=now + lease, attempts=outbox.c.attempts + 1, claimed_by=owner)
             .returning(outbox.c.id)).scalars())
         return list(conn.execute(select(outbox).where(outbox.c.id.in_(claimed))
                                  .order_by(outbox.c.id)))
 
 
 def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: datetime,
-          region_loader: Callable[[int], Region | None] | None = None) -> Counter[str]:
+          region_loader: Callable[[int], Region | None] | None = None,
+          owner: str | None = None) -> Counter[str]:
     """Send the due deliveries once; return counts of ``sent``, ``retry``, ``parked``.
 
     Channels with a digest period get one combined message for everything
-    pending, once the oldest pending delivery has waited that long.
+    pending, once the oldest pending delivery has waited that long. *owner*
+    (the daemon instance) is recorded with each claim (:func:`release_claims`).
     """
     conf = config.section("outbox")
     lease = timedelta(seconds=conf["lease_seconds"])
@@ -194,17 +213,26 @@ def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: 
     # within the lease. A crash in between re-sends them after the lease: delivery
     # is at least once.
     sent: list[Any] = []
+    # A channel that failed with a retryable error is down for this round: its other
+    # claimed rows wait one backoff untried, instead of one timeout each.
+    down: set[str] = set()
+    untried: list[Any] = []
     marked_at = time.monotonic()
     try:
-        for row in _claim(engine, now, lease, int(conf["batch"]), single) if single else []:
-            delivery = _delivery(row, region_loader)
+        for row in _claim(engine, now, lease, int(conf["batch"]), single, owner) if single else []:
+            if row.channel in down:
+                untried.append(row)
+                continue
             try:
-                emitters[row.channel].send(delivery)
+                emitters[row.channel].send(_delivery(row, region_loader))
             except Exception as exc:  # DeliveryError, or an emitter bug: never lose the row
                 if not isinstance(exc, DeliveryError):
                     log.exception("coincidence %s: %s emitter failed", row.coincidence_id,
                                   row.channel)
-                counts[_failed(engine, row, exc, conf, now)] += 1
+                outcome = _failed(engine, row, exc, conf, now)
+                counts[outcome] += 1
+                if outcome == "retry":
+                    down.add(row.channel)
                 continue
             sent.append(row)
             if time.monotonic() - marked_at >= MARK_EVERY_S:
@@ -215,10 +243,12 @@ def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: 
         if sent:
             _mark_sent(engine, sent, now)
             counts["sent"] += len(sent)
+        if untried:
+            _postpone(engine, untried, now + timedelta(seconds=conf["backoff_seconds"]))
     for channel in emitters:
         minutes = digest_minutes(config, channel)
         if minutes and _digest_due(engine, channel, now, minutes):
-            rows = _claim(engine, now, lease, 10_000, [channel])
+            rows = _claim(engine, now, lease, 10_000, [channel], owner)
             if rows:
                 counts.update(_send_digest(engine, emitters[channel], rows, conf, now))
     return counts
@@ -241,6 +271,15 @@ def _mark_sent(engine: Engine, rows: list[Any], now: datetime) -> None:
     for row in rows:
         log.info("coincidence %s r%d: %s sent to %s", row.coincidence_id, row.revision,
                  row.payload["kind"], row.channel)
+
+
+def _postpone(engine: Engine, rows: list[Any], until: datetime) -> None:
+    """Give back claimed rows untried (their channel is down): due again at *until*."""
+    with engine.begin() as conn:
+        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(
+            next_attempt_at=until, attempts=outbox.c.attempts - 1))
+    log.info("outbox: %d deliveries to %s wait until %s (channel down)", len(rows),
+             ", ".join(sorted({r.channel for r in rows})), until.isoformat())
 
 
 def _digest_due(engine: Engine, channel: str, now: datetime, minutes: float) -> bool:

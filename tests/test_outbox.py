@@ -145,11 +145,31 @@ def test_claimed_row_of_a_dead_sender_is_retried_after_the_lease(engine: Engine,
     feed(p, notice("PRELIMINARY", 0.01, MAP_1))
     feed(p, alert("a", pixel=0, hours=2))
     now = _now()
-    outbox._claim(engine, now, timedelta(seconds=300), 10, ["kafka"])  # then "dies"
+    outbox._claim(engine, now, timedelta(seconds=300), 10, ["kafka"], "b")  # then "dies"
     sink = Sink()
     assert outbox.drain(engine, {"kafka": sink}, config, now) == {}
     assert outbox.drain(engine, {"kafka": sink}, config, now + timedelta(seconds=301)) == {
         "sent": 1}
+
+
+def test_a_restarted_instance_takes_back_its_predecessors_claims(engine: Engine,
+                                                                  tmp_path: Path) -> None:
+    config = _config(tmp_path, MMA_CHANNELS__SLACK__ENABLED="false")
+    p = Pipeline(engine, config)
+    feed(p, notice("PRELIMINARY", 0.01, MAP_1))
+    feed(p, alert("a", pixel=0, hours=2))
+    feed(p, alert("b", pixel=0, hours=3))
+    now = _now()
+    claimed = outbox._claim(engine, now, timedelta(seconds=300), 1, ["kafka"], "inst-a")
+    outbox._claim(engine, now, timedelta(seconds=300), 1, ["kafka"], "inst-b")
+    assert len(claimed) == 1
+    sink = Sink()
+    assert outbox.drain(engine, {"kafka": sink}, config, now) == {}  # both leased
+    # inst-a is killed and starts again: its own claim is due at once, inst-b's is not.
+    assert outbox.release_claims(engine, "inst-a", now) == 1
+    assert outbox.release_claims(engine, "inst-a", now) == 0
+    assert outbox.drain(engine, {"kafka": sink}, config, now, owner="inst-a") == {"sent": 1}
+    assert [d.coincidence_id for d in sink.sent] == [claimed[0].coincidence_id]
 
 
 def test_retraction_goes_where_the_coincidence_went(engine: Engine, tmp_path: Path) -> None:

@@ -296,6 +296,8 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False, default=_now),
     Column("sent_at", UTCDateTime, nullable=True),
+    # The daemon instance that last claimed the row (mma.outbox.release_claims).
+    Column("claimed_by", String(128), nullable=True),
     Index(None, "status", "next_attempt_at"),
 )
 
