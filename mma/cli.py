@@ -99,7 +99,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy import func, select
 
     from mma.db import schema
-    from mma.heartbeat import format_status, read_status
+    from mma.service.heartbeat import format_status, read_status
 
     interval = float(config.section("daemon").get("heartbeat_interval_seconds", 30.0))
     engine = _engine(config, args.db)
@@ -130,7 +130,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     """Run the daemon: consume notices and alerts from Kafka, correlate, deliver."""
-    from mma.daemon import Daemon
+    from mma.service.daemon import Daemon
 
     return Daemon(config, idle_exit_s=args.idle_exit,
                   load=lambda: load_config(args.config)).run()

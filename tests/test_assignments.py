@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mma.sources import Assignments
+from mma.service.sources import Assignments
 
 
 def test_idle_only_while_every_consumer_holds_its_partitions() -> None:

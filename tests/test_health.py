@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mma.health import HealthServer, Metrics
+from mma.service.health import HealthServer, Metrics
 
 
 def _get(url: str) -> tuple[int, str, bytes]:

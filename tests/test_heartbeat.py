@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 
 from mma.cli import main
 from mma.db.schema import daemon_status
-from mma.heartbeat import InstanceStatus, SourceStats, beat, read_status, retire
+from mma.service.heartbeat import InstanceStatus, SourceStats, beat, read_status, retire
 
 T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 NOTICES = "gcn.notices.icecube.lvk_nu_track_search"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mma.systemd import Notifier, watchdog_interval_s
+from mma.service.systemd import Notifier, watchdog_interval_s
 
 UNITS = Path(__file__).resolve().parents[1] / "systemd"
 
@@ -126,7 +126,7 @@ def test_send_failure_never_raises_and_logs_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = Notifier.from_environ({"NOTIFY_SOCKET": str(tmp_path / "gone")})
-    with caplog.at_level("DEBUG", logger="mma.systemd"):
+    with caplog.at_level("DEBUG", logger="mma.service.systemd"):
         assert not notifier.ready()
         assert not notifier.watchdog()
         assert not notifier.stopping()
@@ -146,7 +146,7 @@ def test_send_failure_never_raises_and_logs_once(
 def test_notifier_is_usable_from_a_child_process(path_socket: tuple[str, socket.socket]) -> None:
     """The real process boundary: a child started with NOTIFY_SOCKET reports READY."""
     path, sock = path_socket
-    code = "from mma.systemd import Notifier; Notifier.from_environ().ready(status='child')"
+    code = "from mma.service.systemd import Notifier; Notifier.from_environ().ready(status='child')"
     env = {**os.environ, "NOTIFY_SOCKET": path}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     assert _recv(sock) == {"READY": "1", "STATUS": "child"}

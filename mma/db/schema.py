@@ -314,7 +314,7 @@ dead_letters = Table(
     Column("raw", LargeBinary, nullable=False),
 )
 
-# Heartbeats of running daemons (mma.heartbeat), read by ``mma status``: one row per
+# Heartbeats of running daemons (mma.service.heartbeat), read by ``mma status``: one row per
 # instance with source "" (the instance itself) and one per Kafka topic it consumes.
 daemon_status = Table(
     "daemon_status",

@@ -5,7 +5,7 @@ Revises: 0002
 Create Date: 2026-11-25
 
 One row per daemon instance (source "") and one per Kafka topic it consumes,
-written by mma.heartbeat.beat and removed by mma.heartbeat.retire.
+written by mma.service.heartbeat.beat and removed by mma.service.heartbeat.retire.
 """
 
 import sqlalchemy as sa

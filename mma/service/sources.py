@@ -1,13 +1,13 @@
 """The daemon's Kafka sources: consumers of notices and alerts, and their bookkeeping.
 
-Two consumers (see :mod:`mma.daemon`): notices in a consumer group of this
+Two consumers (see :mod:`mma.service.consume`): notices in a consumer group of this
 instance (GCN Kafka through gcn-kafka, or any broker given by
 ``kafka.gcn_bootstrap_servers``), so that every daemon sees every notice; alerts
 in the group ``kafka.group_id`` shared by every daemon, so that they split the
 partitions. Auto-commit is off: offsets are committed by the daemon after the
 database commit.
 
-:class:`SourceBook` keeps per topic what the heartbeat (:mod:`mma.heartbeat`,
+:class:`SourceBook` keeps per topic what the heartbeat (:mod:`mma.service.heartbeat`,
 ``mma status``) and the metrics report: messages, dead letters, the last
 message's time and the lag of this instance's partitions.
 """
@@ -26,9 +26,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from mma.config import Config
 from mma.errors import ConfigError
-from mma.heartbeat import SourceStats
 from mma.kafka_conf import client_config
 from mma.registry import Registry
+from mma.service.heartbeat import SourceStats
 
 log = logging.getLogger(__name__)
 
