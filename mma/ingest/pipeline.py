@@ -1,33 +1,28 @@
-"""The guard around each step, shared by ``mma replay``, ``mma ingest`` and ``mma run``.
+"""Parse, store, correlate: the pipeline shared by ``mma replay``, ``mma ingest`` and ``mma run``.
 
 One message → one transaction: a notice with its event, region and the
 candidates its region causes, or an alert with its object and the candidates
-it causes, commit together (a batch of alerts: one transaction). Any :class:`mma.errors.BadMessage`
-(and any unexpected error of a handler or of the skymap code) sends the raw
-bytes to the dead-letter table with the origin and the reason, and the stream
-goes on. Database failures are not the message's fault: they propagate as
-:class:`mma.errors.TransientError` so the caller retries instead of
-dead-lettering good data.
+it causes, commit together (a batch of alerts: one transaction), each step
+inside the :mod:`~mma.ingest.guard`. The pipeline also keeps the in-memory
+index of active regions in step with the database, and runs the re-score and
+expiry jobs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma import outbox
 from mma.config import Config
-from mma.db import locks, store
-from mma.db.engine import describe_error
+from mma.db import locks
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.ingest.alerts import Vetters, store_alerts
+from mma.ingest.guard import Guard, Parsed, database_errors
 from mma.ingest.notices import store_notice
 from mma.ingest.stage import Handler, Outcome, Stage
 from mma.match.candidate import Thresholds
@@ -35,17 +30,6 @@ from mma.match.correlator import Correlator
 from mma.models import Alert, Item, Notice
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Parsed:
-    """A message after :meth:`Pipeline.parse`: its item, or why it has none."""
-
-    handler: Handler
-    raw: bytes
-    origin: str
-    item: Item | None = None
-    error: Exception | None = None
 
 
 class Pipeline:
@@ -65,11 +49,15 @@ class Pipeline:
         self.config = config
         self.channels = outbox.enabled_channels(config)
         self.correlator = Correlator(config, Thresholds.of(config, self.channels))
+        self.guard = Guard(engine)
         self.stage = Stage(engine, config, self.correlator, self.channels, fetch,
-                           self.dead_letter,
+                           self.guard.dead_letter,
                            int(config.section("limits")["max_skymap_inflated_bytes"]))
         self.vet = Vetters(config)
-        self.counts: Counter[str] = Counter()
+        # What a replay's summary shows, and the daemon's tests read.
+        self.counts = self.guard.counts
+        self.parse, self.settle = self.guard.parse, self.guard.settle
+        self.ignored, self.dead_letter = self.guard.ignored, self.guard.dead_letter
         # The in-memory region index changes inside transactions; after a failed one it
         # may be ahead of the database, so it is rebuilt before the next message.
         self._index_stale = True
@@ -120,27 +108,6 @@ class Pipeline:
         self.counts[outcome.kind] += 1
         return outcome
 
-    def parse(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "") -> Parsed:
-        """Parse one message without touching the database; never raises."""
-        try:
-            return Parsed(handler, raw, origin, item=handler.parse(raw, topic=topic))
-        except Exception as exc:  # Ignored, BadMessage, or a handler bug: settled later
-            if not isinstance(exc, BadMessage | Ignored):
-                log.exception("%s: unexpected error in %s", origin, handler.NAME)
-            return Parsed(handler, raw, origin, error=exc)
-
-    def settle(self, parsed: Parsed) -> Outcome:
-        """Count an ignored message or dead-letter a failed one (see :meth:`parse`).
-
-        Raises
-        ------
-        TransientError
-            The database is down: retry (the message was not recorded).
-        """
-        assert parsed.error is not None
-        if isinstance(parsed.error, Ignored):
-            return self.ignored(parsed.handler.NAME, parsed.origin, parsed.error)
-        return self.dead_letter(parsed.handler.NAME, parsed.origin, parsed.error, parsed.raw)
 
     def process_alerts(self, batch: Sequence[Parsed], now: datetime | None = None,
                        ) -> list[Outcome]:
@@ -226,34 +193,9 @@ class Pipeline:
         else:
             self.correlator.sync_active(conn)
 
-    @contextmanager
-    def _database_errors(self, what: str) -> Iterator[None]:
-        """Map a database failure to :class:`TransientError` (retry, never dead-letter)."""
-        try:
-            yield
-        except (OperationalError, DBAPIError) as exc:
-            self._index_stale = True
-            raise TransientError(f"{what}: database error: {describe_error(exc)}") from exc
+    def _database_errors(self, what: str) -> AbstractContextManager[None]:
+        """:func:`database_errors`, marking the index stale on a failure."""
+        return database_errors(what, self._mark_stale)
 
-    def ignored(self, source: str, origin: str, reason: Ignored) -> Outcome:
-        """Count a valid message of no interest (not stored, not dead-lettered)."""
-        log.debug("%s: skipped by %s: %s", origin, source, reason)
-        self.counts["ignored"] += 1
-        return Outcome("ignored")
-
-    def dead_letter(self, source: str, origin: str, error: BaseException, raw: bytes) -> Outcome:
-        """Keep a message that cannot be processed, with its origin and the reason.
-
-        Raises
-        ------
-        TransientError
-            The database is down: the message must be retried, not dropped.
-        """
-        with self._database_errors(f"{origin}: cannot store dead letter"):
-            pk = store.add_dead_letter(self.engine, source=source, origin=origin,
-                                       error=error, raw=raw)
-        log.error("%s: dead letter #%d (%s, %d bytes): %s", origin, pk, type(error).__name__,
-                  len(raw), error)
-        self.counts["dead_letter"] += 1
-        return Outcome("dead_letter")
-
+    def _mark_stale(self) -> None:
+        self._index_stale = True
