@@ -6,6 +6,7 @@ batch path runs on SQLite and on a real PostgreSQL server.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,37 @@ def test_quality_is_stored_as_plain_json(engine: Engine) -> None:
     assert stored == {"reliability": None, "snr": None, "neg": None, "f32": 0.5, "i64": 7,
                       "flag": True, "band": "g", "none": None}
     assert type(stored["i64"]) is int and type(stored["flag"]) is bool
+
+
+# PostgreSQL only: SQLite lets one writer at a time in.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_daemons_storing_one_new_object_at_once_both_commit(engine: Engine) -> None:
+    """Two transactions create the same object concurrently (detections of one object
+    on two partitions, two daemons): the second waits, then adds to the first's row
+    instead of failing on the unique key; the object counts both alerts."""
+    first = alert("a1", 0, 5.0)
+    second = Alert(**{**alert("a2", 0, 2.0).__dict__, "object_id": first.object_id})
+    result: dict[str, Any] = {}
+    with engine.connect() as conn, conn.begin():
+        store.add_alerts(conn, [first], hpx29=[1], vetoes=[[]])
+
+        def other() -> None:
+            try:
+                with engine.begin() as conn2:
+                    result["stored"] = store.add_alerts(conn2, [second], hpx29=[2], vetoes=[[]])
+            except Exception as exc:  # the failure this test exists to catch
+                result["error"] = exc
+
+        waiter = threading.Thread(target=other)
+        waiter.start()
+        waiter.join(2.0)
+        assert waiter.is_alive(), "the second writer did not wait for the first"
+    waiter.join(30.0)
+    assert "error" not in result, result.get("error")
+    stored = result["stored"][0]
+    # The first writer's later detection is known to the second (committed first).
+    assert stored.object_first == second.time and stored.object_last == first.time
+    with engine.connect() as conn:
+        objs = conn.execute(select(objects.c.first_time, objects.c.last_time,
+                                   objects.c.n_alerts)).all()
+    assert objs == [(second.time, first.time, 2)]

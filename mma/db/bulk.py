@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import psycopg
 from sqlalchemy import ARRAY, Column, Connection, Table, func, literal, select
+from sqlalchemy.exc import DBAPIError
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -80,8 +82,13 @@ def _copy(conn: Connection, statement: str) -> Iterator[Any]:
     """A psycopg COPY ... FROM STDIN on *conn*'s connection, in its transaction."""
     driver = conn.connection.driver_connection
     assert driver is not None
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        yield copy
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            yield copy
+    except psycopg.Error as exc:
+        # Raised by the driver, not through SQLAlchemy: wrapped as SQLAlchemy would, so
+        # that callers see a database error (retried), not a bad message (dead-lettered).
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
 CHUNK = 500  # keys per IN (...) list: well under every driver's parameter limit

@@ -17,11 +17,14 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mma.db.bulk import bulk_insert, lookup
 from mma.db.schema import (
     HISTORY_CAP,
+    UTCDateTime,
     alerts,
     dead_letters,
     event_aliases,
@@ -34,6 +37,8 @@ from mma.lifecycle import after_retraction, order_key
 from mma.models import Alert, Notice, StoredEvent, event_class_of
 
 log = logging.getLogger(__name__)
+
+OBJECT_CHUNK = 1000  # objects per INSERT ... VALUES (7 parameters each)
 
 
 def _insert(conn: Connection, stmt: Any) -> int:
@@ -235,7 +240,9 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
     visit is ~10,000 alerts). Alerts stored before, or repeated within the
     batch, give None; the others give their :class:`StoredAlert`, where
     the object's first time includes only the alerts before it in *batch*,
-    exactly as sequential calls would.
+    exactly as sequential calls would. Several daemons may store alerts of one
+    object at once: objects are created with ``ON CONFLICT DO NOTHING`` and
+    updated relatively (earliest, latest, count added), so no write is lost.
     """
     out: list[StoredAlert | None] = [None] * len(batch)
     seen = set(lookup(conn, alerts.c.alert_id, {(a.survey, a.alert_id) for a in batch}))
@@ -246,43 +253,8 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
             fresh.append(i)
     if not fresh:
         return out
-    known = lookup(conn, objects.c.object_id,
-                    {(batch[i].survey, batch[i].object_id) for i in fresh},
-                    objects.c.id, objects.c.first_time, objects.c.last_time, objects.c.n_alerts)
-    state: dict[tuple[str, str], dict[str, Any]] = {
-        key: {"id": row.id, "first": row.first_time, "last": row.last_time, "n": row.n_alerts,
-              "changed": False} for key, row in known.items()}
-    object_first: dict[int, datetime] = {}
-    object_last: dict[int, datetime | None] = {}
-    for i in fresh:
-        alert = batch[i]
-        first = min(t for t in (alert.time, alert.first_detection) if t is not None)
-        obj = state.get((alert.survey, alert.object_id))
-        object_last[i] = None if obj is None else obj["last"]
-        if obj is None:
-            state[(alert.survey, alert.object_id)] = obj = {
-                "id": None, "first": first, "last": alert.time, "n": 1,
-                "ra": alert.ra_deg, "dec": alert.dec_deg}
-        else:
-            obj.update(first=min(obj["first"], first), last=max(obj["last"], alert.time),
-                       n=obj["n"] + 1, changed=True)
-        object_first[i] = obj["first"]
-    created = [(key, obj) for key, obj in state.items() if obj["id"] is None]
-    if created:
-        bulk_insert(conn, objects, [
-            {"survey": survey, "object_id": object_id, "ra_deg": obj["ra"],
-             "dec_deg": obj["dec"], "first_time": obj["first"], "last_time": obj["last"],
-             "n_alerts": obj["n"]} for (survey, object_id), obj in created])
-        for key, row in lookup(conn, objects.c.object_id, [key for key, _ in created],
-                               objects.c.id).items():
-            state[key]["id"] = row.id
-    changed = [obj for obj in state.values() if obj.get("changed")]
-    if changed:
-        conn.execute(update(objects).where(objects.c.id == bindparam("pk")).values(
-            first_time=bindparam("first"), last_time=bindparam("last"),
-            n_alerts=bindparam("n")),
-            [{"pk": o["id"], "first": o["first"], "last": o["last"], "n": o["n"]}
-             for o in changed])
+    state, object_first, object_last = _object_states(conn, batch, fresh)
+    _write_objects(conn, state)
     now = datetime.now(UTC)
     bulk_insert(conn, alerts, [
         {"survey": a.survey, "alert_id": a.alert_id,
@@ -297,9 +269,71 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
     stored = lookup(conn, alerts.c.alert_id,
                      [(batch[i].survey, batch[i].alert_id) for i in fresh], alerts.c.id)
     for i in fresh:
-        out[i] = StoredAlert(stored[(batch[i].survey, batch[i].alert_id)].id, object_first[i],
-                             state[(batch[i].survey, batch[i].object_id)]["id"], object_last[i])
+        obj = state[(batch[i].survey, batch[i].object_id)]
+        # An object another daemon created meanwhile: its earlier detections count too.
+        first = min(object_first[i], obj.get("stored_first") or object_first[i])
+        last = object_last[i] if object_last[i] is not None else obj.get("stored_last")
+        out[i] = StoredAlert(stored[(batch[i].survey, batch[i].alert_id)].id, first,
+                             obj["id"], last)
     return out
+
+
+def _object_states(conn: Connection, batch: Sequence[Alert], fresh: list[int]) -> tuple[
+        dict[tuple[str, str], dict[str, Any]], dict[int, datetime], dict[int, datetime | None]]:
+    """Per object of the fresh alerts: what this batch adds; per alert, its object's
+    first and last times before it."""
+    known = lookup(conn, objects.c.object_id,
+                    {(batch[i].survey, batch[i].object_id) for i in fresh},
+                    objects.c.id, objects.c.first_time, objects.c.last_time)
+    state: dict[tuple[str, str], dict[str, Any]] = {
+        key: {"id": row.id, "first": row.first_time, "last": row.last_time, "added": 0}
+        for key, row in known.items()}
+    object_first: dict[int, datetime] = {}
+    object_last: dict[int, datetime | None] = {}
+    for i in fresh:
+        alert = batch[i]
+        first = min(t for t in (alert.time, alert.first_detection) if t is not None)
+        obj = state.get((alert.survey, alert.object_id))
+        object_last[i] = None if obj is None else obj["last"]
+        if obj is None:
+            state[(alert.survey, alert.object_id)] = obj = {
+                "id": None, "first": first, "last": alert.time, "added": 1,
+                "ra": alert.ra_deg, "dec": alert.dec_deg}
+        else:
+            obj.update(first=min(obj["first"], first), last=max(obj["last"], alert.time),
+                       added=obj["added"] + 1)
+        object_first[i] = obj["first"]
+    return state, object_first, object_last
+
+
+def _write_objects(conn: Connection, state: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Create the new objects and update the others (relative: concurrent writers add up)."""
+    created = [(key, obj) for key, obj in state.items() if obj["id"] is None]
+    insert_of = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    for i in range(0, len(created), OBJECT_CHUNK):
+        values = insert_of(objects).values([
+            {"survey": survey, "object_id": object_id, "ra_deg": obj["ra"],
+             "dec_deg": obj["dec"], "first_time": obj["first"], "last_time": obj["last"],
+             "n_alerts": obj["added"]} for (survey, object_id), obj in created[i:i + OBJECT_CHUNK]])
+        for row in conn.execute(values.on_conflict_do_nothing(
+                index_elements=["survey", "object_id"]).returning(
+                objects.c.survey, objects.c.object_id, objects.c.id)):
+            obj = state[(row.survey, row.object_id)]
+            obj["id"], obj["added"] = row.id, 0  # its count is in the row already
+    raced = [key for key, obj in created if obj["id"] is None]  # created by another writer
+    for key, row in lookup(conn, objects.c.object_id, raced, objects.c.id, objects.c.first_time,
+                           objects.c.last_time).items():
+        state[key].update(id=row.id, stored_first=row.first_time, stored_last=row.last_time)
+    changed = [obj for obj in state.values() if obj["added"]]
+    if changed:
+        least, greatest = ((func.least, func.greatest) if conn.dialect.name == "postgresql"
+                           else (func.min, func.max))
+        conn.execute(update(objects).where(objects.c.id == bindparam("pk")).values(
+            first_time=least(objects.c.first_time, bindparam("first", type_=UTCDateTime)),
+            last_time=greatest(objects.c.last_time, bindparam("last", type_=UTCDateTime)),
+            n_alerts=objects.c.n_alerts + bindparam("added")),
+            [{"pk": o["id"], "first": o["first"], "last": o["last"], "added": o["added"]}
+             for o in sorted(changed, key=lambda o: o["id"])])
 
 
 def _jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
