@@ -47,3 +47,24 @@ def engine(db_url: str) -> Iterator[Engine]:
     upgrade(eng)
     yield eng
     eng.dispose()
+
+
+KAFKA_FIXTURES = {"kafka_broker", "kafka_bootstrap", "kafka_topic"}
+POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by the real services it uses (``--fast`` leaves these out).
+
+    ``kafka`` and ``postgres`` follow from the fixtures a test requests (a
+    ``db_url`` parameter of ``postgresql`` included); ``daemon`` and ``slow`` are
+    set by the test modules themselves.
+    """
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        if names & KAFKA_FIXTURES:
+            item.add_marker(pytest.mark.kafka)
+        if names & POSTGRES_FIXTURES or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)

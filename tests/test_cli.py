@@ -28,6 +28,7 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"usage: mma {name}" in capsys.readouterr().out
 
 
+@pytest.mark.daemon
 def test_version_from_installed_console_script() -> None:
     exe = Path(sys.executable).with_name("mma")
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=True)

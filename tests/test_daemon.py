@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import select
@@ -19,6 +20,8 @@ from sqlalchemy import select
 from mma.db.engine import make_engine
 from mma.db.schema import alerts, coincidences, dead_letters, notices
 from mma.registry import Registry
+
+pytestmark = pytest.mark.daemon  # runs mma as a subprocess
 
 SAMPLE = Path(__file__).parents[1] / "mma" / "data" / "sample"
 MMA = str(Path(sys.executable).with_name("mma"))

@@ -1,4 +1,6 @@
-"""``mma run`` under faults: SIGKILL mid-stream, a broker restart, a PostgreSQL outage.
+"""``mma run`` under faults: a broker restart, a PostgreSQL outage, the watchdog through it.
+
+SIGKILLs and scale-out are tested at volume in ``tests/test_volume_faults.py``.
 
 Real Kafka broker and real PostgreSQL (the harness's services); the daemon runs as a
 subprocess configured by environment variables, as in ``tests/test_daemon.py``.
@@ -6,15 +8,17 @@ subprocess configured by environment variables, as in ``tests/test_daemon.py``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from mma.db.engine import make_engine
@@ -24,7 +28,8 @@ from tests.services.kafka import ExternalKafka, KafkaBroker
 from tests.services.postgres import ExternalPostgres, PostgresServer
 from tests.test_daemon import MMA, SAMPLE, _drain_topic, _produce, _state
 
-HEADER_REVISION = "mma-revision"
+pytestmark = pytest.mark.daemon  # runs mma as a subprocess
+
 
 
 def _notice_payloads() -> list[bytes]:
@@ -115,68 +120,6 @@ def _finish(proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     assert proc.returncode == 0, log.read_text()[-3000:]
 
 
-def test_sigkill_mid_stream_then_restart_stores_everything_once(
-        tmp_path: Path, kafka_bootstrap: str, postgres_url: str) -> None:
-    """SIGKILL while alerts are being stored, restart, compare with a clean replay.
-
-    Offsets are committed after the transaction, so the restart replays the uncommitted
-    tail, which the idempotent store absorbs: every alert and notice is stored exactly once
-    and the live coincidences are a clean replay's. The outbox is delivered at least once:
-    a kill between the producer's send and the row being marked sent re-sends the message
-    after the restart. So on the output topic every live coincidence appears, and any
-    duplicate of a (key, ``mma-revision``) pair is byte-identical (same value, same headers);
-    a duplicate that differs would be two different messages with the same revision.
-    """
-    stem = uuid.uuid4().hex[:8]
-    # Deliveries the killed daemon had claimed wait out their lease before the restart
-    # re-sends them: a short lease, so that this happens before it idles out.
-    env = _env(tmp_path, postgres_url, kafka_bootstrap, stem, MMA_OUTBOX__LEASE_SECONDS="2")
-    _produce(kafka_bootstrap, f"n-{stem}", _notice_payloads())
-    packets = _alert_payloads()
-    # A second copy of the stream keeps the daemon busy (duplicates are absorbed).
-    _produce(kafka_bootstrap, f"a-{stem}", packets + packets)
-    reference, n_alerts = _reference(tmp_path, env)
-    assert n_alerts > 100 and reference["live"]
-
-    log = tmp_path / "run.log"
-    engine = make_engine(postgres_url)
-    try:
-        proc = _popen([MMA, "run"], env, log)
-        try:
-            stored = _wait_for_alerts(engine, proc, 50, timeout=60)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        assert proc.returncode == -signal.SIGKILL
-        assert stored < n_alerts, "the daemon finished before it could be killed"
-        before = _count_alerts(engine)
-        assert before < n_alerts
-    finally:
-        engine.dispose()
-
-    again = _popen([MMA, "run", "--idle-exit", "5"], env, log)
-    _finish(again, log)
-    after = _count_alerts_url(postgres_url)
-    assert after == n_alerts == _distinct_alerts(postgres_url), (
-        f"{before} alerts at the kill, {after} after the restart (of {n_alerts}): "
-        + log.read_text()[-2000:])
-    state = _state(postgres_url)
-    assert state["notices"] == reference["notices"] == 4
-    assert state["letters"] == []
-    assert state["live"] == reference["live"]
-
-    out = _drain_topic(kafka_bootstrap, f"out-{stem}")
-    seen: dict[tuple[str, str], set[tuple[bytes, tuple]]] = defaultdict(set)
-    for msg in out:
-        key = (msg.key() or b"").decode()
-        headers = tuple(sorted((k, v) for k, v in (msg.headers() or [])))
-        revision = dict(headers).get(HEADER_REVISION, b"").decode()
-        seen[(key, revision)].add((msg.value() or b"", headers))
-    assert reference["live"] <= {key for key, _rev in seen}
-    differing = {pair: len(versions) for pair, versions in seen.items() if len(versions) > 1}
-    assert differing == {}, f"same (key, revision) with different content: {differing}"
-
-
 def test_broker_restart_during_stream_loses_nothing(
         tmp_path: Path, kafka_broker: KafkaBroker | ExternalKafka, kafka_bootstrap: str,
         postgres_url: str) -> None:
@@ -219,6 +162,32 @@ def test_broker_restart_during_stream_loses_nothing(
     assert reference["live"] <= keys
 
 
+def _run_through_outage(env: dict[str, str], log: Path, server: PostgresServer,
+                        url: str, seconds: float) -> int:
+    """``mma run --idle-exit 5``, PostgreSQL stopped for *seconds* once 30 alerts are
+    stored, then to the end; returns the alerts stored before the outage."""
+    engine = make_engine(url)
+    try:
+        proc = _popen([MMA, "run", "--idle-exit", "5"], env, log)
+        try:
+            stored = _wait_for_alerts(engine, proc, 30, timeout=60)
+            engine.dispose()
+            server.stop()
+            try:
+                time.sleep(seconds)
+                assert proc.poll() is None, log.read_text()[-3000:]
+            finally:
+                server.start()
+        except BaseException:
+            proc.kill()
+            proc.wait(10)
+            raise
+        _finish(proc, log)
+    finally:
+        engine.dispose()
+    return stored
+
+
 def test_postgres_outage_during_stream_is_retried_not_dead_lettered(
         tmp_path: Path, kafka_bootstrap: str,
         postgres_server: PostgresServer | ExternalPostgres, postgres_url: str) -> None:
@@ -241,25 +210,7 @@ def test_postgres_outage_during_stream_is_retried_not_dead_lettered(
     reference, n_alerts = _reference(tmp_path, env)
 
     log = tmp_path / "run.log"
-    engine = make_engine(postgres_url)
-    try:
-        proc = _popen([MMA, "run", "--idle-exit", "5"], env, log)
-        try:
-            stored = _wait_for_alerts(engine, proc, 30, timeout=60)
-            engine.dispose()
-            postgres_server.stop()
-            try:
-                time.sleep(3)
-                assert proc.poll() is None, log.read_text()[-3000:]
-            finally:
-                postgres_server.start()
-        except BaseException:
-            proc.kill()
-            proc.wait(10)
-            raise
-        _finish(proc, log)
-    finally:
-        engine.dispose()
+    stored = _run_through_outage(env, log, postgres_server, postgres_url, seconds=3)
     assert stored < n_alerts, "the daemon finished before the outage"
     text = log.read_text()
     assert "retrying in" in text, "the outage was not noticed: " + text[-2000:]
@@ -268,3 +219,64 @@ def test_postgres_outage_during_stream_is_retried_not_dead_lettered(
     assert _count_alerts_url(postgres_url) == n_alerts == _distinct_alerts(postgres_url)
     assert state["notices"] == 4
     assert state["live"] == reference["live"]
+
+
+class NotifyListener(threading.Thread):
+    """systemd's end of ``NOTIFY_SOCKET``: every datagram with the time it came."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="notify", daemon=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.told: list[tuple[float, str]] = []
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                self.told.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except TimeoutError:
+                continue
+
+    def stop(self) -> None:
+        self.running = False
+        self.join(5)
+        self.sock.close()
+
+    def watchdog_gaps(self) -> list[float]:
+        """Seconds between READY, the WATCHDOG=1 pings and STOPPING, in order."""
+        marks = [t for t, text in self.told
+                 if any(f in text.split("\n") for f in ("READY=1", "WATCHDOG=1", "STOPPING=1"))]
+        return [b - a for a, b in itertools.pairwise(marks)]
+
+
+def test_watchdog_is_pinged_through_a_database_outage_longer_than_watchdog_sec(
+        tmp_path: Path, kafka_bootstrap: str,
+        postgres_server: PostgresServer | ExternalPostgres, postgres_url: str) -> None:
+    """WatchdogSec=3 s and a PostgreSQL outage of 10 s while alerts are being stored.
+
+    The daemon backs off 1, 2, 4, 8 s between retries; systemd would kill it if a
+    sleep went by without a ping. Every gap between the READY, WATCHDOG and STOPPING
+    notifications must stay under WatchdogSec, and the daemon finishes the stream.
+    """
+    assert isinstance(postgres_server, PostgresServer), "needs the harness server (stoppable)"
+    stem = uuid.uuid4().hex[:8]
+    listener = NotifyListener(tmp_path / "notify.sock")
+    listener.start()
+    env = _env(tmp_path, postgres_url, kafka_bootstrap, stem, MMA_KAFKA__BATCH="20",
+               MMA_DAEMON__RETRY_SECONDS="1", MMA_DAEMON__MAX_RETRY_SECONDS="8",
+               NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="3000000")
+    _produce(kafka_bootstrap, f"n-{stem}", _notice_payloads())
+    packets = _alert_payloads()
+    _produce(kafka_bootstrap, f"a-{stem}", packets)
+    log = tmp_path / "run.log"
+    try:
+        _run_through_outage(env, log, postgres_server, postgres_url, seconds=10)
+    finally:
+        listener.stop()
+    text = log.read_text()
+    assert "retrying in 8 s" in text, "the outage did not reach the longest back-off: " + text
+    gaps = listener.watchdog_gaps()
+    assert len(gaps) > 10 and max(gaps) < 3.0, (max(gaps, default=None), listener.told[:5])
+    assert _count_alerts_url(postgres_url) == len(packets)

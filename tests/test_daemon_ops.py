@@ -17,9 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mma.registry import Registry
 from tests.services.http import HttpSink
 from tests.test_daemon import MMA, SAMPLE, _drain_topic, _produce
+
+pytestmark = pytest.mark.daemon  # runs mma as a subprocess
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:

@@ -112,6 +112,7 @@ def test_naive_datetime_is_refused(engine: Engine) -> None:
             event_time=datetime(2024, 1, 1), status="active", test=False, properties={}))
 
 
+@pytest.mark.daemon
 def test_concurrent_upgrades_of_a_fresh_database(db_url: str) -> None:
     """Daemons starting together migrate one at a time (advisory lock on PostgreSQL).
 
