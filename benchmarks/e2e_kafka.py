@@ -361,7 +361,46 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def main() -> None:
+def report(case: str, n_proc: int, r: dict[str, Any], rate_a: float, mean: float, n: int,
+           n_burst: int) -> list[bool]:
+    """Print one case's figures against the targets; whether each target was met."""
+    whole = r["backlog"] / r["span"] if r["span"] > 0 else math.nan
+    rate = r["steady"]
+    lat = np.array(r["latencies"], dtype=float) / 1000
+    p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if len(lat) else (
+        math.nan, math.nan)
+    print(f"({case}) mma run x{n_proc}: exit {r['codes']}; sustained over "
+          f"{r['backlog']:,}/{n:,} stored: {rate:,.0f} alerts/s "
+          f"{rate * mean / 1e6:.1f} MB/s over the {r['after']:,} stored once regions "
+          f"and group were complete (whole backlog {whole:,.0f} alerts/s, longest "
+          f"pause between two stored {r['pause']:.1f} s)")
+    if math.isnan(rate):
+        print("    (too few alerts left once regions and group were complete: raise N)")
+    print(f"    burst: {r['stored']:,}/{n_burst:,} stored, produce() took "
+          f"{r['produced_s']:.1f} s; {len(lat)} burst coincidences "
+          f"({r['coincidences']} in all on the output topic)")
+    checks = [
+        (f"sustained / plain consumer {rate / rate_a:7.1%}", f">= {TARGET_RATIO:.0%}",
+         rate / rate_a >= TARGET_RATIO),
+        (f"alerts/s per process {rate / n_proc:9,.0f}", f">= {TARGET_RATE:,}",
+         rate / n_proc >= TARGET_RATE),
+        (f"burst latency p50 {p50:6.2f} s p99 {p99:6.2f} s", f"p99 <= {TARGET_BURST_S} s",
+         bool(p99 <= TARGET_BURST_S)),
+        (f"burst done: last stored {r['stored_done']:+6.2f} s", f"<= {TARGET_BURST_S} s",
+         r["stored"] == n_burst and r["stored_done"] <= TARGET_BURST_S),
+        (f"burst done: last emitted {r['emitted_done']:+6.2f} s",
+         f"<= {TARGET_BURST_S} s", bool(r["emitted_done"] <= TARGET_BURST_S)),
+    ]
+    for figure, target, ok in checks:
+        print(f"    {figure:<44} target {target:<14} {verdict(ok)}")
+    for log in r["logs"]:
+        errors = [x for x in log.splitlines() if "ERROR" in x or "Traceback" in x]
+        if errors:
+            print(f"    daemon log: {len(errors)} error lines, e.g. {errors[0][:300]}")
+    return [ok for _figure, _target, ok in checks]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", nargs="?", type=int, default=10_000,
                         help="sustained backlog per case (default 10,000)")
@@ -371,10 +410,29 @@ def main() -> None:
                         help="fraction of the burst placed inside the 90%% regions (0.03)")
     parser.add_argument("--cases", default="bc",
                         help="which cases to run: b (1 process), c (2 processes); default bc")
-    args = parser.parse_args()
-    n, n_burst = args.n, args.burst
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"e2e-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    return parser.parse_args()
+
+
+def daemon_env(tmp: Path, bootstrap: str, t_notices: str) -> dict[str, str]:
+    """The daemons' configuration, as environment variables."""
+    return {**os.environ, "MMA_LOGGING__LEVEL": os.environ.get("E2E_LOG_LEVEL", "WARNING"),
+            "MMA_PATHS__STATE_DIR": str(tmp), "MMA_PATHS__CACHE_DIR": str(tmp),
+            "MMA_KAFKA__GCN_BOOTSTRAP_SERVERS": bootstrap,
+            "MMA_KAFKA__ALERT_BOOTSTRAP_SERVERS": bootstrap,
+            "MMA_KAFKA__POLL_TIMEOUT_SECONDS": "0.2",
+            "MMA_KAFKA__NOTICE_TOPICS": json.dumps([f"lvk:{t_notices}"]),
+            "MMA_DAEMON__DELIVER_INTERVAL_SECONDS": "0.5",
+            "MMA_CHANNELS__KAFKA__ENABLED": "true",
+            "MMA_CHANNELS__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "MMA_SKYMAPS__FETCH": "false"}
+
+
+Keyed = list[tuple[bytes, bytes]]
+
+
+def make_stream(n: int, n_burst: int, in_region: float,
+                ) -> tuple[list[bytes], Keyed, Keyed, float]:
+    """The notices, the backlog and the burst (keyed frames), and the mean frame size [B]."""
     rng = np.random.default_rng(11)
     t = time.perf_counter()
     t_alert = time.time() - 60  # detected a minute ago
@@ -383,7 +441,7 @@ def main() -> None:
     notice_bytes, lobes = notices(rng, t0)
     data = [(str(10**15 + i).encode(), frames.make(10**15 + i, ra, dec))
             for i, (ra, dec) in enumerate(uniform(rng, n))]
-    k_in = round(args.in_region * n_burst)
+    k_in = round(in_region * n_burst)
     where = near_lobes(rng, lobes, k_in) + uniform(rng, n_burst - k_in)
     order = rng.permutation(n_burst)
     burst = [(str(2 * 10**15 + i).encode(), frames.make(2 * 10**15 + i, *where[j]))
@@ -396,6 +454,15 @@ def main() -> None:
     print(f"{n:,} + {n_burst:,} Rubin frames (mean {mean / 1000:.1f} KB, vetting passed; "
           f"burst {burst_mb:.0f} MB, {k_in} near the lobes), {N_REGIONS} LVK notices "
           f"({len(lobes)} lobes) made in {time.perf_counter() - t:.1f} s")
+    return notice_bytes, data, burst, mean
+
+
+def main() -> None:
+    args = parse_args()
+    n, n_burst = args.n, args.burst
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"e2e-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    notice_bytes, data, burst, mean = make_stream(n, n_burst, args.in_region)
     kafka = postgres = None
     try:
         kafka = kafka_from_env()
@@ -413,16 +480,7 @@ def main() -> None:
             future.result(timeout=30)
         produce(bootstrap, t_notices, [(None, b) for b in notice_bytes], "gzip")
 
-        env = {**os.environ, "MMA_LOGGING__LEVEL": os.environ.get("E2E_LOG_LEVEL", "WARNING"),
-               "MMA_PATHS__STATE_DIR": str(tmp), "MMA_PATHS__CACHE_DIR": str(tmp),
-               "MMA_KAFKA__GCN_BOOTSTRAP_SERVERS": bootstrap,
-               "MMA_KAFKA__ALERT_BOOTSTRAP_SERVERS": bootstrap,
-               "MMA_KAFKA__POLL_TIMEOUT_SECONDS": "0.2",
-               "MMA_KAFKA__NOTICE_TOPICS": json.dumps([f"lvk:{t_notices}"]),
-               "MMA_DAEMON__DELIVER_INTERVAL_SECONDS": "0.5",
-               "MMA_CHANNELS__KAFKA__ENABLED": "true",
-               "MMA_CHANNELS__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-               "MMA_SKYMAPS__FETCH": "false"}
+        env = daemon_env(tmp, bootstrap, t_notices)
         rate_a = mbs_a = math.nan
         rows = []
         for case, n_proc in cases:
@@ -442,40 +500,7 @@ def main() -> None:
                 print(f"({case}) mma run x{n_proc} FAILED: {exc}")
                 rows += [(case, False)] * 5
                 continue
-            whole = r["backlog"] / r["span"] if r["span"] > 0 else math.nan
-            rate = r["steady"]
-            lat = np.array(r["latencies"], dtype=float) / 1000
-            p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if len(lat) else (
-                math.nan, math.nan)
-            print(f"({case}) mma run x{n_proc}: exit {r['codes']}; sustained over "
-                  f"{r['backlog']:,}/{n:,} stored: {rate:,.0f} alerts/s "
-                  f"{rate * mean / 1e6:.1f} MB/s over the {r['after']:,} stored once regions "
-                  f"and group were complete (whole backlog {whole:,.0f} alerts/s, longest "
-                  f"pause between two stored {r['pause']:.1f} s)")
-            if math.isnan(rate):
-                print("    (too few alerts left once regions and group were complete: raise N)")
-            print(f"    burst: {r['stored']:,}/{n_burst:,} stored, produce() took "
-                  f"{r['produced_s']:.1f} s; {len(lat)} burst coincidences "
-                  f"({r['coincidences']} in all on the output topic)")
-            checks = [
-                (f"sustained / plain consumer {rate / rate_a:7.1%}", f">= {TARGET_RATIO:.0%}",
-                 rate / rate_a >= TARGET_RATIO),
-                (f"alerts/s per process {rate / n_proc:9,.0f}", f">= {TARGET_RATE:,}",
-                 rate / n_proc >= TARGET_RATE),
-                (f"burst latency p50 {p50:6.2f} s p99 {p99:6.2f} s", f"p99 <= {TARGET_BURST_S} s",
-                 bool(p99 <= TARGET_BURST_S)),
-                (f"burst done: last stored {r['stored_done']:+6.2f} s", f"<= {TARGET_BURST_S} s",
-                 r["stored"] == n_burst and r["stored_done"] <= TARGET_BURST_S),
-                (f"burst done: last emitted {r['emitted_done']:+6.2f} s",
-                 f"<= {TARGET_BURST_S} s", bool(r["emitted_done"] <= TARGET_BURST_S)),
-            ]
-            for figure, target, ok in checks:
-                print(f"    {figure:<44} target {target:<14} {verdict(ok)}")
-                rows.append((case, ok))
-            for log in r["logs"]:
-                errors = [x for x in log.splitlines() if "ERROR" in x or "Traceback" in x]
-                if errors:
-                    print(f"    daemon log: {len(errors)} error lines, e.g. {errors[0][:300]}")
+            rows += [(case, ok) for ok in report(case, n_proc, r, rate_a, mean, n, n_burst)]
             admin.delete_topics([t_alerts])  # ~N x 80 KB of broker disk
         missed = sum(not ok for _c, ok in rows)
         print(f"{len(rows) - missed}/{len(rows)} targets met")

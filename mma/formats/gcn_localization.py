@@ -295,6 +295,64 @@ def _inline_map(encoded: Any, where: str, max_bytes: int, flags: list[str],
     return data
 
 
+def _error_shape(obj: Mapping[str, Any], centre: tuple[float, float], where: str,
+                 flags: list[str], props: dict[str, Any]) -> dict[str, float]:
+    """The error region around *centre*: a circle, an ellipse, or {} (none, or all-sky)."""
+    error, error_key = obj.get("ra_dec_error"), "ra_dec_error"
+    if error is None and obj.get("ra_uncertainty") is not None:
+        error, error_key = obj.get("ra_uncertainty"), "ra_uncertainty"  # schema < 4.0
+        if (shape_name := obj.get("uncertainty_shape", "circle")) != "circle":
+            raise InvalidValue(f"{where}uncertainty_shape {str(shape_name)[:20]!r} "
+                               "with ra_uncertainty is not supported (only circle)")
+        flags.append("legacy_uncertainty_fields")
+    corners = obj.get("rectangular_error_corners")
+    shape: dict[str, float] = {}
+    if error is not None:
+        values = _lengths(error, f"{where}{error_key}")
+        props[error_key] = error
+        if len(values) == 3:
+            if values[1] > values[0]:
+                raise InvalidValue(f"{where}{error_key} semi-minor {values[1]} deg larger "
+                                   f"than semi-major {values[0]} deg")
+            shape = {"semi_major_deg": values[0], "semi_minor_deg": values[1],
+                     "position_angle_deg": values[2] % 180.0}
+        else:
+            if len(values) == 2 and values[0] != values[1]:
+                flags.append("ellipse_without_position_angle")  # conservative circle
+            shape = {"radius_deg": max(values[:2])}
+    elif corners is not None:
+        a, b, pa = _rectangle(corners, centre, f"{where}rectangular_error_corners")
+        props["rectangular_error_corners"] = corners
+        flags.append("rectangle_as_ellipse")
+        shape = {"semi_major_deg": a, "semi_minor_deg": b, "position_angle_deg": pa}
+    if shape and max(shape.get("radius_deg", 0.0), shape.get("semi_major_deg", 0.0)) >= 180.0:
+        flags.append("all_sky")  # "anywhere": no region rather than a useless flat one
+        return {}
+    if not shape:
+        flags.append("no_error_region")
+    return shape
+
+
+def _region_of(data: bytes | None, shape: dict[str, float],
+               centre: tuple[float, float] | None, url: str | None,
+               containment: float | None) -> RegionSpec | None:
+    """The region: the inline map, else the shape around the centre, else the map URL."""
+    if data is not None:
+        return RegionSpec(kind="skymap", skymap=data, skymap_url=url)
+    if shape and centre is not None:
+        return RegionSpec(
+            kind="circle" if "radius_deg" in shape else "ellipse",
+            ra_deg=centre[0], dec_deg=centre[1], skymap_url=url,
+            radius_deg=shape.get("radius_deg"), semi_major_deg=shape.get("semi_major_deg"),
+            semi_minor_deg=shape.get("semi_minor_deg"),
+            position_angle_deg=shape.get("position_angle_deg"),
+            containment=containment or DEFAULT_CONTAINMENT,
+        )
+    if url is not None:
+        return RegionSpec(kind="skymap", skymap_url=url)  # a map and nothing else (SNEWS 2)
+    return None
+
+
 def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
                  where: str = "") -> Localization:
     """Read a GCN JSON ``Localization`` (see the module docstring) from *obj*.
@@ -328,59 +386,19 @@ def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
     shape: dict[str, float] = {}
     if centre is not None:
         props["ra"], props["dec"] = centre
-        error, error_key = obj.get("ra_dec_error"), "ra_dec_error"
-        if error is None and obj.get("ra_uncertainty") is not None:
-            error, error_key = obj.get("ra_uncertainty"), "ra_uncertainty"  # schema < 4.0
-            if (shape_name := obj.get("uncertainty_shape", "circle")) != "circle":
-                raise InvalidValue(f"{where}uncertainty_shape {str(shape_name)[:20]!r} "
-                                   "with ra_uncertainty is not supported (only circle)")
-            flags.append("legacy_uncertainty_fields")
-        corners = obj.get("rectangular_error_corners")
-        if error is not None:
-            values = _lengths(error, f"{where}{error_key}")
-            props[error_key] = error
-            if len(values) == 3:
-                if values[1] > values[0]:
-                    raise InvalidValue(f"{where}{error_key} semi-minor {values[1]} deg larger "
-                                       f"than semi-major {values[0]} deg")
-                shape = {"semi_major_deg": values[0], "semi_minor_deg": values[1],
-                         "position_angle_deg": values[2] % 180.0}
-            else:
-                if len(values) == 2 and values[0] != values[1]:
-                    flags.append("ellipse_without_position_angle")  # conservative circle
-                shape = {"radius_deg": max(values[:2])}
-        elif corners is not None:
-            a, b, pa = _rectangle(corners, centre, f"{where}rectangular_error_corners")
-            props["rectangular_error_corners"] = corners
-            flags.append("rectangle_as_ellipse")
-            shape = {"semi_major_deg": a, "semi_minor_deg": b, "position_angle_deg": pa}
-        if shape and max(shape.get("radius_deg", 0.0), shape.get("semi_major_deg", 0.0)) >= 180.0:
-            flags.append("all_sky")  # "anywhere": no region rather than a useless flat one
-            shape = {}
-        elif not shape:
-            flags.append("no_error_region")
+        shape = _error_shape(obj, centre, where, flags, props)
     if shape:
         if containment is None:
             containment = DEFAULT_CONTAINMENT
             flags.append("containment_default_0.9")
         if systematic is False:
             flags.append("statistical_error_only")
-    region, data = None, _inline_map(obj.get("healpix_file"), where, max_skymap_bytes, flags, props)
+    data = _inline_map(obj.get("healpix_file"), where, max_skymap_bytes, flags, props)
     if data is not None:
-        region = RegionSpec(kind="skymap", skymap=data, skymap_url=url)
         props["shape"] = shape or None  # the map is the region; the shape is kept on record
-    elif shape and centre is not None:
-        region = RegionSpec(
-            kind="circle" if "radius_deg" in shape else "ellipse",
-            ra_deg=centre[0], dec_deg=centre[1], skymap_url=url,
-            radius_deg=shape.get("radius_deg"), semi_major_deg=shape.get("semi_major_deg"),
-            semi_minor_deg=shape.get("semi_minor_deg"),
-            position_angle_deg=shape.get("position_angle_deg"),
-            containment=containment or DEFAULT_CONTAINMENT,
-        )
-    elif url is not None:
-        region = RegionSpec(kind="skymap", skymap_url=url)  # a map and nothing else (SNEWS 2)
-        flags = [f for f in flags if f != "no_error_region"]
+    region = _region_of(data, shape, centre, url, containment)
+    if region is not None and region.kind == "skymap" and data is None:
+        flags = [f for f in flags if f != "no_error_region"]  # a map and nothing else
     if region is None and centre is None:
         flags.append("no_position")
     return Localization(region=region, flags=tuple(flags), properties=props)
