@@ -56,9 +56,9 @@ POSTGRES_FIXTURES = {"postgres_server", "postgres_url"}
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by the real services it uses (``--fast`` leaves these out).
 
-    ``kafka`` and ``postgres`` follow from the fixtures a test requests (a
-    ``db_url`` parameter of ``postgresql`` included); ``daemon`` and ``slow`` are
-    set by the test modules themselves.
+    ``kafka`` and ``postgres`` follow from the fixtures a test requests, or from a
+    fixture parameter ``"postgresql"`` (a fixture that starts the server itself);
+    ``daemon`` and ``slow`` are set by the test modules themselves.
     """
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
@@ -66,5 +66,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = callspec.params if callspec is not None else {}
         if names & KAFKA_FIXTURES:
             item.add_marker(pytest.mark.kafka)
-        if names & POSTGRES_FIXTURES or params.get("db_url") == "postgresql":
+        if names & POSTGRES_FIXTURES or any(
+                isinstance(v, str) and v == "postgresql" for v in params.values()):
             item.add_marker(pytest.mark.postgres)

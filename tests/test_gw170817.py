@@ -26,6 +26,8 @@ from mma.handlers import lvk_voevent
 from mma.ingest import Pipeline
 from mma.models import Alert
 
+pytestmark = pytest.mark.slow  # GW170817's map and a night of decoys (~30 s)
+
 RA, DEC = 197.450374, -23.381495  # AT2017gfo, ICRS deg
 NGC4993_MPC = 40.0
 

@@ -112,6 +112,7 @@ class _Handler:
         raise AssertionError("items are given parsed")
 
 
+@pytest.mark.slow  # every order of five notices, each a fresh database
 def test_gbm_positions_in_any_order(fresh_engine: Callable[[], Engine], config: Config,
                                     corpus: Path) -> None:
     given = [((corpus / GBM / name).read_bytes(), name) for name in GBM_FILES]

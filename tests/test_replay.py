@@ -22,6 +22,8 @@ from mma.cli import main
 from mma.db.engine import make_engine
 from mma.db.schema import alerts, coincidences, dead_letters, events, regions
 
+pytestmark = pytest.mark.slow  # the corpus replayed once per database (~20 s)
+
 SCHEMA = json.loads((Path(__file__).parents[1] / "mma" / "schema" /
                      "coincidence.schema.json").read_text())
 

@@ -32,6 +32,42 @@ from mma.models import Alert, Item, Notice
 log = logging.getLogger(__name__)
 
 
+class IndexKeeper:
+    """Keeps the correlator's in-memory region index in step with the database.
+
+    The index changes inside transactions; after a failed one it may be ahead of
+    the database, so it is marked stale and rebuilt whole before the next step.
+    """
+
+    def __init__(self, engine: Engine, correlator: Correlator) -> None:
+        self.engine = engine
+        self.correlator = correlator
+        self.stale = True
+
+    def ensure(self) -> None:
+        """Rebuild the index if it is stale (outside a transaction)."""
+        if self.stale:
+            with self.engine.connect() as conn:
+                self.correlator.load_active(conn)
+            self.stale = False
+
+    def sync(self, conn: Connection) -> None:
+        """Bring the index to the database's active regions (rebuilt whole if stale)."""
+        if self.stale:
+            self.correlator.load_active(conn)
+            self.stale = False
+        else:
+            self.correlator.sync_active(conn)
+
+    def errors(self, what: str) -> AbstractContextManager[None]:
+        """:func:`database_errors`, marking the index stale on a failure."""
+        return database_errors(what, self.mark_stale)
+
+    def mark_stale(self) -> None:
+        """Rebuild before the next step."""
+        self.stale = True
+
+
 class Pipeline:
     """Parse, store, correlate: one message at a time, each in one transaction."""
 
@@ -58,9 +94,7 @@ class Pipeline:
         self.counts = self.guard.counts
         self.parse, self.settle = self.guard.parse, self.guard.settle
         self.ignored, self.dead_letter = self.guard.ignored, self.guard.dead_letter
-        # The in-memory region index changes inside transactions; after a failed one it
-        # may be ahead of the database, so it is rebuilt before the next message.
-        self._index_stale = True
+        self.index = IndexKeeper(engine, self.correlator)
 
     def process(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "",
                 item: Item | None = None, now: datetime | None = None) -> Outcome:
@@ -86,8 +120,8 @@ class Pipeline:
             The database failed; the message should be retried, not dead-lettered.
         """
         try:
-            with self._database_errors(origin):
-                self._ensure_index()
+            with self.index.errors(origin):
+                self.index.ensure()
                 if item is None:
                     item = handler.parse(raw, topic=topic)
                 if isinstance(item, Notice):
@@ -103,7 +137,7 @@ class Pipeline:
             return self.dead_letter(handler.NAME, origin, exc, raw)
         except Exception as exc:  # a bug must not kill the stream; the bytes are kept
             log.exception("%s: unexpected error in %s", origin, handler.NAME)
-            self._index_stale = True
+            self.index.stale = True
             return self.dead_letter(handler.NAME, origin, exc, raw)
         self.counts[outcome.kind] += 1
         return outcome
@@ -130,8 +164,8 @@ class Pipeline:
         assert all(isinstance(item, Alert) for item in items)
         alerts: list[Alert] = [item for item in items if isinstance(item, Alert)]
         try:
-            with self._database_errors(f"{batch[0].origin} (+{len(batch) - 1})"):
-                self._ensure_index()
+            with self.index.errors(f"{batch[0].origin} (+{len(batch) - 1})"):
+                self.index.ensure()
                 outcomes = store_alerts(self.stage, self.vet, alerts,
                                         [now or a.time for a in alerts])
         except TransientError:
@@ -139,7 +173,7 @@ class Pipeline:
         except Exception:
             log.exception("%s (+%d): batch failed; processing its alerts one by one",
                           batch[0].origin, len(batch) - 1)
-            self._index_stale = True
+            self.index.stale = True
             return [self.process(p.handler, p.raw, origin=p.origin, item=p.item, now=now)
                     for p in batch]
         self.counts.update(o.kind for o in outcomes)
@@ -153,16 +187,16 @@ class Pipeline:
         regions are the database's, not this index's: a daemon that re-scored a
         version another daemon had superseded would revert that one's work.
         """
-        with self._database_errors("rescore"):
+        with self.index.errors("rescore"):
             with self.engine.begin() as conn:
-                self._sync(conn)
+                self.index.sync(conn)
                 self.correlator.remeasure(conn, now)
                 event_pks = sorted(self.correlator.active)
             touched: set[str] = set()
             for event_pk in event_pks:
                 with self.engine.begin() as conn:
                     locks.share_regions(conn)
-                    self._sync(conn)
+                    self.index.sync(conn)
                     if event_pk not in self.correlator.active:  # expired or retracted since
                         continue
                     locks.lock_events(conn, [event_pk])
@@ -173,29 +207,7 @@ class Pipeline:
 
     def expire(self, now: datetime) -> list[str]:
         """Close regions whose windows have ended (the scheduler's expiry job)."""
-        with self._database_errors("expire"), self.engine.begin() as conn:
+        with self.index.errors("expire"), self.engine.begin() as conn:
             locks.hold_regions(conn)
-            self._sync(conn)
+            self.index.sync(conn)
             return self.correlator.expire(conn, now)
-
-    def _ensure_index(self) -> None:
-        """Rebuild the index from the database if a failed transaction left it stale."""
-        if self._index_stale:
-            with self.engine.connect() as conn:
-                self.correlator.load_active(conn)
-            self._index_stale = False
-
-    def _sync(self, conn: Connection) -> None:
-        """Bring the index to the database's regions (rebuilt whole after a failure)."""
-        if self._index_stale:
-            self.correlator.load_active(conn)
-            self._index_stale = False
-        else:
-            self.correlator.sync_active(conn)
-
-    def _database_errors(self, what: str) -> AbstractContextManager[None]:
-        """:func:`database_errors`, marking the index stale on a failure."""
-        return database_errors(what, self._mark_stale)
-
-    def _mark_stale(self) -> None:
-        self._index_stale = True

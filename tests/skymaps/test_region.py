@@ -85,7 +85,8 @@ def region_uniq(region: Region) -> np.ndarray:
     return moc.nest2uniq(order.astype(np.int8), region.lo >> (2 * (29 - order)))
 
 
-@pytest.mark.parametrize("name", ALL_MAPS)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "GW170817-flat" else n for n in ALL_MAPS])
 def test_credible_level_area_and_density_match_crossmatch(name):
     table, region = load(name)
     ra, dec = sample_points(region, np.random.default_rng(zlib.crc32(name.encode())))
