@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -280,3 +281,43 @@ def test_watchdog_is_pinged_through_a_database_outage_longer_than_watchdog_sec(
     gaps = listener.watchdog_gaps()
     assert len(gaps) > 10 and max(gaps) < 3.0, (max(gaps, default=None), listener.told[:5])
     assert _count_alerts_url(postgres_url) == len(packets)
+
+
+def test_sigterm_while_the_database_is_down_stops_cleanly(
+        tmp_path: Path, kafka_bootstrap: str,
+        postgres_server: PostgresServer | ExternalPostgres, postgres_url: str) -> None:
+    """systemctl stop during a database outage: the daemon stops waiting, commits nothing,
+    exits 0 well inside TimeoutStopSec; the restart stores everything."""
+    assert isinstance(postgres_server, PostgresServer), "needs the harness server (stoppable)"
+    stem = uuid.uuid4().hex[:8]
+    env = _env(tmp_path, postgres_url, kafka_bootstrap, stem, MMA_KAFKA__BATCH="20",
+               MMA_DAEMON__RETRY_SECONDS="4", MMA_DAEMON__MAX_RETRY_SECONDS="30")
+    _produce(kafka_bootstrap, f"n-{stem}", _notice_payloads())
+    packets = _alert_payloads()
+    _produce(kafka_bootstrap, f"a-{stem}", packets)
+    log = tmp_path / "run.log"
+    engine = make_engine(postgres_url)
+    proc = _popen([MMA, "run"], env, log)
+    try:
+        _wait_for_alerts(engine, proc, 30, timeout=60)
+        engine.dispose()
+        postgres_server.stop()
+        try:
+            deadline = time.monotonic() + 30
+            while "retrying in" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            asked = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()[-3000:]
+            assert time.monotonic() - asked < 15
+        finally:
+            postgres_server.start()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        engine.dispose()
+    assert "stopped while the database is unreachable" in log.read_text()
+    _finish(_popen([MMA, "run", "--idle-exit", "5"], env, log), log)
+    assert _count_alerts_url(postgres_url) == len(packets) == _distinct_alerts(postgres_url)

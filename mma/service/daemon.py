@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mma.config import Config, load_config, restart_needed
 from mma.db.engine import make_engine, upgrade
 from mma.delivery import DeliveryWorker, build_emitters
-from mma.errors import ConfigError
+from mma.errors import ConfigError, TransientError
 from mma.log import configure
 from mma.service import heartbeat
 from mma.service.consume import Consumers
@@ -123,6 +123,12 @@ class Daemon:
         log.info("mma %s running: %d consumers", self.instance, n_consumers)
         try:
             self._loop()
+        except TransientError as exc:
+            if not self._stop:
+                raise
+            # Asked to stop while waiting for the database: the batch in hand was not
+            # committed and is read again after the restart.
+            log.warning("%s: stopped while the database is unreachable: %s", self.instance, exc)
         finally:
             self._shutdown()
         return 0
