@@ -153,11 +153,14 @@ class ChannelWorker:
         while True:
             self._wake.wait(period)
             self._wake.clear()
+            # Read before the drain: a finish() during a drain gets one more round, so the
+            # last round starts after it and sends what was committed until then.
+            last = not self._running
             try:
-                self.deliver()  # the last round runs after finish(): what is due goes out
+                self.deliver()
             except Exception:  # a failing drain logs and runs again when next woken
                 log.exception("outbox delivery to %s failed", self.channel)
-            if not self._running:
+            if last:
                 break
         self.emitter.close()
 
