@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mma.errors import BadMessage, HostileMessage, Ignored
-from mma.ingest import Handler, Parsed, Pipeline
+from mma.ingest import Handler, Parsed, Pipeline, parse_checked
 from mma.models import Alert, Item, Notice
 from mma.registry import Registry
 
@@ -90,7 +90,7 @@ def collect(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Pat
 def _parse(pipeline: Pipeline, handler: Handler, payload: bytes, origin: str) -> Item | None:
     """Parse one record; a bad one is dead-lettered and None returned."""
     try:
-        return handler.parse(payload, topic="")
+        return parse_checked(handler, payload)
     except Ignored as exc:
         pipeline.ignored(handler.NAME, origin, exc)
     except BadMessage as exc:

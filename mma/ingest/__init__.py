@@ -7,8 +7,8 @@ retried); :mod:`~mma.ingest.notices` and
 :class:`~mma.ingest.stage.Stage` they share.
 """
 
-from mma.ingest.guard import Parsed
+from mma.ingest.guard import Parsed, parse_checked
 from mma.ingest.pipeline import Pipeline
 from mma.ingest.stage import Handler, Outcome, utcnow
 
-__all__ = ("Handler", "Outcome", "Parsed", "Pipeline", "utcnow")
+__all__ = ("Handler", "Outcome", "Parsed", "Pipeline", "parse_checked", "utcnow")

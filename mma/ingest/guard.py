@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mma.db import store
 from mma.db.engine import describe_error
+from mma.epochs import check_item
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.ingest.stage import Handler, Outcome
 from mma.models import Item
@@ -47,6 +48,21 @@ def database_errors(what: str, on_error: Callable[[], None] | None = None) -> It
         raise TransientError(f"{what}: database error: {describe_error(exc)}") from exc
 
 
+def parse_checked(handler: Handler, raw: bytes, *, topic: str = "") -> Item:
+    """The handler's parse, then its times checked (:func:`mma.epochs.check_item`).
+
+    Raises
+    ------
+    BadMessage
+        The handler refused the message, or one of its times is out of range.
+    Ignored
+        A valid message of no interest.
+    """
+    item = handler.parse(raw, topic=topic)
+    check_item(item, handler)
+    return item
+
+
 @dataclass
 class Parsed:
     """A message after :meth:`Guard.parse`: its item, or why it has none."""
@@ -68,7 +84,7 @@ class Guard:
     def parse(self, handler: Handler, raw: bytes, *, origin: str, topic: str = "") -> Parsed:
         """Parse one message without touching the database; never raises."""
         try:
-            return Parsed(handler, raw, origin, item=handler.parse(raw, topic=topic))
+            return Parsed(handler, raw, origin, item=parse_checked(handler, raw, topic=topic))
         except Exception as exc:  # Ignored, BadMessage, or a handler bug: settled later
             if not isinstance(exc, BadMessage | Ignored):
                 log.exception("%s: unexpected error in %s", origin, handler.NAME)

@@ -22,7 +22,7 @@ from mma.config import Config
 from mma.db import locks
 from mma.errors import BadMessage, Ignored, TransientError
 from mma.ingest.alerts import Vetters, store_alerts
-from mma.ingest.guard import Guard, Parsed, database_errors
+from mma.ingest.guard import Guard, Parsed, database_errors, parse_checked
 from mma.ingest.notices import store_notice
 from mma.ingest.stage import Handler, Outcome, Stage
 from mma.match.candidate import Thresholds
@@ -123,7 +123,7 @@ class Pipeline:
             with self.index.errors(origin):
                 self.index.ensure()
                 if item is None:
-                    item = handler.parse(raw, topic=topic)
+                    item = parse_checked(handler, raw, topic=topic)
                 if isinstance(item, Notice):
                     outcome = store_notice(self.stage, handler, item, raw, origin,
                                            now or item.issued_time)
