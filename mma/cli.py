@@ -2,6 +2,12 @@
 
 Heavy imports (numpy, ligo.skymap, SQLAlchemy) happen inside the subcommands
 so that ``mma --help`` answers at once.
+
+What the commands print from the database, the configuration or an error
+(ids, names, paths, URLs) goes through :mod:`mma.printable`, as log lines do, so
+no stored or received string can break a line or drive the terminal; the JSON
+outputs need nothing more (``json.dumps`` escapes every control and non-ASCII
+character).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING
 from mma import __version__
 from mma.config import Config, load_config
 from mma.errors import ConfigError, TransientError
+from mma.printable import printable, printable_lines
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -150,23 +157,23 @@ def cmd_deliver(args: argparse.Namespace, config: Config) -> int:
     finally:
         for emitter in emitters.values():
             emitter.close()
-    print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due")
+    print(printable(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "nothing due"))
     return 0
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
     """Show the effective configuration (secrets redacted), or just check it."""
     if args.action == "show":
-        print(config.render(), end="")
+        print("\n".join(printable_lines(config.render())), end="")
     else:
-        print(f"configuration OK ({', '.join(config.sources)})")
+        print(printable(f"configuration OK ({', '.join(config.sources)})"))
     return 0
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
     """Create or migrate the database schema."""
     engine = _engine(config, args.db)
-    print(f"database at head: {engine.url.render_as_string(hide_password=True)}")
+    print(printable(f"database at head: {engine.url.render_as_string(hide_password=True)}"))
     return 0
 
 
@@ -234,10 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(args.log_level or str(config.section("logging")["level"]))
         return int(args.func(args, config))
     except ConfigError as exc:
-        print(f"mma: configuration error: {exc}", file=sys.stderr)
+        print(printable(f"mma: configuration error: {exc}"), file=sys.stderr)
         return 2
     except TransientError as exc:
-        print(f"mma: {exc}", file=sys.stderr)
+        print(printable(f"mma: {exc}"), file=sys.stderr)
         return 75  # EX_TEMPFAIL: systemd may restart us
     except KeyboardInterrupt:
         return 130

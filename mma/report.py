@@ -10,6 +10,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, func, select
 
 from mma.db.schema import alerts, coincidences, dead_letters, events, notices, regions
+from mma.printable import printable
 
 LIVE = ("active", "updated")
 
@@ -79,7 +80,12 @@ def _refuse(value: Any) -> Any:
 
 
 def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, int]) -> str:
-    """A readable table: one line per event with its best candidate, then the totals."""
+    """A readable table: one line per event with its best candidate, then the totals.
+
+    Stored strings (event ids, messengers, object ids) are shown through
+    :func:`mma.printable.printable`: a row stored before its handler validated
+    ids cannot break the table's lines or send controls to the terminal.
+    """
     lines = []
     by_event: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -100,9 +106,9 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
         best = min(cands, key=lambda r: r["rank"] or math.inf) if cands else None
         status = " (retracted)" if ev.status == "retracted" else ""
         lines.append(
-            f"{ev.event_id:<14} {ev.messenger:<5} {ev.version:>2} {ev.area90_deg2:>9.0f} "
-            f"{len(cands):>5}  "
-            + (f"{best['object_id']:<14} {best['credible_level']:>5.3f} "
+            f"{printable(ev.event_id):<14} {printable(ev.messenger):<5} {ev.version:>2} "
+            f"{ev.area90_deg2:>9.0f} {len(cands):>5}  "
+            + (f"{printable(best['object_id']):<14} {best['credible_level']:>5.3f} "
                f"{best['log_bayes_factor']:>6.2f} {best['p_chance']:>8.3g}" if best else
                f"{'-':<14} {'':>5} {'':>6} {'':>8}")
             + status)

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mma.db.schema import daemon_status
+from mma.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -239,17 +240,19 @@ def format_status(statuses: Sequence[InstanceStatus]) -> list[str]:
     """Lines for ``mma status``: a ``daemons`` count, then each instance and its sources.
 
     An unknown lag shows as ``?``, a source without messages as ``never``, and an
-    instance whose heartbeat is too old ends with ``STALE``.
+    instance whose heartbeat is too old ends with ``STALE``. Instance, host and
+    source names are read from a shared database that any instance writes:
+    they are shown through :func:`mma.printable.printable`.
     """
     lines = [f"{'daemons':<14} {len(statuses)}"]
     for st in statuses:
-        lines.append(f"  {st.instance}  {st.host}/pid {st.pid}"
+        lines.append(f"  {printable(st.instance)}  {printable(st.host)}/pid {st.pid}"
                      f"  up since {st.started_at.isoformat(timespec='seconds')}"
                      f"  heartbeat {st.age_s:.0f} s ago" + ("  STALE" if st.stale else ""))
         for src in st.sources:
             last = (src.last_message_at.isoformat(timespec="seconds")
                     if src.last_message_at else "never")
-            lines.append(f"    {src.source}  messages {src.messages}"
+            lines.append(f"    {printable(src.source)}  messages {src.messages}"
                          f"  dead letters {src.dead_letters}"
                          f"  lag {'?' if src.lag is None else src.lag}  last message {last}")
     return lines
