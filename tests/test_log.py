@@ -1,0 +1,192 @@
+"""Clean output: the one escaping (mma.printable), the log formatter, and mma replay's stderr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mma.cli import main
+from mma.log import CONTINUATION, HANDLER_NAME, configure
+from mma.printable import UNSAFE_CATEGORIES, printable, printable_lines
+from tests.hostile.text import FORGED, HOSTILE, RAW_FORBIDDEN, cases, id_files
+
+# One example of each class the escaping must catch: C0 (ESC, BEL, LF, CR, TAB, NUL),
+# DEL, C1 (NEL, CSI), bidi embeddings, overrides, isolates and marks, zero-width and
+# BOM format characters, line and paragraph separators, lone surrogates, a tag character.
+UNSAFE = ["\x1b", "\x07", "\n", "\r", "\t", "\x00", "\x7f", "\x85", "\x9b",
+          *map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A)),
+          "\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\ufeff", "\u2028", "\u2029",
+          "\ud800", "\udfff", "\U000e0001"]
+FORGED_START = re.compile(r"^(<\d>|\d{4}-\d\d-\d\dT|(DEBUG|INFO|WARNING|ERROR|CRITICAL) )")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+def _clean(text: str) -> None:
+    """Assert that *text* holds none of the characters a terminal would act on."""
+    for ch in RAW_FORBIDDEN:
+        assert ch not in text, f"raw {ch!r} in output"
+    bad = {unicodedata.category(c) for c in text if c != "\n"} & UNSAFE_CATEGORIES
+    assert not bad, f"characters of categories {bad} in output"
+
+
+@pytest.mark.parametrize("ch", UNSAFE, ids=[f"U+{ord(c):04X}" for c in UNSAFE])
+def test_printable_escapes_each_unsafe_character(ch: str) -> None:
+    # ascii() is the independent oracle: Python's own escape of the character.
+    assert printable(f"a{ch}b") == f"a{ascii(ch)[1:-1]}b"
+
+
+def test_printable_keeps_text_of_any_script() -> None:
+    text = r"ZTF19acfixfe Ωμέγα 東京 é ü 🌌 a b=c\x1b [2J ~"
+    assert printable(text) is text
+    assert printable("naïve\u00a0space\u0301") == "naïve\u00a0space\u0301"  # NBSP, combining
+    assert printable(42) == "42" and printable(Path("/a\nb")) == "/a\\nb"
+
+
+def test_fast_path_skips_no_unsafe_character() -> None:
+    # printable() returns text untouched when str.isprintable() is True: that must
+    # never hold for a character of an unsafe category, in all of Unicode.
+    missed = [hex(c) for c in range(sys.maxunicode + 1)
+              if unicodedata.category(chr(c)) in UNSAFE_CATEGORIES and chr(c).isprintable()]
+    assert missed == []
+
+
+def test_printable_output_is_one_clean_encodable_line() -> None:
+    text = printable("".join(UNSAFE) + HOSTILE)
+    _clean(text)
+    assert "\n" not in text
+    text.encode("utf-8")  # no lone surrogate left to make the encoder raise
+
+
+def test_printable_lines_keep_only_lf_breaks() -> None:
+    assert printable_lines("a\x1bb\r\nc\u2028d\n") == ["a\\x1bb\\r", "c\\u2028d", ""]
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch,
+         capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """mma's own handler on the root logger for one test, removed after."""
+    root = logging.getLogger()
+    level = root.level
+    yield capsys
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["stderr", "journald"])
+def test_forged_record_is_one_line(logs: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch, journal: bool) -> None:
+    if journal:
+        monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    else:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    configure("INFO")
+    log = logging.getLogger("mma.test")
+    log.error("%s: dead letter #%d: %s", f"ZTF{HOSTILE}", 7, ValueError(HOSTILE))
+    log.info("fetching %s", f"https://gcn.example/map{HOSTILE}.fits")
+    err = logs.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2 and err.count("\n") == 2  # one line per record, nothing else
+    _clean(err)
+    if journal:  # journald stamps the time itself
+        assert lines[0].startswith("ERROR mma.test: ZTF\\n2026")
+    else:
+        assert LOG_LINE.match(lines[0])
+        assert lines[0][21:].startswith("ERROR mma.test: ZTF\\n2026")
+    assert ("ZTF\\n2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J\\x1b[31m\\u202e\\x07"
+            in lines[0])
+    assert "map\\n2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J" in lines[1]
+
+
+def test_traceback_stays_readable_but_cannot_forge(logs: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    configure("INFO")
+    log = logging.getLogger("mma.test")
+    try:
+        raise RuntimeError(f"bad id{HOSTILE}\n<2>journal priority\r{FORGED}")
+    except RuntimeError:
+        log.exception("%s: unexpected error in %s", f"a{FORGED}", "ztf")
+    log.warning("where %s", "x", stack_info=True)
+    lines = logs.readouterr().err.splitlines()
+    _clean("\n".join(lines))
+    records = [line for line in lines if not line.startswith(CONTINUATION)]
+    assert len(records) == 2 and all(LOG_LINE.match(line) for line in records)
+    assert records[0].endswith("a\\n2026-12-05T00:00:00Z CRITICAL mma: forged: unexpected "
+                               "error in ztf")
+    # Multi-line still (readable), every continuation marked, none a forged record.
+    body = [line[len(CONTINUATION):] for line in lines if line.startswith(CONTINUATION)]
+    assert body[0] == "Traceback (most recent call last):"
+    assert "RuntimeError: bad id" in body and "<2>journal priority\\r" in body
+    assert "2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J\\x1b[31m\\u202e\\x07" in body
+    assert "Stack (most recent call last):" in body
+    # Without the indent, these lines would read as records (or journald priorities).
+    assert sum(FORGED_START.match(line) is not None for line in body) == 3
+
+
+def _write(folder: Path, files: list[tuple[str, bytes]]) -> None:
+    folder.mkdir()
+    for name, data in files:
+        (folder / name).write_bytes(data)
+
+
+def _hostile_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    _write(folder, [(c.filename, c.data) for c in cases()] + id_files())
+    return folder
+
+
+def _check_replay_stderr(err: str, *, journal: bool) -> None:
+    """Every hostile string shown escaped; each line a record, a continuation or the summary."""
+    _clean(err)
+    lines = err.splitlines()
+    assert not any(line.startswith(FORGED.strip()) for line in lines)
+    summary = lines.index("")  # the summary follows the log after a blank line
+    for line in lines[:summary]:
+        assert line.startswith(CONTINUATION) or (
+            re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line) if journal
+            else LOG_LINE.match(line)), line
+    # The dead letter of the hostile file name and the notice's map URL are shown, escaped.
+    escaped = "\\n2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J\\x1b[31m\\u202e\\x07"
+    dead = [line for line in lines if "dead letter #" in line and f"unreadable{escaped}" in line]
+    assert len(dead) == 1 and "no handler recognises content" in dead[0]
+    assert any(f"skymap https://roc.icecube.wisc.edu/map{escaped}.fits.gz" in line
+               for line in lines)
+    # An alert stored with a hostile id (if the handlers let it in) ranks in the table.
+    rows = [line for line in lines[summary:] if line.startswith("IceCube-990001_1 ")]
+    assert len(rows) == 1
+    assert rows[0].split()[5] in ("-", f"ZTF25{escaped.split(maxsplit=1)[0]}")
+
+
+def test_replay_output_is_clean(tmp_path: Path, logs: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    out = tmp_path / "out.jsonl"
+    assert main(["-l", "DEBUG", "replay", "-o", str(out), str(_hostile_folder(tmp_path))]) == 0
+    _check_replay_stderr(logs.readouterr().err, journal=False)
+    _clean(out.read_text())
+
+
+@pytest.mark.daemon
+@pytest.mark.slow  # ~6 s each on a shared machine: start-up, two circle regions, a ZTF packet
+@pytest.mark.parametrize("journal", [False, True], ids=["stderr", "journald"])
+def test_replay_subprocess_writes_no_raw_controls(tmp_path: Path, journal: bool) -> None:
+    """The bytes a real ``mma replay`` writes to stderr and stdout, journald or not."""
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    if journal:
+        env["JOURNAL_STREAM"] = "8:12345"
+    exe = Path(sys.executable).with_name("mma")
+    done = subprocess.run([str(exe), "-l", "DEBUG", "replay", str(_hostile_folder(tmp_path))],
+                          capture_output=True, env=env, timeout=120, check=True)
+    for raw in (done.stderr, done.stdout):
+        for ch in RAW_FORBIDDEN:
+            assert ch.encode() not in raw
+    _check_replay_stderr(done.stderr.decode("utf-8"), journal=journal)
