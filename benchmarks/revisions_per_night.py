@@ -27,10 +27,10 @@ from sqlalchemy import Engine, func, inspect, select, text
 from mma.config import load_config
 from mma.db.engine import make_engine, upgrade
 from mma.db.schema import outbox
+from mma.files import Spool, park, unpark
 from mma.ingest import Parsed, Pipeline
 from mma.models import Alert
 from mma.registry import Registry
-from mma.replay import collect
 
 RESCORE_EVERY = timedelta(minutes=15)
 BATCH = 500
@@ -47,11 +47,12 @@ def main(corpus: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp / 'night.sqlite'}")
     upgrade(engine)
     pipeline = Pipeline(engine, config)
-    entries = collect(pipeline, Registry(), paths, max_bytes=1 << 30)
+    spool = Spool()
+    keys = park(pipeline, Registry(), paths, spool, max_bytes=1 << 30)
     rescores = 0
-    next_rescore = entries[0].time + RESCORE_EVERY
+    next_rescore = keys[0].time + RESCORE_EVERY
     run: list[Parsed] = []
-    for entry in entries:
+    for entry in unpark(pipeline, keys, spool, max_bytes=1 << 30):
         while entry.time >= next_rescore:
             if run:
                 pipeline.process_alerts(run)
@@ -71,14 +72,15 @@ def main(corpus: Path) -> None:
         pipeline.process(entry.handler, entry.raw, origin=entry.origin, item=entry.item,
                          now=entry.time)
     pipeline.process_alerts(run)
-    pipeline.rescore(entries[-1].time)
+    spool.close()
+    pipeline.rescore(keys[-1].time)
     rescores += 1
     with engine.connect() as conn:
         per = Counter(dict(conn.execute(
             select(outbox.c.coincidence_id, func.count()).where(outbox.c.channel == "kafka")
             .group_by(outbox.c.coincidence_id)).all()))
     counts = sorted(per.values())
-    print(f"records replayed: {len(entries)}; re-scores: {rescores}")
+    print(f"records replayed: {len(keys)}; re-scores: {rescores}")
     if not counts:
         print("no candidate was published")
         return

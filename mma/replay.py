@@ -1,11 +1,14 @@
 """``mma replay`` and ``mma ingest``: files through the same pipeline as live messages.
 
-Replay reads every file (directories recursively), detects each format from
-its content, splits containers into records, parses them all, and processes
-them in stream-time order (a notice at its issue time, an alert at its
-detection time) so that windows and back-matching behave as they would live.
-A file or record that cannot be read is dead-lettered with its path and the
-replay goes on.
+A replay processes the records of its files in stream-time order (a notice at
+its issue time, an alert at its detection time) so that windows and
+back-matching behave as they would live; ``mma ingest`` keeps file order. How
+files become records, with bounded memory, is :mod:`mma.files`.
+
+The final re-score runs at the stream's clock (:class:`StreamClock`): the time
+of the latest record *stored* (not of one refused), and not of a few records
+far beyond the rest of the stream, which are flagged in the log instead of
+trusted.
 """
 
 from __future__ import annotations
@@ -14,125 +17,128 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tqdm import tqdm
 
-from mma.errors import BadMessage, HostileMessage, Ignored
-from mma.ingest import Handler, Parsed, Pipeline, parse_checked
-from mma.models import Alert, Item, Notice
+from mma.files import Record, Spool, park, read_records, unpark
+from mma.ingest import Outcome, Parsed, Pipeline
+from mma.models import Alert
 from mma.registry import Registry
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # alerts per transaction (consecutive in stream order, between notices)
 
+#: Records later than the rest of the stream by more than this do not set its clock.
+MAX_CLOCK_GAP = timedelta(days=30)
 
-@dataclass(order=True)
-class Entry:
-    """One parsed record waiting for its turn in stream-time order."""
-
-    time: datetime
-    seq: int
-    origin: str = field(compare=False)
-    handler: Handler = field(compare=False)
-    raw: bytes = field(compare=False)
-    item: Item = field(compare=False)
+STORED = frozenset({"notice", "alert", "duplicate"})
 
 
-def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
-    """Files named by *paths*, directories walked recursively in sorted order."""
-    for path in map(Path, paths):
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file()
-                              and not p.name.startswith("."))
-        elif path.is_file():
-            yield path
-        else:
-            log.error("%s: no such file or directory", path)
+class StreamClock:
+    """The clock of a replayed stream: the latest time among the records stored.
 
+    A small group of records separated from everything before it by more than
+    *max_gap* (e.g. one alert dated years after the rest) is an outlier: it is
+    processed at its own time like any record, but it does not set the clock
+    of the final re-score, and it is named in a warning.
 
-def _read_capped(path: Path, max_bytes: int) -> tuple[bytes, bool]:
-    """Read at most *max_bytes* (+1 to detect overflow); True if the file is larger."""
-    with path.open("rb") as fh:
-        data = fh.read(max_bytes + 1)
-    return data[:max_bytes], len(data) > max_bytes
+    Parameters
+    ----------
+    max_gap : timedelta
+        The largest gap in stream time that still joins two groups of records.
+    """
 
+    def __init__(self, max_gap: timedelta = MAX_CLOCK_GAP) -> None:
+        self.max_gap = max_gap
+        self._seen: list[tuple[datetime, str]] = []
 
-def collect(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.PathLike[str]],
-            *, max_bytes: int) -> list[Entry]:
-    """Parse every record of every file; bad ones are dead-lettered on the way."""
-    entries: list[Entry] = []
-    for path in iter_files(paths):
-        raw, too_big = _read_capped(path, max_bytes)
-        if too_big:
-            pipeline.dead_letter("replay", str(path), HostileMessage(
-                f"file larger than {max_bytes} bytes; first {max_bytes} bytes kept"), raw)
-            continue
-        index = 0
-        try:
-            # Records stream out of the file: those read before a broken block are kept,
-            # and the whole file goes to the dead letters if it breaks.
-            for index, (handler, payload) in enumerate(registry.iter_file(raw, str(path))):
-                origin = f"{path}#{index}" if hasattr(handler, "split") else str(path)
-                item = _parse(pipeline, handler, payload, origin)
-                if item is not None:
-                    when = item.issued_time if isinstance(item, Notice) else item.time
-                    entries.append(Entry(when, len(entries), origin, handler, payload, item))
-        except BadMessage as exc:
-            pipeline.dead_letter("replay", f"{path} (after record {index})", exc, raw)
-    entries.sort()
-    return entries
+    def stored(self, when: datetime, origin: str) -> None:
+        """A record of stream time *when* was stored (or already was)."""
+        self._seen.append((when, origin))
 
-
-def _parse(pipeline: Pipeline, handler: Handler, payload: bytes, origin: str) -> Item | None:
-    """Parse one record; a bad one is dead-lettered and None returned."""
-    try:
-        return parse_checked(handler, payload)
-    except Ignored as exc:
-        pipeline.ignored(handler.NAME, origin, exc)
-    except BadMessage as exc:
-        pipeline.dead_letter(handler.NAME, origin, exc, payload)
-    except Exception as exc:  # a handler bug must not stop the replay; the bytes are kept
-        log.exception("%s: unexpected error in %s", origin, handler.NAME)
-        pipeline.dead_letter(handler.NAME, origin, exc, payload)
-    return None
+    def now(self) -> datetime | None:
+        """The trusted clock, or None if nothing was stored; outliers are logged."""
+        seen = sorted(self._seen)
+        end = len(seen)
+        while end > 1:
+            cut = next((i for i in range(end - 1, 0, -1)
+                        if seen[i][0] - seen[i - 1][0] > self.max_gap), None)
+            if cut is None or end - cut >= cut:  # the tail is not the smaller group
+                break
+            end = cut
+        if end < len(seen):
+            outliers = seen[end:]
+            log.warning("%d record(s) later than the rest of the stream by more than %.4g d do "
+                        "not set its clock (%s): first %s at %s", len(outliers),
+                        self.max_gap.total_seconds() / 86400,
+                        seen[end - 1][0].isoformat(), outliers[0][1], outliers[0][0].isoformat())
+        return seen[end - 1][0] if seen else None
 
 
 def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.PathLike[str]],
            *, max_bytes: int, progress_min_items: int = 200, ordered: bool = True,
-           rescore: bool = True) -> int:
+           rescore: bool = True, max_gap: timedelta = MAX_CLOCK_GAP) -> int:
     """Process every record under *paths*; return how many were processed.
 
     With ``ordered=False`` (``mma ingest``) records go in file order instead of
     stream-time order. With ``rescore=False`` (the daemon's spool, whose scheduler
     re-scores) the final re-scoring is left out.
     """
-    entries = collect(pipeline, registry, paths, max_bytes=max_bytes)
-    if not ordered:
-        entries.sort(key=lambda e: e.seq)
-    bar = tqdm(entries, desc="replay", unit="msg", file=sys.stderr,
-               disable=None if len(entries) >= progress_min_items else True)
-    run: list[Parsed] = []  # consecutive alerts, stored and matched in one transaction
-    for entry in bar:
-        if isinstance(entry.item, Alert):
-            run.append(Parsed(entry.handler, entry.raw, entry.origin, item=entry.item))
-            if len(run) < BATCH:
-                continue
-        if run:
-            pipeline.process_alerts(run)
-            run = []
-        if not isinstance(entry.item, Alert):
-            pipeline.process(entry.handler, entry.raw, origin=entry.origin, item=entry.item,
-                             now=entry.time)
-    pipeline.process_alerts(run)
-    if entries and rescore:
+    clock = StreamClock(max_gap)
+    with Spool() as spool:
+        if ordered:
+            keys = park(pipeline, registry, paths, spool, max_bytes=max_bytes)
+            records = unpark(pipeline, keys, spool, max_bytes=max_bytes)
+            total: int | None = len(keys)
+        else:
+            records = (rec for _path, _alone, rec in read_records(
+                pipeline, registry, paths, max_bytes=max_bytes))
+            total = None
+        bar = tqdm(records, total=total, desc="replay", unit="msg", file=sys.stderr,
+                   disable=True if total is not None and total < progress_min_items else None)
+        n = feed(pipeline, bar, clock)
+    now = clock.now()
+    if now is not None and rescore:
         # As the daemon's scheduler does: final scores use the background measured
         # from everything the stream delivered.
-        pipeline.rescore(entries[-1].time)
-    return len(entries)
+        pipeline.rescore(now)
+    return n
+
+
+def feed(pipeline: Pipeline, records: Iterator[Record] | Iterable[Record],
+         clock: StreamClock) -> int:
+    """Process *records* in the order given, consecutive alerts in batches; how many."""
+    run: list[Record] = []  # consecutive alerts, stored and matched in one transaction
+    n = 0
+
+    def flush() -> None:
+        outcomes = pipeline.process_alerts(
+            [Parsed(r.handler, r.raw, r.origin, item=r.item) for r in run])
+        _clock(clock, run, outcomes)
+        run.clear()
+
+    for rec in records:
+        n += 1
+        if isinstance(rec.item, Alert):
+            run.append(rec)
+            if len(run) >= BATCH:
+                flush()
+            continue
+        flush()
+        outcome = pipeline.process(rec.handler, rec.raw, origin=rec.origin, item=rec.item,
+                                   now=rec.time)
+        _clock(clock, [rec], [outcome])
+    flush()
+    return n
+
+
+def _clock(clock: StreamClock, records: list[Record], outcomes: list[Outcome]) -> None:
+    for rec, outcome in zip(records, outcomes, strict=True):
+        if outcome.kind in STORED:
+            clock.stored(rec.time, rec.origin)
 
 
 def process_spool(pipeline: Pipeline, registry: Registry, folder: Path, *,
