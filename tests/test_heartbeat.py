@@ -8,11 +8,12 @@ import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from mma.cli import main
 from mma.db.schema import daemon_status
 from mma.service.heartbeat import InstanceStatus, SourceStats, beat, read_status, retire
+from tests.hostile.text import HOSTILE, HOSTILE_SHOWN, assert_clean
 
 T0 = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 NOTICES = "gcn.notices.icecube.lvk_nu_track_search"
@@ -147,3 +148,27 @@ def test_status_json(engine: Engine, db_url: str, capsys: pytest.CaptureFixture[
     assert daemon["age_s"] >= 300
     assert daemon["sources"] == [{"source": NOTICES, "messages": 4, "dead_letters": 0,
                                   "lag": 9, "last_message_at": now.isoformat()}]
+
+
+def test_status_shows_names_escaped(engine: Engine, db_url: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # Any instance may write the shared table: its names are untrusted.
+    now = datetime.now(UTC)
+    instance, source = f"a{HOSTILE}", f"topic{HOSTILE}"
+    beat(engine, instance=instance, started_at=now, now=now,
+         sources={source: SourceStats(messages=3)})
+    with engine.begin() as conn:
+        conn.execute(update(daemon_status).values(host=f"h\u202e\u2066{HOSTILE[:20]}"))
+    assert main(["status", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert_clean(out)
+    lines = out.splitlines()
+    [inst] = [line for line in lines if line.startswith("  a\\n")]
+    assert inst.startswith(f"  a{HOSTILE_SHOWN}  h\\u202e\\u2066\\n2026-12-05T00:00:00/pid ")
+    [src] = [line for line in lines if line.startswith("    topic")]
+    assert src.startswith(f"    topic{HOSTILE_SHOWN}  messages 3  dead letters 0  lag ?")
+    assert main(["status", "--json", "--db", db_url]) == 0
+    json_out = capsys.readouterr().out
+    assert_clean(json_out)
+    assert json_out.isascii()
+    assert json.loads(json_out)["daemons"][0]["instance"] == instance

@@ -16,7 +16,15 @@ import pytest
 from mma.cli import main
 from mma.log import CONTINUATION, HANDLER_NAME, configure
 from mma.printable import UNSAFE_CATEGORIES, printable, printable_lines
-from tests.hostile.text import FORGED, HOSTILE, RAW_FORBIDDEN, cases, id_files
+from tests.hostile.text import (
+    FORGED,
+    HOSTILE,
+    HOSTILE_SHOWN,
+    RAW_FORBIDDEN,
+    assert_clean,
+    cases,
+    id_files,
+)
 
 # One example of each class the escaping must catch: C0 (ESC, BEL, LF, CR, TAB, NUL),
 # DEL, C1 (NEL, CSI), bidi embeddings, overrides, isolates and marks, zero-width and
@@ -27,14 +35,6 @@ UNSAFE = ["\x1b", "\x07", "\n", "\r", "\t", "\x00", "\x7f", "\x85", "\x9b",
           "\ud800", "\udfff", "\U000e0001"]
 FORGED_START = re.compile(r"^(<\d>|\d{4}-\d\d-\d\dT|(DEBUG|INFO|WARNING|ERROR|CRITICAL) )")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
-
-
-def _clean(text: str) -> None:
-    """Assert that *text* holds none of the characters a terminal would act on."""
-    for ch in RAW_FORBIDDEN:
-        assert ch not in text, f"raw {ch!r} in output"
-    bad = {unicodedata.category(c) for c in text if c != "\n"} & UNSAFE_CATEGORIES
-    assert not bad, f"characters of categories {bad} in output"
 
 
 @pytest.mark.parametrize("ch", UNSAFE, ids=[f"U+{ord(c):04X}" for c in UNSAFE])
@@ -60,7 +60,7 @@ def test_fast_path_skips_no_unsafe_character() -> None:
 
 def test_printable_output_is_one_clean_encodable_line() -> None:
     text = printable("".join(UNSAFE) + HOSTILE)
-    _clean(text)
+    assert_clean(text)
     assert "\n" not in text
     text.encode("utf-8")  # no lone surrogate left to make the encoder raise
 
@@ -95,14 +95,13 @@ def test_forged_record_is_one_line(logs: pytest.CaptureFixture[str],
     err = logs.readouterr().err
     lines = err.splitlines()
     assert len(lines) == 2 and err.count("\n") == 2  # one line per record, nothing else
-    _clean(err)
+    assert_clean(err)
     if journal:  # journald stamps the time itself
         assert lines[0].startswith("ERROR mma.test: ZTF\\n2026")
     else:
         assert LOG_LINE.match(lines[0])
         assert lines[0][21:].startswith("ERROR mma.test: ZTF\\n2026")
-    assert ("ZTF\\n2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J\\x1b[31m\\u202e\\x07"
-            in lines[0])
+    assert f"ZTF{HOSTILE_SHOWN}" in lines[0]
     assert "map\\n2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J" in lines[1]
 
 
@@ -117,7 +116,7 @@ def test_traceback_stays_readable_but_cannot_forge(logs: pytest.CaptureFixture[s
         log.exception("%s: unexpected error in %s", f"a{FORGED}", "ztf")
     log.warning("where %s", "x", stack_info=True)
     lines = logs.readouterr().err.splitlines()
-    _clean("\n".join(lines))
+    assert_clean("\n".join(lines))
     records = [line for line in lines if not line.startswith(CONTINUATION)]
     assert len(records) == 2 and all(LOG_LINE.match(line) for line in records)
     assert records[0].endswith("a\\n2026-12-05T00:00:00Z CRITICAL mma: forged: unexpected "
@@ -126,7 +125,7 @@ def test_traceback_stays_readable_but_cannot_forge(logs: pytest.CaptureFixture[s
     body = [line[len(CONTINUATION):] for line in lines if line.startswith(CONTINUATION)]
     assert body[0] == "Traceback (most recent call last):"
     assert "RuntimeError: bad id" in body and "<2>journal priority\\r" in body
-    assert "2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J\\x1b[31m\\u202e\\x07" in body
+    assert HOSTILE_SHOWN.removeprefix("\\n") in body
     assert "Stack (most recent call last):" in body
     # Without the indent, these lines would read as records (or journald priorities).
     assert sum(FORGED_START.match(line) is not None for line in body) == 3
@@ -146,7 +145,7 @@ def _hostile_folder(tmp_path: Path) -> Path:
 
 def _check_replay_stderr(err: str, *, journal: bool) -> None:
     """Every hostile string shown escaped; each line a record, a continuation or the summary."""
-    _clean(err)
+    assert_clean(err)
     lines = err.splitlines()
     assert not any(line.startswith(FORGED.strip()) for line in lines)
     summary = lines.index("")  # the summary follows the log after a blank line
@@ -155,24 +154,24 @@ def _check_replay_stderr(err: str, *, journal: bool) -> None:
             re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line) if journal
             else LOG_LINE.match(line)), line
     # The dead letter of the hostile file name and the notice's map URL are shown, escaped.
-    escaped = "\\n2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J\\x1b[31m\\u202e\\x07"
-    dead = [line for line in lines if "dead letter #" in line and f"unreadable{escaped}" in line]
+    dead = [line for line in lines
+            if "dead letter #" in line and f"unreadable{HOSTILE_SHOWN}" in line]
     assert len(dead) == 1 and "no handler recognises content" in dead[0]
-    assert any(f"skymap https://roc.icecube.wisc.edu/map{escaped}.fits.gz" in line
+    assert any(f"skymap https://roc.icecube.wisc.edu/map{HOSTILE_SHOWN}.fits.gz" in line
                for line in lines)
     # An alert stored with a hostile id (if the handlers let it in) ranks in the table.
     rows = [line for line in lines[summary:] if line.startswith("IceCube-990001_1 ")]
     assert len(rows) == 1
-    assert rows[0].split()[5] in ("-", f"ZTF25{escaped.split(maxsplit=1)[0]}")
+    assert rows[0].split()[5] in ("-", f"ZTF25{HOSTILE_SHOWN.split(maxsplit=1)[0]}")
 
 
-def test_replay_output_is_clean(tmp_path: Path, logs: pytest.CaptureFixture[str],
+def test_replay_output_isassert_clean(tmp_path: Path, logs: pytest.CaptureFixture[str],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     out = tmp_path / "out.jsonl"
     assert main(["-l", "DEBUG", "replay", "-o", str(out), str(_hostile_folder(tmp_path))]) == 0
     _check_replay_stderr(logs.readouterr().err, journal=False)
-    _clean(out.read_text())
+    assert_clean(out.read_text())
 
 
 @pytest.mark.daemon

@@ -21,19 +21,34 @@ from __future__ import annotations
 
 import io
 import json
+import unicodedata
 
 import fastavro
 
+from mma.printable import UNSAFE_CATEGORIES
 from tests.conftest import CORPUS
 from tests.hostile import Case
 
 FORGED = "\n2026-12-05T00:00:00Z CRITICAL mma: forged"
 TERMINAL = "\x1b[2J\x1b[31m\u202e\x07"  # clear screen, red, right-to-left override, bell
 HOSTILE = FORGED + TERMINAL
+# How it must be shown (Python's own escapes of the characters).
+HOSTILE_SHOWN = "\\n2026-12-05T00:00:00Z CRITICAL mma: forged\\x1b[2J\\x1b[31m\\u202e\\x07"
 # What must never appear raw in anything mma prints.
 RAW_FORBIDDEN = ("\x1b", "\x07", "\u202e", "\r")
 
 ZTF_AVRO = CORPUS / "alerts/ztf/avro"
+
+
+def assert_clean(text: str) -> None:
+    """Assert that *text* holds no character a terminal or a log reader would act on.
+
+    Only LF is allowed, as the separator of the lines printed.
+    """
+    for ch in RAW_FORBIDDEN:
+        assert ch not in text, f"raw {ch!r} in output"
+    bad = {unicodedata.category(c) for c in text if c != "\n"} & UNSAFE_CATEGORIES
+    assert not bad, f"characters of categories {sorted(bad)} in output"
 
 
 def icecube_notice(run_event: str, *, healpix_url: str | None = None) -> bytes:
