@@ -157,6 +157,8 @@ def _check_replay_stderr(err: str, *, journal: bool) -> None:
     dead = [line for line in lines
             if "dead letter #" in line and f"unreadable{HOSTILE_SHOWN}" in line]
     assert len(dead) == 1 and "no handler recognises content" in dead[0]
+    # A light curve without detections is dead-lettered whoever screens its id.
+    assert sum("pittgoogle_id_no_rows.json: dead letter #" in line for line in lines) == 1
     assert any(f"skymap https://roc.icecube.wisc.edu/map{HOSTILE_SHOWN}.fits.gz" in line
                for line in lines)
     # An alert stored with a hostile id (if the handlers let it in) ranks in the table.
