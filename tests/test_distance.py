@@ -25,6 +25,7 @@ from mma.match.distance import (
     ln_p_background_distance,
     redshift_at_distance,
 )
+from mma.match.finite import LN_CEILING, LN_FLOOR
 from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import MAX_ORDER, Region, build_region
 
@@ -199,6 +200,26 @@ def test_b_d_tends_to_one_without_host_association() -> None:
     assert ln_b_distance(0.02, 40.0, 120.0, 1.0) == pytest.approx(want)
 
 
+def test_host_far_outside_the_distance_layers_is_evidence_against_not_minus_infinity(
+        corpus: Path) -> None:
+    """A host 40 sigma beyond the tile's distance: its density underflows to 0."""
+    region = _real_region(corpus, REAL_MAPS[0])
+    reach = distance_quantile_mpc(region)
+    tile = int(region.density_order[0])
+    assert region.distmu is not None and region.distsigma is not None
+    far = float(region.distmu[tile] + 40.0 * region.distsigma[tile])
+    pdf = float(region.distance_pdf(tile, far))
+    assert pdf == 0.0
+    # The catalogued galaxy is then a chance neighbour: ln(1 - P_host), P_host < 1.
+    assert ln_b_distance(pdf, far, reach, 0.5) == pytest.approx(math.log(0.5))
+    # A certain host (only by a direct call): the floor, the strongest evidence against.
+    assert ln_b_distance(pdf, far, reach, 1.0) == LN_FLOOR
+    # Just inside what a double holds (~37 sigma): as strong, still finite and ordered.
+    near = float(region.distmu[tile] + 37.0 * region.distsigma[tile])
+    assert LN_FLOOR <= ln_b_distance(float(region.distance_pdf(tile, near)), near, reach,
+                                     1.0) < -600.0
+
+
 def test_host_at_peak_beats_host_at_three_times(corpus: Path) -> None:
     region = _real_region(corpus, REAL_MAPS[0])
     reach = distance_quantile_mpc(region)
@@ -213,14 +234,12 @@ def test_host_at_peak_beats_host_at_three_times(corpus: Path) -> None:
     assert far < 0.0
 
 
-def test_never_nan_on_hostile_inputs() -> None:
-    values = (*HOSTILE, 0.5, 100.0)
+def test_always_finite_on_hostile_inputs() -> None:
+    values = (*HOSTILE, 0.5, 100.0, 1e-320, 1e300)
     for p_sig, d, reach, p_host in itertools.product(values, (*values, None),
                                                      (*values, None), (*HOSTILE, 0.5, 1.0)):
         got = ln_b_distance(p_sig, d, reach, p_host)
-        assert not math.isnan(got), (p_sig, d, reach, p_host)
-        if p_host != 1.0:
-            assert got < math.inf
+        assert LN_FLOOR <= got <= LN_CEILING, (p_sig, d, reach, p_host)
     for d, reach in itertools.product(values, (*values, None)):
         assert not math.isnan(ln_p_background_distance(d, reach))
     for sep, d in itertools.product((*HOSTILE, None, 3.0), (*HOSTILE, None, 50.0)):

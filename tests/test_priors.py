@@ -25,6 +25,7 @@ from mma.handlers import (
     swift,
     swift_guano,
 )
+from mma.match.finite import LN_FLOOR
 from mma.match.priors import (
     SECONDS_PER_YEAR,
     association_probability,
@@ -77,8 +78,8 @@ def test_time_factor_closed_form_inside_and_outside_the_signal_range(config: Con
     assert ln_b_time("gw.cbc", 7.0, (-1.0, 14.0), config) == pytest.approx(inside)
     assert ln_b_time("gw.cbc", 10.0, (-1.0, 14.0), config) == pytest.approx(math.log(0.1))
     assert ln_b_time("gw.cbc", -0.5, (-1.0, 14.0), config) == pytest.approx(math.log(0.1))
-    assert ln_b_time("gw.cbc", 14.5, (-1.0, 14.0), config) == -math.inf
-    assert ln_b_time("gw.cbc", -1.5, (-1.0, 14.0), config) == -math.inf
+    assert ln_b_time("gw.cbc", 14.5, (-1.0, 14.0), config) == LN_FLOOR
+    assert ln_b_time("gw.cbc", -1.5, (-1.0, 14.0), config) == LN_FLOOR
     # grb: afterglow [0, 3] d in [-1, 10]; neutrino flare [-300, 30] d in [-365, 30].
     assert ln_b_time("grb", 1.0, (-1.0, 10.0), config) == pytest.approx(
         math.log(0.9 * 11.0 / 3.0 + 0.1))
@@ -120,7 +121,7 @@ def test_a_signal_range_wider_than_the_window_is_clipped_and_still_normalised(
 
 def test_tail_fraction_limits(config: Config) -> None:
     hard = with_priors(config, tail_fraction=0.0)
-    assert ln_b_time("gw.cbc", 10.0, (-1.0, 14.0), hard) == -math.inf
+    assert ln_b_time("gw.cbc", 10.0, (-1.0, 14.0), hard) == LN_FLOOR
     assert ln_b_time("gw.cbc", 1.0, (-1.0, 14.0), hard) == pytest.approx(math.log(15 / 7))
     flat = with_priors(config, tail_fraction=1.0)
     assert ln_b_time("gw.cbc", 10.0, (-1.0, 14.0), flat) == 0.0
@@ -135,7 +136,7 @@ def test_bad_signal_ranges_give_no_time_information(config: Config) -> None:
     short = with_priors(config, signal_days__grb=[1.0])
     for cfg in (outside, reversed_, short):
         assert ln_b_time("grb", 1.0, (-1.0, 10.0), cfg) == 0.0
-        assert ln_b_time("grb", 11.0, (-1.0, 10.0), cfg) == -math.inf  # the window still holds
+        assert ln_b_time("grb", 11.0, (-1.0, 10.0), cfg) == LN_FLOOR  # the window still holds
     assert len(check_priors(outside)) == 1 and "does not overlap" in check_priors(outside)[0]
     assert "a < b" in check_priors(reversed_)[0]
     assert check_priors(config) == []
@@ -327,7 +328,7 @@ def test_pre_existing_objects_are_penalised_except_for_neutrinos(config: Config)
             assert ln_prior_history(event_class, True, config) == 0.0
     cfg = with_priors(config, pre_existing_factor__grb=0.1, pre_existing_factor__xray=0.0)
     assert ln_prior_history("grb", True, cfg) == pytest.approx(math.log(0.1))
-    assert ln_prior_history("xray", True, cfg) == -math.inf
+    assert ln_prior_history("xray", True, cfg) == LN_FLOOR
     bad = with_priors(config, pre_existing_factor__grb=2.0)
     assert ln_prior_history("grb", True, bad) == pytest.approx(math.log(1e-3))
 

@@ -9,6 +9,7 @@ import pytest
 
 from mma.config import load_config
 from mma.match import scoring
+from mma.match.finite import LN_FLOOR
 
 RULES = load_config(environ={}).section("vetting.ztf")
 
@@ -20,7 +21,9 @@ def test_b_sky_is_one_for_a_uniform_map_over_an_even_background() -> None:
     assert scoring.ln_b_sky(1.0 / (4.0 * math.pi), *even) == pytest.approx(0.0, abs=1e-15)
     # A map concentrated in 1 % of the sky: density 100x uniform.
     assert scoring.ln_b_sky(100.0 / (4.0 * math.pi), *even) == pytest.approx(math.log(100.0))
-    assert scoring.ln_b_sky(0.0, *even) == -math.inf
+    # Where the map says 0 (or not a number): the floor, never -inf.
+    for rho in (0.0, -1.0, math.nan, math.inf):
+        assert scoring.ln_b_sky(rho, *even) == LN_FLOOR
 
 
 def test_b_sky_is_against_the_local_background_density() -> None:
@@ -36,7 +39,7 @@ def test_b_sky_is_against_the_local_background_density() -> None:
 def test_b_time_uniform_inside_window_only() -> None:
     assert scoring.ln_b_time_uniform(0.5, (-1.0, 14.0)) == 0.0
     assert scoring.ln_b_time_uniform(-1.0, (-1.0, 14.0)) == 0.0
-    assert scoring.ln_b_time_uniform(14.5, (-1.0, 14.0)) == -math.inf
+    assert scoring.ln_b_time_uniform(14.5, (-1.0, 14.0)) == LN_FLOOR
 
 
 def test_chance_probability_is_poisson() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mma.config import Config
+from mma.match.finite import check_record, finite_or_none
 from mma.match.scoring import Score
 from mma.models import PRE_EXISTING_CLASSES, Detection, StoredEvent, StoredObject
 
@@ -88,8 +89,8 @@ def summarise(obj: StoredObject, t0: datetime, start: datetime,
     vetted = [d for d in inside if not d.vetoes]
     used = vetted or inside
     ra, dec, scatter = mean_position(used)
-    peak = min((d for d in used if d.magnitude is not None),
-               key=lambda d: d.magnitude or 0.0, default=None)
+    peak = min((d for d in used if _measured(d)), key=lambda d: d.magnitude or 0.0,
+               default=None)
     after = [d.time for d in used if d.time >= t0]
     rise, fade = light_curve_rates(used)
     sources = [d.history_source for d in obj.detections if d.history_source]
@@ -154,7 +155,7 @@ def light_curve_rates(detections: Sequence[Detection]) -> tuple[float | None, fl
     """
     bands: dict[str, list[Detection]] = {}
     for d in detections:
-        if d.magnitude is not None and d.band:
+        if _measured(d) and d.band:
             bands.setdefault(d.band, []).append(d)
     if not bands:
         return None, None
@@ -174,6 +175,11 @@ def light_curve_rates(detections: Sequence[Detection]) -> tuple[float | None, fl
             fade = max(fade or 0.0, rate)
         last = d
     return rise, fade
+
+
+def _measured(d: Detection) -> bool:
+    """The detection has a magnitude that is a finite number (NaN and inf: not measured)."""
+    return d.magnitude is not None and math.isfinite(d.magnitude)
 
 
 def significance(event: StoredEvent) -> dict[str, Any]:
@@ -196,7 +202,21 @@ def significance(event: StoredEvent) -> dict[str, Any]:
 
 def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObject,
                summary: Summary, score: Score) -> dict[str, Any]:
-    """The published record of a candidate (``docs/candidate.md``), status and rank aside."""
+    """The published record of a candidate (``docs/candidate.md``), status and rank aside.
+
+    Raises
+    ------
+    InvalidValue
+        A number of the record is NaN or infinite (a bug upstream): named with
+        the event and object ids (:func:`mma.match.finite.check_record`), so
+        the message being processed is dead-lettered with that reason.
+
+    Notes
+    -----
+    Magnitudes, their errors and the rise and fade rates that are not finite
+    numbers are published as ``null`` (not measured); every score term is
+    finite by construction (:mod:`mma.match.finite`).
+    """
     flags = [f"veto:{v}" for v in summary.vetoes]
     if "withdrawn" in summary.vetoes:
         flags.append("source_withdrawn")
@@ -208,7 +228,7 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         flags.append("test")
     flags += [f for f in event.flags if f not in flags]
     t0 = event.event_time
-    return {
+    record = {
         "schema_version": SCHEMA_VERSION, "coincidence_id": cid,
         "event_id": event.event_id, "aliases": list(event.aliases),
         "messenger": event.messenger, "event_class": event.event_class,
@@ -224,8 +244,8 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         "last_detection": iso(summary.last_detection),
         "n_prior_detections": summary.n_prior, "history_source": summary.history_source,
         "peak_magnitude": summary.peak_magnitude, "peak_band": summary.peak_band,
-        "rise_rate_mag_per_day": summary.rise_rate,
-        "fade_rate_mag_per_day": summary.fade_rate,
+        "rise_rate_mag_per_day": finite_or_none(summary.rise_rate),
+        "fade_rate_mag_per_day": finite_or_none(summary.fade_rate),
         "dt_days": score.dt_days, "prob_density_sr": score.prob_density_sr,
         "credible_level": score.credible_level,
         "searched_area_deg2": score.searched_area_deg2,
@@ -233,11 +253,14 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         "p_chance": score.p_chance, "p_association": score.p_association,
         "flags": flags, "changes": [],
     }
+    check_record(record, event_id=event.event_id, object_id=obj.object_id)
+    return record
 
 
 def _detection(d: Detection, t0: datetime) -> dict[str, Any]:
     return {"alert_id": d.alert_id, "time": iso(d.time), "band": d.band,
-            "magnitude": d.magnitude, "magnitude_err": d.magnitude_err,
+            "magnitude": finite_or_none(d.magnitude),
+            "magnitude_err": finite_or_none(d.magnitude_err),
             "dt_days": (d.time - t0).total_seconds() / 86400.0}
 
 

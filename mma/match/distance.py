@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from scipy.optimize import brentq
 
 from mma.errors import ConfigError
+from mma.match.finite import LN_FLOOR, clamp_ln
 from mma.skymaps.region import Region
 
 __all__ = [
@@ -310,21 +311,31 @@ def ln_b_distance(p_signal_per_mpc: float, distance_mpc: float | None,
     Returns
     -------
     float
-        Never NaN. 0.0 (``B_D = 1``) without a distance or with ``p_host = 0``;
-        ``ln(1 - p_host)`` where the signal density is 0 (``-inf`` only if
-        ``p_host`` is exactly 1).
+        Finite, in ``[LN_FLOOR, LN_CEILING]`` (:mod:`mma.match.finite`). 0.0
+        (``B_D = 1``) without a distance or with ``p_host = 0``; ``ln(1 - p_host)``
+        where the signal density is 0.
+
+    Notes
+    -----
+    The density ratio ``p(D|x) / p_bg(D)`` is floored at ``exp(LN_FLOOR)``
+    (≈ 2.2e-308, the smallest normal double): a host far outside the map's
+    distance layers (its density underflows to 0 beyond ~38 sigma) is as strong
+    evidence against the host as a double can hold, never -inf. With
+    ``P_host < 1`` (always, from :class:`DistanceSettings`) the mixture's second
+    term dominates long before the floor, and ``ln B_D -> ln(1 - P_host)``: the
+    catalogued galaxy is then taken as a chance neighbour. Only ``P_host = 1``
+    reaches the floor itself.
     """
     if distance_mpc is None or not (math.isfinite(distance_mpc) and distance_mpc > 0.0):
         return 0.0
     p_host = 0.0 if math.isnan(p_host) else min(max(p_host, 0.0), 1.0)
     if p_host == 0.0:
         return 0.0
-    ln_rest = math.log1p(-p_host) if p_host < 1.0 else -math.inf
-    if not (math.isfinite(p_signal_per_mpc) and p_signal_per_mpc > 0.0):
-        return ln_rest
-    ln_ratio = math.log(p_signal_per_mpc) - ln_p_background_distance(
-        distance_mpc, reach_mpc, cosmology)
+    ln_ratio = LN_FLOOR
+    if math.isfinite(p_signal_per_mpc) and p_signal_per_mpc > 0.0:
+        ln_ratio = clamp_ln(math.log(p_signal_per_mpc)
+                            - ln_p_background_distance(distance_mpc, reach_mpc, cosmology))
     ln_host = math.log(p_host) + ln_ratio
-    if ln_rest == -math.inf:
-        return ln_host
-    return float(np.logaddexp(ln_host, ln_rest))
+    if p_host == 1.0:
+        return clamp_ln(ln_host)
+    return clamp_ln(float(np.logaddexp(ln_host, math.log1p(-p_host))))

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mma.config import Config
+from mma.match.finite import LN_FLOOR, clamp_ln
 from mma.models import EVENT_CLASSES, PRE_EXISTING_CLASSES, StoredEvent
 
 SECONDS_PER_YEAR = 365.25 * 86400.0
@@ -208,8 +209,16 @@ def ln_b_time(event_class: str, dt_days: float | None, window: tuple[float, floa
     float
         ln B_t with B_t = p_sig(dt) · T, T = end − start [days] and
         p_sig = (1 − ε) · U[a', b'] + ε · U[window], [a', b'] = [a, b] ∩ window
-        [day⁻¹]; −inf outside the window. A signal range that is missing,
-        malformed or outside the window gives 0 (uniform: no preference).
+        [day⁻¹]. A signal range that is missing, malformed or outside the window
+        gives 0 (uniform: no preference).
+
+    Notes
+    -----
+    Outside the window, and inside it away from the signal range with ε = 0,
+    the time rules the object out: ln B_t is then
+    :data:`~mma.match.finite.LN_FLOOR` (≈ −708), not −inf. A signal range
+    narrower than a double can divide by is capped at
+    :data:`~mma.match.finite.LN_CEILING`.
     """
     start, end = window
     span = end - start
@@ -217,7 +226,7 @@ def ln_b_time(event_class: str, dt_days: float | None, window: tuple[float, floa
             math.isfinite(span) and span > 0.0):
         return 0.0
     if not start <= dt_days <= end:
-        return -math.inf
+        return LN_FLOOR
     section = config.section("priors")
     signal = _signal_range(section.get(f"signal_days.{event_class}"), window)
     if signal is None:
@@ -226,7 +235,7 @@ def ln_b_time(event_class: str, dt_days: float | None, window: tuple[float, floa
     tail = _probability(section.get("tail_fraction"))
     tail = FALLBACK_TAIL_FRACTION if tail is None else tail
     b_t = tail + ((1.0 - tail) * span / (b - a) if a <= dt_days <= b else 0.0)
-    return math.log(b_t) if b_t > 0.0 else -math.inf
+    return clamp_ln(math.log(b_t)) if b_t > 0.0 else LN_FLOOR
 
 
 def _signal_range(value: Any, window: tuple[float, float]) -> tuple[float, float] | None:
@@ -258,14 +267,16 @@ def ln_prior_history(event_class: str, pre_existing: bool, config: Config) -> fl
     float
         0 when not *pre_existing* or for neutrino classes (a flare rises before
         its neutrino); else ln(factor), ln(1e-3) by default for gw.*, grb and
-        xray: a merger or burst has no optical precursor; −inf for a factor 0.
+        xray: a merger or burst has no optical precursor. A factor 0 (such
+        objects excluded) gives :data:`~mma.match.finite.LN_FLOOR` (≈ −708), not
+        −inf.
     """
     if not pre_existing or event_class not in PRE_EXISTING_CLASSES:
         return 0.0
     factor = _probability(config.section("priors").get(f"pre_existing_factor.{event_class}"))
     if factor is None:
         factor = FALLBACK_PRE_EXISTING_FACTOR
-    return math.log(factor) if factor > 0.0 else -math.inf
+    return clamp_ln(math.log(factor)) if factor > 0.0 else LN_FLOOR
 
 
 def ln_class_prior(event: StoredEvent, config: Config) -> float:
@@ -316,8 +327,10 @@ def association_probability(ln_b_total: float, n_sky: float) -> float:
     Returns
     -------
     float
-        P in [0, 1]: odds / (1 + odds), odds = exp(ln_b_total) / n_sky,
-        evaluated as a logistic of ln odds (no overflow); 0 for −inf or NaN.
+        P in [0, 1], always finite: odds / (1 + odds), odds = exp(ln_b_total) /
+        n_sky, evaluated as a logistic of ln odds (no overflow); 0 for −inf or
+        NaN, and for ln odds below ≈ −745, where the odds underflow to 0 (a
+        candidate at the score's floors); 1 for +inf.
 
     Notes
     -----

@@ -107,7 +107,7 @@ class Scorer:
         self.max_cl = float(config.section("scoring")["max_credible_level"])
         self.backgrounds = Backgrounds(config)
         self.distance = DistanceSettings.from_section(config.section("distance"))
-        problems = priors.check_priors(config)
+        problems = priors.check_priors(config) + check_rates(config)
         if problems:
             raise ConfigError("; ".join(problems))
         self._local: dict[tuple[int, str, int, str, datetime, datetime, bool],
@@ -176,6 +176,30 @@ class Scorer:
                            if k[0] in live and (k[1] != key[1] or k[2] == key[2])}
             self._local[key] = cached
         return cached
+
+
+RATE_KEYS = ("prior_new_per_sr_day", "prior_all_per_sr_day")
+
+
+def check_rates(config: Config) -> list[str]:
+    """Problems of the background's rates, one sentence each; empty when usable.
+
+    Each prior rate (``[background]``, per-survey overrides included) and the
+    floor (``[scoring] background_rate_floor_per_sr_per_day``) must be a finite
+    number >= 0 [objects sr^-1 day^-1]: TOML accepts ``inf`` and ``nan``, which
+    would make N_bg, and with it P_chance and the record, not a number.
+    """
+    background = config.section("background")
+    keys = [("background", k) for k in background if k.split(".", 1)[0] in RATE_KEYS]
+    keys.append(("scoring", "background_rate_floor_per_sr_per_day"))
+    problems = []
+    for section, key in keys:
+        value = config.section(section).get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not (math.isfinite(value) and value >= 0.0):
+            problems.append(f"[{section}] {key} must be a finite rate >= 0 "
+                            f"[per sr per day], not {value!r}")
+    return problems
 
 
 def _poisson_error(n_bg: float, local: LocalBackground, tile: int) -> float:

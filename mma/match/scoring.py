@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mma.match.finite import LN_FLOOR, clamp_ln
 from mma.match.priors import association_probability
 
 FOUR_PI_SR = 4.0 * math.pi
@@ -92,24 +93,56 @@ def ln_b_sky(prob_density_sr: float, background_density_sr: float,
              background_sky_total: float) -> float:
     """Spatial log Bayes factor ``ln(rho / b)``, ``b = density / sky total`` [sr^-1].
 
-    ``-inf`` where rho is 0; a background density of 0 (nothing expected
-    there) is taken as the sky's smallest positive one would be: never +inf.
+    Parameters
+    ----------
+    prob_density_sr : float
+        The region's probability density at the object [sr^-1].
+    background_density_sr : float
+        Unrelated objects expected per steradian there.
+    background_sky_total : float
+        Unrelated objects expected over the whole sky.
+
+    Returns
+    -------
+    float
+        In ``[LN_FLOOR, LN_CEILING]`` (:mod:`mma.match.finite`).
+
+    Notes
+    -----
+    Computed as a sum of logs, so no product overflows. A density rho of 0 (or
+    not finite) gives the floor, :data:`~mma.match.finite.LN_FLOOR`: the map
+    excludes the position as strongly as a double can say (a candidate lies
+    inside the credible-level cut, so rho > 0 there). A background density of
+    0 (nothing expected there) is taken as the sky's mean, ``rho * 4 pi``:
+    never +inf.
     """
-    if prob_density_sr <= 0.0 or not math.isfinite(prob_density_sr):
-        return -math.inf
-    if background_sky_total <= 0.0 or background_density_sr <= 0.0:
-        return math.log(prob_density_sr * FOUR_PI_SR)
-    return math.log(prob_density_sr * background_sky_total / background_density_sr)
+    if not (math.isfinite(prob_density_sr) and prob_density_sr > 0.0):
+        return LN_FLOOR
+    if not (background_sky_total > 0.0 and background_density_sr > 0.0
+            and math.isfinite(background_sky_total) and math.isfinite(background_density_sr)):
+        return clamp_ln(math.log(prob_density_sr) + math.log(FOUR_PI_SR))
+    return clamp_ln(math.log(prob_density_sr) + math.log(background_sky_total)
+                    - math.log(background_density_sr))
 
 
 def ln_b_time_uniform(dt_days: float, window: tuple[float, float]) -> float:
-    """Temporal log Bayes factor for a signal uniform over *window* [days]: 0 inside."""
+    """Temporal log Bayes factor for a signal uniform over *window* [days].
+
+    0 inside, :data:`~mma.match.finite.LN_FLOOR` outside (not -inf: a detection
+    outside the window is excluded as strongly as a double can say).
+    """
     start, end = window
-    return 0.0 if start <= dt_days <= end else -math.inf
+    return 0.0 if start <= dt_days <= end else LN_FLOOR
 
 
 def chance_probability(n_background: float) -> float:
-    """Poisson probability of at least one unrelated object when *n_background* expected."""
+    """Poisson probability of at least one unrelated object when *n_background* expected.
+
+    In [0, 1]: 0 for a count at or below 0, 1 for +inf. NaN stays NaN (a bug
+    the record's check names, :func:`mma.match.finite.check_record`).
+    """
+    if math.isnan(n_background):
+        return n_background
     return -math.expm1(-max(n_background, 0.0))
 
 
@@ -119,13 +152,21 @@ def score_match(*, prob_density_sr: float, credible_level: float, searched_area_
                 background_sky_total: float, background_unmeasured: bool,
                 ln_b_t: float | None = None, ln_b_d: float = 0.0, ln_prior: float = 0.0,
                 p_astro: float = 1.0) -> Score:
-    """Score one object in one region (see the module docstring for the formulas)."""
+    """Score one object in one region (see the module docstring for the formulas).
+
+    Notes
+    -----
+    Every ln term, given or computed, is clamped to ``[LN_FLOOR, LN_CEILING]``
+    (:func:`mma.match.finite.clamp_ln`), so ln B is finite whatever a term's
+    own edge cases give.
+    """
     return Score(
         prob_density_sr=prob_density_sr, credible_level=credible_level,
         searched_area_deg2=searched_area_deg2, dt_days=dt_days,
         ln_b_sky=ln_b_sky(prob_density_sr, background_density_sr, background_sky_total),
-        ln_b_t=ln_b_time_uniform(dt_days, window) if ln_b_t is None else ln_b_t,
-        ln_b_d=ln_b_d, ln_prior=ln_prior, p_chance=chance_probability(n_background),
+        ln_b_t=ln_b_time_uniform(dt_days, window) if ln_b_t is None else clamp_ln(ln_b_t),
+        ln_b_d=clamp_ln(ln_b_d), ln_prior=clamp_ln(ln_prior),
+        p_chance=chance_probability(n_background),
         n_background=n_background, n_background_err=n_background_err,
         background_density_sr=background_density_sr,
         background_sky_total=background_sky_total,
