@@ -1,9 +1,17 @@
-"""Engines for the embedded default (SQLite) and shared deployments (PostgreSQL)."""
+"""Engines for the embedded default (SQLite) and shared deployments (PostgreSQL).
+
+Both write JSON columns with :func:`json_dumps` (no NaN or infinity) and read
+them with :func:`json_loads`; :func:`refuses_values` tells a database error
+caused by the values written (the message's fault) from one of the database.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +19,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from mma.db.schema import metadata
 
@@ -19,6 +27,46 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x6D6D61  # "mma": the advisory lock key serialising migrations
+# Constraint failures that a row's own values cause (the same values fail again), unlike
+# a unique or foreign-key failure, which a concurrent writer can cause and a retry cure.
+# PostgreSQL SQLSTATEs: not_null_violation, check_violation (class 22 is checked apart).
+VALUE_SQLSTATES = frozenset({"23502", "23514"})
+# SQLite extended codes: SQLITE_CONSTRAINT_NOTNULL, SQLITE_CONSTRAINT_CHECK, SQLITE_TOOBIG,
+# SQLITE_MISMATCH.
+VALUE_SQLITE_CODES = frozenset({1299, 275, 18, 20})
+
+
+def json_dumps(value: Any) -> str:
+    """JSON text of a column value; NaN and infinities are refused, as JSON does.
+
+    The serializer of every JSON column, on SQLite and PostgreSQL alike: SQLite
+    would keep ``NaN``/``-Infinity`` (text its own ``json_extract`` rejects) and
+    PostgreSQL refuses the row. Nothing should reach here that is not finite
+    (records are checked where they are built, :mod:`mma.match.finite`).
+
+    Raises
+    ------
+    ValueError
+        A float is NaN or infinite (SQLAlchemy wraps it in ``StatementError`` on
+        SQLite; psycopg raises it as it is).
+    """
+    return json.dumps(value, allow_nan=False)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """A JSON column's value; the non-standard constants of older rows read as finite.
+
+    Rows stored before :func:`json_dumps` refused them may hold ``NaN`` (read
+    as null: no value) or ``±Infinity`` (read as ±1.8e308, the largest double,
+    which keeps their order), so that re-writing them succeeds.
+    """
+    return json.loads(text, parse_constant=_legacy_constant)
+
+
+def _legacy_constant(name: str) -> float | None:
+    if name == "NaN":
+        return None
+    return math.copysign(sys.float_info.max, -1.0 if name.startswith("-") else 1.0)
 
 
 def make_engine(url: str) -> Engine:
@@ -34,7 +82,8 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": 30},
+                               json_serializer=json_dumps, json_deserializer=json_loads)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -45,7 +94,8 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, json_serializer=json_dumps,
+                         json_deserializer=json_loads)
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -88,6 +138,24 @@ def _upgrade(engine: Engine, revision: str) -> None:
 def is_current(engine: Engine) -> bool:
     """True if every table of the schema exists (a quick check before work)."""
     return set(metadata.tables) <= set(inspect(engine).get_table_names())
+
+
+def refuses_values(exc: DBAPIError) -> bool:
+    """The database refused the statement's *values*: retrying them cannot succeed.
+
+    A data exception (SQLSTATE class 22: invalid JSON or text, a number out of
+    range, NUL in text, a string too long...; SQLAlchemy's ``DataError``), or a
+    NOT NULL or CHECK constraint failing. Connection loss, lock timeouts,
+    serialization failures, unique and foreign-key races are not: they may
+    pass on a retry.
+    """
+    if isinstance(exc, DataError):
+        return True
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str):
+        return state.startswith("22") or state in VALUE_SQLSTATES
+    return getattr(orig, "sqlite_errorcode", None) in VALUE_SQLITE_CODES
 
 
 def describe_error(exc: DBAPIError) -> str:

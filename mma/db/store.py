@@ -94,7 +94,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
         event_pk = _insert(conn, insert(events).values(
             event_id=notice.event_id, messenger=notice.messenger, event_class=event_class,
             instrument=notice.instrument, event_time=notice.event_time,
-            status="active", test=notice.test, properties=dict(notice.properties),
+            status="active", test=notice.test, properties=plain_json(notice.properties),
             flags=list(notice.flags),
         ))
         log.info("event %s: new %s event (%s) from %s", notice.event_id, notice.messenger,
@@ -116,7 +116,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
             conn.execute(
                 update(events).where(events.c.id == event_pk).values(
                     event_time=notice.event_time, event_class=event_class,
-                    properties=dict(notice.properties), flags=list(notice.flags),
+                    properties=plain_json(notice.properties), flags=list(notice.flags),
                 )
             )
     for alias in {notice.event_id, *notice.aliases}:
@@ -128,7 +128,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
     notice_pk = _insert(conn, insert(notices).values(
         event_pk=event_pk, handler=handler, notice_type=notice.notice_type,
         issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
-        properties=dict(notice.properties), flags=flags,
+        properties=plain_json(notice.properties), flags=flags,
     ))
     return StoredNotice(event_pk, notice_pk, is_new=True, inert=inert)
 
@@ -337,7 +337,12 @@ def _write_objects(conn: Connection, state: dict[tuple[str, str], dict[str, Any]
 
 
 def _jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain JSON types only (numpy scalars from Avro/parquet decoders become Python)."""
+    """Plain JSON types only (numpy scalars from Avro/parquet decoders become Python).
+
+    NaN and infinities become null (not measured): the database's JSON
+    serializer refuses them (:func:`mma.db.engine.json_dumps`). Nested mappings
+    and lists are cleaned likewise (:func:`plain_json`).
+    """
     out: dict[str, Any] = {}
     for key, value in mapping.items():
         if isinstance(value, np.generic):
@@ -345,8 +350,27 @@ def _jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
         # math.isfinite: np.isfinite costs ~1 us on a Python float, ~40 keys an alert.
         if isinstance(value, float) and not math.isfinite(value):
             value = None
+        elif isinstance(value, Mapping | list | tuple):
+            value = plain_json(value)
         out[key] = value
     return out
+
+
+def plain_json(value: Any) -> Any:
+    """*value* as plain JSON types, recursively; NaN and ±inf become null.
+
+    For what a message states rather than what mma computes (notice
+    properties, alert quality): a number that is not finite says nothing.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: plain_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_json(item) for item in value]
+    return value
 
 
 def add_dead_letter(engine: Engine, *, source: str, origin: str | None, error: BaseException,
@@ -354,7 +378,13 @@ def add_dead_letter(engine: Engine, *, source: str, origin: str | None, error: B
     """Keep the raw bytes of a message that could not be processed, in its own transaction."""
     with engine.begin() as conn:
         pk = _insert(conn, insert(dead_letters).values(
-            source=source, origin=origin, error_type=type(error).__name__,
-            error=str(error)[:4000], size=len(raw), raw=raw,
+            source=_text(source)[:64], origin=None if origin is None else _text(origin),
+            error_type=_text(type(error).__name__)[:64], error=_text(str(error))[:4000],
+            size=len(raw), raw=raw,
         ))
     return pk
+
+
+def _text(value: str) -> str:
+    """*value* storable as text: PostgreSQL refuses NUL characters (written ``\\x00``)."""
+    return value.replace("\x00", "\\x00")

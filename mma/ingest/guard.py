@@ -5,7 +5,11 @@ the skymap code) sends the raw bytes to the dead-letter table with the origin
 and the reason, and the stream goes on; :class:`mma.errors.Ignored` messages are
 only counted. Database failures are not the message's fault: they surface as
 :class:`mma.errors.TransientError` (:func:`database_errors`, the one place that
-maps them) so that the caller retries instead of dead-lettering good data.
+maps them) so that the caller retries instead of dead-lettering good data. The
+exception is the database refusing the values themselves (invalid JSON, a
+number out of range, a NOT NULL column left empty:
+:func:`mma.db.engine.refuses_values`): the same message would fail forever, so
+it is an :class:`mma.errors.InvalidValue` and is dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from mma.db import store
-from mma.db.engine import describe_error
+from mma.db.engine import describe_error, refuses_values
 from mma.epochs import check_item
-from mma.errors import BadMessage, Ignored, TransientError
+from mma.errors import BadMessage, Ignored, InvalidValue, TransientError
 from mma.ingest.stage import Handler, Outcome
 from mma.models import Item
 
@@ -39,12 +43,23 @@ def database_errors(what: str, on_error: Callable[[], None] | None = None) -> It
         Names the step in the error (origin of the message, or the job).
     on_error
         Called first (e.g. to mark an in-memory index stale).
+
+    Raises
+    ------
+    TransientError
+        The database failed (connection, locks, a race): retry.
+    InvalidValue
+        The database refused the values written (:func:`refuses_values`):
+        retrying the same message cannot succeed.
     """
     try:
         yield
-    except (OperationalError, DBAPIError) as exc:
+    except DBAPIError as exc:  # OperationalError included
         if on_error is not None:
             on_error()
+        if refuses_values(exc):
+            raise InvalidValue(f"{what}: the database refused a value: "
+                               f"{describe_error(exc)}") from exc
         raise TransientError(f"{what}: database error: {describe_error(exc)}") from exc
 
 

@@ -1,0 +1,256 @@
+"""Finite numbers everywhere: scores, the database, the outputs.
+
+The case (:mod:`tests.hostile.numbers`): a Fink alert whose catalogued host lies
+40 sigma beyond a real LVK map's distance once scored ``ln B_D = -inf``; the
+record then broke SQLite's ``json_extract``, ``mma replay`` died writing its
+output, and on PostgreSQL the JSON column refused the row, an error retried
+forever. Here it is replayed on both databases, and run through ``mma run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
+
+from mma.cli import main
+from mma.config import Config
+from mma.db import store
+from mma.db.engine import json_loads, make_engine, refuses_values
+from mma.db.schema import alerts, dead_letters, events, notices
+from mma.errors import InvalidValue, TransientError
+from mma.ingest import Parsed, Pipeline
+from mma.ingest.guard import database_errors
+from mma.match.finite import LN_CEILING, LN_FLOOR, check_record, clamp_ln
+from tests.helpers import HANDLER
+from tests.hostile import numbers
+from tests.test_correlator import T0, alert, feed, notice, rows
+
+
+def strict_json(line: str | bytes) -> Any:
+    """Parse JSON as the standard has it: NaN and Infinity are errors, not numbers."""
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"non-standard JSON constant {name}")
+    return json.loads(line, parse_constant=refuse)
+
+
+def assert_finite(value: Any, path: str = "record") -> None:
+    """Every number in *value*, however deep, is finite."""
+    if isinstance(value, float):
+        assert math.isfinite(value), f"{path} = {value}"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            assert_finite(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            assert_finite(item, f"{path}[{i}]")
+
+
+def ln_b_d_in_sql(engine: Engine) -> list[float]:
+    """``components.ln_B_D`` of every stored candidate, read by the database's own JSON."""
+    if engine.dialect.name == "sqlite":
+        query = text("SELECT json_extract(payload, '$.components.ln_B_D') FROM coincidences")
+    else:
+        query = text("SELECT (payload->'components'->>'ln_B_D')::float FROM coincidences")
+    with engine.connect() as conn:
+        return [float(v) for v in conn.execute(query).scalars()]
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The two files of the case in a directory, as a user would replay them."""
+    folder = tmp_path_factory.mktemp("numbers")
+    for case in numbers.cases():
+        assert case.outcome == "stored"
+        (folder / case.filename).write_bytes(case.data)
+    return folder
+
+
+# ----------------------------------------------------------------------- the case, end to end
+def test_fink_host_far_beyond_the_gw_distance_is_stored_and_written_finite(
+        db_url: str, case_files: Path, tmp_path: Path) -> None:
+    """``mma replay`` with an output file, on SQLite and PostgreSQL: exit 0, the
+    candidate stored, read back by the database's JSON functions, and written."""
+    out = tmp_path / "coincidences.jsonl"
+    assert main(["replay", str(case_files), "--output", str(out), "--db", db_url]) == 0
+    records = [strict_json(line) for line in out.read_text().splitlines()]
+    assert [(r["event_id"], r["object_id"]) for r in records] == [
+        (numbers.EVENT_ID, numbers.OBJECT_ID)]
+    record = records[0]
+    assert_finite(record)
+    # The host is 40 sigma out: the catalogued galaxy counts as a chance neighbour of a
+    # broker match without an offset (P_host = 0.5): ln B_D = ln(1 - 0.5), not -inf.
+    assert record["components"]["ln_B_D"] == pytest.approx(math.log(0.5))
+    assert record["log_bayes_factor"] == pytest.approx(sum(
+        record["components"][k] for k in ("ln_B_sky", "ln_B_t", "ln_B_D", "ln_prior")))
+    assert 0.0 <= record["p_chance"] <= 1.0 and 0.0 <= record["p_association"] <= 1.0
+    engine = make_engine(db_url)
+    try:
+        assert ln_b_d_in_sql(engine) == pytest.approx([math.log(0.5)])
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(notices)).scalar_one() == 1
+            assert conn.execute(select(func.count()).select_from(alerts)).scalar_one() == 1
+            assert conn.execute(select(dead_letters.c.error)).all() == []
+    finally:
+        engine.dispose()
+
+
+def test_a_term_that_rules_the_candidate_out_is_its_floor_not_minus_infinity(
+        db_url: str, case_files: Path, tmp_path: Path) -> None:
+    """``pre_existing_factor`` 0 excludes an object seen before the merger (this one is):
+    ln prior was -inf, the replay died writing its output (SQLite) or was refused by
+    the JSON column and retried (PostgreSQL). Now the floor, stored and written."""
+    config = tmp_path / "mma.toml"
+    config.write_text('[priors]\n"pre_existing_factor.gw.cbc" = 0.0\n')
+    out = tmp_path / "coincidences.jsonl"
+    assert main(["--config", str(config), "replay", str(case_files), "--output", str(out),
+                 "--db", db_url]) == 0
+    [record] = [strict_json(line) for line in out.read_text().splitlines()]
+    assert "pre_existing" in record["flags"]
+    assert record["components"]["ln_prior"] == LN_FLOOR
+    assert_finite(record)
+    assert 0.0 <= record["p_association"] < 1e-300  # ruled out, as far as a double goes
+
+
+# -------------------------------------------------------------------- the guard at the source
+def test_check_record_names_the_event_the_object_and_the_fields() -> None:
+    record = {"p_chance": 0.5, "components": {"ln_B_D": -math.inf, "ln_B_t": 0.0},
+              "detections": [{"magnitude": 18.0}, {"magnitude": math.nan}]}
+    with pytest.raises(InvalidValue) as refused:
+        check_record(record, event_id="S240114b", object_id="ZTF20aafujpn")
+    message = str(refused.value)
+    assert "event S240114b" in message and "object ZTF20aafujpn" in message
+    assert "components.ln_B_D=-inf" in message and "detections[1].magnitude=nan" in message
+    check_record({"a": [1.0, {"b": 2}], "c": None}, event_id="e", object_id="o")
+
+
+def test_clamp_keeps_order_and_leaves_nan_to_the_check() -> None:
+    assert clamp_ln(-math.inf) == LN_FLOOR and clamp_ln(math.inf) == LN_CEILING
+    assert clamp_ln(-1e6) == LN_FLOOR and clamp_ln(-3.0) == -3.0
+    assert math.exp(LN_FLOOR) > 0.0 and math.isfinite(math.exp(LN_CEILING))
+    assert math.isnan(clamp_ln(math.nan))
+
+
+def test_a_non_finite_score_dead_letters_its_alert_with_its_identities(
+        engine: Engine, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN injected into one candidate's score: the record is refused where it is built,
+    that alert alone is dead-lettered naming event and object; no retry, the rest stored."""
+    pipeline = Pipeline(engine, config)
+    feed(pipeline, notice("Initial", 0.5, {0: 0.8, 1: 0.2}))
+    score = pipeline.correlator.scorer.score
+
+    def poisoned(conn: Any, active: Any, survey: str, summary: Any, *args: Any) -> Any:
+        got = score(conn, active, survey, summary, *args)
+        if summary.detections[0].alert_id == "2":
+            return dataclasses.replace(got, ln_b_sky=math.nan)
+        return got
+
+    monkeypatch.setattr(pipeline.correlator.scorer, "score", poisoned)
+    stream = [alert(str(i), 0, 1.0 + i) for i in range(4)]
+    outcomes = pipeline.process_alerts(  # raises TransientError if it were retried
+        [Parsed(HANDLER, f"raw{i}".encode(), f"t:0:{i}", item=a) for i, a in enumerate(stream)])
+    assert [o.kind for o in outcomes] == ["alert", "alert", "dead_letter", "alert"]
+    with engine.connect() as conn:
+        letters = conn.execute(select(dead_letters.c.origin, dead_letters.c.error_type,
+                                      dead_letters.c.error)).all()
+    assert [(o, t) for o, t, _ in letters] == [("t:0:2", "InvalidValue")]
+    assert "event S250301x" in letters[0][2] and "object ZTF25obj2" in letters[0][2]
+    assert "ln_B_sky=nan" in letters[0][2]
+    assert set(rows(engine)) == {"0", "1", "3"}
+    for record in rows(engine).values():
+        assert_finite(record)
+
+
+# ---------------------------------------------------------------------------- the database
+@pytest.mark.parametrize("bad", [math.nan, -math.inf, math.inf])
+def test_the_json_serializer_refuses_non_finite_numbers(engine: Engine, bad: float) -> None:
+    """Not stored as ``NaN``/``-Infinity`` text (SQLite) nor sent to be refused as a data
+    error (PostgreSQL): SQLAlchemy's StatementError on SQLite, psycopg's ValueError."""
+    row = {"event_id": "S1", "messenger": "gw", "event_class": "gw.cbc", "instrument": "LVK",
+           "event_time": T0, "status": "active", "test": False, "flags": []}
+    with pytest.raises((StatementError, ValueError)) as refused, engine.begin() as conn:
+        conn.execute(insert(events).values(**row, properties={"far": bad}))
+    assert "Out of range float values are not JSON compliant" in str(refused.value)
+    with engine.begin() as conn:  # the same row, finite, is stored
+        conn.execute(insert(events).values(**row, properties={"far": 1e-5}))
+        assert conn.execute(select(events.c.properties)).scalars().all() == [{"far": 1e-5}]
+
+
+def test_a_value_the_database_refuses_is_the_messages_fault(postgres_url: str) -> None:
+    """PostgreSQL's own refusals of a value (invalid JSON, NUL in text) are data errors:
+    dead-lettered, not retried forever; a lost connection stays transient."""
+    engine = create_engine(postgres_url)  # as before the fix: the default serializer
+    try:
+        for statement, value in (("SELECT CAST(:v AS json)", "{\"x\": NaN}"),
+                                 ("SELECT CAST(:v AS text)", "nul \x00 here")):
+            with pytest.raises(InvalidValue, match="the database refused a value"), \
+                    database_errors("t:0:1"), engine.connect() as conn:
+                conn.execute(text(statement), {"v": value})
+    finally:
+        engine.dispose()
+    lost = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    with pytest.raises(TransientError, match="database error"), database_errors("t:0:2"):
+        raise lost
+    assert not refuses_values(lost)
+
+
+def test_constraint_failures_a_retry_cannot_cure_are_data_errors(engine: Engine) -> None:
+    """NOT NULL fails again on retry (the message's fault); a unique race may not."""
+    with pytest.raises(InvalidValue, match="the database refused a value"), \
+            database_errors("t:0:3"), engine.begin() as conn:
+        conn.execute(insert(dead_letters).values(source="s", error_type=None, error="e",
+                                                 size=0, raw=b""))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE uniq (k integer UNIQUE)"))
+        conn.execute(text("INSERT INTO uniq VALUES (1)"))
+    with pytest.raises(IntegrityError) as race, engine.begin() as conn:
+        conn.execute(text("INSERT INTO uniq VALUES (1)"))
+    assert not refuses_values(race.value)
+
+
+def test_dead_letters_and_properties_are_stored_whatever_their_text_and_numbers(
+        engine: Engine) -> None:
+    """A reason quoting NUL (PostgreSQL text refuses it) is stored escaped; a message's
+    own NaN and infinities (properties, quality) are stored as null."""
+    pk = store.add_dead_letter(engine, source="s" * 100, origin="o\x00",
+                               error=ValueError("bad \x00 value"), raw=b"\x00")
+    with engine.connect() as conn:
+        row = conn.execute(select(dead_letters).where(dead_letters.c.id == pk)).one()
+    assert (row.error, row.origin, len(row.source), row.raw) == (
+        "bad \\x00 value", "o\\x00", 64, b"\x00")
+    assert store.plain_json({"far": math.nan, "nested": [{"x": -math.inf}, 1.5]}) == {
+        "far": None, "nested": [{"x": None}, 1.5]}
+
+
+def test_rows_stored_before_the_fix_read_as_finite(tmp_path: Path) -> None:
+    """SQLite kept ``NaN`` and ``-Infinity`` text; they read as null and -1.8e308."""
+    assert json_loads('{"a": NaN, "b": -Infinity, "c": Infinity, "d": 1.5}') == {
+        "a": None, "b": -1.7976931348623157e308, "c": 1.7976931348623157e308, "d": 1.5}
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE old (payload JSON)"))
+            conn.execute(text("INSERT INTO old VALUES ('{\"ln_B_D\": -Infinity}')"))
+        old = Table("old", MetaData(), Column("payload", JSON))
+        with engine.connect() as conn:
+            assert conn.execute(select(old.c.payload)).scalar_one() == {
+                "ln_B_D": -1.7976931348623157e308}
+    finally:
+        engine.dispose()
