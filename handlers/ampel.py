@@ -48,24 +48,28 @@ from datetime import datetime
 from typing import Any
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
-from mma.formats import avro
+from mma.formats import avro, ids
 from mma.formats.history import finish_history, is_positive_detection, mjd_tai_time
 from mma.formats.rubin import tai_mjd_to_utc
+from mma.handlers import rubin
 from mma.handlers.rubin import AB_ZEROPOINT_NJY, flux_to_mag
 from mma.models import Alert
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_report", "parse", "sniff", "split"]
+__all__ = [
+    "DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "alert_from_report", "parse", "sniff", "split",
+]
 
 logger = logging.getLogger(__name__)
 
 NAME = "ampel"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ()  # users configure their AMPEL channel topics
+FIRST_LIGHT = rubin.FIRST_LIGHT  # AMPEL's LSST reports carry Rubin's own epochs
 
 SCHEMA_SUFFIX = "LSSTReport"  # ampel.contrib.hu.model.LSSTReport.LSSTReport
 MAX_MESSAGE_BYTES = 16 * 2**20
 MAX_FILE_BYTES = 2**30
-MAX_FILE_RECORDS = 1_000_000
+MAX_FILE_RECORDS = avro.MAX_FILE_RECORDS
 JD_MJD_OFFSET = 2400000.5
 DETECTION_SNR = 5.0
 DIA_SOURCE = "LSST_DP"
@@ -147,13 +151,11 @@ def alert_from_report(report: Mapping[str, Any]) -> Alert:
     obj = report.get("object")
     if not isinstance(obj, Mapping):
         raise MissingField("LSSTReport.object is missing")
-    object_id = obj.get("id")
-    if isinstance(object_id, bool) or not isinstance(object_id, int) or object_id <= 0:
-        raise MissingField(f"LSSTReport.object.id is missing or not a positive id ({object_id!r})")
+    object_id = ids.integer_id(obj.get("id"), field="LSSTReport.object.id")
     ra, dec = _finite(obj.get("ra")), _finite(obj.get("dec"))
     if ra is None or dec is None:
-        raise InvalidValue(f"LSSTReport.object position ra={obj.get('ra')!r} "
-                           f"dec={obj.get('dec')!r} is not finite")
+        raise InvalidValue(f"LSSTReport.object position ra={ids.shown(obj.get('ra'))} "
+                           f"dec={ids.shown(obj.get('dec'))} is not finite")
     points = report.get("photometry")
     if not isinstance(points, list):
         raise MissingField("LSSTReport.photometry is missing")
@@ -162,9 +164,7 @@ def alert_from_report(report: Mapping[str, Any]) -> Alert:
         raise MissingField(f"LSSTReport of object {object_id} holds no detection")
     latest = max(detections, key=lambda p: p["time"])
     first = min(p["time"] for p in detections)
-    point_id = latest.get("id")
-    if isinstance(point_id, bool) or not isinstance(point_id, int) or point_id <= 0:
-        raise MissingField(f"photometric point id {point_id!r} is not a positive id")
+    point_id = ids.integer_id(latest.get("id"), field="LSSTReport.photometry.id")
     mag, mag_err = _magnitude(latest)
     flux, flux_err = _finite(latest.get("flux")), _finite(latest.get("fluxerr"))
     band = latest.get("band")
@@ -242,8 +242,10 @@ def parse(raw: bytes, *, topic: str) -> Alert:
     MissingField, InvalidValue
         No object id, no detection, non-finite position, time outside 1972–2100.
     """
-    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1)
+    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1,
+                                    max_block_bytes=MAX_MESSAGE_BYTES)
     name = container.schema.get("name")
     if not _schema_ok(name) or len(container.records) != 1:
-        raise MalformedMessage(f"Avro container ({name!r}) is not one AMPEL LSSTReport record")
+        raise MalformedMessage(f"Avro container ({ids.shown(name)}) is not one AMPEL "
+                               "LSSTReport record")
     return alert_from_report(container.records[0])

@@ -54,6 +54,7 @@ from datetime import datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MalformedMessage, MissingField
+from mma.formats import ids
 from mma.formats.gcn_json import load_json
 from mma.formats.history import (
     finish_history,
@@ -64,17 +65,21 @@ from mma.formats.history import (
     prv_dia_source_times,
 )
 from mma.formats.rubin import tai_mjd_to_utc
+from mma.handlers import rubin, ztf
 from mma.handlers.rubin import flux_to_mag
 from mma.handlers.ztf import alert_from_candidate
 from mma.models import Alert
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_locus", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "alert_from_locus", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "antares"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ()  # users configure their ANTARES filter topics
+# ANTARES relays ZTF (since 2019) and LSST alerts: a locus' times are the survey's,
+# and its ZTF light curves start with ZTF's commissioning.
+FIRST_LIGHT = min(ztf.FIRST_LIGHT, rubin.FIRST_LIGHT)
 
 MAX_MESSAGE_BYTES = 16 * 2**20
 LSST = "lsst_diaSource_"
@@ -99,10 +104,14 @@ def _fields(row: Any) -> Mapping[str, Any]:
     return {**row, **props} if isinstance(props, Mapping) else row
 
 
-def _positive_id(value: Any) -> int | None:
+def _positive_id(value: Any, field: str) -> int | None:
+    """A row's own positive integer id, or None (absent, not an int, not positive).
+
+    An int beyond 64 bits is refused (InvalidValue): no survey id is that long.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return None
-    return value
+    return ids.integer_id(value, field=field)
 
 
 def _synthetic_id(object_id: str, time: datetime) -> str:
@@ -113,22 +122,22 @@ def _locus_extra(locus: Mapping[str, Any], n: int) -> dict[str, Any]:
     tags, catalogs = locus.get("tags"), locus.get("catalogs")
     return {
         "n_detections": n,
-        "antares_locus_id": locus.get("locus_id"),
+        "antares_locus_id": locus["locus_id"],  # checked by alert_from_locus
         "antares_tags": [str(t) for t in tags] if isinstance(tags, list) else None,
         "antares_catalogs": [str(c) for c in catalogs] if isinstance(catalogs, list) else None,
     }
 
 
 def _lsst_object_id(locus: Mapping[str, Any], row: Mapping[str, Any]) -> str:
-    own = _positive_id(row.get(f"{LSST}diaObjectId"))
+    own = _positive_id(row.get(f"{LSST}diaObjectId"), f"{LSST}diaObjectId")
     if own is not None:
         return str(own)
     props = locus.get("properties")
     survey = props.get("survey") if isinstance(props, Mapping) else None
     lsst = survey.get("lsst") if isinstance(survey, Mapping) else None
-    ids = lsst.get("dia_object_id") if isinstance(lsst, Mapping) else None
-    if isinstance(ids, list) and ids and isinstance(ids[0], str | int) and str(ids[0]).strip():
-        return str(ids[0])
+    found = lsst.get("dia_object_id") if isinstance(lsst, Mapping) else None
+    if isinstance(found, list) and found and found[0] not in (None, ""):
+        return ids.lsst_id_text(found[0], field="properties.survey.lsst.dia_object_id")
     return str(locus["locus_id"])
 
 
@@ -151,8 +160,8 @@ def _alert_lsst(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Aler
     latest = max(detections, key=lambda r: r[key])
     ra, dec = _finite(latest.get(f"{LSST}ra")), _finite(latest.get(f"{LSST}dec"))
     if ra is None or dec is None:
-        raise InvalidValue(f"{LSST}ra/dec = {latest.get(f'{LSST}ra')!r}/"
-                           f"{latest.get(f'{LSST}dec')!r} is not a finite position")
+        raise InvalidValue(f"{LSST}ra/dec = {ids.shown(latest.get(f'{LSST}ra'))}/"
+                           f"{ids.shown(latest.get(f'{LSST}dec'))} is not a finite position")
     time = tai_mjd_to_utc(latest[key])
     first = tai_mjd_to_utc(min(r[key] for r in detections))
     flux = _finite(latest.get(f"{LSST}psfFlux"))
@@ -169,7 +178,7 @@ def _alert_lsst(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Aler
         quality["isNegative_derived"] = True
     quality["diaObjectId"] = object_id
     quality.update(_locus_extra(locus, len(detections)))
-    source_id = _positive_id(own.get("diaSourceId"))
+    source_id = _positive_id(own.get("diaSourceId"), f"{LSST}diaSourceId")
     band = own.get("band")
     history = _lsst_history(detections, latest)
     return Alert(
@@ -192,18 +201,20 @@ def _alert_ztf(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Alert
     latest = dict(newest)
     latest["jdstarthist"] = min(c["jd"] for c in detections)  # earliest detection in the locus
     object_id = latest.get("object_id") or latest.get("objectId") or locus["locus_id"]
+    # The locus id stands in for a ZTF row without its objectId.
+    pattern = ids.ANTARES_LOCUS if object_id == locus["locus_id"] else ids.ZTF_OBJECT
     candid = latest.get("candid")
     extra = _locus_extra(locus, len(detections))
     history = light_curve_times(detections, newest)
-    if _positive_id(candid) is not None:
+    if _positive_id(candid, f"{ZTF}candid") is not None:
         return alert_from_candidate(latest, object_id=object_id, candid=candid,
-                                    broker="ANTARES", extra_quality=extra,
-                                    history=history, history_source=HISTORY_SOURCE)
+                                    broker="ANTARES", extra_quality=extra, history=history,
+                                    history_source=HISTORY_SOURCE, object_pattern=pattern)
     # No candid: build with a placeholder, then give the synthetic id (see module doc).
     latest.pop("candid", None)
     alert = alert_from_candidate(latest, object_id=object_id, candid=1,
-                                 broker="ANTARES", extra_quality=extra,
-                                 history=history, history_source=HISTORY_SOURCE)
+                                 broker="ANTARES", extra_quality=extra, history=history,
+                                 history_source=HISTORY_SOURCE, object_pattern=pattern)
     return dataclasses.replace(
         alert, alert_id=_synthetic_id(alert.object_id, jd_to_datetime(latest["jd"])),
         quality={**alert.quality, "candid": None})
@@ -211,9 +222,8 @@ def _alert_ztf(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Alert
 
 def alert_from_locus(locus: Mapping[str, Any]) -> Alert:
     """Map one decoded ANTARES locus to the Alert of its latest detection."""
-    locus_id = locus.get("locus_id")
-    if not isinstance(locus_id, str) or not locus_id.strip():
-        raise MissingField(f"locus_id is missing or not a string ({locus_id!r})")
+    locus_id = ids.text_id(locus.get("locus_id"), field="locus_id", pattern=ids.ANTARES_LOCUS,
+                           what="an ANTARES locus id (ANT, year, base-36 serial)")
     alerts = locus.get("alerts")
     if not isinstance(alerts, list):
         raise MissingField("locus has no 'alerts' list")

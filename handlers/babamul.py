@@ -32,18 +32,20 @@ from datetime import datetime
 from typing import Any
 
 from mma.errors import BadMessage, MalformedMessage
-from mma.formats import avro
+from mma.formats import avro, ids
 from mma.formats.history import history_jd, is_positive_detection
+from mma.handlers import ztf
 from mma.handlers.ztf import alert_from_candidate
 from mma.models import Alert
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff", "split"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff", "split"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "babamul"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ()  # babamul.ztf.<...>: users pick their topics
+FIRST_LIGHT = ztf.FIRST_LIGHT  # Babamul re-publishes ZTF alerts: their times are ZTF's
 
 SCHEMA_NAME = "BabamulZtfAlert"
 MAX_MESSAGE_BYTES = 16 * 2**20
@@ -77,7 +79,9 @@ def alert_from_record(record: Mapping[str, Any]) -> Alert:
     extra: dict[str, Any] = {f"babamul_{k}": props.get(k) for k in PROPERTY_KEYS}
     matches = record.get("survey_matches")
     lsst = matches.get("lsst") if isinstance(matches, Mapping) else None
-    extra["babamul_lsst_object_id"] = lsst.get("objectId") if isinstance(lsst, Mapping) else None
+    lsst_id = lsst.get("objectId") if isinstance(lsst, Mapping) else None
+    extra["babamul_lsst_object_id"] = None if lsst_id is None else ids.lsst_id_text(
+        lsst_id, field="survey_matches.lsst.objectId")
     candidate = record.get("candidate")
     return alert_from_candidate(
         candidate if isinstance(candidate, Mapping) else {},
@@ -99,7 +103,7 @@ def sniff(raw: bytes) -> bool:
 
 def split(raw: bytes) -> Iterator[bytes]:
     """One-record containers from a Babamul container file."""
-    return avro.split_container(raw, max_bytes=MAX_FILE_BYTES, max_records=1_000_000)
+    return avro.split_container(raw, max_bytes=MAX_FILE_BYTES, max_records=avro.MAX_FILE_RECORDS)
 
 
 def parse(raw: bytes, *, topic: str) -> Alert:
@@ -112,8 +116,10 @@ def parse(raw: bytes, *, topic: str) -> Alert:
     MissingField, InvalidValue
         See :func:`mma.handlers.ztf.alert_from_candidate`.
     """
-    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1)
+    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1,
+                                    max_block_bytes=MAX_MESSAGE_BYTES)
     name = container.schema.get("name")
     if name != SCHEMA_NAME or len(container.records) != 1:
-        raise MalformedMessage(f"Avro container ({name!r}) is not one {SCHEMA_NAME} record")
+        raise MalformedMessage(f"Avro container ({ids.shown(name)}) is not one {SCHEMA_NAME} "
+                               "record")
     return alert_from_record(container.records[0])

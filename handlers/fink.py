@@ -36,26 +36,40 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mma.errors import HostileMessage, MalformedMessage, MissingField
 from mma.formats.gcn_json import load_json
 from mma.formats.history import prv_candidate_times
+from mma.handlers import ztf
 from mma.handlers.ztf import HISTORY_SOURCE, alert_from_candidate
 from mma.models import Alert
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff", "split"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff", "split"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "fink"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ()
+FIRST_LIGHT = ztf.FIRST_LIGHT  # Fink relays ZTF alerts: their times are ZTF's
 
 PARQUET_MAGIC = b"PAR1"
 MAX_FILE_BYTES = 2**30
 MAX_DECODED_BYTES = 4 * 2**30  # uncompressed size of the columns read, from the footer
 MAX_PAYLOAD_BYTES = 2**20
+MAX_FILE_ROWS = 200_000
+"""Most rows (alerts) one parquet file may hold, read from the footer before any row
+is decoded: a Fink night's part holds up to about 150,000 alerts (the corpus's eight
+parts about 106 each). A 1.7 MB file of a million identical rows took 3 GB in 8 s
+when the file was decoded whole; such a file is now refused up front."""
+MAX_HISTORY_ENTRIES = ztf.MAX_HISTORY_ENTRIES
+"""Most ``prv_candidates`` entries one row may carry (as for a ZTF packet), checked in
+the footer's value counts and on each batch's list lengths before any becomes Python."""
+BATCH_ROWS = 256
+"""Rows decoded at once: the file is streamed (``ParquetFile.iter_batches``), so memory
+is a batch's, about 256 x 1,500 history entries at most, whatever the file's size."""
 
 REQUIRED_COLUMNS = ("objectId", "candid", "candidate")
 HISTORY_COLUMN = "prv_candidates"
@@ -93,36 +107,90 @@ def _clean(value: Any) -> Any:
 def _open_parquet(raw: bytes) -> pq.ParquetFile:
     if len(raw) > MAX_FILE_BYTES:
         raise HostileMessage(f"parquet file is {len(raw)} bytes, above the cap {MAX_FILE_BYTES}")
-    if len(raw) < 12 or raw[:4] != PARQUET_MAGIC or raw[-4:] != PARQUET_MAGIC:
-        raise MalformedMessage("not a parquet file (PAR1 magic missing at head or tail)")
+    if raw[:4] != PARQUET_MAGIC:
+        raise MalformedMessage("not a parquet file (PAR1 magic missing at the head)")
+    if len(raw) < 12 or raw[-4:] != PARQUET_MAGIC:
+        raise MalformedMessage("corrupt parquet file: PAR1 magic missing at the end "
+                               "(truncated, or the footer is damaged)")
     try:
         return pq.ParquetFile(pa.BufferReader(raw))
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError... on corrupt footers
-        raise MalformedMessage(f"corrupt parquet footer: {type(exc).__name__}: {exc}") from exc
+        raise MalformedMessage(f"corrupt parquet footer: {type(exc).__name__}: "
+                               f"{str(exc)[:200]}") from exc
 
 
-def _rows(raw: bytes) -> list[dict[str, Any]]:
-    """Read the columns parse needs from a Fink parquet file, as JSON-safe dicts."""
+def _check_footer(pfile: pq.ParquetFile, history_leaves: list[int]) -> None:
+    """Refuse from the footer alone: too many rows, bytes or history values."""
+    meta = pfile.metadata
+    if meta.num_rows > MAX_FILE_ROWS:
+        raise HostileMessage(f"parquet file declares {meta.num_rows} rows, above the cap of "
+                             f"{MAX_FILE_ROWS} rows per file")
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if declared > MAX_DECODED_BYTES:  # guards against decompression bombs
+        raise HostileMessage(f"parquet file declares {declared} uncompressed bytes")
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        # One value per entry, and one per row whose list is empty or null.
+        limit = group.num_rows * (MAX_HISTORY_ENTRIES + 1)
+        for leaf in history_leaves:
+            if group.column(leaf).num_values > limit:
+                raise HostileMessage(
+                    f"parquet row group {i} holds {group.column(leaf).num_values} "
+                    f"{HISTORY_COLUMN} values for {group.num_rows} rows, above the cap of "
+                    f"{MAX_HISTORY_ENTRIES} entries per row")
+
+
+def _reader(raw: bytes) -> tuple[pq.ParquetFile, list[str]]:
+    """Open a Fink parquet file and check its footer; return it and the columns to read."""
     pfile = _open_parquet(raw)
     names = set(pfile.schema_arrow.names)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise MissingField(f"parquet file lacks the column(s) {', '.join(missing)}")
+    if SIGNATURE_COLUMN not in names:
+        raise MissingField(f"parquet file lacks Fink's column {SIGNATURE_COLUMN}: a ZTF table "
+                           "that did not come through Fink")
     wanted = [c for c in (*REQUIRED_COLUMNS, "schemavsn", "publisher", *FINK_COLUMNS) if c in names]
     # Only the history leaves (prv_candidates.list.element.jd...): the whole column
     # is 57 fields per entry, five times slower to read and convert.
-    leaves = (pfile.schema.column(i).path for i in range(len(pfile.schema)))
-    wanted += [path for path in leaves if path.startswith(f"{HISTORY_COLUMN}.")
-               and path.rsplit(".", 1)[-1] in HISTORY_KEYS]
-    meta = pfile.metadata
-    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    if declared > MAX_DECODED_BYTES:  # guards against decompression bombs
-        raise HostileMessage(f"parquet file declares {declared} uncompressed bytes")
-    try:
-        rows = pfile.read(columns=wanted).to_pylist()
-    except Exception as exc:  # corrupt pages surface as assorted Arrow errors
-        raise MalformedMessage(f"corrupt parquet data: {type(exc).__name__}: {exc}") from exc
-    return [_payload(row) for row in rows]
+    leaves = [i for i in range(len(pfile.schema))
+              if pfile.schema.column(i).path.startswith(f"{HISTORY_COLUMN}.")
+              and pfile.schema.column(i).path.rsplit(".", 1)[-1] in HISTORY_KEYS]
+    _check_footer(pfile, leaves)
+    return pfile, wanted + [pfile.schema.column(i).path for i in leaves]
+
+
+def _check_history(batch: pa.RecordBatch, first_row: int) -> None:
+    """Refuse a batch with a row whose ``prv_candidates`` exceeds the cap, before to_pylist."""
+    if HISTORY_COLUMN not in batch.schema.names:
+        return
+    lengths = pc.list_value_length(batch.column(HISTORY_COLUMN))
+    longest = pc.max(lengths).as_py()
+    if longest is not None and longest > MAX_HISTORY_ENTRIES:
+        row = first_row + pc.index(lengths, longest).as_py()
+        raise HostileMessage(f"parquet row {row}: {HISTORY_COLUMN} holds {longest} entries, "
+                             f"above the cap of {MAX_HISTORY_ENTRIES}")
+
+
+def _rows(pfile: pq.ParquetFile, wanted: list[str]) -> Iterator[dict[str, Any]]:
+    """The payload of each row, streamed a batch of :data:`BATCH_ROWS` at a time."""
+    batches = pfile.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
+    seen = 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # corrupt pages surface as assorted Arrow errors
+            raise MalformedMessage(f"corrupt parquet data after row {seen}: "
+                                   f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        if batch is None:
+            return
+        _check_history(batch, seen)
+        seen += batch.num_rows
+        if seen > MAX_FILE_ROWS:  # the footer understated its rows
+            raise HostileMessage(f"parquet file holds more than {MAX_FILE_ROWS} rows "
+                                 "(the cap per file)")
+        for row in batch.to_pylist():
+            yield _payload(row)
 
 
 def _history(entries: Any) -> list[dict[str, Any]] | None:
@@ -171,6 +239,10 @@ def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
     candidate = payload.get("candidate")
     if not isinstance(candidate, Mapping):
         raise MissingField("candidate record is missing")
+    entries = payload.get(HISTORY_COLUMN)
+    if isinstance(entries, list) and len(entries) > MAX_HISTORY_ENTRIES:
+        raise HostileMessage(f"{HISTORY_COLUMN} holds {len(entries)} entries, above the cap "
+                             f"of {MAX_HISTORY_ENTRIES}")
     fink = payload.get("fink")
     fink = fink if isinstance(fink, Mapping) else {}
     extra = {k if k.startswith("fink_") else f"fink_{k}": v for k, v in fink.items()}
@@ -188,20 +260,25 @@ def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
 
 
 def sniff(raw: bytes) -> bool:
-    """True for a Fink parquet file (magic plus the expected columns) or a Fink payload."""
+    """True for a parquet file (Fink's alert tables are the only parquet read) or a Fink payload.
+
+    Any ``PAR1`` head is claimed, footer unread: a corrupt file or a table without
+    Fink's columns is then refused by :func:`split` or :func:`parse` saying which.
+    """
     if raw[:4] == PARQUET_MAGIC:
-        try:
-            names = set(_open_parquet(raw).schema_arrow.names)
-        except (HostileMessage, MalformedMessage):
-            return False
-        return all(c in names for c in REQUIRED_COLUMNS) and SIGNATURE_COLUMN in names
+        return True
     # Payloads written by split() start with the publisher key; the head is enough.
     return _JSON_PUBLISHER.match(raw[:256]) is not None and b'"candidate"' in raw
 
 
 def split(raw: bytes) -> Iterator[bytes]:
-    """One JSON payload per row of a Fink parquet file, in file order."""
-    for row in _rows(raw):
+    """One JSON payload per row of a Fink parquet file, in file order, streamed.
+
+    The footer is checked first (:data:`MAX_FILE_ROWS`, history sizes); rows are
+    then decoded :data:`BATCH_ROWS` at a time, never the whole table at once.
+    """
+    pfile, wanted = _reader(raw)
+    for row in _rows(pfile, wanted):
         yield json.dumps(row, allow_nan=False, separators=(",", ":")).encode()
 
 
@@ -211,13 +288,15 @@ def parse(raw: bytes, *, topic: str) -> Alert:
     Raises
     ------
     HostileMessage, MalformedMessage
-        Oversized, not JSON/parquet, corrupt, or a parquet file of several rows.
+        Oversized, over a cap, not JSON/parquet, corrupt, or a parquet file of
+        several rows.
     MissingField, InvalidValue
         See :func:`mma.handlers.ztf.alert_from_candidate`.
     """
     if raw[:4] == PARQUET_MAGIC:
-        rows = _rows(raw)
-        if len(rows) != 1:
-            raise MalformedMessage(f"parquet file holds {len(rows)} rows; split it first")
-        return alert_from_payload(rows[0])
+        pfile, wanted = _reader(raw)
+        if pfile.metadata.num_rows != 1:
+            raise MalformedMessage(f"parquet file holds {pfile.metadata.num_rows} rows; "
+                                   "split it first")
+        return alert_from_payload(next(_rows(pfile, wanted)))
     return alert_from_payload(load_json(raw, max_bytes=MAX_PAYLOAD_BYTES))

@@ -43,18 +43,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from mma.errors import MalformedMessage, MissingField
+from mma.formats import ids
 from mma.formats.gcn_json import load_json
 from mma.formats.history import history_jd, light_curve_times
+from mma.handlers import ztf
 from mma.handlers.ztf import alert_from_candidate
 from mma.models import Alert
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "alert_from_rows", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "alert_from_rows", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "pittgoogle"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ()  # users configure their Pitt-Google topics
+FIRST_LIGHT = ztf.FIRST_LIGHT  # Pitt-Google serves ZTF light curves: their times are ZTF's
 
 MAX_MESSAGE_BYTES = 16 * 2**20
 HISTORY_SOURCE = "pittgoogle.rows"
@@ -77,9 +80,9 @@ def _candidate(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def alert_from_rows(doc: Mapping[str, Any]) -> Alert:
     """Map a Pitt-Google light curve (``objectId`` + ``rows``) to its latest detection."""
-    object_id = doc.get("objectId")
-    if not isinstance(object_id, str) or not object_id.strip():
-        raise MissingField(f"objectId is missing or not a string ({object_id!r})")
+    # Checked first: the id appears in every message below and in the synthetic alert id.
+    object_id = ids.text_id(doc.get("objectId"), field="objectId", pattern=ids.ZTF_OBJECT,
+                            what="a ZTF object id (ZTF, 2 digits, 7 lower-case letters)")
     rows = doc.get("rows")
     if not isinstance(rows, list):
         raise MissingField("'rows' list is missing")

@@ -58,10 +58,11 @@ import logging
 import math
 import struct
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
-from mma.formats import avro
+from mma.formats import avro, ids
 from mma.formats import rubin as schemas
 from mma.formats.history import finish_history, prv_dia_source_times
 from mma.formats.rubin import tai_mjd_to_utc
@@ -85,8 +86,14 @@ NAME = "rubin"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ("lsst-alerts-v11",)
 
+# Rubin's first alerts are 2025 (LSSTCam), but the Rubin pipelines also make alerts
+# of this format from precursor data: the lsst/alert_packet v7.1 sample is HSC
+# COSMOS data of 2016-03-07. The bound is the start of that precursor survey,
+# the Subaru/HSC Strategic Program (2014-03-26; Aihara et al. 2018, PASJ 70, S4).
+FIRST_LIGHT = datetime(2014, 3, 26, tzinfo=UTC)
 MAX_FILE_BYTES = 2**30
-MAX_FILE_RECORDS = 1_000_000
+MAX_FILE_RECORDS = avro.MAX_FILE_RECORDS
+MIN_FRAME_BYTES = HEADER_BYTES + 64  # a Rubin alert's diaSource alone is ~300 bytes
 AB_ZEROPOINT_NJY = 31.4
 """AB magnitude of a 1 nJy source: m = −2.5 log10(f / 3631 Jy) = −2.5 log10(f / nJy) + 31.4."""
 
@@ -129,13 +136,11 @@ def _number(record: Mapping[str, Any], key: str, where: str = "diaSource") -> fl
     return float(value)
 
 
-def _id(value: Any) -> int | None:
-    """A Rubin id: positive int, or None for null/0."""
+def _id(value: Any, field: str = "id") -> int | None:
+    """A Rubin id: a positive 64-bit int (:func:`mma.formats.ids.integer_id`); None for null, 0."""
     if value is None or value == 0:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidValue(f"id {value!r} is not a positive integer")
-    return value
+    return ids.integer_id(value, field=field)
 
 
 def _first_detection(source: Mapping[str, Any], rest: Mapping[str, Any]) -> float | None:
@@ -172,13 +177,14 @@ def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
     version : str
         Schema version (``"9.0"``), kept in ``quality["schema_version"]``.
     """
-    source_id = _id(source.get("diaSourceId"))
+    source_id = _id(source.get("diaSourceId"), "diaSource.diaSourceId")
     if source_id is None:
         raise MissingField("diaSource.diaSourceId is missing or 0")
     found = rest.get("diaObject")
     obj: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    ss_id = _id(source.get("ssObjectId"))
-    object_id = _id(source.get("diaObjectId")) or _id(obj.get("diaObjectId"))
+    ss_id = _id(source.get("ssObjectId"), "diaSource.ssObjectId")
+    object_id = (_id(source.get("diaObjectId"), "diaSource.diaObjectId")
+                 or _id(obj.get("diaObjectId"), "diaObject.diaObjectId"))
     if object_id is None and ss_id is None:
         raise MissingField("neither diaObjectId nor ssObjectId is set")
     ra, dec = _number(source, "ra"), _number(source, "dec")
@@ -219,7 +225,8 @@ def alert_from_elasticc(packet: Mapping[str, Any]) -> Alert:
     source = packet.get("diaSource")
     if not isinstance(source, Mapping):
         raise MissingField("diaSource record is missing")
-    source_id, object_id = _id(source.get("diaSourceId")), _id(source.get("diaObjectId"))
+    source_id = _id(source.get("diaSourceId"), "diaSource.diaSourceId")
+    object_id = _id(source.get("diaObjectId"), "diaSource.diaObjectId")
     if source_id is None or object_id is None:
         raise MissingField("diaSource.diaSourceId or diaObjectId is missing")
     mag, mag_err = flux_to_mag(_clean(source.get("psFlux")), _clean(source.get("psFluxErr")))
@@ -254,12 +261,21 @@ def _is_rubin_name(name: str) -> bool:
 
 
 def sniff(raw: bytes) -> bool:
-    """True for a Confluent frame with a bundled schema id, or a Rubin/ELAsTiCC Avro container."""
+    """True for a Rubin/ELAsTiCC Avro container, or what looks like a Rubin Confluent frame.
+
+    A frame is claimed when its schema id has the Rubin form (``MAJOR*100 +
+    MINOR``) even if that version is not bundled, and when a bundled id follows a
+    wrong magic byte: the family is recognised, so :func:`parse` says which
+    version or which byte is wrong instead of "no handler recognises".
+    """
     if avro.is_container(raw):
         return _is_rubin_name(_container_name(raw))
-    if len(raw) > HEADER_BYTES and raw[0] == CONFLUENT_MAGIC:
-        return int(struct.unpack_from(">i", raw, 1)[0]) in schemas.known_ids()
-    return False
+    if len(raw) < MIN_FRAME_BYTES:
+        return False
+    schema_id = int(struct.unpack_from(">i", raw, 1)[0])
+    if raw[0] == CONFLUENT_MAGIC:
+        return schemas.plausible_id(schema_id)
+    return schema_id in schemas.known_ids()
 
 
 def split(raw: bytes) -> Iterator[bytes]:
@@ -276,20 +292,22 @@ def parse(raw: bytes, *, topic: str) -> Alert:
     Raises
     ------
     UnknownFormat
-        Confluent schema id not bundled.
+        Confluent schema id not bundled (the message names it and the known ones).
     HostileMessage, MalformedMessage
-        Oversized, truncated, corrupt, several records, or not a Rubin schema.
+        Oversized, over an array cap, truncated, corrupt, a wrong Confluent magic
+        byte, several records, or not a Rubin schema.
     MissingField, InvalidValue
         No id, NaN position, MJD outside 1972–2100...
     """
     if not avro.is_container(raw):
         header, source, rest, version = decode_fast(raw)
         return alert_from_parts(header, source, rest, version=version)
-    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1)
+    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1,
+                                    max_block_bytes=MAX_MESSAGE_BYTES)
     name = str(container.schema.get("name", ""))
     if not _is_rubin_name(name) or len(container.records) != 1:
-        raise MalformedMessage(f"Avro container ({name!r}, {len(container.records)} records) "
-                               "is not one Rubin alert")
+        raise MalformedMessage(f"Avro container ({ids.shown(name)}, {len(container.records)} "
+                               "records) is not one Rubin alert")
     record: Mapping[str, Any] = container.records[0]
     if name.startswith(ELASTICC_PREFIX):
         return alert_from_elasticc(record)

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField
-from mma.formats import avro
+from mma.formats import avro, ids
 from mma.formats.history import (
     JD_MAX,
     JD_MIN,
@@ -42,6 +43,7 @@ from mma.models import Alert
 
 __all__ = [
     "DEFAULT_TOPICS",
+    "FIRST_LIGHT",
     "HISTORY_SOURCE",
     "KIND",
     "NAME",
@@ -57,10 +59,20 @@ NAME = "ztf"
 KIND = "alert"
 DEFAULT_TOPICS: tuple[str, ...] = ()
 
+# ZTF's camera went on sky in autumn 2017 (first light announced 2017-11-14; the
+# survey proper began 2018-03-20, Bellm et al. 2019, PASP 131, 018002). Packets
+# carry commissioning epochs: jdstarthist (first_detection) reaches 2017-10-15 in
+# the Fink night of 2024-01-15. The bound is the start of that commissioning month.
+FIRST_LIGHT = datetime(2017, 10, 1, tzinfo=UTC)
+
 SCHEMA_NAME = "ztf.alert"
 MAX_MESSAGE_BYTES = 16 * 2**20  # real packets are 60–110 kB with cutouts
 MAX_FILE_BYTES = 2**30
-MAX_FILE_RECORDS = 1_000_000
+MAX_FILE_RECORDS = avro.MAX_FILE_RECORDS
+MAX_HISTORY_ENTRIES = avro.MAX_ARRAY_ITEMS
+"""Most ``prv_candidates`` (or ``fp_hists``) entries one packet may carry, read from the
+array's block counts before it is decoded: 30 days of history reach 1,500 entries in
+the busiest real packets; a packet of 1,048,512 (217 KiB deflated) took 2.2 GB."""
 
 BANDS = {1: "g", 2: "r", 3: "i"}
 """ZTF filter id ``fid`` → band name."""
@@ -144,6 +156,7 @@ def alert_from_candidate(
     distance_mpc: float | None = None,
     history: Iterable[datetime] | None = None,
     history_source: str | None = None,
+    object_pattern: re.Pattern[str] | None = None,
 ) -> Alert:
     """Build an Alert from a ZTF ``candidate`` record (any container: Avro, parquet, JSON).
 
@@ -153,9 +166,10 @@ def alert_from_candidate(
         The ZTF candidate fields: ``ra``, ``dec`` [deg, ICRS J2000], ``jd`` [JD UTC,
         start of exposure], ``fid``, ``magpsf``/``sigmapsf`` [AB mag], vetting fields.
     object_id : str
-        ZTF ``objectId`` (e.g. ``ZTF18abudxnw``).
+        ZTF ``objectId`` (e.g. ``ZTF18abudxnw``), checked against *object_pattern*
+        (:func:`mma.formats.ids.text_id`).
     candid : int
-        ZTF ``candid`` of this detection (positive); becomes ``alert_id``.
+        ZTF ``candid`` of this detection (positive, 64-bit); becomes ``alert_id``.
     survey, broker : str
         Stored as given (``broker`` is None for the ZTF stream itself).
     extra_quality : mapping, optional
@@ -171,23 +185,28 @@ def alert_from_candidate(
     history_source : str, optional
         Name of the array *history* came from (:data:`HISTORY_SOURCE`...);
         ignored (None) when *history* is None.
+    object_pattern : re.Pattern, optional
+        What *object_id* must match; default :data:`mma.formats.ids.ZTF_OBJECT`.
 
     Raises
     ------
     MissingField
         ``objectId``, ``candid``, ``ra``, ``dec`` or ``jd`` absent.
     InvalidValue
-        Ill-typed or out-of-range values (NaN position, unknown ``fid``...).
+        Ill-typed or out-of-range values (NaN position, unknown ``fid``, an
+        ``objectId`` that is not a ZTF id...).
     """
-    if not isinstance(object_id, str) or not object_id.strip():
-        raise MissingField(f"objectId is missing or not a string ({object_id!r})")
+    ids.text_id(object_id, field="objectId", pattern=object_pattern or ids.ZTF_OBJECT,
+                what="a ZTF object id (ZTF, 2 digits, 7 lower-case letters)")
     if isinstance(candid, bool) or not isinstance(candid, int):
-        raise MissingField(f"candid is missing or not an integer ({candid!r})")
+        raise MissingField(f"candid is missing or not an integer ({ids.shown(candid)})")
     if candid <= 0:
-        raise InvalidValue(f"candid {candid} is not a positive ZTF candidate id")
+        raise InvalidValue(f"candid {ids.shown(candid)} is not a positive ZTF candidate id")
+    ids.integer_id(candid, field="candid")
     inner = candidate.get("candid")
     if inner is not None and inner != candid:
-        raise InvalidValue(f"candid {candid} disagrees with candidate.candid {inner!r}")
+        raise InvalidValue(f"candid {candid} disagrees with candidate.candid "
+                           f"{ids.shown(inner)}")
     ra = _required_number(candidate, "ra")
     dec = _required_number(candidate, "dec")
     time = _checked_jd(_required_number(candidate, "jd"), "jd")
@@ -256,8 +275,9 @@ def sniff(raw: bytes) -> bool:
 
 
 def split(raw: bytes) -> Iterator[bytes]:
-    """Cut an Avro container of many ZTF packets into one-record containers."""
-    return avro.split_container(raw, max_bytes=MAX_FILE_BYTES, max_records=MAX_FILE_RECORDS)
+    """Cut an Avro container of many ZTF packets into one-record containers (not decoded)."""
+    return avro.split_container(raw, max_bytes=MAX_FILE_BYTES, max_records=MAX_FILE_RECORDS,
+                                max_items=MAX_HISTORY_ENTRIES)
 
 
 def parse(raw: bytes, *, topic: str) -> Alert:
@@ -266,15 +286,19 @@ def parse(raw: bytes, *, topic: str) -> Alert:
     Raises
     ------
     HostileMessage, MalformedMessage
-        Oversized, not Avro, corrupt or truncated, more than one record, or not
-        a ``ztf.alert`` schema.
+        Oversized (message, inflated block, more than :data:`MAX_HISTORY_ENTRIES`
+        history entries), not Avro, corrupt or truncated, more than one record,
+        or not a ``ztf.alert`` schema.
     MissingField, InvalidValue
         See :func:`alert_from_candidate`.
     """
-    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1000)
+    container = avro.read_container(raw, max_bytes=MAX_MESSAGE_BYTES, max_records=1000,
+                                    max_block_bytes=MAX_MESSAGE_BYTES,
+                                    max_items=MAX_HISTORY_ENTRIES)
     name = container.schema.get("name")
     if name != SCHEMA_NAME:
-        raise MalformedMessage(f"Avro schema {name!r} is not a ZTF alert ({SCHEMA_NAME})")
+        raise MalformedMessage(f"Avro schema {ids.shown(name)} is not a ZTF alert "
+                               f"({SCHEMA_NAME})")
     if len(container.records) != 1:
         raise MalformedMessage(
             f"container holds {len(container.records)} records; a ZTF message holds one"

@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Protocol, cast
 
-from mma.errors import BadMessage, ConfigError, UnknownFormat
+from mma.errors import BadMessage, ConfigError, MalformedMessage, UnknownFormat
+from mma.formats import avro
+from mma.formats.ids import shown
 from mma.models import Alert, Notice
 
-__all__ = ["KINDS", "Handler", "Registry", "discover"]
+__all__ = ["KINDS", "Handler", "Registry", "discover", "unrecognised", "wide_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +213,11 @@ class Registry:
 
         Raises
         ------
+        MalformedMessage
+            No handler recognises the content, and it is text in UTF-16/32 or an
+            Avro container with a corrupt header (:func:`unrecognised`).
         UnknownFormat
-            No handler recognises the content.
+            No handler recognises the content (the reason says what it looks like).
         """
         # Catch-alls (FALLBACK = True, e.g. "a VOEvent nobody claims") go last.
         ordered = sorted(self.handlers, key=lambda h: bool(getattr(h, "FALLBACK", False)))
@@ -225,8 +230,7 @@ class Registry:
                     return handler
             except Exception:  # a sniff must not raise; treat a crash as "not mine"
                 logger.exception("sniff of handler %s raised", handler.NAME)
-        head = raw[:16]
-        raise UnknownFormat(f"no handler recognises content starting {head!r} ({len(raw)} bytes)")
+        raise unrecognised(raw)
 
     def iter_file(
         self, raw: bytes, path: str | os.PathLike[str] = "<bytes>"
@@ -250,6 +254,67 @@ class Registry:
         except BadMessage as exc:
             # Same class, so callers still tell hostile from malformed; the path is added.
             raise type(exc)(f"{where}: {exc}") from exc
+
+
+_BOMS = (
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"), (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\xfe\xff", "UTF-16-BE"), (b"\xff\xfe", "UTF-16-LE"),
+)  # UTF-32-LE's mark starts with UTF-16-LE's: the longer ones are tried first
+# (encoding, period, offset of the ASCII byte in each period): ASCII text in
+# these encodings is every 2nd or 4th byte, NULs between.
+_INTERLEAVED = (("UTF-32-LE", 4, 0), ("UTF-32-BE", 4, 3), ("UTF-16-LE", 2, 0),
+                ("UTF-16-BE", 2, 1))
+_MAX_REGISTRY_ID = 65535
+_TEXT_BYTES = frozenset(b"\t\n\r" + bytes(range(0x20, 0x7F)))
+
+
+def wide_text(raw: bytes) -> str | None:
+    """The encoding of *raw* if it is text in UTF-16 or UTF-32, else None.
+
+    Told by a byte-order mark, or without one by ASCII characters interleaved
+    with NULs in the first 64 bytes (what ``{"`` or ``<?`` becomes in UTF-16).
+    """
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            return f"{name} (byte-order mark {bom.hex(' ').upper()})"
+    for name, period, at in _INTERLEAVED:
+        head = raw[: 64 - 64 % period]
+        if len(head) < 2 * period:
+            continue
+        chars = head[at::period]
+        nuls = bytes(b for i, b in enumerate(head) if i % period != at)
+        if not nuls.strip(b"\x00") and all(c in _TEXT_BYTES for c in chars):
+            return f"{name} (ASCII interleaved with NUL bytes, no byte-order mark)"
+    return None
+
+
+def unrecognised(raw: bytes) -> BadMessage:
+    """Why no handler recognises *raw*, as precisely as its first bytes tell.
+
+    Text in UTF-16/32 and an Avro container with a corrupt header are
+    :class:`~mma.errors.MalformedMessage`: the content is recognised, not its
+    encoding or header. An Avro container of a schema nobody reads, a Confluent
+    frame of an unknown schema id and anything else are
+    :class:`~mma.errors.UnknownFormat`, the last saying how the content starts
+    (escaped: never the sender's bytes raw).
+    """
+    encoding = wide_text(raw)
+    if encoding is not None:
+        return MalformedMessage(f"text encoded as {encoding}; only UTF-8 is accepted")
+    if avro.is_container(raw):
+        try:
+            schema = avro.container_schema(raw, max_bytes=len(raw))
+        except BadMessage as exc:
+            return exc  # "corrupt Avro container header: ..."
+        return UnknownFormat(f"Avro object container of schema {shown(schema.get('name'))}, "
+                             "which no handler reads")
+    schema_id = int.from_bytes(raw[1:5], "big")
+    # A schema registry numbers its schemas from 1; a larger id is more likely not a frame.
+    if len(raw) > 5 and raw[0] == 0 and 0 < schema_id <= _MAX_REGISTRY_ID:
+        return UnknownFormat(f"Confluent wire-format frame (magic byte 0x00) of schema id "
+                             f"{schema_id}, which no handler reads")
+    return UnknownFormat(f"no handler recognises content starting {raw[:16]!r} "
+                         f"({len(raw)} bytes)")
 
 
 class Unclaimed:

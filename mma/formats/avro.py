@@ -2,10 +2,13 @@
 
 fastavro trusts its input: a container's writer schema and block headers come
 from the sender, a truncated block can surface as any of half a dozen builtin
-exceptions, and a deflate block can expand a thousandfold. Before fastavro sees
-a container this module walks the block structure itself (counts, sizes, sync
-markers, bounded decompression) so that broken or crafted input fails early
-with a :class:`~mma.errors.BadMessage` naming the problem.
+exceptions, a deflate block can expand a thousandfold, and an array of a
+million items becomes a million dicts. Before fastavro sees a container this
+module walks the block structure itself (counts, sizes, sync markers, bounded
+decompression), then each record by its schema without decoding it
+(:mod:`mma.formats.avro_walk`: array lengths from their block counts), so that
+broken or crafted input fails early with a :class:`~mma.errors.BadMessage`
+naming the problem, and memory stays bounded by the caps below.
 """
 
 from __future__ import annotations
@@ -20,25 +23,30 @@ from typing import Any
 import fastavro
 
 from mma.errors import BadMessage, HostileMessage, MalformedMessage
+from mma.formats.avro_walk import MAX_ARRAY_ITEMS, Limits, read_long, walker
+from mma.formats.ids import shown
 
 __all__ = [
-    "AVRO_MAGIC",
-    "Container",
-    "container_schema",
-    "decode_schemaless",
-    "is_container",
-    "read_container",
-    "split_container",
-    "write_container",
-]
+    "AVRO_MAGIC", "MAX_BLOCK_BYTES", "MAX_FILE_RECORDS", "Container", "container_schema",
+    "decode_schemaless", "is_container", "read_container", "split_container",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 AVRO_MAGIC = b"Obj\x01"
 """First four bytes of an Avro object container file."""
 
+MAX_FILE_RECORDS = 100_000
+"""Most records one container file may hold, counted from the block headers
+before any record is read. A Kafka message holds one; the largest real files
+are pipeline outputs of one Rubin visit, up to about 10,000 alerts. A million
+tiny records (7 MiB) cost 189 s and 2.7 GB downstream before this cap."""
+
+MAX_BLOCK_BYTES = 64 * 2**20
+"""Largest inflated size of one deflate block [bytes] in a file; a one-record
+message is held to its own size cap instead."""
+
 _SYNC_SIZE = 16
-_MAX_VARINT_BYTES = 10
 # Types whose encoding can take zero bytes. An array of them lets a 10-byte
 # block header declare 2**62 items that cost no input: a CPU bomb.
 _ZERO_WIDTH_PRIMITIVES = {"null"}
@@ -64,26 +72,21 @@ class Container:
     codec: str
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What the block walk learned of a container: enough to cut or decode it."""
+
+    reader: Any  # the fastavro reader, positioned at the first block
+    codec: str
+    schema_json: str  # the header's avro.schema, as sent
+    sync: bytes
+    data_start: int
+    n_records: int
+
+
 def is_container(raw: bytes) -> bool:
     """True if *raw* starts with the Avro object container magic ``Obj\\x01``."""
     return raw[:4] == AVRO_MAGIC
-
-
-def _read_long(raw: bytes, pos: int) -> tuple[int, int]:
-    """Decode one zig-zag varint (Avro ``long``) at *pos*; return (value, new position)."""
-    shift = 0
-    acc = 0
-    for i in range(_MAX_VARINT_BYTES):
-        if pos + i >= len(raw):
-            raise MalformedMessage("Avro data truncated inside a block header")
-        byte = raw[pos + i]
-        acc |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (acc >> 1) ^ -(acc & 1), pos + i + 1
-        shift += 7
-    raise MalformedMessage("Avro varint longer than 10 bytes")
-
-
 def _zero_width(schema: Any, named: dict[str, Any], visiting: frozenset[str]) -> bool:
     """True if a value of *schema* can be encoded in zero bytes."""
     if isinstance(schema, str):
@@ -130,8 +133,8 @@ def _check_no_zero_width_arrays(schema: Any) -> None:
             raise HostileMessage("Avro writer schema has an array of zero-width items")
 
 
-def _bounded_inflate(data: bytes, limit: int) -> int:
-    """Size [bytes] of a raw-deflate block, refusing to inflate past *limit*."""
+def _bounded_inflate(data: bytes, limit: int) -> bytes:
+    """A raw-deflate block inflated, refusing to inflate past *limit* [bytes]."""
     inflater = zlib.decompressobj(-15)
     try:
         out = inflater.decompress(data, limit + 1)
@@ -139,7 +142,7 @@ def _bounded_inflate(data: bytes, limit: int) -> int:
         raise MalformedMessage(f"corrupt deflate block in Avro container: {exc}") from exc
     if len(out) > limit or inflater.unconsumed_tail:
         raise HostileMessage(f"Avro deflate block inflates beyond {limit} bytes")
-    return len(out)
+    return out
 
 
 def _open(raw: bytes, max_bytes: int) -> tuple[io.BytesIO, Any]:
@@ -152,7 +155,7 @@ def _open(raw: bytes, max_bytes: int) -> tuple[io.BytesIO, Any]:
         reader = fastavro.reader(stream)
     except Exception as exc:  # fastavro's failure modes on bad headers are not a fixed set
         raise MalformedMessage(
-            f"corrupt Avro container header: {type(exc).__name__}: {exc}"
+            f"corrupt Avro container header: {type(exc).__name__}: {str(exc)[:200]}"
         ) from exc
     return stream, reader
 
@@ -172,22 +175,12 @@ def container_schema(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     return schema
 
 
-def _checked_reader(
-    raw: bytes, *, max_bytes: int, max_records: int, max_block_bytes: int
-) -> tuple[Any, str, int]:
-    """Open a container and walk its blocks; return (fastavro reader, codec, record count)."""
-    stream, reader = _open(raw, max_bytes)
-    codec = str(reader.codec)
-    if codec not in ("null", "deflate"):
-        # ZTF and every broker file seen so far use "null"; other codecs need
-        # optional libraries and their own decompression-bomb guards.
-        raise MalformedMessage(f"Avro codec {codec!r} is not supported (only null and deflate)")
-    _check_no_zero_width_arrays(reader.writer_schema)
-    sync = raw[stream.tell() - _SYNC_SIZE : stream.tell()]
-    pos, n_blocks, n_records = stream.tell(), 0, 0
+def _blocks(raw: bytes, pos: int) -> Iterator[tuple[int, int, int]]:
+    """(record count, data start, data end) of each block from *pos*, sizes checked."""
+    n_blocks = 0
     while pos < len(raw):
-        count, pos = _read_long(raw, pos)
-        size, pos = _read_long(raw, pos)
+        count, pos = read_long(raw, pos)
+        size, pos = read_long(raw, pos)
         n_blocks += 1
         if count < 0 or size < 0:
             raise MalformedMessage(f"Avro block {n_blocks} has a negative count or size")
@@ -196,16 +189,59 @@ def _checked_reader(
                 f"Avro block {n_blocks} is truncated: it declares {size} bytes, "
                 f"{max(len(raw) - pos - _SYNC_SIZE, 0)} are present"
             )
+        yield count, pos, pos + size
+        pos += size + _SYNC_SIZE
+
+
+def _layout(raw: bytes, *, max_bytes: int, max_records: int, max_block_bytes: int) -> _Layout:
+    """Open a container and walk its blocks (counts, sizes, sync, inflation) before any record."""
+    stream, reader = _open(raw, max_bytes)
+    codec = str(reader.codec)
+    if codec not in ("null", "deflate"):
+        # ZTF and every broker file seen so far use "null"; other codecs need
+        # optional libraries and their own decompression-bomb guards.
+        raise MalformedMessage(f"Avro codec {shown(codec)} is not supported "
+                               "(only null and deflate)")
+    _check_no_zero_width_arrays(reader.writer_schema)
+    start = stream.tell()
+    sync = raw[start - _SYNC_SIZE : start]
+    n_records = 0
+    for n, (count, begin, end) in enumerate(_blocks(raw, start), 1):
         if codec == "deflate":
-            _bounded_inflate(raw[pos : pos + size], max_block_bytes)
-        pos += size
-        if raw[pos : pos + _SYNC_SIZE] != sync:
-            raise MalformedMessage(f"Avro block {n_blocks} ends without the sync marker")
-        pos += _SYNC_SIZE
+            _bounded_inflate(raw[begin:end], max_block_bytes)
+        if raw[end : end + _SYNC_SIZE] != sync:
+            raise MalformedMessage(f"Avro block {n} ends without the sync marker")
         n_records += count
-        if n_records > max_records:
-            raise HostileMessage(f"Avro container holds more than {max_records} records")
-    return reader, codec, n_records
+        # Every real block holds a record: more blocks than the cap is the cap exceeded too.
+        if n_records > max_records or n > max_records:
+            raise HostileMessage(f"Avro container holds more than {max_records} records "
+                                 "(the cap per file)")
+    schema_json = reader.metadata.get("avro.schema", "")
+    return _Layout(reader, codec, str(schema_json), sync, start, n_records)
+
+
+def _records(raw: bytes, layout: _Layout, *, max_items: int,
+             max_block_bytes: int) -> Iterator[tuple[int, bytes, int, int]]:
+    """(index, block data, start, end) of each record, found by walking it (caps checked)."""
+    walk = walker(layout.schema_json)
+    limits = Limits(per_array=max_items)
+    index = 0
+    for count, begin, end in _blocks(raw, layout.data_start):
+        data = raw if layout.codec == "null" else _bounded_inflate(raw[begin:end], max_block_bytes)
+        pos, stop = (begin, end) if layout.codec == "null" else (0, len(data))
+        for _ in range(count):
+            try:
+                after = walk.record_end(data, pos, limits)
+            except BadMessage as exc:
+                raise type(exc)(f"record {index}: {exc}") from exc
+            if after > stop:
+                raise MalformedMessage(f"record {index}: Avro record runs past its block")
+            yield index, data, pos, after
+            index += 1
+            pos = after
+        if pos != stop:
+            raise MalformedMessage(f"Avro block ending at byte {end} holds {stop - pos} bytes "
+                                   "after its declared records")
 
 
 def _iter_records(reader: Any, n_records: int) -> Iterator[dict[str, Any]]:
@@ -219,7 +255,8 @@ def _iter_records(reader: Any, n_records: int) -> Iterator[dict[str, Any]]:
     except BadMessage:
         raise
     except Exception as exc:  # corrupt block content surfaces as assorted builtins
-        raise MalformedMessage(f"corrupt Avro record: {type(exc).__name__}: {exc}") from exc
+        raise MalformedMessage(f"corrupt Avro record: {type(exc).__name__}: "
+                               f"{str(exc)[:200]}") from exc
     if n != n_records:
         raise MalformedMessage(f"Avro blocks declare {n_records} records, {n} decoded")
 
@@ -229,7 +266,8 @@ def read_container(
     *,
     max_bytes: int,
     max_records: int,
-    max_block_bytes: int = 64 * 2**20,
+    max_block_bytes: int = MAX_BLOCK_BYTES,
+    max_items: int = MAX_ARRAY_ITEMS,
 ) -> Container:
     """Decode every record of an Avro object container, within caps.
 
@@ -244,6 +282,10 @@ def read_container(
         before any record is decoded.
     max_block_bytes : int
         Largest accepted inflated size of one deflate block [bytes].
+    max_items : int
+        Most items one array of a record may hold; checked from the array's
+        block counts by walking the record before fastavro decodes it
+        (:mod:`mma.formats.avro_walk`).
 
     Returns
     -------
@@ -256,41 +298,51 @@ def read_container(
     MalformedMessage
         Bad magic, corrupt header, truncated or corrupt block, unsupported codec.
     """
-    reader, codec, n_records = _checked_reader(
-        raw, max_bytes=max_bytes, max_records=max_records, max_block_bytes=max_block_bytes
-    )
-    records = list(_iter_records(reader, n_records))
-    return Container(schema=reader.writer_schema, records=records, codec=codec)
+    layout = _layout(raw, max_bytes=max_bytes, max_records=max_records,
+                     max_block_bytes=max_block_bytes)
+    for _ in _records(raw, layout, max_items=max_items, max_block_bytes=max_block_bytes):
+        pass
+    records = list(_iter_records(layout.reader, layout.n_records))
+    return Container(schema=layout.reader.writer_schema, records=records, codec=layout.codec)
 
 
-def write_container(schema: Mapping[str, Any], records: list[dict[str, Any]]) -> bytes:
-    """Encode *records* as an uncompressed Avro object container with *schema* embedded.
+def _write_long(value: int) -> bytes:
+    acc = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while acc > 0x7F:
+        out.append((acc & 0x7F) | 0x80)
+        acc >>= 7
+    out.append(acc)
+    return bytes(out)
 
-    Used to cut a many-record file into the one-record payloads a Kafka
-    message would carry, so that ``parse`` sees the same bytes either way.
-    """
-    out = io.BytesIO()
-    fastavro.writer(out, fastavro.parse_schema(dict(schema)), records, codec="null")
-    return out.getvalue()
+
+def _header(schema_json: str, sync: bytes) -> bytes:
+    """An uncompressed container's header carrying *schema_json* and *sync*."""
+    meta = [(b"avro.schema", schema_json.encode()), (b"avro.codec", b"null")]
+    body = b"".join(_write_long(len(k)) + k + _write_long(len(v)) + v for k, v in meta)
+    return AVRO_MAGIC + _write_long(len(meta)) + body + _write_long(0) + sync
 
 
-def split_container(raw: bytes, *, max_bytes: int, max_records: int) -> Iterator[bytes]:
+def split_container(raw: bytes, *, max_bytes: int, max_records: int,
+                    max_items: int = MAX_ARRAY_ITEMS) -> Iterator[bytes]:
     """Yield one single-record container per record of the container *raw*.
 
-    The block structure is checked before the first record is yielded; records
-    are then decoded one at a time, so a large file is never held decoded in
-    memory. Raises the errors of :func:`read_container`.
+    The block structure is checked (and the record count capped) before the
+    first record is yielded. Records are then cut out by walking their bytes
+    (:mod:`mma.formats.avro_walk`), never decoded: each payload is the record's
+    own bytes behind an uncompressed header with the same schema, so a large
+    file is never held decoded in memory and ``parse`` sees what a Kafka
+    message would carry. A record over *max_items* stops the split with a
+    :class:`~mma.errors.HostileMessage` naming the record: its end cannot be
+    found without walking what the cap refuses.
     """
-    reader, _, n_records = _checked_reader(
-        raw, max_bytes=max_bytes, max_records=max_records, max_block_bytes=64 * 2**20
-    )
-    parsed = fastavro.parse_schema(reader.writer_schema)  # parse once, not once per record
-    for record in _iter_records(reader, n_records):
-        out = io.BytesIO()
-        fastavro.writer(out, parsed, [record], codec="null")
-        yield out.getvalue()
-
-
+    layout = _layout(raw, max_bytes=max_bytes, max_records=max_records,
+                     max_block_bytes=MAX_BLOCK_BYTES)
+    header = _header(layout.schema_json, layout.sync)
+    for _, data, start, end in _records(raw, layout, max_items=max_items,
+                                        max_block_bytes=MAX_BLOCK_BYTES):
+        yield b"".join((header, _write_long(1), _write_long(end - start), data[start:end],
+                        layout.sync))
 def decode_schemaless(
     raw: bytes, schema: dict[str, Any], *, max_bytes: int, offset: int = 0
 ) -> dict[str, Any]:

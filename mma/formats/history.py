@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mma.errors import InvalidValue
+from mma.formats.ids import shown
 from mma.formats.rubin import MJD_MAX, MJD_MIN, tai_mjd_to_utc
 
 __all__ = [
@@ -80,7 +81,7 @@ def isdiffpos_to_bool(value: Any) -> bool | None:
         return True
     if isinstance(value, str) and value.strip().lower() in ("f", "0", "false"):
         return False
-    raise InvalidValue(f"candidate.isdiffpos {value!r} is not t/f/1/0")
+    raise InvalidValue(f"candidate.isdiffpos {shown(value)} is not t/f/1/0")
 
 
 def _real(value: Any) -> float | None:

@@ -37,7 +37,8 @@ from mma.errors import HostileMessage, InvalidValue, MalformedMessage, UnknownFo
 from mma.formats.rubin_decoders import History, Prefix, compile_history, compile_prefix
 
 __all__ = [
-    "SCHEMA_DIR", "RubinSchema", "known_ids", "load", "schema_id_of_name", "tai_mjd_to_utc",
+    "SCHEMA_DIR", "RubinSchema", "describe_ids", "known_ids", "load", "plausible_id",
+    "schema_id_of_name", "tai_mjd_to_utc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,14 +146,29 @@ def _tail_schemas(raw: dict[str, dict[str, Any]], alert: dict[str, Any], ns: str
     return _parse_all(raw, writer), parsed_reader
 
 
+@cache
 def known_ids() -> dict[int, Path]:
-    """Schema id → directory of every bundled schema version."""
+    """Schema id → directory of every bundled schema version (read once: ``sniff`` asks often)."""
     out = {}
     for path in SCHEMA_DIR.iterdir():
         match = re.fullmatch(r"v(\d+)_(\d+)", path.name)
         if match and path.is_dir():
             out[int(match[1]) * 100 + int(match[2])] = path
     return out
+
+
+def plausible_id(schema_id: int) -> bool:
+    """True for an id of the form ``MAJOR*100 + MINOR`` with MAJOR 1–99: a Rubin schema id.
+
+    What tells a Rubin frame of a version not bundled from other bytes that
+    happen to start with ``0x00`` (a run of NULs has id 0).
+    """
+    return 100 <= schema_id <= 9999
+
+
+def describe_ids() -> str:
+    """The bundled schema ids with their versions: ``701 (v7.1), 900 (v9.0)...``."""
+    return ", ".join(f"{i} (v{i // 100}.{i % 100})" for i in sorted(known_ids()))
 
 
 def schema_id_of_name(name: Any) -> int | None:
@@ -172,8 +188,9 @@ def load(schema_id: int) -> RubinSchema:
     """
     path = known_ids().get(schema_id)
     if path is None:
-        known = ", ".join(str(i) for i in sorted(known_ids()))
-        raise UnknownFormat(f"Rubin schema id {schema_id} is not bundled (known: {known})")
+        version = f" (v{schema_id // 100}.{schema_id % 100})" if plausible_id(schema_id) else ""
+        raise UnknownFormat(f"Rubin schema id {schema_id}{version} is not bundled "
+                            f"(known: {describe_ids()})")
     raw = _read_dir(path)
     ns = f"lsst.{path.name}"
     alert = raw[f"{ns}.alert"]

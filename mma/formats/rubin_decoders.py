@@ -31,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mma.errors import MalformedMessage
+from mma.errors import HostileMessage, MalformedMessage
+from mma.formats.avro_walk import MAX_ARRAY_ITEMS
 
 __all__ = [
-    "HISTORY_FIELDS", "SOURCE_FIELDS", "History", "Prefix", "compile_history", "compile_keys",
-    "compile_prefix",
+    "HISTORY_FIELDS", "MAX_HISTORY_ITEMS", "SOURCE_FIELDS", "History", "Prefix",
+    "compile_history", "compile_keys", "compile_prefix",
 ]
 
 # diaSource fields the handler reads (any version); the rest are skipped unread.
@@ -49,6 +50,11 @@ SOURCE_FIELDS = frozenset({
     "_interpolatedCenter", "_offimage", "_saturated", "_saturatedCenter", "_suspect",
     "_suspectCenter", "_streak", "_streakCenter", "_injected", "_injectedCenter",
 )}  # fmt: skip
+
+MAX_HISTORY_ITEMS = MAX_ARRAY_ITEMS
+"""Most ``prvDiaSources`` items one alert may carry (a year of detections: a few
+thousand in a deep-drilling field), checked on each block count before its items
+are read; the same cap as any Avro array (:data:`mma.formats.avro_walk.MAX_ARRAY_ITEMS`)."""
 
 # prvDiaSources fields the tail keeps: the epoch [MJD TAI] and what tells a positive
 # >= 5 sigma detection (psfFlux, psfFluxErr [nJy], isNegative where the version has it).
@@ -193,6 +199,8 @@ class History:
 
         Raises
         ------
+        HostileMessage
+            The array holds more than :data:`MAX_HISTORY_ITEMS` items.
         MalformedMessage
             The bytes end inside the array, or hold a bad union index or an
             impossible item count.
@@ -238,6 +246,9 @@ def compile_history(field: dict[str, Any], source: dict[str, Any]) -> History:
         # Every item takes at least one byte: a larger count is a lie, not a loop to run.
         "        if count > len(buf) - p: raise MalformedMessage(f'{count} prvDiaSources "
         "items announced in {len(buf) - p} bytes')",
+        # The cap is checked on the block count, before any item of the block is read.
+        "        if len(out) + count > MAX_HISTORY_ITEMS: raise HostileMessage(f'prvDiaSources "
+        "holds more than {MAX_HISTORY_ITEMS} items (the cap per alert)')",
         "        for _ in range(count):",
     ]
     item: list[str] = []
@@ -247,7 +258,9 @@ def compile_history(field: dict[str, Any], source: dict[str, Any]) -> History:
     entries = ", ".join(f"{name!r}: {target[name]}" for name in kept)
     lines += [f"            out.append({{{entries}}})", "    return out, p"]
     scope: dict[str, Any] = {"_long": _long, "_text": _text, "_F": _F, "_D": _D,
-                             "MalformedMessage": MalformedMessage}
+                             "MalformedMessage": MalformedMessage,
+                             "HostileMessage": HostileMessage,
+                             "MAX_HISTORY_ITEMS": MAX_HISTORY_ITEMS}
     exec(compile("\n".join(lines), f"<rubin history {source['namespace']}>", "exec"), scope)
     return History(fields=kept, function=scope["decode"])
 

@@ -42,9 +42,17 @@ HEADER_BYTES = 5
 
 
 def _confluent_id(raw: bytes) -> int:
-    if len(raw) < HEADER_BYTES or raw[0] != CONFLUENT_MAGIC:
-        raise MalformedMessage("not a Confluent-framed message (magic byte 0 missing)")
-    return int(struct.unpack_from(">i", raw, 1)[0])
+    """The schema id of a Confluent frame; MalformedMessage naming a wrong magic byte."""
+    if len(raw) < HEADER_BYTES:
+        raise MalformedMessage(f"message of {len(raw)} bytes is shorter than the "
+                               f"{HEADER_BYTES}-byte Confluent wire-format header")
+    schema_id = int(struct.unpack_from(">i", raw, 1)[0])
+    if raw[0] != CONFLUENT_MAGIC:
+        after = (f"; bytes 1-4 hold schema id {schema_id}, a bundled Rubin schema"
+                 if schema_id in schemas.known_ids() else "")
+        raise MalformedMessage(f"Confluent wire-format magic byte is 0x{raw[0]:02x}, "
+                               f"expected 0x00{after}")
+    return schema_id
 
 
 def decode_fast(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:

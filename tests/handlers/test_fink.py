@@ -178,9 +178,13 @@ def test_one_row_parquet_parses_many_rows_do_not() -> None:
         fink.parse(_parquet(_table(3)), topic="")
 
 
-def test_sniff_needs_fink_columns() -> None:
+def test_parquet_without_fink_columns_is_refused_by_name() -> None:
+    # Any parquet is claimed (Fink's tables are the only parquet read), so that a
+    # table without Fink's columns is refused saying so, not "no handler".
     plain = _table(1).select(["objectId", "candid", "candidate"])  # a ZTF table, no Fink
-    assert not fink.sniff(_parquet(plain))
+    assert fink.sniff(_parquet(plain))
+    with pytest.raises(MissingField, match="lacks Fink's column cdsxmatch"):
+        list(fink.split(_parquet(plain)))
     with pytest.raises(MissingField, match="candidate"):
         list(fink.split(_parquet(_table(1).drop_columns(["candidate"]))))
     assert not fink.sniff(

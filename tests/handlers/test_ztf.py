@@ -78,7 +78,7 @@ def test_prototype_packet_is_rejected_with_reason() -> None:
 
 def test_split_many_record_container() -> None:
     schema, (packet,) = _fastavro(PACKETS[-1])
-    records = [dict(packet, objectId=f"ZTF24aaaaa{i:03d}"[:12]) for i in range(3)]
+    records = [dict(packet, objectId=f"ZTF24aaaaaa{letter}") for letter in "abc"]
     raw = _container(schema, records)  # what a nightly dump of several packets looks like
     assert ztf.sniff(raw)
     with pytest.raises(MalformedMessage, match="holds 3 records"):
