@@ -27,6 +27,7 @@ from astropy.table import Table
 from ligo.skymap import moc
 from numpy.typing import NDArray
 
+from mma.errors import InvalidValue
 from mma.skymaps.region import MAX_ORDER
 
 __all__ = ("Bound", "Density", "adaptive_map", "pixel_vectors", "separation")
@@ -124,7 +125,9 @@ def adaptive_map(
     uniq = moc.nest2uniq(tile_order.astype(np.int8), tile_ipix)
     total = float(np.sum(values * moc.uniq2pixarea(uniq)))
     if not (np.isfinite(total) and total > 0):
-        raise ValueError(f"{label} density integrates to {total!r}")
+        # A shape too narrow for level-29 tiles (the parsers refuse such errors first).
+        raise InvalidValue(f"{label} density integrates to {total!r}: the region is too "
+                           "narrow for HEALPix tiles")
     log.debug("%s map: %d tiles, orders %d-%d, quadrature total %.6g",
               label, uniq.size, tile_order.min(), tile_order.max(), total)
     table = Table([uniq, values / total], names=("UNIQ", "PROBDENSITY"))

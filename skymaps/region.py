@@ -27,9 +27,10 @@ from ligo.skymap import distance, moc
 from numpy.typing import ArrayLike, NDArray
 
 from mma.errors import BadSkymap, InvalidValue
+from mma.skymaps.limits import DEFAULT_MAX_TILES, check_tiles
 
-__all__ = ("MAX_ORDER", "NORMALISATION_TOLERANCE", "Region", "build_region", "hpx29",
-           "tile_ranges")
+__all__ = ("DEFAULT_MAX_TILES", "MAX_ORDER", "NORMALISATION_TOLERANCE", "Region",
+           "build_region", "hpx29", "tile_ranges")
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +381,7 @@ class Region:
         return np.asarray(np.where(idx >= 0, pdf, np.nan), dtype=np.float64)
 
 
-def build_region(table: Any) -> Region:
+def build_region(table: Any, *, max_tiles: int = DEFAULT_MAX_TILES) -> Region:
     """Build a :class:`Region` from a multi-order table.
 
     Parameters
@@ -389,12 +390,17 @@ def build_region(table: Any) -> Region:
         Columns UNIQ and PROBDENSITY [sr^-1], optionally DISTMU, DISTSIGMA,
         DISTNORM, as returned by :func:`mma.skymaps.decode.read_multiorder` or
         :func:`mma.skymaps.shapes.circle_map`.
+    max_tiles : int
+        Largest accepted number of tiles (rows of *table*).
 
     Raises
     ------
+    mma.errors.HostileMessage
+        More than *max_tiles* tiles.
     mma.errors.BadSkymap
         Invalid NUNIQ indices, overlapping tiles, bad or unnormalised densities.
     """
+    check_tiles(len(table), max_tiles)
     uniq = np.asarray(table["UNIQ"], dtype=np.int64)
     lo, hi = tile_ranges(uniq)
     names = ("DISTMU", "DISTSIGMA", "DISTNORM")

@@ -32,6 +32,7 @@ from mma.errors import InvalidValue
 from mma.models import RegionSpec
 from mma.skymaps.box import box_map
 from mma.skymaps.decode import DEFAULT_MAX_BYTES, read_multiorder
+from mma.skymaps.limits import DEFAULT_MAX_TILES, check_error, check_tiles
 from mma.skymaps.shapes import circle_map, ellipse_map
 from mma.skymaps.systematics import MODELS, systematic_map
 
@@ -52,8 +53,13 @@ def _number(value: float | None, name: str) -> float:
     return value
 
 
+def _size(value: float | None, name: str) -> float:
+    """An error size [deg] the shapes can honour (the parsers check it first)."""
+    return check_error(_number(value, name), f"region {name}")
+
+
 def region_table(spec: RegionSpec, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 skymap: bytes | None = None) -> Table | None:
+                 skymap: bytes | None = None, max_tiles: int = DEFAULT_MAX_TILES) -> Table | None:
     """Multi-order probability table of a region as the notice states it.
 
     Parameters
@@ -65,6 +71,9 @@ def region_table(spec: RegionSpec, *, max_bytes: int = DEFAULT_MAX_BYTES,
     skymap : bytes, optional
         FITS bytes fetched from ``spec.skymap_url``; they take precedence over the
         spec's own bytes and shape.
+    max_tiles : int
+        Largest accepted number of tiles of the table, checked on a map's header
+        before it is read and on every table before it is returned.
 
     Returns
     -------
@@ -76,10 +85,10 @@ def region_table(spec: RegionSpec, *, max_bytes: int = DEFAULT_MAX_BYTES,
     Raises
     ------
     mma.errors.BadSkymap, mma.errors.HostileMessage
-        Undecodable or oversized map bytes.
+        Undecodable or oversized map bytes; more than ``max_tiles`` tiles.
     mma.errors.InvalidValue
         Unknown systematic model, a systematic model on a non-circle, or shape
-        parameters no density can honour.
+        parameters no density can honour (errors below 0.1 arcsec included).
     """
     if spec.systematic is not None:
         if spec.systematic not in MODELS:
@@ -90,7 +99,7 @@ def region_table(spec: RegionSpec, *, max_bytes: int = DEFAULT_MAX_BYTES,
                                f"not to a {spec.kind}")
     data = skymap if skymap is not None else spec.skymap
     if data is not None:
-        table = read_multiorder(data, max_bytes=max_bytes)
+        table = read_multiorder(data, max_bytes=max_bytes, max_tiles=max_tiles)
         source = "skymap"
     elif spec.kind == "skymap":
         log.debug("region is only a URL (%s): the caller fetches it first", spec.skymap_url)
@@ -99,25 +108,26 @@ def region_table(spec: RegionSpec, *, max_bytes: int = DEFAULT_MAX_BYTES,
         ra, dec = _number(spec.ra_deg, "ra_deg"), _number(spec.dec_deg, "dec_deg")
         p = spec.containment
         if spec.kind == "circle":
-            radius = _number(spec.radius_deg, "radius_deg")
+            radius = _size(spec.radius_deg, "radius_deg")
             if spec.systematic is not None:
                 table = systematic_map(ra, dec, radius, spec.systematic, p)
                 source = spec.systematic
             else:
                 table, source = circle_map(ra, dec, radius, p), "circle"
         elif spec.kind == "ellipse":
-            table = ellipse_map(ra, dec, _number(spec.semi_major_deg, "semi_major_deg"),
-                                _number(spec.semi_minor_deg, "semi_minor_deg"),
+            table = ellipse_map(ra, dec, _size(spec.semi_major_deg, "semi_major_deg"),
+                                _size(spec.semi_minor_deg, "semi_minor_deg"),
                                 _number(spec.position_angle_deg, "position_angle_deg"), p)
             source = "ellipse"
         elif spec.kind == "box":
-            table = box_map(ra, dec, _number(spec.ra_plus_deg, "ra_plus_deg"),
-                            _number(spec.ra_minus_deg, "ra_minus_deg"),
-                            _number(spec.dec_plus_deg, "dec_plus_deg"),
-                            _number(spec.dec_minus_deg, "dec_minus_deg"), p)
+            table = box_map(ra, dec, _size(spec.ra_plus_deg, "ra_plus_deg"),
+                            _size(spec.ra_minus_deg, "ra_minus_deg"),
+                            _size(spec.dec_plus_deg, "dec_plus_deg"),
+                            _size(spec.dec_minus_deg, "dec_minus_deg"), p)
             source = "box"
         else:
             raise InvalidValue(f"unknown region kind {spec.kind!r}")
+    check_tiles(len(table), max_tiles, f"{source} region")
     table.meta["region_source"] = source
     log.debug("region table from %s: %d tiles", source, len(table))
     return table

@@ -213,9 +213,16 @@ def test_gzip_bomb_is_refused_before_full_inflation(gzip_bomb):
     assert peak < 16 * 2**20  # full inflation would hold 200 MB
 
 
-def test_gzip_bomb_is_refused_at_default_cap(gzip_bomb):
-    with pytest.raises(HostileMessage):
-        read_multiorder(gzip_bomb)
+def test_gzip_bomb_of_zeros_is_refused_at_its_first_block(gzip_bomb):
+    """Zeros are not FITS: refused after one inflated block, whatever the cap."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadSkymap, match="not a FITS file"):
+            read_multiorder(gzip_bomb, max_bytes=2**30)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20
 
 
 def test_oversized_plain_input_is_refused():
