@@ -16,7 +16,7 @@ assumed and marked as such in ``properties["containment_assumed"]``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue
@@ -24,7 +24,7 @@ from mma.formats.notice_fields import circle_region, grb_aliases
 from mma.formats.voevent import parse_voevent, sniff_ivorn
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "ERRORS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "ERRORS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ DEFAULT_TOPICS: tuple[str, ...] = tuple(
         "GRB_WAKEUP", "GRB_GROUND", "GRB_REFINED", "MCAL_ALERT", "TRANS", "GRB_POS_TEST",
     )
 )
+
+# AGILE launched on 2007-04-23.
+FIRST_LIGHT = datetime(2007, 4, 23, tzinfo=UTC)
 
 STREAM_PREFIX = "ivo://nasa.gsfc.gcn/AGILE#"
 

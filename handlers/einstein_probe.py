@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
@@ -33,13 +34,16 @@ from mma.formats.gcn_localization import (
 )
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "einstein_probe"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.einstein_probe.wxt.alert",)
+
+# Einstein Probe launched on 2024-01-09.
+FIRST_LIGHT = datetime(2024, 1, 9, tzinfo=UTC)
 
 MAX_MESSAGE_BYTES = 8 * 2**20  # alerts are < 1 kB; the cap guards against floods
 MAX_SKYMAP_BYTES = 6 * 2**20

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue
@@ -37,7 +38,7 @@ from mma.formats.notice_fields import circle_region, grb_aliases, http_url
 from mma.formats.voevent import VOEvent, parse_voevent, sniff_ivorn
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "ERRORS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "ERRORS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ DEFAULT_TOPICS: tuple[str, ...] = tuple(
     f"gcn.classic.voevent.FERMI_GBM_{kind}"
     for kind in ("ALERT", "FLT_POS", "GND_POS", "FIN_POS", "SUBTHRESH")
 )
+
+# Fermi launched on 2008-06-11.
+FIRST_LIGHT = datetime(2008, 6, 11, tzinfo=UTC)
 
 STREAM_PREFIX = "ivo://nasa.gsfc.gcn/Fermi#GBM_"
 ONE_SIGMA_2D = 1.0 - math.exp(-0.5)  # 0.3935: probability inside a 1-sigma circle in 2-D

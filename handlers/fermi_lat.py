@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue, MissingField
@@ -41,13 +42,16 @@ from mma.formats.gcn_localization import (
 from mma.formats.notice_fields import grb_aliases
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "fermi_lat"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.fermi.lat.flare",)
+
+# Fermi launched on 2008-06-11.
+FIRST_LIGHT = datetime(2008, 6, 11, tzinfo=UTC)
 
 MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import re
 
+from mma.epochs import EARLIEST
 from mma.errors import Ignored, MalformedMessage
 from mma.formats.gcn_json import load_json
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "FALLBACK", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FALLBACK", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ NAME = "gcn_other"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ()
 FALLBACK = True
+# Any stream: the default lower bound of mma.epochs (1990-01-01).
+FIRST_LIGHT = EARLIEST
 
 MAX_MESSAGE_BYTES = 8 * 2**20
 _GCN_SCHEMA = re.compile(rb'"\$schema"\s*:\s*"https?://gcn\.nasa\.gov/schema/')

@@ -42,11 +42,12 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lxml import etree
 
+from mma.epochs import check_time
 from mma.errors import Ignored, InvalidValue, MissingField
 from mma.formats import notice_fields, voevent
 from mma.formats.gcn_json import load_json
@@ -61,7 +62,7 @@ from mma.formats.gcn_localization import (
 )
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +77,14 @@ DEFAULT_TOPICS: tuple[str, ...] = (
     "gcn.classic.voevent.ICECUBE_CASCADE",
 )
 
+# Realtime track alerts began 2016-04-27, but archival notices (IceCat-1) reach
+# back to the full 86-string detector's first season, begun 2011-05-13.
+FIRST_LIGHT = datetime(2011, 5, 13, tzinfo=UTC)
+
 MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20
 MAX_COINCIDENT = 1000  # ±500 s hold a few track events; more is a crafted message
+MAX_EVENT_DT_S = 1000.0  # the search covers ±500 s around the GW; twice that is generous
 _SNIFF_JSON = re.compile(rb'"\$schema"\s*:\s*"[^"]*/notices/icecube/')
 # stream_of(ivorn) → (classic notice type, pygcn packet number, event class)
 _AMON_STREAMS = {
@@ -226,6 +232,16 @@ def _track_alert_class(topology: Any) -> str:
     return "neutrino.track"
 
 
+def _event_dt(value: Any, where: str) -> float:
+    """A neutrino's time after the GW [s], within ±:data:`MAX_EVENT_DT_S` (it is added
+    to the trigger time: a huge one would overflow the date arithmetic)."""
+    dt = finite(value, where)
+    if abs(dt) > MAX_EVENT_DT_S:
+        raise InvalidValue(f"{where} {dt!r} s is outside ±{MAX_EVENT_DT_S:g} s (the search "
+                           "covers ±500 s)")
+    return dt
+
+
 def _neutrinos(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or len(value) > MAX_COINCIDENT:
         raise InvalidValue(f"coincident_events must be a list of at most {MAX_COINCIDENT}")
@@ -244,7 +260,7 @@ def _neutrinos(value: Any) -> list[dict[str, Any]]:
         out.append({
             "id": ids[0],
             "event_id": _run_event(ids[0], f"{where}id"),
-            "event_dt": finite(item.get("event_dt"), f"{where}event_dt"),
+            "event_dt": _event_dt(item.get("event_dt"), f"{where}event_dt"),
             "event_pval_generic": number(item, "event_pval_generic", where),
             "event_pval_bayesian": number(item, "event_pval_bayesian", where),
             "localization": loc.properties,
@@ -258,6 +274,8 @@ def _parse_nu_search(msg: dict[str, Any], topic: str) -> Notice:
     if not isinstance(gw_id, str) or not gw_id:
         raise MissingField("ref_ID (the LVK superevent) is missing")
     env = envelope(msg, topic=topic, default_type="lvk_nu_track_search")
+    # Checked before the arithmetic below (year 9999 plus 500 s overflows).
+    check_time(env.event_time, what="trigger_time", since=FIRST_LIGHT)
     for key in ("pval_generic", "pval_bayesian", "n_events_coincident"):
         number(msg, key)
     neutrinos = _neutrinos(msg.get("coincident_events") or [])

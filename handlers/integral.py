@@ -22,6 +22,7 @@ are ``test=True``. SPI-ACS and pointing packets carry no position and raise
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue
@@ -29,7 +30,7 @@ from mma.formats.notice_fields import circle_region, grb_aliases
 from mma.formats.voevent import parse_voevent, sniff_ivorn
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "ERRORS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "ERRORS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = tuple(
     f"gcn.classic.voevent.INTEGRAL_{kind}" for kind in ("WAKEUP", "REFINED", "OFFLINE", "WEAK")
 )
+
+# INTEGRAL launched on 2002-10-17.
+FIRST_LIGHT = datetime(2002, 10, 17, tzinfo=UTC)
 
 STREAM_PREFIXES = ("ivo://nasa.gsfc.gcn/INTEGRAL#", "ivo://lvk.internal/INTEGRAL#")
 MDC_PREFIX = "ivo://lvk.internal/"

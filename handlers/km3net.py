@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
@@ -39,13 +40,16 @@ from mma.formats.gcn_localization import (
 )
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "km3net"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.km3net.alert",)
+
+# The first KM3NeT detection unit (ARCA) was deployed in December 2015.
+FIRST_LIGHT = datetime(2015, 12, 1, tzinfo=UTC)
 
 MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20

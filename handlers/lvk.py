@@ -19,7 +19,6 @@ Event class (it sets the time window, see ``docs/windows.md``): ``gw.burst`` whe
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,9 +26,10 @@ from typing import Any
 
 from mma.errors import BadSkymap, InvalidValue, MissingField
 from mma.formats.gcn_json import b64decode_capped, load_json
+from mma.formats.gcn_localization import finite
 from mma.models import Notice, RegionSpec
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ DEFAULT_TOPICS: tuple[str, ...] = ("igwn.gwalert",)
 
 # GCN Kafka refuses messages above ~4 MiB; a Burst map with an external
 # combined map is ~2 MB. Twice the broker limit leaves room for files on disk.
+# O1, the first observing run, began on 2015-09-12 (GW150914 came two days later).
+FIRST_LIGHT = datetime(2015, 9, 12, tzinfo=UTC)
+
 MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20
 
@@ -67,7 +70,10 @@ def _utc(value: Any, where: str) -> datetime:
         raise InvalidValue(f"{where} {value[:40]!r} is not an ISO 8601 time") from exc
     if parsed.utcoffset() is None:
         raise InvalidValue(f"{where} {value[:40]!r} has no timezone; expected UTC (…Z)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 east of Greenwich, year 9999 west of it
+        raise InvalidValue(f"{where} {value[:40]!r} is outside the years 1-9999 in UTC") from exc
 
 
 def _typed(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -82,11 +88,10 @@ def _far(event: Mapping[str, Any]) -> float:
     far = event.get("far")
     if far is None:
         raise MissingField("event.far is missing")
-    if isinstance(far, bool) or not isinstance(far, int | float):
-        raise InvalidValue(f"event.far is {type(far).__name__}, expected a number [Hz]")
-    if not (math.isfinite(far) and far >= 0):
+    value = finite(far, "event.far")  # also refuses integers too long for a float
+    if value < 0:
         raise InvalidValue(f"event.far {far!r} Hz is not a finite non-negative rate")
-    return float(far)
+    return value
 
 
 def _skymap(event: Mapping[str, Any]) -> RegionSpec | None:

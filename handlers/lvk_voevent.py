@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue, MissingField
@@ -38,7 +39,7 @@ from mma.formats.voevent import VOEvent, parse_voevent, sniff_ivorn
 from mma.handlers.lvk import gw_event_class
 from mma.models import Notice, RegionSpec
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ DEFAULT_TOPICS: tuple[str, ...] = tuple(
     f"gcn.classic.voevent.LVC_{kind}"
     for kind in ("PRELIMINARY", "INITIAL", "UPDATE", "RETRACTION", "EARLY_WARNING", "TEST")
 )
+
+# O1, the first observing run (alerts to partners as VOEvents), began 2015-09-12.
+FIRST_LIGHT = datetime(2015, 9, 12, tzinfo=UTC)
 
 STREAM_PREFIX = "ivo://gwnet/"
 ALERT_TYPES = {

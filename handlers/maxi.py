@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
@@ -42,13 +43,16 @@ from mma.formats.gcn_localization import (
 from mma.formats.notice_fields import grb_aliases
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "maxi"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.maxi.gsc.known", "gcn.notices.maxi.gsc.unknown")
+
+# MAXI went to the ISS with STS-127, launched on 2009-07-15.
+FIRST_LIGHT = datetime(2009, 7, 15, tzinfo=UTC)
 
 MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
@@ -42,7 +43,7 @@ from mma.formats.gcn_localization import (
 )
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ DEFAULT_TOPICS: tuple[str, ...] = (
     "gcn.notices.superk.sn_alert",
     "gcn.notice.superk.sn_alert",
 )
+
+# The oldest of its sources, Super-Kamiokande, began observing on 1996-04-01
+# (SNEWS itself has run automatically since 2005).
+FIRST_LIGHT = datetime(1996, 4, 1, tzinfo=UTC)
 
 MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20

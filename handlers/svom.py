@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
@@ -37,13 +38,17 @@ from mma.formats.gcn_localization import (
 from mma.formats.notice_fields import grb_aliases
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "svom"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.svom",)
+
+# SVOM launched on 2024-06-22, but the schema's examples (and gwcelery's fixture)
+# are ground-segment tests dated 2024-02-22: the start of 2024 keeps them valid.
+FIRST_LIGHT = datetime(2024, 1, 1, tzinfo=UTC)
 
 MAX_MESSAGE_BYTES = 8 * 2**20
 MAX_SKYMAP_BYTES = 6 * 2**20

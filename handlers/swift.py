@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import Ignored, InvalidValue
@@ -40,7 +41,7 @@ from mma.formats.notice_fields import circle_region, grb_aliases
 from mma.formats.voevent import VOEvent, parse_voevent, sniff_ivorn
 from mma.models import Messenger, Notice
 
-__all__ = ["DEFAULT_TOPICS", "ERRORS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "ERRORS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ DEFAULT_TOPICS: tuple[str, ...] = tuple(
     f"gcn.classic.voevent.SWIFT_{kind}"
     for kind in ("BAT_GRB_POS_ACK", "BAT_QL_POS", "XRT_POSITION", "UVOT_POS", "BAT_TRANS")
 )
+
+# Swift launched on 2004-11-20.
+FIRST_LIGHT = datetime(2004, 11, 20, tzinfo=UTC)
 
 STREAM_PREFIX = "ivo://nasa.gsfc.gcn/SWIFT#"
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
@@ -49,13 +50,16 @@ from mma.formats.gcn_localization import (
 )
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
 NAME = "swift_guano"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.swift.bat.guano",)
+
+# Swift launched on 2004-11-20 (GUANO searches BAT data).
+FIRST_LIGHT = datetime(2004, 11, 20, tzinfo=UTC)
 
 # GCN Kafka refuses messages above ~4 MiB; a GUANO map is ~1–3 MB of base64.
 MAX_MESSAGE_BYTES = 8 * 2**20

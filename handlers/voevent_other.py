@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 
+from mma.epochs import EARLIEST
 from mma.errors import Ignored
 from mma.formats.voevent import parse_voevent, sniff_ivorn
 from mma.handlers import agile, fermi_gbm, integral, lvk_voevent, swift
 from mma.models import Notice
 
-__all__ = ["DEFAULT_TOPICS", "FALLBACK", "KIND", "NAME", "parse", "sniff"]
+__all__ = ["DEFAULT_TOPICS", "FALLBACK", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ NAME = "voevent_other"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = ()  # nothing worth subscribing to; used by replay/ingest
 FALLBACK = True
+# Any stream: the default lower bound of mma.epochs (1990-01-01).
+FIRST_LIGHT = EARLIEST
 
 # Prefixes of the streams the handlers in this package parse.
 OWNED_PREFIXES: tuple[str, ...] = (

@@ -2,7 +2,9 @@
 
 Python's :func:`json.loads` is lenient in ways a daemon fed by strangers should
 not be: it accepts ``NaN``/``Infinity``, turns ``1e999`` into ``inf``, silently
-keeps the last of duplicate keys and guesses UTF-16/32 encodings. Everything
+keeps the last of duplicate keys, guesses UTF-16/32 encodings and reads integers
+of any length that no float can then hold (``math.isfinite`` of a 401-digit
+integer raises OverflowError in whatever code reads it later). Everything
 here fails with a :class:`~mma.errors.BadMessage` subclass whose message says
 what was wrong, so the raw bytes can go to the dead-letter table.
 """
@@ -13,9 +15,10 @@ import binascii
 import json
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mma.errors import HostileMessage, MalformedMessage
+from mma.errors import HostileMessage, InvalidValue, MalformedMessage
 
 __all__ = ["b64decode_capped", "load_json"]
 
@@ -23,18 +26,93 @@ logger = logging.getLogger(__name__)
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n\v\f"  # what MIME-style encoders insert between base64 lines
+_MAX_INT_DIGITS = 309  # 2**1024, beyond which float() overflows, has 309 digits
 
 
 def _reject_constant(name: str) -> NoReturn:
     raise MalformedMessage(f"JSON contains the non-standard constant {name}")
 
 
-def _finite_float(text: str) -> float:
+class _Unusable(str):
+    """A JSON number no float holds, kept as its text until its path is known."""
+
+    __slots__ = ()
+
+
+class _Overflow(_Unusable):
+    """A fractional or exponent number beyond float range (``1e999``)."""
+
+    __slots__ = ()
+
+
+def _finite_float(text: str) -> float | _Overflow:
     value = float(text)
-    if not math.isfinite(value):
-        # 1e999 parses to inf: as unusable as a literal Infinity.
-        raise MalformedMessage(f"JSON number {text[:40]} overflows a float")
+    # 1e999 parses to inf: as unusable as a literal Infinity.
+    return value if math.isfinite(value) else _Overflow(text)
+
+
+def _float_int(text: str) -> int | _Unusable:
+    """An integer literal, or :class:`_Unusable` when no float can hold it.
+
+    The digits are counted before int() runs, so a 5000-digit literal costs
+    nothing (int() refuses beyond 4300 digits; float() overflows beyond 309).
+    """
+    if len(text) - text.startswith("-") > _MAX_INT_DIGITS:
+        return _Unusable(text)
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        return _Unusable(text)
     return value
+
+
+def _number_hooks(seen: list[str]) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
+    """``parse_float`` and ``parse_int`` that note in *seen* any unusable number."""
+    def parse_float(text: str) -> Any:
+        value = _finite_float(text)
+        if isinstance(value, _Unusable):
+            seen.append(value)
+        return value
+
+    def parse_int(text: str) -> Any:
+        value = _float_int(text)
+        if isinstance(value, _Unusable):
+            seen.append(value)
+        return value
+
+    return parse_float, parse_int
+
+
+def _find_unusable(value: Any, path: str = "") -> tuple[str, _Unusable] | None:
+    """The path (``event.far``, ``ids[2]``) and text of the first unusable number."""
+    if isinstance(value, _Unusable):
+        return path or "(top level)", value
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    for sub_path, item in items:
+        found = _find_unusable(item, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_unusable(value: Any) -> None:
+    try:
+        found = _find_unusable(value)
+    except RecursionError as exc:  # the walk nests a little deeper than json's parser
+        raise HostileMessage("JSON nesting is too deep") from exc
+    if found is None:
+        return
+    path, text = found
+    if isinstance(text, _Overflow):
+        raise MalformedMessage(f"{path[:80]}: JSON number {text[:40]} overflows a float")
+    digits = len(text) - text.startswith("-")
+    raise InvalidValue(f"{path[:80]} is a {digits}-digit integer: not a finite number in "
+                       "range (a float holds at most 309 digits)")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -69,8 +147,12 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     HostileMessage
         Larger than ``max_bytes``, or nested deeply enough to exhaust the stack.
     MalformedMessage
-        Empty, invalid UTF-8, invalid JSON, ``NaN``/``Infinity``, a number that
-        overflows a float, duplicate keys, or a top level that is not an object.
+        Empty, invalid UTF-8, invalid JSON, ``NaN``/``Infinity``, a fractional or
+        exponent number that overflows a float (the message names its path),
+        duplicate keys, or a top level that is not an object.
+    InvalidValue
+        An integer no float can hold (more than 309 digits, e.g. a 401-digit
+        FAR); the message names its path (``event.far``) so the field is known.
     """
     if len(raw) > max_bytes:
         raise HostileMessage(f"JSON message is {len(raw)} bytes, above the cap of {max_bytes}")
@@ -84,11 +166,14 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
         raise MalformedMessage(
             f"JSON is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
+    unusable: list[str] = []
+    parse_float, parse_int = _number_hooks(unusable)
     try:
         value = json.loads(
             text,
             parse_constant=_reject_constant,
-            parse_float=_finite_float,
+            parse_float=parse_float,
+            parse_int=parse_int,
             object_pairs_hook=_unique_keys,
         )
     except json.JSONDecodeError as exc:
@@ -98,10 +183,11 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     except RecursionError as exc:
         raise HostileMessage("JSON nesting is too deep") from exc
     except ValueError as exc:
-        # e.g. an integer with more digits than int() accepts (CVE-2020-10735 limit).
         raise MalformedMessage(f"invalid JSON value: {exc}") from exc
     if not isinstance(value, dict):
         raise MalformedMessage(f"JSON top level is {type(value).__name__}, expected an object")
+    if unusable:  # found by the walk, which knows the path to name
+        _refuse_unusable(value)
     return value
 
 

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from mma.errors import BadSkymap, InvalidValue, MalformedMessage, MissingField
 from mma.formats.gcn_json import b64decode_capped
 from mma.models import RegionSpec
+from mma.skymaps.limits import ALL_SKY_DEG, MIN_ERROR_DEG, check_error, informative
 
 __all__ = ["ALERT_TENSES", "ALERT_TYPES", "DEFAULT_CONTAINMENT", "Envelope", "Localization",
            "envelope", "finite", "first_id", "json_head_matches", "localization",
@@ -66,7 +67,10 @@ def utc_time(value: Any, where: str) -> tuple[datetime, bool]:
         raise InvalidValue(f"{where} {value[:40]!r} is not an ISO 8601 time") from exc
     if parsed.utcoffset() is None:
         return parsed.replace(tzinfo=UTC), True
-    return parsed.astimezone(UTC), False
+    try:
+        return parsed.astimezone(UTC), False
+    except OverflowError as exc:  # year 1 east of Greenwich, year 9999 west of it
+        raise InvalidValue(f"{where} {value[:40]!r} is outside the years 1-9999 in UTC") from exc
 
 
 def number(obj: Mapping[str, Any], key: str, where: str = "") -> float | None:
@@ -76,12 +80,18 @@ def number(obj: Mapping[str, Any], key: str, where: str = "") -> float | None:
 
 
 def finite(value: Any, where: str) -> float:
-    """*value* as a finite float; InvalidValue naming *where* for text, booleans, null, inf."""
+    """*value* as a finite float; InvalidValue naming *where* for text, booleans, null,
+    inf, or an integer too long for a float (``load_json`` refuses those already)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidValue(f"{where} is {type(value).__name__}, expected a number")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError as exc:
+        raise InvalidValue(f"{where} ({len(str(abs(value)))}-digit integer) is not a finite "
+                           "number in range") from exc
+    if not math.isfinite(number):
         raise InvalidValue(f"{where} {value!r} is not finite")
-    return float(value)
+    return number
 
 
 def names(value: Any, where: str) -> tuple[str, ...]:
@@ -170,8 +180,8 @@ def envelope(msg: Mapping[str, Any], *, topic: str, default_type: str,
         flags.append("test_topic")
     record = msg.get("record_number")
     if record is not None and (isinstance(record, bool) or not isinstance(record, int)
-                               or record < 0):
-        raise InvalidValue(f"record_number {record!r} is not a non-negative integer")
+                               or not 0 <= record < 2**31):
+        raise InvalidValue(f"record_number {str(record)[:40]} is not an integer in [0, 2**31)")
     event_time, naive = utc_time(msg.get(time_key), time_key)
     if msg.get("alert_datetime") is None:
         issued_time = event_time
@@ -225,8 +235,8 @@ def _lengths(value: Any, where: str) -> list[float]:
         raise InvalidValue(f"{where} has {len(values)} values, expected 1 (circle) or up to "
                            "3 (ellipse: semi-major, semi-minor, PA)")
     out = [finite(v, f"{where}[{i}]") for i, v in enumerate(values)]
-    if not all(axis > 0.0 for axis in out[:2]):
-        raise InvalidValue(f"{where} {value!r} deg is not a positive error")
+    for i, axis in enumerate(out[:2]):
+        check_error(axis, where if len(values) == 1 else f"{where}[{i}]")
     return out
 
 
@@ -251,8 +261,9 @@ def _rectangle(corners: Any, centre: tuple[float, float], where: str) -> tuple[f
              for i in range(4)]
     length = [math.hypot(*s) for s in sides]
     first, second = (length[0] + length[2]) / 2, (length[1] + length[3]) / 2
-    if min(first, second) <= 0.0:
-        raise InvalidValue(f"{where} corners do not span a rectangle")
+    if min(first, second) < MIN_ERROR_DEG:
+        raise InvalidValue(f"{where} corners do not span a rectangle with sides of at least "
+                           f"{MIN_ERROR_DEG:g} deg")
     long_side = sides[0] if first >= second else sides[1]
     pa = math.degrees(math.atan2(long_side[0], long_side[1])) % 180.0  # east of north
     big, small = max(first, second), min(first, second)
@@ -325,12 +336,31 @@ def _error_shape(obj: Mapping[str, Any], centre: tuple[float, float], where: str
         props["rectangular_error_corners"] = corners
         flags.append("rectangle_as_ellipse")
         shape = {"semi_major_deg": a, "semi_minor_deg": b, "position_angle_deg": pa}
-    if shape and max(shape.get("radius_deg", 0.0), shape.get("semi_major_deg", 0.0)) >= 180.0:
+    if shape and max(shape.get("radius_deg", 0.0), shape.get("semi_major_deg", 0.0)) >= ALL_SKY_DEG:
         flags.append("all_sky")  # "anywhere": no region rather than a useless flat one
         return {}
     if not shape:
         flags.append("no_error_region")
     return shape
+
+
+def _informative(shape: dict[str, float], containment: float | None, where: str,
+                 flags: list[str]) -> dict[str, float]:
+    """*shape*, unless at its containment it says no more than a uniform sky does.
+
+    Then no density can honour it: a stated ``containment_probability`` is refused
+    (InvalidValue naming it); at the default 0.9 the error means "anywhere"
+    (flag ``all_sky``, no region), as an error of 180 deg or more does.
+    """
+    a = shape.get("radius_deg", shape.get("semi_major_deg", 0.0))
+    b = shape.get("radius_deg", shape.get("semi_minor_deg", 0.0))
+    if informative(containment or DEFAULT_CONTAINMENT, a, b):
+        return shape
+    if containment is not None:
+        raise InvalidValue(f"{where}containment_probability {containment!r} within the stated "
+                           f"{a:g} x {b:g} deg error is no more than a uniform sky puts there")
+    flags.append("all_sky")
+    return {}
 
 
 def _region_of(data: bytes | None, shape: dict[str, float],
@@ -387,6 +417,8 @@ def localization(obj: Mapping[str, Any], *, max_skymap_bytes: int,
     if centre is not None:
         props["ra"], props["dec"] = centre
         shape = _error_shape(obj, centre, where, flags, props)
+    if shape:
+        shape = _informative(shape, containment, where, flags)
     if shape:
         if containment is None:
             containment = DEFAULT_CONTAINMENT

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from mma.formats.voevent import Position
 from mma.models import RegionSpec
+from mma.skymaps.limits import ALL_SKY_DEG, informative
 
 __all__ = ["circle_region", "grb_aliases", "http_url"]
 
@@ -75,10 +76,16 @@ def circle_region(
     -------
     RegionSpec or None
         A circle; a bare ``skymap`` region when only a URL is given; None when
-        the packet has no position (no Position2D, or GCN's radius of 0 that
-        means "no localisation").
+        the packet has no usable position: no Position2D, GCN's radius of 0 that
+        means "no localisation", or a circle that says no more than a uniform sky
+        (180 deg or more, GCN's "anywhere"; or one so wide that *containment*
+        is no more than the sky's share inside it).
     """
     radius = None if position is None else position.error_radius_deg
+    if radius is not None and radius != 0.0:
+        radius = max(radius, min_radius_deg)
+        if radius >= ALL_SKY_DEG or not informative(containment, radius, radius):
+            radius = None
     if position is None or radius is None or radius == 0.0:
         if skymap_url is None:
             return None
@@ -86,6 +93,6 @@ def circle_region(
                           systematic=systematic)  # fmt: skip
     return RegionSpec(
         kind="circle", ra_deg=position.ra_deg, dec_deg=position.dec_deg,
-        radius_deg=max(radius, min_radius_deg), containment=containment,
+        radius_deg=radius, containment=containment,
         systematic=systematic, skymap_url=skymap_url,
     )  # fmt: skip

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 from lxml import etree
 
 from mma.errors import HostileMessage, InvalidValue, MalformedMessage, MissingField
+from mma.skymaps.limits import check_error
 
 __all__ = [
     "MAX_VOEVENT_BYTES",
@@ -79,7 +80,8 @@ class Position(NamedTuple):
         Centre, ICRS/FK5 J2000 [deg]; RA in [0, 360), Dec in [-90, 90].
     error_radius_deg : float or None
         ``Error2Radius`` [deg], as stated (its containment is mission-specific),
-        or None when absent. May be 0: GCN uses 0 for "no position".
+        or None when absent. May be 0: GCN uses 0 for "no position"; otherwise
+        in [1e-5, 360] deg, 180 deg and more meaning anywhere.
     unit : str
         The unit the packet stated (``deg`` when it stated none).
     system : str
@@ -141,7 +143,10 @@ def _utc_time(text: str | None, where: str, *, scale: str = "UTC") -> datetime:
         raise InvalidValue(f"{where} {text[:40]!r} is not an ISO 8601 time") from exc
     if parsed.utcoffset() is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 east of Greenwich, year 9999 west of it
+        raise InvalidValue(f"{where} {text[:40]!r} is outside the years 1-9999 in UTC") from exc
 
 
 def _float(text: str | None, where: str) -> float:
@@ -296,7 +301,8 @@ class VOEvent:
         ------
         InvalidValue
             Not RA/Dec in an ICRS or FK5 frame, an unknown unit, a non-finite or
-            out-of-range coordinate, or a negative error radius.
+            out-of-range coordinate, or an error radius other than 0 outside
+            1e-5 deg to 360 deg (:func:`mma.skymaps.limits.check_error`).
         MissingField
             A Position2D without C1/C2.
         """
@@ -327,8 +333,8 @@ class VOEvent:
         radius = None
         if radius_text is not None:
             radius = _float(radius_text, "Position2D Error2Radius") * scale
-            if radius < 0:
-                raise InvalidValue(f"Error2Radius {radius!r} deg is negative")
+            if radius != 0.0:  # GCN's 0: no position
+                check_error(radius, "Position2D Error2Radius")
         return Position(ra, dec, radius, unit or "deg", system)
 
     def why_names(self) -> tuple[str, ...]:

@@ -100,7 +100,7 @@ def test_sniff_refuses_other_voevents(path: Path) -> None:
         ('name="TrigID" value="10472"', 'name="Trig" value="1"', MissingField, "TrigID"),
         ("<C2>-35.5582</C2>", "<C2>95</C2>", InvalidValue, "Dec"),
         ("<Error2Radius>0.0531</Error2Radius>", "<Error2Radius>-1</Error2Radius>",
-         InvalidValue, "negative"),
+         InvalidValue, "Error2Radius -1.0 deg is outside the accepted range"),
         ("<ISOTime>2024-01-15T16:45:55.09</ISOTime>", "<ISOTime>2024-01-15 noon</ISOTime>",
          InvalidValue, "ISO 8601"),
     ],

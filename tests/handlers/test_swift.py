@@ -133,7 +133,7 @@ def test_sniff_refuses_other_voevents(path: Path) -> None:
         ("<C1>270.6441</C1>", "<C1>nan</C1>", InvalidValue, "not finite"),
         ("<C1>270.6441</C1>", "<C1>-10</C1>", InvalidValue, "RA"),
         ("<Error2Radius>0.0500</Error2Radius>", "<Error2Radius>-0.05</Error2Radius>",
-         InvalidValue, "negative"),
+         InvalidValue, "Error2Radius -0.05 deg is outside the accepted range"),
         ("<ISOTime>2024-01-12T17:37:24.97</ISOTime>", "", MissingField, "ISOTime"),
         ("ivo://nasa.gsfc.gcn/SWIFT#", "ivo://nasa.gsfc.gcn/SWIFTY#", InvalidValue, "not a Swift"),
     ],
