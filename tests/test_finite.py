@@ -10,12 +10,19 @@ forever. Here it is replayed on both databases, and run through ``mma run``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
+import os
+import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import (
     JSON,
     Column,
@@ -34,7 +41,7 @@ from mma.cli import main
 from mma.config import Config
 from mma.db import store
 from mma.db.engine import json_loads, make_engine, refuses_values
-from mma.db.schema import alerts, dead_letters, events, notices
+from mma.db.schema import alerts, coincidences, dead_letters, events, notices
 from mma.errors import InvalidValue, TransientError
 from mma.ingest import Parsed, Pipeline
 from mma.ingest.guard import database_errors
@@ -42,6 +49,7 @@ from mma.match.finite import LN_CEILING, LN_FLOOR, check_record, clamp_ln
 from tests.helpers import HANDLER
 from tests.hostile import numbers
 from tests.test_correlator import T0, alert, feed, notice, rows
+from tests.test_daemon import MMA, _drain_topic, _produce, _state
 
 
 def strict_json(line: str | bytes) -> Any:
@@ -138,7 +146,9 @@ def test_check_record_names_the_event_the_object_and_the_fields() -> None:
     message = str(refused.value)
     assert "event S240114b" in message and "object ZTF20aafujpn" in message
     assert "components.ln_B_D=-inf" in message and "detections[1].magnitude=nan" in message
-    check_record({"a": [1.0, {"b": 2}], "c": None}, event_id="e", object_id="o")
+    check_record({"a": [1.0, {"b": 2}], "c": None, "d": "x"}, event_id="e", object_id="o")
+    with pytest.raises(InvalidValue, match=r"t\[1\]=inf"):  # numpy scalars, tuples
+        check_record({"t": (np.float64(1.0), np.float64("inf"))}, event_id="e", object_id="o")
 
 
 def test_clamp_keeps_order_and_leaves_nan_to_the_check() -> None:
@@ -148,21 +158,27 @@ def test_clamp_keeps_order_and_leaves_nan_to_the_check() -> None:
     assert math.isnan(clamp_ln(math.nan))
 
 
+def poison(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, alert_id: str,
+           **fields: float) -> None:
+    """Make the scorer return *fields* (NaN: a bug) for the object of alert *alert_id*."""
+    score = pipeline.correlator.scorer.score
+
+    def poisoned(conn: Any, active: Any, survey: str, summary: Any, *args: Any) -> Any:
+        got = score(conn, active, survey, summary, *args)
+        if summary.detections[0].alert_id == alert_id:
+            return dataclasses.replace(got, **fields)
+        return got
+
+    monkeypatch.setattr(pipeline.correlator.scorer, "score", poisoned)
+
+
 def test_a_non_finite_score_dead_letters_its_alert_with_its_identities(
         engine: Engine, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """NaN injected into one candidate's score: the record is refused where it is built,
     that alert alone is dead-lettered naming event and object; no retry, the rest stored."""
     pipeline = Pipeline(engine, config)
     feed(pipeline, notice("Initial", 0.5, {0: 0.8, 1: 0.2}))
-    score = pipeline.correlator.scorer.score
-
-    def poisoned(conn: Any, active: Any, survey: str, summary: Any, *args: Any) -> Any:
-        got = score(conn, active, survey, summary, *args)
-        if summary.detections[0].alert_id == "2":
-            return dataclasses.replace(got, ln_b_sky=math.nan)
-        return got
-
-    monkeypatch.setattr(pipeline.correlator.scorer, "score", poisoned)
+    poison(pipeline, monkeypatch, "2", ln_b_sky=math.nan)
     stream = [alert(str(i), 0, 1.0 + i) for i in range(4)]
     outcomes = pipeline.process_alerts(  # raises TransientError if it were retried
         [Parsed(HANDLER, f"raw{i}".encode(), f"t:0:{i}", item=a) for i, a in enumerate(stream)])
@@ -176,6 +192,24 @@ def test_a_non_finite_score_dead_letters_its_alert_with_its_identities(
     assert set(rows(engine)) == {"0", "1", "3"}
     for record in rows(engine).values():
         assert_finite(record)
+
+
+def test_a_non_finite_score_costs_a_region_one_candidate_not_its_notice(
+        engine: Engine, config: Config, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Alerts first, then the notice: the poisoned object's candidate is left out (an
+    error line names event and object), the notice and the other candidates stored."""
+    pipeline = Pipeline(engine, config)
+    for i in range(3):
+        feed(pipeline, alert(str(i), 0, 1.0 + i))
+    poison(pipeline, monkeypatch, "1", ln_b_t=math.nan)
+    region = notice("Initial", 0.5, {0: 0.8, 1: 0.2})
+    outcome = pipeline.process(HANDLER, repr(region).encode(), origin="n:0:0", item=region,
+                               now=region.issued_time)
+    assert outcome.kind == "notice"
+    assert set(rows(engine)) == {"0", "2"}
+    assert any("event S250301x" in r.message and "object ZTF25obj1" in r.message
+               and r.levelname == "ERROR" for r in caplog.records)
 
 
 # ---------------------------------------------------------------------------- the database
@@ -254,3 +288,75 @@ def test_rows_stored_before_the_fix_read_as_finite(tmp_path: Path) -> None:
                 "ln_B_D": -1.7976931348623157e308}
     finally:
         engine.dispose()
+
+
+# ------------------------------------------------------------------------ the daemon, live
+def _one_row(index: int) -> bytes:
+    """Row *index* of the real Fink night's first file, as a one-row parquet message."""
+    table = pq.read_table(sorted(numbers.NIGHT.glob("*.parquet"))[0]).slice(index, 1)
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    return out.getvalue()
+
+
+@pytest.mark.daemon
+def test_the_daemon_stores_it_finite_and_moves_on(tmp_path: Path, kafka_bootstrap: str,
+                                                  postgres_url: str) -> None:
+    """``mma run`` on PostgreSQL with real Kafka: the notice, the far-host alert and the
+    alert after it are all stored, the candidate is published as standard JSON, and
+    every offset is committed (nothing retried, nothing left behind).
+
+    ``pre_existing_factor`` 0 as well (this object was seen before the merger): its
+    ln prior was -inf, which the JSON column refused, a database error retried
+    forever; the daemon never reached its idle exit.
+    """
+    stem = uuid.uuid4().hex[:8]
+    config = tmp_path / "mma.toml"
+    config.write_text('[priors]\n"pre_existing_factor.gw.cbc" = 0.0\n')
+    t_notices, t_alerts, t_out = f"n-{stem}", f"a-{stem}", f"out-{stem}"
+    _produce(kafka_bootstrap, t_notices, [numbers.NOTICE.read_bytes()])
+    _produce(kafka_bootstrap, t_alerts, [numbers.fink_alert(), _one_row(0)])
+    env = {**os.environ, "MMA_CONFIG": str(config), "MMA_DATABASE__URL": postgres_url,
+           "MMA_PATHS__STATE_DIR": str(tmp_path), "MMA_PATHS__CACHE_DIR": str(tmp_path),
+           "MMA_LOGGING__LEVEL": "WARNING", "MMA_SKYMAPS__FETCH": "false",
+           "MMA_KAFKA__GCN_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "MMA_KAFKA__ALERT_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "MMA_KAFKA__GROUP_ID": f"g-{stem}", "MMA_KAFKA__INSTANCE": f"i-{stem}",
+           "MMA_KAFKA__POLL_TIMEOUT_SECONDS": "0.5",
+           "MMA_KAFKA__NOTICE_TOPICS": json.dumps([f"lvk:{t_notices}"]),
+           "MMA_KAFKA__ALERT_TOPICS": json.dumps([f"fink:{t_alerts}"]),
+           # The 2024 region must stay active while the test runs: expiry only at start.
+           "MMA_DAEMON__EXPIRE_INTERVAL_SECONDS": "3600",
+           "MMA_DAEMON__DELIVER_INTERVAL_SECONDS": "0.5",
+           "MMA_CHANNELS__KAFKA__ENABLED": "true",
+           "MMA_CHANNELS__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "MMA_CHANNELS__KAFKA__TOPIC": t_out}
+    run = subprocess.run([MMA, "run", "--idle-exit", "6"], env=env, capture_output=True,
+                         text=True, timeout=240, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = _state(postgres_url)
+    assert (state["notices"], state["letters"]) == (1, [])
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(alerts)).scalar_one() == 2
+            cid = conn.execute(select(coincidences.c.coincidence_id)).scalar_one()
+        assert ln_b_d_in_sql(engine) == pytest.approx([math.log(0.5)])
+    finally:
+        engine.dispose()
+    # Every offset committed: the notices' group is the instance's own, the alerts' shared.
+    for group, topic, end in ((f"g-{stem}-notices-i-{stem}", t_notices, 1),
+                              (f"g-{stem}", t_alerts, 2)):
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+        try:
+            [committed] = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+        finally:
+            consumer.close()
+        assert committed.offset == end, (topic, committed.offset)
+    published = [m for m in _drain_topic(kafka_bootstrap, t_out) if m.key() == cid.encode()]
+    assert published
+    for message in published:
+        record = strict_json(message.value())
+        assert_finite(record)
+        assert record["components"]["ln_B_D"] == pytest.approx(math.log(0.5))
+        assert record["components"]["ln_prior"] == LN_FLOOR

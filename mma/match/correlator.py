@@ -26,6 +26,7 @@ from mma.db import candidates as rows
 from mma.db import region_store, store
 from mma.db.background import background_surveys
 from mma.db.backmatch import alerts_in_region
+from mma.errors import InvalidValue
 from mma.match.active import ActiveRegion, ActiveRegions
 from mma.match.candidate import Thresholds, coincidence_id, payload_of, summarise
 from mma.match.revisions import Ledger, record, retract
@@ -82,7 +83,8 @@ class Correlator:
         with the flag ``left_region``.
         """
         found = alerts_in_region(conn, active.region_pk, active.start, active.end, self.max_cl)
-        kept = self._refresh(conn, ledger, active, {r.object_pk for r in found}, now, reason)
+        kept = set(self._candidates(conn, ledger, active, {r.object_pk for r in found}, now,
+                                    reason, skip_bad=True).values())
         for row in rows.live_of_event(conn, active.event_pk):
             if row.coincidence_id not in kept:
                 retract(conn, ledger, row, "left_region", "left_region", active.key)
@@ -133,9 +135,15 @@ class Correlator:
         return set(self._candidates(conn, ledger, active, object_pks, now, reason).values())
 
     def _candidates(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
-                    object_pks: Iterable[int], now: datetime,
-                    reason: str) -> dict[int, str]:
-        """Record the candidate of each object inside *active*; by object, their ids."""
+                    object_pks: Iterable[int], now: datetime, reason: str, *,
+                    skip_bad: bool = False) -> dict[int, str]:
+        """Record the candidate of each object inside *active*; by object, their ids.
+
+        A record refused for a non-finite number (:func:`payload_of`) raises, so the
+        alert being processed is dead-lettered with the reason; with *skip_bad* (a
+        region or a re-score: the message is the notice, or none) it is logged and
+        that candidate left as it was, so one object cannot cost an event its notice.
+        """
         event = active.event
         objects = rows.objects_until(conn, object_pks, active.end)
         live = {a.region_pk for a in self.active.values()}
@@ -155,7 +163,14 @@ class Correlator:
                 continue
             inside[obj.pk] = cid
             score = self.scorer.score(conn, active, obj.survey, summary, tile, now, live)
-            payload = payload_of(cid, event, active.version, obj, summary, score)
+            try:
+                payload = payload_of(cid, event, active.version, obj, summary, score)
+            except InvalidValue as exc:
+                if not skip_bad:
+                    raise
+                log.error("event %s: %s: candidate not recorded: %s", event.event_id, reason,
+                          exc)
+                continue
             record(conn, ledger, existing, cid, payload, score, event_pk=event.pk,
                    object_pk=obj.pk, alert_pk=summary.latest_alert_pk, region=active.key,
                    vetoed=summary.vetoed, reason=reason,

@@ -72,13 +72,35 @@ def non_finite_paths(value: Any, path: str = "") -> Iterator[str]:
     """Dotted paths (``components.ln_B_D``, ``detections[3].magnitude``) of NaN or ±inf."""
     if isinstance(value, float):
         if not math.isfinite(value):
-            yield f"{path}={value!r}"
+            yield f"{path}={float(value)!r}"
     elif isinstance(value, Mapping):
         for key, item in value.items():
             yield from non_finite_paths(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             yield from non_finite_paths(item, f"{path}[{i}]")
+
+
+def _all_finite(value: Any) -> bool:
+    """Every float in *value* is finite (the fast path of :func:`check_record`).
+
+    Exact types first: a record is plain dicts, lists and floats, and this runs
+    for every candidate scored (~6 us a record of one detection, ~20 us of 20).
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return value - value == 0.0  # inf - inf and NaN - NaN are NaN
+    if kind is dict:
+        return all(map(_all_finite, value.values()))
+    if kind is list or kind is tuple:
+        return all(map(_all_finite, value))
+    if isinstance(value, float):  # numpy.float64 and other float subclasses
+        return math.isfinite(value)
+    if isinstance(value, Mapping | list | tuple):
+        return not any(True for _ in non_finite_paths(value))
+    return True
 
 
 def check_record(record: Mapping[str, Any], *, event_id: str, object_id: str) -> None:
@@ -96,6 +118,8 @@ def check_record(record: Mapping[str, Any], *, event_id: str, object_id: str) ->
     InvalidValue
         Naming the event, the object and up to :data:`MAX_LISTED` fields.
     """
+    if _all_finite(record):
+        return
     bad = list(non_finite_paths(record))
     if bad:
         listed = ", ".join(bad[:MAX_LISTED]) + (
