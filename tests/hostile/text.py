@@ -5,16 +5,13 @@ forged log line, ESC ``[2J`` (clear the screen), a colour code, U+202E (right-to
 left override) and BEL. None of it may reach a log line or a table raw
 (:mod:`mma.printable`).
 
-:func:`cases` are files whose outcome does not depend on how strictly the
-handlers screen identifiers: a hostile *file name* (the origin of every log
-line about the file) on unreadable content and on a valid notice, and a valid
-IceCube notice whose map URL carries the controls (the URL passes the
-handler's http(s) check and is logged when fetching is off).
-
-:func:`id_files` are alerts whose *object id* carries them (ZTF Avro, Pitt-Google,
-ANTARES). Whether such an alert is stored or dead-lettered is the handlers'
-call, so they are not cases with a fixed outcome; the output must be clean
-either way.
+:func:`cases` are: a hostile *file name* (the origin of every log line about
+the file) on unreadable content (dead-lettered) and on a valid notice (stored);
+a valid IceCube notice whose map URL carries the controls (stored: the URL
+passes the handler's http(s) check, and is logged when fetching is off); and
+alerts whose *object id* carries them (ZTF Avro, Pitt-Google, ANTARES), which
+the handlers refuse (:mod:`mma.formats.ids`), so that the dead-letter line
+itself, naming the id, is what must be clean.
 """
 
 from __future__ import annotations
@@ -77,24 +74,6 @@ def icecube_notice(run_event: str, *, healpix_url: str | None = None) -> bytes:
     return json.dumps(doc).encode()
 
 
-def cases() -> list[Case]:
-    """Hostile names and URLs on files whose outcome is fixed (see the module docstring)."""
-    return [
-        Case(name="text_forged_filename",
-             filename=f"unreadable{HOSTILE}.json",
-             data=b"not a notice\x1b[2J\x07" + FORGED.encode(),
-             outcome="dead_letter", reason="no handler recognises content"),
-        Case(name="text_forged_filename_notice",
-             filename=f"icecube{HOSTILE}.json",
-             data=icecube_notice("990001_1"), outcome="stored"),
-        Case(name="text_forged_map_url",
-             filename="icecube_map_url.json",
-             data=icecube_notice("990002_2", healpix_url=(
-                 f"https://roc.icecube.wisc.edu/map{HOSTILE}.fits.gz")),
-             outcome="stored"),
-    ]
-
-
 def _ztf_with_id(object_id: str) -> bytes:
     """The first corpus ZTF packet with its objectId replaced in place (same UTF-8 length)."""
     path = sorted(ZTF_AVRO.glob("ZTF*.avro"))[0]
@@ -108,11 +87,9 @@ def _ztf_with_id(object_id: str) -> bytes:
     return raw.replace(old, new)
 
 
-def _pittgoogle(object_id: str, *, valid_rows: bool) -> bytes:
-    row: dict[str, float | None] = {"jd": 2460736.5, "fid": 2, "magpsf": 18.5,
-                                    "sigmapsf": 0.08, "ra": 123.4, "decl": -21.0}
-    if not valid_rows:
-        row["magpsf"] = None  # no detection: the error names the object
+def _pittgoogle(object_id: str) -> bytes:
+    row = {"jd": 2460736.5, "fid": 2, "magpsf": 18.5, "sigmapsf": 0.08, "ra": 123.4,
+           "decl": -21.0}
     return json.dumps({"objectId": object_id, "rows": [row]}).encode()
 
 
@@ -125,15 +102,26 @@ def _antares(locus_id: str) -> bytes:
                        "alerts": [row]}).encode()
 
 
-def id_files() -> list[tuple[str, bytes]]:
-    """Alerts whose object id carries controls, as ``(file name, bytes)``.
-
-    The ZTF id keeps the 12 bytes of the packet's own (``ZTF`` + ESC ``[2J`` +
-    U+202E + BEL + LF); the JSON ids carry all of :data:`HOSTILE`.
-    """
+def cases() -> list[Case]:
+    """Hostile file names, map URL and object ids (see the module docstring)."""
     return [
-        ("ztf_id.avro", _ztf_with_id("ZTF\x1b[2J\u202e\x07\n")),
-        ("pittgoogle_id.json", _pittgoogle(f"ZTF25{HOSTILE}", valid_rows=True)),
-        ("pittgoogle_id_no_rows.json", _pittgoogle(f"ZTF25{HOSTILE}", valid_rows=False)),
-        ("antares_id.json", _antares(f"ANT2025{HOSTILE}")),
+        Case(name="text_forged_filename",
+             filename=f"unreadable{HOSTILE}.json",
+             data=b"not a notice\x1b[2J\x07" + FORGED.encode(),
+             outcome="dead_letter", reason="no handler recognises content"),
+        Case(name="text_forged_filename_notice",
+             filename=f"icecube{HOSTILE}.json",
+             data=icecube_notice("990001_1"), outcome="stored"),
+        Case(name="text_forged_map_url",
+             filename="icecube_map_url.json",
+             data=icecube_notice("990002_2", healpix_url=(
+                 f"https://roc.icecube.wisc.edu/map{HOSTILE}.fits.gz")),
+             outcome="stored"),
+        # The ZTF id keeps the 12 bytes of the packet's own: ZTF, ESC [2J, U+202E, BEL, LF.
+        Case(name="text_ztf_object_id", filename="ztf_id.avro",
+             data=_ztf_with_id("ZTF\x1b[2J\u202e\x07\n"), reason="printable ASCII"),
+        Case(name="text_pittgoogle_object_id", filename="pittgoogle_id.json",
+             data=_pittgoogle(f"ZTF25{HOSTILE}"), reason="printable ASCII"),
+        Case(name="text_antares_locus_id", filename="antares_id.json",
+             data=_antares(f"ANT2025{HOSTILE}"), reason="printable ASCII"),
     ]
