@@ -42,10 +42,13 @@ from mma.config import Config
 from mma.db import store
 from mma.db.engine import json_loads, make_engine, refuses_values
 from mma.db.schema import alerts, coincidences, dead_letters, events, notices
-from mma.errors import InvalidValue, TransientError
+from mma.emitters.kafka import encode_value
+from mma.emitters.slack import SlackEmitter
+from mma.errors import DeliveryError, InvalidValue, TransientError
 from mma.ingest import Parsed, Pipeline
 from mma.ingest.guard import database_errors
 from mma.match.finite import LN_CEILING, LN_FLOOR, check_record, clamp_ln
+from mma.report import write_jsonl
 from tests.helpers import HANDLER
 from tests.hostile import numbers
 from tests.test_correlator import T0, alert, feed, notice, rows
@@ -360,3 +363,16 @@ def test_the_daemon_stores_it_finite_and_moves_on(tmp_path: Path, kafka_bootstra
         assert_finite(record)
         assert record["components"]["ln_B_D"] == pytest.approx(math.log(0.5))
         assert record["components"]["ln_prior"] == LN_FLOOR
+
+
+def test_every_output_refuses_what_is_not_standard_json() -> None:
+    """Kafka and Slack refuse a record holding NaN for good (parked, not retried), and so
+    does the replay's writer: none of them writes ``NaN`` or ``Infinity``."""
+    record = {"coincidence_id": "c", "p_chance": math.nan}
+    with pytest.raises(ValueError, match="Out of range float"):
+        encode_value(record)
+    with pytest.raises(DeliveryError) as parked:
+        SlackEmitter._encode(record, "coincidence c")
+    assert parked.value.permanent
+    with pytest.raises(ValueError, match="Out of range float"):
+        write_jsonl([record], io.StringIO())
