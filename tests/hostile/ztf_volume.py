@@ -13,6 +13,7 @@ import io
 import string
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fastavro
 
@@ -44,7 +45,7 @@ def templates() -> list[tuple[bytes, str, int]]:
     out = []
     for path in sorted(ZTF_AVRO.glob("ZTF*.avro")):  # not the schema prototype
         raw = path.read_bytes()
-        record = next(iter(fastavro.reader(io.BytesIO(raw))))
+        record: Any = next(iter(fastavro.reader(io.BytesIO(raw))))
         out.append((raw, record["objectId"], record["candid"]))
     return out
 
