@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import sys
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError
 
 from mma.db.schema import metadata
+from mma.errors import InvalidValue
+from mma.match.finite import non_finite_paths
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +49,16 @@ def json_dumps(value: Any) -> str:
 
     Raises
     ------
-    ValueError
-        A float is NaN or infinite (SQLAlchemy wraps it in ``StatementError`` on
-        SQLite; psycopg raises it as it is).
+    InvalidValue
+        A float is NaN or infinite, named by its path. SQLAlchemy wraps it in
+        ``StatementError`` on SQLite, psycopg raises it as it is;
+        :func:`mma.ingest.guard.database_errors` unwraps it.
     """
-    return json.dumps(value, allow_nan=False)
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        bad = ", ".join(islice(non_finite_paths(value), 5))
+        raise InvalidValue(f"NaN or infinity in a JSON column value: {bad or exc}") from exc
 
 
 def json_loads(text: str | bytes) -> Any:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from mma.db import store
 from mma.db.engine import describe_error, refuses_values
@@ -49,8 +49,9 @@ def database_errors(what: str, on_error: Callable[[], None] | None = None) -> It
     TransientError
         The database failed (connection, locks, a race): retry.
     InvalidValue
-        The database refused the values written (:func:`refuses_values`):
-        retrying the same message cannot succeed.
+        The database refused the values written (:func:`refuses_values`), or
+        the JSON serializer did (NaN, infinity; SQLAlchemy's ``StatementError``
+        on SQLite): retrying the same message cannot succeed.
     """
     try:
         yield
@@ -61,6 +62,12 @@ def database_errors(what: str, on_error: Callable[[], None] | None = None) -> It
             raise InvalidValue(f"{what}: the database refused a value: "
                                f"{describe_error(exc)}") from exc
         raise TransientError(f"{what}: database error: {describe_error(exc)}") from exc
+    except StatementError as exc:  # a value refused before it was sent (JSON serializer)
+        if not isinstance(exc.orig, BadMessage):
+            raise
+        if on_error is not None:
+            on_error()
+        raise InvalidValue(f"{what}: {exc.orig}") from exc
 
 
 def parse_checked(handler: Handler, raw: bytes, *, topic: str = "") -> Item:
