@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -15,9 +16,11 @@ from mma.match.candidate import (
     light_curve_rates,
     material_changes,
     mean_position,
+    payload_of,
     summarise,
 )
-from mma.models import Detection, StoredObject
+from mma.match.scoring import score_match
+from mma.models import Detection, StoredEvent, StoredObject
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -153,3 +156,25 @@ def test_position_is_finite_for_identical_detections() -> None:
     ra, dec, scatter = mean_position([det(1, 1), det(2, 2), det(3, 3)])
     assert (ra, dec) == pytest.approx((10.0, 20.0)) and np.isfinite(scatter)
     assert scatter == pytest.approx(0.0, abs=1e-3)
+
+
+def test_magnitudes_that_are_not_numbers_are_not_measured() -> None:
+    """NaN and inf magnitudes (a Rubin flux near 0) count as none: not the peak, no rate,
+    and ``null`` in the record, which is otherwise finite (checked where it is built)."""
+    detections = [det(1, 1, mag=math.inf), det(2, 30, mag=19.0), det(3, 60, mag=math.nan),
+                  det(4, 90, mag=18.0)]
+    detections[1] = Detection(**{**detections[1].__dict__, "magnitude_err": math.inf})
+    s = summarise(obj(*detections), T0, T0 - timedelta(days=1), T0 + timedelta(days=14))
+    assert s is not None and s.peak_magnitude == 18.0
+    assert s.rise_rate == pytest.approx(1.0 / (60 / 24)) and s.fade_rate is None
+    event = StoredEvent(pk=1, event_id="S250301x", messenger="gw", event_class="gw.cbc",
+                        instrument="LVK", event_time=T0, status="active", test=False,
+                        aliases=("S250301x",), properties={}, flags=())
+    score = score_match(prob_density_sr=10.0, credible_level=0.5, searched_area_deg2=100.0,
+                        dt_days=0.04, window=(-1.0, 14.0), n_background=0.5,
+                        n_background_err=0.1, background_density_sr=1.0,
+                        background_sky_total=10.0, background_unmeasured=False)
+    payload = payload_of("c", event, 1, obj(*detections), s, score)
+    assert [(d["magnitude"], d["magnitude_err"]) for d in payload["detections"]] == [
+        (None, 0.1), (19.0, None), (None, 0.1), (18.0, 0.1)]
+    assert json.loads(json.dumps(payload, allow_nan=False)) == payload
