@@ -38,16 +38,17 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from mma.cli import main
-from mma.config import Config
+from mma.config import Config, load_config
 from mma.db import store
 from mma.db.engine import json_loads, make_engine, refuses_values
 from mma.db.schema import alerts, coincidences, dead_letters, events, notices
 from mma.emitters.kafka import encode_value
 from mma.emitters.slack import SlackEmitter
-from mma.errors import DeliveryError, InvalidValue, TransientError
+from mma.errors import ConfigError, DeliveryError, InvalidValue, TransientError
 from mma.ingest import Parsed, Pipeline
 from mma.ingest.guard import database_errors
 from mma.match.finite import LN_CEILING, LN_FLOOR, check_record, clamp_ln
+from mma.match.scorer import Scorer
 from mma.report import write_jsonl
 from tests.helpers import HANDLER
 from tests.hostile import numbers
@@ -381,3 +382,15 @@ def test_every_output_refuses_what_is_not_standard_json() -> None:
     assert parked.value.permanent
     with pytest.raises(ValueError, match="Out of range float"):
         write_jsonl([record], io.StringIO())
+
+
+@pytest.mark.parametrize("key", ["BACKGROUND__PRIOR_NEW_PER_SR_DAY",
+                                 "SCORING__BACKGROUND_RATE_FLOOR_PER_SR_PER_DAY"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_background_rates_that_are_not_finite_stop_the_start(tmp_path: Path, key: str,
+                                                             value: str) -> None:
+    """TOML and the environment accept ``inf``; N_bg, P_chance and every record would not
+    be numbers. A ConfigError at start instead, naming the key."""
+    config = load_config(environ={f"MMA_{key}": value}, system_file=tmp_path / "absent")
+    with pytest.raises(ConfigError, match=key.split("__")[1].lower()):
+        Scorer(config)
