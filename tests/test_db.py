@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,11 +14,25 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, func, select
+from sqlalchemy import (
+    JSON,
+    Column,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from mma.db import region_store, store
+from mma.db.engine import json_loads, make_engine, refuses_values
 from mma.db.schema import alerts, dead_letters, events, metadata, notices, objects
-from mma.errors import MalformedMessage
+from mma.errors import InvalidValue, MalformedMessage, TransientError
+from mma.ingest.guard import database_errors
 from mma.models import Alert, Notice
 
 T0 = datetime(2024, 1, 14, 22, 59, 29, 889000, tzinfo=UTC)
@@ -158,3 +173,86 @@ def test_region_tiles_round_trip_exactly(engine: Engine, distance: bool) -> None
             assert got is None, name
         else:
             assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True), name
+
+
+# ---------------------------------------------- finite numbers (tests/test_finite.py)
+@pytest.mark.parametrize("bad", [math.nan, -math.inf, math.inf])
+def test_the_json_serializer_refuses_non_finite_numbers(engine: Engine, bad: float) -> None:
+    """Not stored as ``NaN``/``-Infinity`` text (SQLite) nor sent to be refused as a data
+    error (PostgreSQL): refused before it is sent, naming the field (wrapped in
+    StatementError on SQLite, raised through psycopg as it is), a bad message either way."""
+    row = {"event_id": "S1", "messenger": "gw", "event_class": "gw.cbc", "instrument": "LVK",
+           "event_time": T0, "status": "active", "test": False, "flags": []}
+    wrapped = StatementError if engine.dialect.name == "sqlite" else InvalidValue
+    with pytest.raises(wrapped, match="NaN or infinity in a JSON column value: far="), \
+            engine.begin() as conn:
+        conn.execute(insert(events).values(**row, properties={"far": bad}))
+    with pytest.raises(InvalidValue, match="NaN or infinity in a JSON column value: far="), \
+            database_errors("t:0:4"), engine.begin() as conn:
+        conn.execute(insert(events).values(**row, properties={"far": bad}))
+    with engine.begin() as conn:  # the same row, finite, is stored
+        conn.execute(insert(events).values(**row, properties={"far": 1e-5}))
+        assert conn.execute(select(events.c.properties)).scalars().all() == [{"far": 1e-5}]
+
+
+def test_a_value_the_database_refuses_is_the_messages_fault(postgres_url: str) -> None:
+    """PostgreSQL's own refusals of a value (invalid JSON, NUL in text) are data errors:
+    dead-lettered, not retried forever; a lost connection stays transient."""
+    engine = create_engine(postgres_url)  # as before the fix: the default serializer
+    try:
+        for statement, value in (("SELECT CAST(:v AS json)", "{\"x\": NaN}"),
+                                 ("SELECT CAST(:v AS text)", "nul \x00 here")):
+            with pytest.raises(InvalidValue, match="the database refused a value"), \
+                    database_errors("t:0:1"), engine.connect() as conn:
+                conn.execute(text(statement), {"v": value})
+    finally:
+        engine.dispose()
+    lost = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    with pytest.raises(TransientError, match="database error"), database_errors("t:0:2"):
+        raise lost
+    assert not refuses_values(lost)
+
+
+def test_constraint_failures_a_retry_cannot_cure_are_data_errors(engine: Engine) -> None:
+    """NOT NULL fails again on retry (the message's fault); a unique race may not."""
+    with pytest.raises(InvalidValue, match="the database refused a value"), \
+            database_errors("t:0:3"), engine.begin() as conn:
+        conn.execute(insert(dead_letters).values(source="s", error_type=None, error="e",
+                                                 size=0, raw=b""))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE uniq (k integer UNIQUE)"))
+        conn.execute(text("INSERT INTO uniq VALUES (1)"))
+    with pytest.raises(IntegrityError) as race, engine.begin() as conn:
+        conn.execute(text("INSERT INTO uniq VALUES (1)"))
+    assert not refuses_values(race.value)
+
+
+def test_dead_letters_and_properties_are_stored_whatever_their_text_and_numbers(
+        engine: Engine) -> None:
+    """A reason quoting NUL (PostgreSQL text refuses it) is stored escaped; a message's
+    own NaN and infinities (properties, quality) are stored as null."""
+    pk = store.add_dead_letter(engine, source="s" * 100, origin="o\x00",
+                               error=ValueError("bad \x00 value"), raw=b"\x00")
+    with engine.connect() as conn:
+        row = conn.execute(select(dead_letters).where(dead_letters.c.id == pk)).one()
+    assert (row.error, row.origin, len(row.source), row.raw) == (
+        "bad \\x00 value", "o\\x00", 64, b"\x00")
+    assert store.plain_json({"far": math.nan, "nested": [{"x": -math.inf}, 1.5]}) == {
+        "far": None, "nested": [{"x": None}, 1.5]}
+
+
+def test_rows_stored_before_the_fix_read_as_finite(tmp_path: Path) -> None:
+    """SQLite kept ``NaN`` and ``-Infinity`` text; they read as null and -1.8e308."""
+    assert json_loads('{"a": NaN, "b": -Infinity, "c": Infinity, "d": 1.5}') == {
+        "a": None, "b": -1.7976931348623157e308, "c": 1.7976931348623157e308, "d": 1.5}
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE old (payload JSON)"))
+            conn.execute(text("INSERT INTO old VALUES ('{\"ln_B_D\": -Infinity}')"))
+        old = Table("old", MetaData(), Column("payload", JSON))
+        with engine.connect() as conn:
+            assert conn.execute(select(old.c.payload)).scalar_one() == {
+                "ln_B_D": -1.7976931348623157e308}
+    finally:
+        engine.dispose()
