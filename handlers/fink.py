@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mma.errors import HostileMessage, MalformedMessage, MissingField
+from mma.formats import ids
 from mma.formats.gcn_json import load_json
 from mma.formats.history import prv_candidate_times
 from mma.handlers import ztf
@@ -116,7 +117,7 @@ def _open_parquet(raw: bytes) -> pq.ParquetFile:
         return pq.ParquetFile(pa.BufferReader(raw))
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError... on corrupt footers
         raise MalformedMessage(f"corrupt parquet footer: {type(exc).__name__}: "
-                               f"{str(exc)[:200]}") from exc
+                               f"{ids.escaped(str(exc))}") from exc
 
 
 def _check_footer(pfile: pq.ParquetFile, history_leaves: list[int]) -> None:
@@ -181,7 +182,7 @@ def _rows(pfile: pq.ParquetFile, wanted: list[str]) -> Iterator[dict[str, Any]]:
             batch = next(batches, None)
         except Exception as exc:  # corrupt pages surface as assorted Arrow errors
             raise MalformedMessage(f"corrupt parquet data after row {seen}: "
-                                   f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+                                   f"{type(exc).__name__}: {ids.escaped(str(exc))}") from exc
         if batch is None:
             return
         _check_history(batch, seen)

@@ -13,6 +13,7 @@ naming the problem, and memory stays bounded by the caps below.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import zlib
@@ -23,8 +24,15 @@ from typing import Any
 import fastavro
 
 from mma.errors import BadMessage, HostileMessage, MalformedMessage
-from mma.formats.avro_walk import MAX_ARRAY_ITEMS, Limits, read_long, walker
-from mma.formats.ids import shown
+from mma.formats.avro_walk import (
+    MAX_ARRAY_ITEMS,
+    Limits,
+    Walker,
+    read_long,
+    walker,
+    write_long,
+)
+from mma.formats.ids import escaped, shown
 
 __all__ = [
     "AVRO_MAGIC", "MAX_BLOCK_BYTES", "MAX_FILE_RECORDS", "Container", "container_schema",
@@ -47,6 +55,7 @@ MAX_BLOCK_BYTES = 64 * 2**20
 message is held to its own size cap instead."""
 
 _SYNC_SIZE = 16
+_INFLATE_CHUNK = 2**20  # bytes inflated at a time when only the size is wanted
 # Types whose encoding can take zero bytes. An array of them lets a 10-byte
 # block header declare 2**62 items that cost no input: a CPU bomb.
 _ZERO_WIDTH_PRIMITIVES = {"null"}
@@ -133,15 +142,39 @@ def _check_no_zero_width_arrays(schema: Any) -> None:
             raise HostileMessage("Avro writer schema has an array of zero-width items")
 
 
-def _bounded_inflate(data: bytes, limit: int) -> bytes:
-    """A raw-deflate block inflated, refusing to inflate past *limit* [bytes]."""
+def _inflate_chunks(data: bytes, limit: int) -> Iterator[bytes]:
+    """A raw-deflate block inflated piece by piece, refusing to go past *limit* [bytes]."""
     inflater = zlib.decompressobj(-15)
+    total, pending = 0, data
     try:
-        out = inflater.decompress(data, limit + 1)
+        while True:
+            out = inflater.decompress(pending, _INFLATE_CHUNK)
+            pending = inflater.unconsumed_tail
+            total += len(out)
+            if total > limit:
+                raise HostileMessage(f"Avro deflate block inflates beyond {limit} bytes")
+            yield out
+            if not pending and len(out) < _INFLATE_CHUNK:
+                break
+        rest = inflater.flush()
     except zlib.error as exc:
         raise MalformedMessage(f"corrupt deflate block in Avro container: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
+    if total + len(rest) > limit:
         raise HostileMessage(f"Avro deflate block inflates beyond {limit} bytes")
+    yield rest
+
+
+def _check_inflation(data: bytes, limit: int) -> None:
+    """Refuse a deflate block that inflates past *limit* [bytes], holding one chunk at a time."""
+    for _ in _inflate_chunks(data, limit):
+        pass
+
+
+def _bounded_inflate(data: bytes, limit: int) -> bytearray:
+    """A raw-deflate block inflated whole (at most *limit* bytes), grown in place."""
+    out = bytearray()
+    for chunk in _inflate_chunks(data, limit):
+        out += chunk
     return out
 
 
@@ -155,7 +188,7 @@ def _open(raw: bytes, max_bytes: int) -> tuple[io.BytesIO, Any]:
         reader = fastavro.reader(stream)
     except Exception as exc:  # fastavro's failure modes on bad headers are not a fixed set
         raise MalformedMessage(
-            f"corrupt Avro container header: {type(exc).__name__}: {str(exc)[:200]}"
+            f"corrupt Avro container header: {type(exc).__name__}: {escaped(str(exc))}"
         ) from exc
     return stream, reader
 
@@ -208,7 +241,7 @@ def _layout(raw: bytes, *, max_bytes: int, max_records: int, max_block_bytes: in
     n_records = 0
     for n, (count, begin, end) in enumerate(_blocks(raw, start), 1):
         if codec == "deflate":
-            _bounded_inflate(raw[begin:end], max_block_bytes)
+            _check_inflation(raw[begin:end], max_block_bytes)
         if raw[end : end + _SYNC_SIZE] != sync:
             raise MalformedMessage(f"Avro block {n} ends without the sync marker")
         n_records += count
@@ -220,15 +253,34 @@ def _layout(raw: bytes, *, max_bytes: int, max_records: int, max_block_bytes: in
     return _Layout(reader, codec, str(schema_json), sync, start, n_records)
 
 
+def _block_data(raw: bytes, layout: _Layout, begin: int, end: int, walk: Walker,
+                limits: Limits, max_block_bytes: int) -> tuple[bytes | bytearray, int, int]:
+    """The bytes of one block and where its records lie in them (inflated if deflated).
+
+    A deflated block's first chunk is walked before the rest is inflated: an array
+    over its cap near the start (a packet of a million history entries) is refused
+    without holding the whole block inflated.
+    """
+    if layout.codec == "null":
+        return raw, begin, end
+    head = next(_inflate_chunks(raw[begin:end], max_block_bytes))
+    with contextlib.suppress(MalformedMessage):  # past the first chunk: judged on the whole
+        walk.record_end(head, 0, limits)
+    data = _bounded_inflate(raw[begin:end], max_block_bytes)
+    return data, 0, len(data)
+
+
 def _records(raw: bytes, layout: _Layout, *, max_items: int,
-             max_block_bytes: int) -> Iterator[tuple[int, bytes, int, int]]:
+             max_block_bytes: int) -> Iterator[tuple[int, bytes | bytearray, int, int]]:
     """(index, block data, start, end) of each record, found by walking it (caps checked)."""
     walk = walker(layout.schema_json)
     limits = Limits(per_array=max_items)
     index = 0
     for count, begin, end in _blocks(raw, layout.data_start):
-        data = raw if layout.codec == "null" else _bounded_inflate(raw[begin:end], max_block_bytes)
-        pos, stop = (begin, end) if layout.codec == "null" else (0, len(data))
+        try:
+            data, pos, stop = _block_data(raw, layout, begin, end, walk, limits, max_block_bytes)
+        except HostileMessage as exc:
+            raise HostileMessage(f"record {index}: {exc}") from exc
         for _ in range(count):
             try:
                 after = walk.record_end(data, pos, limits)
@@ -256,7 +308,7 @@ def _iter_records(reader: Any, n_records: int) -> Iterator[dict[str, Any]]:
         raise
     except Exception as exc:  # corrupt block content surfaces as assorted builtins
         raise MalformedMessage(f"corrupt Avro record: {type(exc).__name__}: "
-                               f"{str(exc)[:200]}") from exc
+                               f"{escaped(str(exc))}") from exc
     if n != n_records:
         raise MalformedMessage(f"Avro blocks declare {n_records} records, {n} decoded")
 
@@ -306,21 +358,11 @@ def read_container(
     return Container(schema=layout.reader.writer_schema, records=records, codec=layout.codec)
 
 
-def _write_long(value: int) -> bytes:
-    acc = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while acc > 0x7F:
-        out.append((acc & 0x7F) | 0x80)
-        acc >>= 7
-    out.append(acc)
-    return bytes(out)
-
-
 def _header(schema_json: str, sync: bytes) -> bytes:
     """An uncompressed container's header carrying *schema_json* and *sync*."""
     meta = [(b"avro.schema", schema_json.encode()), (b"avro.codec", b"null")]
-    body = b"".join(_write_long(len(k)) + k + _write_long(len(v)) + v for k, v in meta)
-    return AVRO_MAGIC + _write_long(len(meta)) + body + _write_long(0) + sync
+    body = b"".join(write_long(len(k)) + k + write_long(len(v)) + v for k, v in meta)
+    return AVRO_MAGIC + write_long(len(meta)) + body + write_long(0) + sync
 
 
 def split_container(raw: bytes, *, max_bytes: int, max_records: int,
@@ -341,7 +383,7 @@ def split_container(raw: bytes, *, max_bytes: int, max_records: int,
     header = _header(layout.schema_json, layout.sync)
     for _, data, start, end in _records(raw, layout, max_items=max_items,
                                         max_block_bytes=MAX_BLOCK_BYTES):
-        yield b"".join((header, _write_long(1), _write_long(end - start), data[start:end],
+        yield b"".join((header, write_long(1), write_long(end - start), data[start:end],
                         layout.sync))
 def decode_schemaless(
     raw: bytes, schema: dict[str, Any], *, max_bytes: int, offset: int = 0
@@ -376,7 +418,8 @@ def decode_schemaless(
     try:
         record = fastavro.schemaless_reader(stream, schema, None)
     except Exception as exc:  # see read_container
-        raise MalformedMessage(f"corrupt Avro record: {type(exc).__name__}: {exc}") from exc
+        raise MalformedMessage(f"corrupt Avro record: {type(exc).__name__}: "
+                               f"{escaped(str(exc))}") from exc
     if stream.tell() != len(raw):
         raise MalformedMessage(f"{len(raw) - stream.tell()} bytes left after the Avro record")
     if not isinstance(record, dict):

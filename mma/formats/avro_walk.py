@@ -27,9 +27,11 @@ from typing import Any
 import fastavro
 
 from mma.errors import HostileMessage, MalformedMessage
-from mma.formats.ids import shown
+from mma.formats.ids import escaped, shown
 
-__all__ = ["MAX_ARRAY_ITEMS", "MAX_RECORD_ITEMS", "Limits", "Walker", "read_long", "walker"]
+__all__ = [
+    "MAX_ARRAY_ITEMS", "MAX_RECORD_ITEMS", "Limits", "Walker", "read_long", "walker", "write_long",
+]
 
 MAX_ARRAY_ITEMS = 10_000
 """Most items one array of one record may hold. The longest real arrays are
@@ -68,12 +70,13 @@ class Limits:
 # codes the record loop applies inline, without a call (most ZTF fields are
 # ["null", float]): an int >= 0 is a fixed width [bytes], VARINT an int or long,
 # SIZED a string or bytes, and a tuple of those a union of simple branches.
-Step = Callable[[bytes, int, "Limits"], int]
+Buffer = bytes | bytearray  # a null-codec container's bytes, or an inflated block
+Step = Callable[[Buffer, int, "Limits"], int]
 Code = Step | int | tuple[int, ...]
 VARINT, SIZED = -1, -2
 
 
-def read_long(buf: bytes, pos: int) -> tuple[int, int]:
+def read_long(buf: Buffer, pos: int) -> tuple[int, int]:
     """Decode one zig-zag varint (Avro ``long``) at *pos*; return (value, new position)."""
     shift = acc = 0
     for i in range(10):
@@ -87,7 +90,18 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
     raise MalformedMessage("Avro varint longer than 10 bytes")
 
 
-def _skip(code: int, buf: bytes, pos: int) -> int:
+def write_long(value: int) -> bytes:
+    """Encode *value* as a zig-zag varint (Avro ``long``)."""
+    acc = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while acc > 0x7F:
+        out.append((acc & 0x7F) | 0x80)
+        acc >>= 7
+    out.append(acc)
+    return bytes(out)
+
+
+def _skip(code: int, buf: Buffer, pos: int) -> int:
     """Position after one simple value of *code* (fixed width, VARINT or SIZED)."""
     if code >= 0:
         return pos + code
@@ -106,14 +120,14 @@ def _skip(code: int, buf: bytes, pos: int) -> int:
     return pos + size
 
 
-def _branch(buf: bytes, pos: int, count: int) -> int:
+def _branch(buf: Buffer, pos: int, count: int) -> int:
     index = buf[pos]
     if index & 0x81 or index >> 1 >= count:  # negative, multi-byte or out of range
         raise MalformedMessage(f"bad Avro union branch byte {index}")
     return index >> 1
 
 
-def _apply(code: Code, buf: bytes, pos: int, limits: Limits) -> int:
+def _apply(code: Code, buf: Buffer, pos: int, limits: Limits) -> int:
     """Position after one value of any *code*."""
     if type(code) is int:
         return _skip(code, buf, pos)
@@ -126,7 +140,7 @@ def _union(branches: list[Code]) -> Code:
     if all(type(b) is int for b in branches):
         return tuple(branches)  # type: ignore[arg-type]
 
-    def step(buf: bytes, pos: int, limits: Limits) -> int:
+    def step(buf: Buffer, pos: int, limits: Limits) -> int:
         return _apply(branches[_branch(buf, pos, len(branches))], buf, pos + 1, limits)
 
     return step
@@ -151,7 +165,7 @@ def _record(fields: list[Code]) -> Code:
     if len(merged) == 1 and type(merged[0]) is int:
         return merged[0]
 
-    def step(buf: bytes, pos: int, limits: Limits) -> int:
+    def step(buf: Buffer, pos: int, limits: Limits) -> int:
         # _apply inlined: this loop runs once per field of every history item.
         for code in merged:
             if type(code) is tuple:
@@ -179,7 +193,7 @@ def _record(fields: list[Code]) -> Code:
 def _repeated(item: Code, path: str, keyed: bool) -> Step:
     """An array (or, *keyed*, a map): blocks of items, each count checked before its items."""
 
-    def step(buf: bytes, pos: int, limits: Limits) -> int:
+    def step(buf: Buffer, pos: int, limits: Limits) -> int:
         total = 0
         while True:
             count, pos = read_long(buf, pos)
@@ -247,7 +261,7 @@ class _Compiler:
             raise MalformedMessage(f"Avro schema refers to unknown type {shown(name)}")
         cell: list[Code] = []
 
-        def deferred(buf: bytes, pos: int, limits: Limits) -> int:  # a type used inside itself
+        def deferred(buf: Buffer, pos: int, limits: Limits) -> int:  # a type used inside itself
             return _apply(cell[0], buf, pos, limits)
 
         self.done[name] = deferred
@@ -271,7 +285,7 @@ class Walker:
 
     step: Code
 
-    def record_end(self, buf: bytes, pos: int, limits: Limits) -> int:
+    def record_end(self, buf: Buffer, pos: int, limits: Limits) -> int:
         """Where the record starting at *pos* ends, checking the caps of *limits*.
 
         Raises
@@ -309,7 +323,7 @@ def walker(schema_json: str) -> Walker:
         parsed = fastavro.parse_schema(json.loads(schema_json), named_schemas=named)
     except Exception as exc:  # fastavro's schema errors are not a fixed set
         raise MalformedMessage(f"invalid Avro writer schema: {type(exc).__name__}: "
-                               f"{str(exc)[:200]}") from exc
+                               f"{escaped(str(exc))}") from exc
     try:
         return Walker(_Compiler(named).node(parsed, ""))
     except RecursionError:

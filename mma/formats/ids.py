@@ -26,7 +26,7 @@ from mma.errors import InvalidValue, MissingField
 
 __all__ = [
     "ANTARES_LOCUS", "INT64_MAX", "LSST_ID", "MAX_ID_CHARS", "PRINTABLE", "ZTF_OBJECT",
-    "integer_id", "lsst_id_text", "shown", "text_id",
+    "escaped", "integer_id", "lsst_id_text", "shown", "text_id",
 ]
 
 MAX_ID_CHARS = 64
@@ -136,3 +136,13 @@ def lsst_id_text(value: Any, *, field: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(integer_id(value, field=field))
     return text_id(value, field=field, pattern=LSST_ID, what="a Rubin id (a positive integer)")
+
+
+def escaped(text: str, limit: int = 200) -> str:
+    """*text* (e.g. a library's error, which may quote the sender) on one printable line.
+
+    Everything outside printable ASCII is escaped as Python would (``\\n``, ``\\x1b``,
+    ``\\u202e``), without the quotes :func:`shown` adds; cut at *limit* characters.
+    """
+    cut = "..." if len(text) > limit else ""
+    return ascii(text[:limit])[1:-1] + cut

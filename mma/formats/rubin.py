@@ -34,6 +34,7 @@ import erfa
 import fastavro
 
 from mma.errors import HostileMessage, InvalidValue, MalformedMessage, UnknownFormat
+from mma.formats.ids import escaped
 from mma.formats.rubin_decoders import History, Prefix, compile_history, compile_prefix
 
 __all__ = [
@@ -100,7 +101,7 @@ class RubinSchema:
             record = fastavro.schemaless_reader(stream, self.tail_writer, self.tail_reader)
         except Exception as exc:  # fastavro surfaces corruption as assorted builtins
             raise MalformedMessage(f"corrupt Rubin alert after diaSource: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{type(exc).__name__}: {escaped(str(exc))}") from exc
         if stream.tell() != len(raw):
             raise MalformedMessage(f"{len(raw) - stream.tell()} bytes left after the Avro record")
         if not isinstance(record, dict):

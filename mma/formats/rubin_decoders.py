@@ -33,6 +33,7 @@ from typing import Any
 
 from mma.errors import HostileMessage, MalformedMessage
 from mma.formats.avro_walk import MAX_ARRAY_ITEMS
+from mma.formats.ids import escaped
 
 __all__ = [
     "HISTORY_FIELDS", "MAX_HISTORY_ITEMS", "SOURCE_FIELDS", "History", "Prefix",
@@ -154,7 +155,7 @@ class Prefix:
             header, source, end = self.function(raw, offset)
         except (IndexError, struct.error, UnicodeDecodeError) as exc:
             raise MalformedMessage(f"Rubin alert truncated or corrupt in its leading "
-                                   f"fields: {type(exc).__name__}: {exc}") from exc
+                                   f"fields: {type(exc).__name__}: {escaped(str(exc))}") from exc
         if end > len(raw):
             raise MalformedMessage("Rubin alert truncated in its leading fields")
         return header, source, end
@@ -209,7 +210,7 @@ class History:
             items, end = self.function(raw, offset)
         except (IndexError, struct.error) as exc:
             raise MalformedMessage(f"Rubin alert truncated or corrupt in prvDiaSources: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{type(exc).__name__}: {escaped(str(exc))}") from exc
         if end > len(raw):  # a skipped value ran past the end: skips do not check
             raise MalformedMessage("Rubin alert truncated in prvDiaSources")
         return items, end

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import tracemalloc
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.time import Time
 
-from mma.errors import MalformedMessage, MissingField
+from mma.errors import HostileMessage, MalformedMessage, MissingField
 from mma.handlers import fink, lvk, ztf
 from mma.models import Alert
 from tests.conftest import CORPUS
@@ -212,3 +213,65 @@ def test_shares_the_ztf_mapping(payloads: dict[str, bytes]) -> None:
     )
     assert not lvk.sniff(json.dumps(doc).encode())
     assert all(math.isfinite(v) for v in (direct.ra_deg, direct.dec_deg))
+
+
+# --- bounds: streamed in batches, rows and histories capped ------------------------
+
+def test_split_streams_batch_by_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.hostile import alerts
+
+    raw = alerts.fink_rows(5_000)  # 20 batches
+
+    def whole(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the whole table was read")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", whole)
+    monkeypatch.setattr(pq, "read_table", whole)
+    payloads = fink.split(raw)
+    tracemalloc.start()
+    try:
+        first = next(payloads)  # yielded before the rest of the file is decoded
+        after_first = tracemalloc.get_traced_memory()[1]
+        count = 1 + sum(1 for _ in payloads)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert json.loads(first)["objectId"] == "ZTF24aaaaaaa" and count == 5_000
+    assert after_first < 2 * 2**20 and peak < 4 * 2**20  # a batch, whatever the rows
+
+
+def test_row_cap_from_the_footer(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = PARTS[0].read_bytes()  # 107 rows
+    monkeypatch.setattr(fink, "MAX_FILE_ROWS", 100)
+    with pytest.raises(HostileMessage, match="declares 107 rows, above the cap of 100"):
+        next(fink.split(raw))
+    with pytest.raises(HostileMessage, match="above the cap of 100"):
+        fink.parse(raw, topic="")
+
+
+def test_history_cap_per_row_in_the_batch() -> None:
+    # Two rows, 10,500 entries and none: under the footer's per-row-group bound
+    # (2 x 10,001 values), over the cap for the first row, caught on its batch.
+    from tests.hostile import alerts
+
+    one = pq.read_table(io.BytesIO(alerts.fink_history(fink.MAX_HISTORY_ENTRIES + 500)))
+    empty = one.set_column(one.schema.get_field_index("prv_candidates"), "prv_candidates",
+                           pa.array([[]], one.schema.field("prv_candidates").type))
+    raw = _parquet(pa.concat_tables([one, empty]))
+    with pytest.raises(HostileMessage, match=r"row 0: prv_candidates holds 10500 entries"):
+        list(fink.split(raw))
+    doc = {"publisher": "Fink", "objectId": "ZTF24aaaaaaa", "candid": 1, "candidate": {},
+           "prv_candidates": [{}] * (fink.MAX_HISTORY_ENTRIES + 1)}
+    with pytest.raises(HostileMessage, match="prv_candidates holds 10001 entries"):
+        fink.parse(json.dumps(doc).encode(), topic="")
+
+
+def test_corrupt_and_truncated_files_are_named() -> None:
+    from tests.hostile import alerts
+
+    raw = _parquet(_table(2))
+    assert fink.sniff(raw[:-50]) and fink.sniff(alerts.corrupt_footer(raw))
+    with pytest.raises(MalformedMessage, match="PAR1 magic missing at the end"):
+        list(fink.split(raw[:-50]))
+    with pytest.raises(MalformedMessage, match="corrupt parquet footer"):
+        fink.parse(alerts.corrupt_footer(raw), topic="")

@@ -13,7 +13,7 @@ import fastavro
 import pytest
 from astropy.time import Time
 
-from mma.errors import BadMessage, InvalidValue, MalformedMessage, UnknownFormat
+from mma.errors import BadMessage, HostileMessage, InvalidValue, MalformedMessage, UnknownFormat
 from mma.formats import rubin as schemas
 from mma.formats import rubin_frames
 from mma.handlers import rubin
@@ -138,6 +138,38 @@ def test_unknown_schema_id_is_named() -> None:
     raw = CONFLUENT.read_bytes()
     with pytest.raises(UnknownFormat, match="schema id 704"):
         rubin.parse(raw[:1] + struct.pack(">i", 704) + raw[5:], topic="")
+
+
+@pytest.mark.parametrize(("head", "claimed", "error", "match"), [
+    # A Rubin-shaped id not bundled: claimed, and parse names it and the known ones.
+    (b"\x00" + struct.pack(">i", 1200), True, UnknownFormat,
+     r"schema id 1200 \(v12\.0\) is not bundled \(known: 701 \(v7\.1\), 900"),
+    # A bundled id behind a wrong magic byte: claimed, and parse names the byte.
+    (b"\x01" + struct.pack(">i", 900), True, MalformedMessage,
+     "magic byte is 0x01, expected 0x00; bytes 1-4 hold schema id 900"),
+    (b"\x2a" + struct.pack(">i", 1100), True, MalformedMessage, "magic byte is 0x2a"),
+    # Not Rubin-shaped: left to the other handlers (and to the registry's reasons).
+    (b"\x00" + struct.pack(">i", 0), False, UnknownFormat, "schema id 0 is not bundled"),
+    (b"\x00" + struct.pack(">i", 100_000), False, UnknownFormat, "100000 is not bundled"),
+    (b"\x01" + struct.pack(">i", 1200), False, MalformedMessage, "magic byte is 0x01"),
+])
+def test_sniff_claims_rubin_shaped_frames_and_parse_says_what_is_wrong(
+        head: bytes, claimed: bool, error: type, match: str) -> None:
+    raw = head + CONFLUENT.read_bytes()[5:]
+    assert rubin.sniff(raw) is claimed
+    with pytest.raises(error, match=match):
+        rubin.parse(raw, topic="")
+    assert not rubin.sniff(head + b"\x00" * 10)  # too short to be an alert
+
+
+def test_history_cap_boundary() -> None:
+    from mma.formats.rubin_decoders import MAX_HISTORY_ITEMS
+    from tests.hostile import alerts
+
+    at_cap = rubin.parse(alerts.rubin_history(MAX_HISTORY_ITEMS), topic="")
+    assert at_cap.history_source == "lsst.prvDiaSources"
+    with pytest.raises(HostileMessage, match=f"prvDiaSources holds more than {MAX_HISTORY_ITEMS}"):
+        rubin.parse(alerts.rubin_history(MAX_HISTORY_ITEMS + 1), topic="")
 
 
 @pytest.mark.parametrize("cut", [6, 60, 395, 5000, -69000, -2, -1])

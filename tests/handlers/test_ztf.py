@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import fastavro
 import pytest
 from astropy.time import Time
 
-from mma.errors import InvalidValue, MalformedMessage, MissingField
+from mma.errors import HostileMessage, InvalidValue, MalformedMessage, MissingField
 from mma.formats import avro, history
 from mma.handlers import ztf
 from tests.conftest import CORPUS
@@ -280,3 +281,86 @@ def test_history_keeps_the_newest_256() -> None:
     alert = ztf.parse(_with_prv(prv, path), topic="")
     assert history.HISTORY_CAP == 256
     _same_times(alert.history, [_utc(jd - 0.01 * (i + 1)) for i in range(255, -1, -1)])
+
+
+# --- bounds: containers cut without decoding, histories capped before decoding ------
+
+def _records_of(raw: bytes) -> list[Any]:
+    return list(fastavro.reader(io.BytesIO(raw)))
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_split_cuts_records_without_decoding_them(codec: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    schema, (packet,) = _fastavro(PACKETS[0])
+    records = [dict(packet, objectId=f"ZTF24aaaaaa{letter}") for letter in "abcd"]
+    out = io.BytesIO()
+    fastavro.writer(out, schema, records, codec=codec, sync_interval=150_000)  # 2 blocks
+    raw = out.getvalue()
+    real = fastavro.reader
+
+    class HeaderOnly:  # fastavro reads the header; iterating would decode the records
+        def __init__(self, fo: Any) -> None:
+            self.reader = real(fo)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.reader, name)
+
+        def __iter__(self) -> Any:
+            raise AssertionError("split decoded the records")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(avro.fastavro, "reader", HeaderOnly)
+        patch.setattr(avro.fastavro, "writer", None)  # nor re-encodes them
+        parts = list(ztf.split(raw))
+    assert [_records_of(p) for p in parts] == [[r] for r in records]
+    assert all(fastavro.reader(io.BytesIO(p)).codec == "null" for p in parts)
+
+
+def _history_blocks(blocks: list[int]) -> bytes:
+    """The 2018 packet whose prv_candidates come as several blocks of the given sizes."""
+    from tests.hostile import alerts
+
+    template = alerts.ZTF_2018_PACKET
+    schema, head, item, tail = alerts.array_parts(template, "prv_candidates",
+                                                  alerts.upper_limit(template))
+    array = b"".join(alerts.zigzag(n) + item * n for n in blocks) + b"\x00"
+    return alerts.container(schema, 1, head + array + tail, codec="null")
+
+
+def test_history_cap_counts_every_block() -> None:
+    ok = _history_blocks([3, 2])
+    assert len(_records_of(ok)[0]["prv_candidates"]) == 5
+    assert ztf.parse(ok, topic="").object_id == "ZTF18aaypnsi"
+    # Blocks under the cap each, over it together: refused on the block that passes it.
+    cap = ztf.MAX_HISTORY_ENTRIES
+    hostile = _history_blocks([cap // 2, cap // 2, 1])
+    with pytest.raises(HostileMessage, match=f"prv_candidates holds more than {cap} items"):
+        ztf.parse(hostile, topic="")
+    with pytest.raises(HostileMessage, match="record 0: Avro array prv_candidates"):
+        list(ztf.split(hostile))
+
+
+def test_history_bomb_as_a_kafka_message() -> None:
+    from tests.hostile import alerts
+
+    raw = alerts.ztf_history(alerts.ZTF_HISTORY_BOMB)  # 248 KiB, 63 MiB inflated
+    tracemalloc.start()
+    try:
+        with pytest.raises(HostileMessage, match=f"inflates beyond {ztf.MAX_MESSAGE_BYTES}"):
+            ztf.parse(raw, topic="")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # inflated a chunk at a time and counted, never held
+
+
+def test_records_per_file_cap_counts_blocks_too() -> None:
+    schema, (packet,) = _fastavro(PACKETS[0])
+    out = io.BytesIO()
+    fastavro.writer(out, schema, [packet] * 3, sync_interval=1)  # one block per record
+    with pytest.raises(HostileMessage, match="more than 2 records"):
+        avro.read_container(out.getvalue(), max_bytes=2**24, max_records=2)
+    empty_blocks = out.getvalue() + (b"\x00\x00" + out.getvalue()[-16:]) * 5
+    with pytest.raises(HostileMessage, match="more than 4 records"):
+        avro.read_container(empty_blocks, max_bytes=2**24, max_records=4)
