@@ -111,6 +111,17 @@ def gw_event_class(group: Any) -> str:
     return "gw.burst" if isinstance(group, str) and group.casefold() == "burst" else "gw.cbc"
 
 
+def _probabilities(values: Mapping[str, Any] | None, where: str) -> None:
+    """Check a class → probability object (``classification``, ``properties``: HasNS...).
+
+    Its numbers reach the priors, the channels' rules and the messages, which
+    expect probabilities: anything else is refused here, naming the entry.
+    """
+    for name, value in (values or {}).items():
+        if not 0.0 <= finite(value, f"{where}.{name}") <= 1.0:
+            raise InvalidValue(f"{where}.{name} {value!r} is not a probability in [0, 1]")
+
+
 def _event_properties(event: Mapping[str, Any]) -> dict[str, Any]:
     props = {key: event.get(key) for key in _EVENT_PROPERTIES}
     props["far"] = _far(event)
@@ -118,7 +129,10 @@ def _event_properties(event: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("group", "pipeline", "search"):
         _typed(event, key, str, "event")
     for key in ("classification", "properties"):
-        _typed(event, key, dict, "event")
+        _probabilities(_typed(event, key, dict, "event"), f"event.{key}")
+    for key in ("duration", "central_frequency"):  # Burst: [s] and [Hz]
+        if event.get(key) is not None and finite(event[key], f"event.{key}") < 0:
+            raise InvalidValue(f"event.{key} {event[key]!r} is negative")
     instruments = _typed(event, "instruments", list, "event")
     if instruments is not None and not all(isinstance(i, str) for i in instruments):
         raise InvalidValue("event.instruments must be a list of detector names")
@@ -163,7 +177,8 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         retraction) ``event``, ``event.time``, ``event.far``.
     InvalidValue
         Unknown ``alert_type``, malformed id, ill-typed field, time without a
-        timezone, negative or non-finite FAR.
+        timezone or beyond year 9999 in UTC, negative or non-finite FAR, a
+        ``classification`` or ``properties`` entry that is not a probability.
     BadSkymap
         ``event.skymap`` is base64 but not FITS.
     """

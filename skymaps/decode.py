@@ -5,10 +5,10 @@ or a download, so they are untrusted. Each check runs as early as what it needs
 is known:
 
 1. the input size, against ``max_bytes``;
-2. gzip is inflated on demand into one growing buffer (:class:`_Inflater`): the
-   FITS headers first, so that a file that is not FITS, or whose table is
-   declared beyond ``max_bytes``, is refused before the rest is inflated; never
-   beyond ``max_bytes`` of output, and the output is held once;
+2. gzip is inflated on demand into one buffer (:class:`_Inflater`): the FITS
+   headers first, so that a file that is not FITS, or whose table is declared
+   beyond ``max_bytes``, is refused before the rest is inflated; then exactly to
+   the end of the declared table (never beyond ``max_bytes``), held once;
 3. a multi-order (NUNIQ) table with more rows than ``max_tiles`` is refused from
    its header, before its data is read;
 4. a flat RING or NESTED map is merged to multi-order block by block straight
@@ -55,7 +55,7 @@ DEFAULT_MAX_BYTES = 64 * 2**20
 """Default cap on the (decompressed) FITS size [bytes]. O4 multi-order maps are
 ~1 MB; flat NSIDE-1024 3-D maps (e.g. GW170817, 403 MB) need a larger cap."""
 
-INFLATE_STEP = 4 * 2**20
+INFLATE_STEP = 2**20
 """Most output [bytes] one inflate call produces: the buffer grows in such steps."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -64,45 +64,57 @@ _DIST_UNITS = (u.Mpc, u.Mpc, u.Mpc**-2)
 
 
 class _Inflater:
-    """A (possibly multi-member) gzip stream inflated on demand into one bytearray.
+    """A (possibly multi-member) gzip stream inflated on demand into one buffer.
 
-    Calling it with *end* inflates until the buffer holds *end* bytes and returns
-    the buffer; output beyond ``max_bytes`` is refused as it is produced, so a
-    bomb costs at most ``max_bytes`` plus one step, held once.
+    Calling it with *end* inflates until the buffer holds the first *end* bytes of
+    the output and returns it. The buffer is a numpy byte array sized exactly to
+    what was asked (the FITS headers first, then the end of the declared table),
+    so the output is held once and never beyond ``max_bytes``: a gzip bomb
+    costs at most what the FITS header declares, within the cap.
     """
 
     def __init__(self, data: bytes, max_bytes: int) -> None:
-        self.out = bytearray()
+        self.buffer = np.empty(0, dtype=np.uint8)
+        self.filled = 0
         self.max_bytes = max_bytes
         self.pending: bytes = data  # input not yet fed to an inflater
         self.inflater: Any = None
 
-    def _step(self) -> bool:
-        """Inflate one step; False when the stream is exhausted."""
+    def _grow(self, end: int) -> None:
+        if end > self.max_bytes:
+            raise HostileMessage(f"gzip skymap inflates beyond {self.max_bytes} bytes "
+                                 f"(the FITS file needs {end})")
+        # The headers are a few kB: copying them into the table-sized buffer is free.
+        grown = np.empty(end, dtype=np.uint8)
+        grown[:self.filled] = self.buffer[:self.filled]
+        self.buffer = grown
+
+    def _step(self, end: int) -> bool:
+        """Inflate at most one step towards *end*; False when the stream is exhausted."""
         if self.inflater is None or self.inflater.eof:
             rest = self.pending if self.inflater is None else self.inflater.unused_data
             if rest[:2] != _GZIP_MAGIC:  # end of the last member; trailing bytes ignored
                 return False
             self.inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             self.pending = rest
-        room = self.max_bytes - len(self.out) + 1  # one byte past the cap tells a bomb
         try:
-            chunk = self.inflater.decompress(self.pending, min(INFLATE_STEP, room))
+            chunk = self.inflater.decompress(self.pending, min(INFLATE_STEP, end - self.filled))
         except zlib.error as exc:
             raise BadSkymap(f"corrupt gzip stream: {exc}") from exc
         progressed = bool(chunk) or len(self.inflater.unconsumed_tail) < len(self.pending)
         self.pending = self.inflater.unconsumed_tail
-        self.out += chunk
-        if len(self.out) > self.max_bytes:
-            raise HostileMessage(f"gzip skymap inflates beyond {self.max_bytes} bytes")
+        self.buffer[self.filled:self.filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        self.filled += len(chunk)
         return progressed or self.inflater.eof
 
-    def __call__(self, end: int) -> bytearray:
-        while len(self.out) < end:
-            if not self._step():
+    def __call__(self, end: int) -> np.ndarray:
+        if end > len(self.buffer):
+            self._grow(end)
+        while self.filled < end:
+            if not self._step(end):
                 raise BadSkymap(f"truncated gzip stream: the FITS file needs {end} bytes, "
-                                f"the stream holds {len(self.out)}")
-        return self.out
+                                f"the stream holds {self.filled}")
+        return self.buffer
 
 
 def _plain(data: bytes) -> Any:

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from mma.errors import HostileMessage, InvalidValue, MalformedMessage
 
@@ -29,10 +29,6 @@ _WHITESPACE = b" \t\r\n\v\f"  # what MIME-style encoders insert between base64 l
 _MAX_INT_DIGITS = 309  # 2**1024, beyond which float() overflows, has 309 digits
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise MalformedMessage(f"JSON contains the non-standard constant {name}")
-
-
 class _Unusable(str):
     """A JSON number no float holds, kept as its text until its path is known."""
 
@@ -41,6 +37,12 @@ class _Unusable(str):
 
 class _Overflow(_Unusable):
     """A fractional or exponent number beyond float range (``1e999``)."""
+
+    __slots__ = ()
+
+
+class _Constant(_Unusable):
+    """``NaN``, ``Infinity`` or ``-Infinity``: not JSON at all."""
 
     __slots__ = ()
 
@@ -67,8 +69,13 @@ def _float_int(text: str) -> int | _Unusable:
     return value
 
 
-def _number_hooks(seen: list[str]) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
-    """``parse_float`` and ``parse_int`` that note in *seen* any unusable number."""
+def _number_hooks(seen: list[str]) -> tuple[Callable[[str], Any], ...]:
+    """``parse_constant``, ``parse_float`` and ``parse_int`` that note in *seen* any
+    unusable number, so that the walk after the parse names its path."""
+    def parse_constant(text: str) -> Any:
+        seen.append(text)
+        return _Constant(text)
+
     def parse_float(text: str) -> Any:
         value = _finite_float(text)
         if isinstance(value, _Unusable):
@@ -81,7 +88,7 @@ def _number_hooks(seen: list[str]) -> tuple[Callable[[str], Any], Callable[[str]
             seen.append(value)
         return value
 
-    return parse_float, parse_int
+    return parse_constant, parse_float, parse_int
 
 
 def _find_unusable(value: Any, path: str = "") -> tuple[str, _Unusable] | None:
@@ -108,6 +115,8 @@ def _refuse_unusable(value: Any) -> None:
     if found is None:
         return
     path, text = found
+    if isinstance(text, _Constant):
+        raise MalformedMessage(f"{path[:80]}: JSON contains the non-standard constant {text}")
     if isinstance(text, _Overflow):
         raise MalformedMessage(f"{path[:80]}: JSON number {text[:40]} overflows a float")
     digits = len(text) - text.startswith("-")
@@ -148,7 +157,7 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
         Larger than ``max_bytes``, or nested deeply enough to exhaust the stack.
     MalformedMessage
         Empty, invalid UTF-8, invalid JSON, ``NaN``/``Infinity``, a fractional or
-        exponent number that overflows a float (the message names its path),
+        exponent number that overflows a float (these two name their path),
         duplicate keys, or a top level that is not an object.
     InvalidValue
         An integer no float can hold (more than 309 digits, e.g. a 401-digit
@@ -167,11 +176,11 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
             f"JSON is not valid UTF-8 ({exc.reason} at byte {exc.start})"
         ) from exc
     unusable: list[str] = []
-    parse_float, parse_int = _number_hooks(unusable)
+    parse_constant, parse_float, parse_int = _number_hooks(unusable)
     try:
         value = json.loads(
             text,
-            parse_constant=_reject_constant,
+            parse_constant=parse_constant,
             parse_float=parse_float,
             parse_int=parse_int,
             object_pairs_hook=_unique_keys,

@@ -193,3 +193,13 @@ def test_bad_values(old: str, new: str, error: type[BadMessage], words: str) -> 
     with pytest.raises(error) as info:
         fermi_gbm.parse(_edit(GRB170817A, old, new), topic="")
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("radius", ["180", "360.0", "80"])
+def test_radius_meaning_anywhere_gives_no_region(radius: str) -> None:
+    """180 deg and more is "anywhere"; a 1-sigma circle of 80 deg holds less than the
+    uniform sky does (0.41 > 0.39): no density can honour it, so no region either."""
+    notice = fermi_gbm.parse(_edit(GRB170817A, "<Error2Radius>17.4500</Error2Radius>",
+                                   f"<Error2Radius>{radius}</Error2Radius>"), topic="")
+    assert notice.region is None and "no_position" in notice.flags
+    assert notice.properties["error_radius_stated_deg"] == float(radius)

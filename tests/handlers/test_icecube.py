@@ -179,3 +179,24 @@ def test_broken_notices(raw: bytes, error: type, match: str) -> None:
 def test_sniff_rejects_other_voevents() -> None:
     assert not icecube.sniff((CORPUS / "voevent/snews/snews_gcn.xml").read_bytes())
     assert not icecube.sniff(b"<VOEvent/>")
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    ({"trigger_time": "9999-12-31T23:59:59Z"}, "trigger_time 9999-12-31T23:59:59+00:00 is in "
+                                                "the future"),
+    ({"trigger_time": "2001-01-01T00:00:00Z"}, "trigger_time 2001-01-01T00:00:00+00:00 is before "
+                                                "2011-05-13"),
+    ({"event_dt": 1e300}, "coincident_events[0].event_dt 1e+300 s is outside ±1000 s"),
+    ({"event_dt": -1001.0}, "coincident_events[0].event_dt -1001.0 s is outside ±1000 s"),
+])
+def test_lvk_track_search_times_are_checked_before_the_arithmetic(edit: dict[str, Any],
+                                                                  words: str) -> None:
+    """Year 9999 plus 12.9 s, or 1e300 s after the GW, once overflowed datetime."""
+    doc = json.loads(NU_SEARCH.read_bytes())
+    if "event_dt" in edit:
+        doc["coincident_events"][0]["event_dt"] = edit["event_dt"]
+    else:
+        doc.update(edit)
+    with pytest.raises(InvalidValue) as info:
+        icecube.parse(json.dumps(doc).encode(), topic="")
+    assert words in str(info.value)

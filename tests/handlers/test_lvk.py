@@ -13,6 +13,8 @@ import pytest
 from astropy.io import fits
 from astropy.time import Time
 
+from mma.epochs import check_item
+from mma.errors import InvalidValue
 from mma.handlers import lvk
 from tests.conftest import CORPUS
 
@@ -174,3 +176,47 @@ def test_sniff_rejects_other_formats() -> None:
     assert not lvk.sniff(
         (CORPUS / "alerts/ztf/avro/ZTF18abudxnw_2695378462115010012.avro").read_bytes()
     )
+
+
+def _edited(**changes: Any) -> bytes:
+    """S230518h-initial with ``event.<key>`` (or a top-level key) replaced."""
+    doc = json.loads((GWALERT / "S230518h-initial.json").read_bytes())
+    for key, value in changes.items():
+        if key.startswith("event_"):
+            doc["event"][key.removeprefix("event_")] = value
+        else:
+            doc[key] = value
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"event_classification": {"BNS": 1e300}}, "event.classification.BNS 1e+300 is not a "
+                                               "probability in [0, 1]"),
+    ({"event_classification": {"BNS": "high"}}, "event.classification.BNS is str"),
+    ({"event_properties": {"HasNS": -0.1}}, "event.properties.HasNS -0.1 is not a probability"),
+    ({"event_properties": {"HasNS": None}}, "event.properties.HasNS is NoneType"),
+    ({"event_duration": -1.0}, "event.duration -1.0 is negative"),
+    ({"event_central_frequency": "x"}, "event.central_frequency is str"),
+    ({"time_created": "9999-12-31T23:59:59-05:00"},
+     "time_created '9999-12-31T23:59:59-05:00' is outside the years 1-9999 in UTC"),
+    ({"event_time": "0001-01-01T00:00:00+01:00"}, "event.time '0001-01-01T00:00:00+01:00'"),
+])
+def test_numbers_and_times_out_of_range_are_refused_naming_the_field(
+        changes: dict[str, Any], words: str) -> None:
+    with pytest.raises(InvalidValue) as info:
+        lvk.parse(_edited(**changes), topic="igwn.gwalert")
+    assert words in str(info.value)
+
+
+def test_far_of_401_digits_is_refused_naming_event_far() -> None:
+    raw = _edited(event_far=0.5).replace(b'"far": 0.5', b'"far": ' + b"7" * 401)
+    with pytest.raises(InvalidValue, match=r"^event\.far is a 401-digit integer: not a finite "
+                                           r"number in range"):
+        lvk.parse(raw, topic="igwn.gwalert")
+
+
+def test_first_light_is_o1_and_gw170817_era_notices_pass() -> None:
+    assert lvk.FIRST_LIGHT.isoformat() == "2015-09-12T00:00:00+00:00"
+    for path in FILES:
+        notice = lvk.parse(path.read_bytes(), topic="")
+        check_item(notice, lvk)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from mma.errors import InvalidValue
 from mma.formats.notice_fields import circle_region, grb_aliases, http_url
 from mma.formats.voevent import Position
+from mma.skymaps.limits import MIN_ERROR_DEG, check_error
 
 
 def test_grb_aliases_keep_only_names_of_one_burst() -> None:
@@ -25,3 +29,37 @@ def test_circle_region_zero_radius_means_no_position() -> None:
     small = Position(10.0, 20.0, 0.01, "deg", "ICRS")
     floored = circle_region(small, containment=0.3935, min_radius_deg=0.08)
     assert floored is not None and floored.radius_deg == 0.08
+
+
+def test_circle_region_anywhere_or_uninformative_means_no_region() -> None:
+    """180 deg and more is GCN's "anywhere" (SNEWS states 360); a circle so wide that
+    its containment is no more than the sky's share inside it says nothing either."""
+    for radius in (180.0, 360.0):
+        assert circle_region(Position(0.0, 0.0, radius, "deg", "ICRS"), containment=0.9) is None
+    # A 1-sigma (0.3935) circle of 80 deg holds less than the uniform sky's 0.413.
+    wide = Position(10.0, 20.0, 80.0, "deg", "ICRS")
+    assert circle_region(wide, containment=0.3935) is None
+    kept = circle_region(wide, containment=0.9)
+    assert kept is not None and kept.radius_deg == 80.0
+    assert circle_region(Position(0.0, 0.0, 360.0, "deg", "ICRS"), containment=0.9,
+                         skymap_url="https://h/x.fits") is not None  # the map stays
+
+
+def test_circle_region_keeps_the_smallest_accepted_radius() -> None:
+    pos = Position(10.0, 20.0, MIN_ERROR_DEG, "deg", "ICRS")
+    region = circle_region(pos, containment=0.9)
+    assert region is not None and region.radius_deg == MIN_ERROR_DEG
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    (MIN_ERROR_DEG, True), (0.0001, True), (179.9, True), (360.0, True),
+    (MIN_ERROR_DEG * 0.99, False), (1e-9, False), (0.0, False), (-1.0, False),
+    (360.01, False), (float("nan"), False), (float("inf"), False),
+])
+def test_check_error_range(value: float, ok: bool) -> None:
+    if ok:
+        assert check_error(value, "ra_dec_error") == value
+    else:
+        with pytest.raises(InvalidValue, match=r"ra_dec_error .* deg is outside the accepted "
+                                               r"range \[1e-05 deg \(36 mas\), 360 deg\]"):
+            check_error(value, "ra_dec_error")

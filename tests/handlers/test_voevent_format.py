@@ -293,3 +293,19 @@ def _aware(text: str | None) -> datetime | None:
         return None
     text = text.strip().removesuffix("Z").removesuffix("+00:00")
     return Time(text, format="isot", scale="utc").to_datetime(timezone=UTC)
+
+
+@pytest.mark.parametrize(("old", "new", "words"), [
+    ("<ISOTime>2017-08-17T12:41:06.47Z</ISOTime>",
+     "<ISOTime>9999-12-31T23:59:59-05:00</ISOTime>",
+     "WhereWhen ISOTime '9999-12-31T23:59:59-05:00' is outside the years 1-9999 in UTC"),
+    ("<ISOTime>2017-08-17T12:41:06.47Z</ISOTime>",
+     "<ISOTime>0001-01-01T00:00:00+05:00</ISOTime>", "WhereWhen ISOTime '0001-01-01"),
+    ("<Date>2017-08-17T12:41:43</Date>", "<Date>0001-01-01T00:30:00+01:00</Date>",
+     "Who/Date '0001-01-01T00:30:00+01:00' is outside the years 1-9999"),
+])
+def test_times_beyond_datetime_in_utc_are_invalid(old: str, new: str, words: str) -> None:
+    """Valid ISO 8601 whose conversion to UTC once raised OverflowError."""
+    with pytest.raises(InvalidValue) as info:
+        parse_voevent(_edit(GBM_GND, old, new)).isotime()
+    assert words in str(info.value)

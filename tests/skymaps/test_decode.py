@@ -18,6 +18,7 @@ from ligo.skymap import moc
 from mma.errors import BadSkymap, HostileMessage
 from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import build_region
+from tests.hostile.notices import table_header
 
 CORPUS = Path("/work/shared/corpus/skymaps")
 SMALL = CORPUS / "gw" / "G1028259_cwb_rrt_small_area.multiorder.fits"
@@ -202,15 +203,20 @@ def gzip_bomb() -> bytes:
 
 
 def test_gzip_bomb_is_refused_before_full_inflation(gzip_bomb):
-    assert len(gzip_bomb) < 2**20
+    """A FITS header declaring 200 MB of table, then the bomb: refused from the header."""
+    head = table_header(12 * 1024**2, [("PROB", "D", 8), ("PAD", "9B", 9)],
+                        ORDERING="NESTED", NSIDE=1024)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    bomb = packer.compress(head) + packer.flush() + gzip_bomb
+    assert len(bomb) < 2**20
     tracemalloc.start()
     try:
-        with pytest.raises(HostileMessage):
-            read_multiorder(gzip_bomb, max_bytes=2**20)
+        with pytest.raises(HostileMessage, match="above the cap of 1048576"):
+            read_multiorder(bomb, max_bytes=2**20)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 16 * 2**20  # full inflation would hold 200 MB
+    assert peak < 2**20  # full inflation would hold 200 MB
 
 
 def test_gzip_bomb_of_zeros_is_refused_at_its_first_block(gzip_bomb):
