@@ -24,6 +24,13 @@ features and any binary cutout columns are dropped: nothing downstream of
 :func:`mma.handlers.ztf.alert_from_candidate`, shared with the Avro handler.
 Fink's ``timestamp`` column is ignored: in these files it is one hour off the
 candidate ``jd`` (a local-time conversion), and ``jd`` is the measurement.
+
+Bounds: the footer is read first, and a file declaring more than
+:data:`MAX_FILE_ROWS` rows, or more history values than :data:`MAX_HISTORY_ENTRIES`
+per row, is refused before any row is decoded; rows are then streamed
+:data:`BATCH_ROWS` at a time (``ParquetFile.iter_batches``), each batch's history
+lengths checked before it becomes Python objects. Any ``PAR1`` file is claimed,
+so that a corrupt footer or a table without Fink's columns is refused by name.
 """
 
 from __future__ import annotations

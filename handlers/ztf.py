@@ -18,6 +18,13 @@ upper limits have none) with ``isdiffpos`` true and ``sigmapsf`` <=
 it: it counts negative and 3-sigma detections too (it still gives
 ``first_detection``). The history rules, shared with the Rubin and broker
 handlers, live in :mod:`mma.formats.history`.
+
+Bounds: a message is at most :data:`MAX_MESSAGE_BYTES`, and so is its inflated
+deflate block; each packet is walked by its schema before fastavro decodes it
+(:mod:`mma.formats.avro_walk`) and refused when ``prv_candidates`` (or any other
+array) holds more than :data:`MAX_HISTORY_ENTRIES` entries. A file is cut into
+packets without decoding them, at most :data:`MAX_FILE_RECORDS` per file.
+``objectId`` must be a ZTF id (:data:`mma.formats.ids.ZTF_OBJECT`).
 """
 
 from __future__ import annotations

@@ -24,8 +24,15 @@ from typing import Any
 import fastavro
 import pytest
 
-from mma.errors import BadMessage, InvalidValue, MalformedMessage, MissingField, UnknownFormat
-from mma.formats import ids
+from mma.errors import (
+    BadMessage,
+    HostileMessage,
+    InvalidValue,
+    MalformedMessage,
+    MissingField,
+    UnknownFormat,
+)
+from mma.formats import avro_walk, ids
 from mma.handlers import ampel, antares, babamul, fink, pittgoogle, rubin, ztf
 from mma.ingest.guard import parse_checked
 from mma.registry import Registry, wide_text
@@ -284,3 +291,51 @@ def test_valid_control_is_the_corpus_packet() -> None:
     with io.BytesIO(case.data) as fh:
         record: Any = next(iter(fastavro.reader(fh)))
     assert record["objectId"] == "ZTF18abudxnw"
+
+
+def test_rubin_history_cap_boundary() -> None:
+    from mma.formats.rubin_decoders import MAX_HISTORY_ITEMS
+
+    at_cap = rubin.parse(alerts.rubin_history(MAX_HISTORY_ITEMS), topic="")
+    assert at_cap.history_source == "lsst.prvDiaSources"
+    with pytest.raises(HostileMessage, match=f"prvDiaSources holds more than {MAX_HISTORY_ITEMS}"):
+        rubin.parse(alerts.rubin_history(MAX_HISTORY_ITEMS + 1), topic="")
+
+
+# ---------------------------------------------------------------- the Avro walker
+def _walk(schema: dict[str, Any], data: bytes, per_array: int = 10) -> int:
+    walk = avro_walk.walker(json.dumps(schema))
+    return walk.record_end(data, 0, avro_walk.Limits(per_array=per_array, per_record=25))
+
+
+def _record(*fields: tuple[str, Any]) -> dict[str, Any]:
+    return {"type": "record", "name": "r", "fields": [{"name": n, "type": t} for n, t in fields]}
+
+
+def test_walker_caps_arrays_maps_and_records() -> None:
+    longs = {"type": "array", "items": "long"}
+    z = alerts.zigzag
+    assert _walk(_record(("a", longs)), z(10) + b"\x02" * 10 + z(0)) == 12
+    with pytest.raises(HostileMessage, match="array a holds more than 10 items"):
+        _walk(_record(("a", longs)), z(11))  # refused on the count, items never read
+    words = {"type": "map", "values": "string"}
+    with pytest.raises(HostileMessage, match="map w holds more than 10"):
+        _walk(_record(("w", words)), z(6) + (z(1) + b"k" + z(1) + b"v") * 6 + z(5))
+    three = _record(("a", longs), ("b", longs), ("c", longs))
+    block = z(9) + b"\x02" * 9 + z(0)
+    with pytest.raises(HostileMessage, match="more than 25 array and map items"):
+        _walk(three, block * 3)
+    # A negative count carries the block's size: the same items, accepted alike.
+    assert _walk(_record(("a", longs)), z(-3) + z(3) + b"\x02" * 3 + z(0)) == 6
+
+
+def test_walker_refuses_truncation_bad_unions_and_deep_nesting() -> None:
+    with pytest.raises(MalformedMessage, match="truncated"):
+        _walk(_record(("s", "string")), alerts.zigzag(50) + b"short")
+    with pytest.raises(MalformedMessage, match="union branch byte 4"):
+        _walk(_record(("u", ["null", "long"])), b"\x04")
+    linked = {"type": "record", "name": "node", "fields": [{"name": "next",
+                                                            "type": ["null", "node"]}]}
+    with pytest.raises(HostileMessage, match="nests too deeply"):
+        _walk(linked, b"\x02" * 100_000 + b"\x00")
+    assert _walk(linked, b"\x02" * 50 + b"\x00") == 51

@@ -17,7 +17,7 @@ import contextlib
 import io
 import logging
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from mma.formats.avro_walk import (
     MAX_ARRAY_ITEMS,
     Limits,
     Walker,
+    check_no_zero_width_arrays,
     read_long,
     walker,
     write_long,
@@ -56,10 +57,6 @@ message is held to its own size cap instead."""
 
 _SYNC_SIZE = 16
 _INFLATE_CHUNK = 2**20  # bytes inflated at a time when only the size is wanted
-# Types whose encoding can take zero bytes. An array of them lets a 10-byte
-# block header declare 2**62 items that cost no input: a CPU bomb.
-_ZERO_WIDTH_PRIMITIVES = {"null"}
-_NONZERO_PRIMITIVES = {"boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
 @dataclass(frozen=True)
@@ -96,52 +93,6 @@ class _Layout:
 def is_container(raw: bytes) -> bool:
     """True if *raw* starts with the Avro object container magic ``Obj\\x01``."""
     return raw[:4] == AVRO_MAGIC
-def _zero_width(schema: Any, named: dict[str, Any], visiting: frozenset[str]) -> bool:
-    """True if a value of *schema* can be encoded in zero bytes."""
-    if isinstance(schema, str):
-        if schema in _ZERO_WIDTH_PRIMITIVES:
-            return True
-        if schema in _NONZERO_PRIMITIVES or schema in visiting or schema not in named:
-            return False
-        return _zero_width(named[schema], named, visiting | {schema})
-    if isinstance(schema, list):  # a union always writes its branch index (>= 1 byte)
-        return False
-    if not isinstance(schema, Mapping):
-        return False
-    kind = schema.get("type")
-    if kind == "fixed":
-        return schema.get("size") == 0
-    if kind in {"record", "error"}:
-        name = str(schema.get("name", ""))
-        return all(
-            _zero_width(f.get("type"), named, visiting | {name}) for f in schema.get("fields", [])
-        )
-    if kind in ("array", "map", "enum"):
-        return False
-    return _zero_width(kind, named, visiting)
-
-
-def _check_no_zero_width_arrays(schema: Any) -> None:
-    """Raise HostileMessage if the writer schema has an array of zero-width items."""
-    named: dict[str, Any] = {}
-    stack = [schema]
-    arrays: list[Any] = []
-    while stack:  # iterative walk: the schema itself is untrusted and may nest deeply
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, Mapping):
-            if node.get("type") in ("record", "error", "enum", "fixed") and "name" in node:
-                named[str(node["name"])] = node
-            if node.get("type") == "array":
-                arrays.append(node.get("items"))
-            stack.extend(f.get("type") for f in node.get("fields", []) if isinstance(f, Mapping))
-            stack.extend(node[k] for k in ("items", "values") if k in node)
-    for items in arrays:
-        if _zero_width(items, named, frozenset()):
-            raise HostileMessage("Avro writer schema has an array of zero-width items")
-
-
 def _inflate_chunks(data: bytes, limit: int) -> Iterator[bytes]:
     """A raw-deflate block inflated piece by piece, refusing to go past *limit* [bytes]."""
     inflater = zlib.decompressobj(-15)
@@ -235,7 +186,7 @@ def _layout(raw: bytes, *, max_bytes: int, max_records: int, max_block_bytes: in
         # optional libraries and their own decompression-bomb guards.
         raise MalformedMessage(f"Avro codec {shown(codec)} is not supported "
                                "(only null and deflate)")
-    _check_no_zero_width_arrays(reader.writer_schema)
+    check_no_zero_width_arrays(reader.writer_schema)
     start = stream.tell()
     sync = raw[start - _SYNC_SIZE : start]
     n_records = 0

@@ -13,7 +13,9 @@ decoded. The walk also finds where each record ends, which is how
 containers without decoding and re-encoding every record.
 
 The walker is built from the sender's schema as a tree of closures, never as
-generated code: no sender-controlled text reaches ``exec``.
+generated code: no sender-controlled text reaches ``exec``. A schema with an
+array of zero-width items (``null``) is refused outright
+(:func:`check_no_zero_width_arrays`): its items would cost no input bytes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from mma.errors import HostileMessage, MalformedMessage
 from mma.formats.ids import escaped, shown
 
 __all__ = [
-    "MAX_ARRAY_ITEMS", "MAX_RECORD_ITEMS", "Limits", "Walker", "read_long", "walker", "write_long",
+    "MAX_ARRAY_ITEMS", "MAX_RECORD_ITEMS", "Limits", "Walker", "check_no_zero_width_arrays",
+    "read_long", "walker", "write_long",
 ]
 
 MAX_ARRAY_ITEMS = 10_000
@@ -45,6 +48,10 @@ MAX_RECORD_ITEMS = 20_000
 history arrays; this bounds a schema with many)."""
 
 _FIXED_WIDTH = {"null": 0, "boolean": 1, "float": 4, "double": 8}
+# Types whose encoding can take zero bytes. An array of them lets a 10-byte
+# block header declare 2**62 items that cost no input: a CPU bomb.
+_ZERO_WIDTH_PRIMITIVES = {"null"}
+_NONZERO_PRIMITIVES = {"boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
 @dataclass
@@ -277,6 +284,52 @@ class _Compiler:
         fields = schema.get("fields") or []
         return _record([self.node(f.get("type"), f"{path}.{f.get('name')}".lstrip("."))
                         for f in fields if isinstance(f, Mapping)])
+
+
+def _zero_width(schema: Any, named: dict[str, Any], visiting: frozenset[str]) -> bool:
+    """True if a value of *schema* can be encoded in zero bytes."""
+    if isinstance(schema, str):
+        if schema in _ZERO_WIDTH_PRIMITIVES:
+            return True
+        if schema in _NONZERO_PRIMITIVES or schema in visiting or schema not in named:
+            return False
+        return _zero_width(named[schema], named, visiting | {schema})
+    if isinstance(schema, list):  # a union always writes its branch index (>= 1 byte)
+        return False
+    if not isinstance(schema, Mapping):
+        return False
+    kind = schema.get("type")
+    if kind == "fixed":
+        return schema.get("size") == 0
+    if kind in {"record", "error"}:
+        name = str(schema.get("name", ""))
+        return all(
+            _zero_width(f.get("type"), named, visiting | {name}) for f in schema.get("fields", [])
+        )
+    if kind in ("array", "map", "enum"):
+        return False
+    return _zero_width(kind, named, visiting)
+
+
+def check_no_zero_width_arrays(schema: Any) -> None:
+    """Raise HostileMessage if the writer schema has an array of zero-width items."""
+    named: dict[str, Any] = {}
+    stack = [schema]
+    arrays: list[Any] = []
+    while stack:  # iterative walk: the schema itself is untrusted and may nest deeply
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, Mapping):
+            if node.get("type") in ("record", "error", "enum", "fixed") and "name" in node:
+                named[str(node["name"])] = node
+            if node.get("type") == "array":
+                arrays.append(node.get("items"))
+            stack.extend(f.get("type") for f in node.get("fields", []) if isinstance(f, Mapping))
+            stack.extend(node[k] for k in ("items", "values") if k in node)
+    for items in arrays:
+        if _zero_width(items, named, frozenset()):
+            raise HostileMessage("Avro writer schema has an array of zero-width items")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import fastavro
 import pytest
 from astropy.time import Time
 
-from mma.errors import BadMessage, HostileMessage, InvalidValue, MalformedMessage, UnknownFormat
+from mma.errors import BadMessage, InvalidValue, MalformedMessage, UnknownFormat
 from mma.formats import rubin as schemas
 from mma.formats import rubin_frames
 from mma.handlers import rubin
@@ -161,15 +161,6 @@ def test_sniff_claims_rubin_shaped_frames_and_parse_says_what_is_wrong(
         rubin.parse(raw, topic="")
     assert not rubin.sniff(head + b"\x00" * 10)  # too short to be an alert
 
-
-def test_history_cap_boundary() -> None:
-    from mma.formats.rubin_decoders import MAX_HISTORY_ITEMS
-    from tests.hostile import alerts
-
-    at_cap = rubin.parse(alerts.rubin_history(MAX_HISTORY_ITEMS), topic="")
-    assert at_cap.history_source == "lsst.prvDiaSources"
-    with pytest.raises(HostileMessage, match=f"prvDiaSources holds more than {MAX_HISTORY_ITEMS}"):
-        rubin.parse(alerts.rubin_history(MAX_HISTORY_ITEMS + 1), topic="")
 
 
 @pytest.mark.parametrize("cut", [6, 60, 395, 5000, -69000, -2, -1])
