@@ -212,7 +212,8 @@ def alert_from_report(report: Mapping[str, Any]) -> Alert:
         quality=quality,
         broker="AMPEL",
         distance_mpc=distance,
-        history=finish_history(_history(points), time),  # the latest point is not earlier
+        # The latest point is not earlier than itself: finish_history leaves it out.
+        history=finish_history(_history(points), time, FIRST_LIGHT),
         history_source=HISTORY_SOURCE,
     )
 

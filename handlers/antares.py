@@ -186,7 +186,7 @@ def _alert_lsst(locus: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> Aler
         object_id=object_id, survey="LSST", ra_deg=ra, dec_deg=dec, time=time,
         band=band if isinstance(band, str) else None, magnitude=mag, magnitude_err=mag_err,
         first_detection=first, quality=quality, broker="ANTARES",
-        history=finish_history(history, time),
+        history=finish_history(history, time, FIRST_LIGHT),
         history_source=None if history is None else HISTORY_SOURCE,
     )
 

@@ -215,7 +215,7 @@ def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
         magnitude_err=mag_err,
         first_detection=None if first is None else tai_mjd_to_utc(first),
         quality=quality,
-        history=finish_history(history, time),
+        history=finish_history(history, time, FIRST_LIGHT),
         history_source=None if history is None else HISTORY_SOURCE,
     )
 
@@ -242,7 +242,7 @@ def alert_from_elasticc(packet: Mapping[str, Any]) -> Alert:
         quality={"simulated": True, "snr": _clean(source.get("snr")),
                  "psfFlux": _clean(source.get("psFlux")),
                  "z_final": _clean(obj.get("z_final")), "alertId": packet.get("alertId")},
-        history=finish_history(history, time),
+        history=finish_history(history, time, FIRST_LIGHT),
         history_source=None if history is None else ELASTICC_HISTORY_SOURCE,
     )
 

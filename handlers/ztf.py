@@ -245,7 +245,7 @@ def alert_from_candidate(
         quality=quality,
         broker=broker,
         distance_mpc=distance_mpc,
-        history=finish_history(history, time),
+        history=finish_history(history, time, FIRST_LIGHT),
         history_source=None if history is None else history_source,
     )
 

@@ -262,7 +262,8 @@ def prv_dia_source_times(history: Any, *, time_key: str = "midpointMjdTai",
     return times
 
 
-def finish_history(times: Iterable[datetime] | None, before: datetime) -> tuple[datetime, ...]:
+def finish_history(times: Iterable[datetime] | None, before: datetime,
+                   since: datetime | None = None) -> tuple[datetime, ...]:
     """Make ``Alert.history`` from detection times: earlier only, sorted, unique, capped.
 
     Parameters
@@ -272,6 +273,9 @@ def finish_history(times: Iterable[datetime] | None, before: datetime) -> tuple[
     before : datetime
         The alert's own detection time (UTC): that time and later ones are not
         *earlier* detections (the current one, or a packet listing later epochs).
+    since : datetime, optional
+        The source's first light (the handler's ``FIRST_LIGHT``): an entry
+        before it is a corrupt epoch, skipped like any other bad entry.
 
     Returns
     -------
@@ -281,5 +285,5 @@ def finish_history(times: Iterable[datetime] | None, before: datetime) -> tuple[
     """
     if times is None:
         return ()
-    kept = sorted({t for t in times if t < before})
+    kept = sorted({t for t in times if t < before and (since is None or t >= since)})
     return tuple(kept[-HISTORY_CAP:])

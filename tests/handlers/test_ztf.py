@@ -238,6 +238,7 @@ def test_negative_low_snr_limits_and_own_detection_excluded() -> None:
 
 @pytest.mark.parametrize("bad", [
     {"jd": float("nan")}, {"jd": float("inf")}, {"jd": 1e300}, {"jd": -5.0}, {"jd": 0.0},
+    {"jd": 2442413.5},  # 1975: a date, but before ZTF's first light
     {"sigmapsf": float("nan")}, {"sigmapsf": -0.1}, {"sigmapsf": 0.0},
 ])
 def test_hostile_entry_in_avro_is_skipped(bad: dict[str, float]) -> None:
