@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 import subprocess
 import sys
 from dataclasses import replace
@@ -196,12 +197,18 @@ def test_the_json_serializer_refuses_non_finite_numbers(engine: Engine, bad: flo
 
 
 def test_a_value_the_database_refuses_is_the_messages_fault(postgres_url: str) -> None:
-    """PostgreSQL's own refusals of a value (invalid JSON, NUL in text) are data errors:
-    dead-lettered, not retried forever; a lost connection stays transient."""
+    """PostgreSQL's own refusals of a value (invalid JSON, NUL in text, an index entry too
+    large) are the message's: dead-lettered, not retried forever; a lost connection stays
+    transient."""
     engine = create_engine(postgres_url)  # as before the fix: the default serializer
     try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE keys (k text)"))
+            conn.execute(text("CREATE INDEX ix_keys_k ON keys (k)"))
         for statement, value in (("SELECT CAST(:v AS json)", "{\"x\": NaN}"),
-                                 ("SELECT CAST(:v AS text)", "nul \x00 here")):
+                                 ("SELECT CAST(:v AS text)", "nul \x00 here"),
+                                 # An index entry too large: an OperationalError (54000).
+                                 ("INSERT INTO keys VALUES (:v)", secrets.token_hex(6000))):
             with pytest.raises(InvalidValue, match="the database refused a value"), \
                     database_errors("t:0:1"), engine.connect() as conn:
                 conn.execute(text(statement), {"v": value})

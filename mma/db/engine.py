@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x6D6D61  # "mma": the advisory lock key serialising migrations
-# Constraint failures that a row's own values cause (the same values fail again), unlike
-# a unique or foreign-key failure, which a concurrent writer can cause and a retry cure.
-# PostgreSQL SQLSTATEs: not_null_violation, check_violation (class 22 is checked apart).
+# Failures that a row's own values cause (the same values fail again), unlike a unique
+# or foreign-key failure, which a concurrent writer can cause and a retry cure.
+# PostgreSQL SQLSTATEs: not_null_violation, check_violation; and the classes 22 (data
+# exception) and 54 (program limit exceeded: an index entry or a row too large).
 VALUE_SQLSTATES = frozenset({"23502", "23514"})
+VALUE_SQLSTATE_CLASSES = ("22", "54")
 # SQLite extended codes: SQLITE_CONSTRAINT_NOTNULL, SQLITE_CONSTRAINT_CHECK, SQLITE_TOOBIG,
 # SQLITE_MISMATCH.
 VALUE_SQLITE_CODES = frozenset({1299, 275, 18, 20})
@@ -152,17 +154,18 @@ def refuses_values(exc: DBAPIError) -> bool:
     """The database refused the statement's *values*: retrying them cannot succeed.
 
     A data exception (SQLSTATE class 22: invalid JSON or text, a number out of
-    range, NUL in text, a string too long...; SQLAlchemy's ``DataError``), or a
-    NOT NULL or CHECK constraint failing. Connection loss, lock timeouts,
-    serialization failures, unique and foreign-key races are not: they may
-    pass on a retry.
+    range, NUL in text, a string too long...; SQLAlchemy's ``DataError``), a
+    value too large for an index or a row (class 54, which psycopg raises as an
+    ``OperationalError``), or a NOT NULL or CHECK constraint failing. Connection
+    loss, lock timeouts, serialization failures, unique and foreign-key races
+    are not: they may pass on a retry.
     """
     if isinstance(exc, DataError):
         return True
     orig = exc.orig
     state = getattr(orig, "sqlstate", None)
     if isinstance(state, str):
-        return state.startswith("22") or state in VALUE_SQLSTATES
+        return state.startswith(VALUE_SQLSTATE_CLASSES) or state in VALUE_SQLSTATES
     return getattr(orig, "sqlite_errorcode", None) in VALUE_SQLITE_CODES
 
 
