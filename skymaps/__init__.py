@@ -9,4 +9,9 @@ Region (:func:`~mma.skymaps.region.build_region`): level-29 NESTED ``[lo, hi)``
 ranges (healpix-alchemy's representation) with credible levels and searched
 areas per tile exactly as ``ligo.skymap.postprocess.crossmatch`` defines them.
 These answer both match directions: point in region, and region over stored points.
+
+Untrusted maps are read in bounded memory: ``fits_table`` parses the FITS headers
+before the data is inflated, ``flat`` merges flat maps block by block, ``meta``
+decodes the header metadata, and ``limits`` holds the caps every region obeys
+(tiles per region, the smallest and largest error a shape may have).
 """

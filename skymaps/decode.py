@@ -130,7 +130,7 @@ def _floats(layout: Layout, buffer: Any, name: str, unit: u.UnitBase | None) -> 
     """Column *name* of a multi-order table as native float64 in *unit* (None: as stored)."""
     col = layout.columns[name]
     if col.repeat != 1:
-        raise BadSkymap(f"column {name} has {col.repeat} values per row, expected 1")
+        raise BadSkymap(f"column {name[:20]!r} has {col.repeat} values per row, expected 1")
     values = layout.view(buffer, name)[:, 0].astype(np.float64)
     if col.scale != 1.0 or col.zero != 0:
         values = values * col.scale + col.zero
@@ -190,7 +190,7 @@ def _nside(layout: Layout, prob: str) -> int:
         raise BadSkymap(f"flat sky map has {npix} pixels: not a HEALPix map (12 * NSIDE^2)")
     stated = layout.header.get("NSIDE", nside)
     if stated != nside:
-        raise BadSkymap(f"NSIDE {str(stated)[:20]} in the header but {npix} pixels in the map")
+        raise BadSkymap(f"NSIDE {str(stated)[:20]!r} in the header but {npix} pixels in the map")
     return nside
 
 

@@ -37,7 +37,7 @@ MAX_HEADER_BLOCKS = 64
 
 Fetch = Callable[[int], Any]
 """``fetch(end)`` makes the first *end* bytes available and returns the whole buffer
-(bytes, bytearray or memoryview); it raises BadSkymap if the file is shorter."""
+(bytes, or a numpy byte array); it raises BadSkymap if the file is shorter."""
 
 _TFORM = re.compile(r"\s*(\d*)([LXBIJKAEDCMPQ])(.*)")
 # Bytes per element of each TFORM code (X: bits, counted separately; P/Q: descriptors).
@@ -110,7 +110,7 @@ class Layout:
         col = self.columns[name]
         dtype = _NUMERIC.get(col.code)
         if dtype is None:
-            raise BadSkymap(f"column {name} has format {col.code}, expected J, K, E or D")
+            raise BadSkymap(f"column {name[:20]!r} has format {col.code}, expected J, K, E or D")
         itemsize = np.dtype(dtype).itemsize
         return np.ndarray(shape=(self.rows, col.repeat), dtype=dtype, buffer=buffer,
                           offset=self.data_start + col.offset,
@@ -156,7 +156,11 @@ def _int(header: fits.Header, key: str, low: int = 0, high: int = 2**62) -> int:
 
 def _number(header: fits.Header, key: str, default: float | int) -> float | int:
     value = header.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    try:  # float() of a 400-digit integer card overflows
+        finite = not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        finite = False
+    if not finite:
         raise BadSkymap(f"FITS header {key} = {str(value)[:30]!r} is not a finite number")
     return value
 

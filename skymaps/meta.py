@@ -68,5 +68,7 @@ def header_meta(header: fits.Header) -> dict[str, Any]:
             try:
                 meta[key] = from_fits(value)
             except Exception as exc:  # ligo.skymap's decoders: ValueError, TypeError...
-                log.warning("sky map header %s = %.40r dropped: %s", fits_key, value, exc)
+                # astropy's messages span lines: one line of it, quoted, keeps the log clean.
+                reason = (str(exc).splitlines() or [""])[0][:120]
+                log.warning("sky map header %s = %.40r dropped: %r", fits_key, value, reason)
     return meta

@@ -172,7 +172,7 @@ def test_truncated_flat_map_is_bad_skymap() -> None:
 def test_flat_map_with_wrong_nside_card_is_bad_skymap() -> None:
     data = flat_map(16, packed=False).replace(b"NSIDE   =                   16",
                                               b"NSIDE   =                   32")
-    with pytest.raises(BadSkymap, match="NSIDE 32"):
+    with pytest.raises(BadSkymap, match="NSIDE '32' in the header"):
         read_multiorder(data)
 
 
@@ -228,3 +228,24 @@ def test_gw170817_flat_map_costs_its_inflated_size_once(tmp_path: Path) -> None:
     assert run.returncode == 0 and base.returncode == 0, run.stderr[-2000:]
     assert run.peak_bytes - base.peak_bytes < 1.25 * 402_664_320, (
         (run.peak_bytes - base.peak_bytes) / 1e6)
+
+
+def test_header_mutations_of_a_flat_map_give_bad_skymap_or_a_valid_map() -> None:
+    """Fuzz the headers the bounded reader parses itself: digits, signs, letters and
+    random bytes in the cards; nothing but a BadMessage or a valid table comes out."""
+    raw = flat_map(16, packed=False)
+    rng = np.random.default_rng(17)
+    alphabet = list(b"0123456789 =-+.'ETDKJXPQ") + [0, 27, 255]
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(300):
+        mutated = bytearray(raw)
+        for pos in rng.integers(0, 2 * 2880, rng.integers(1, 5)):
+            mutated[pos] = int(rng.choice(alphabet))
+        try:
+            table = read_multiorder(bytes(mutated))
+        except (BadSkymap, HostileMessage):
+            outcomes["refused"] += 1
+        else:
+            outcomes["ok"] += 1
+            assert np.all(np.asarray(table["PROBDENSITY"]) >= 0)
+    assert outcomes["refused"] > 30 and outcomes["ok"] > 30, outcomes
