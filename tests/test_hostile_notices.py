@@ -220,6 +220,9 @@ def test_gw170817_passes_the_time_checks() -> None:
      "a[0].far: JSON contains the non-standard constant NaN"),
     (b'{"x": {"y": -Infinity}}', MalformedMessage, "x.y: JSON contains the non-standard"),
     (b'{"x": 1e999}', MalformedMessage, "x: JSON number 1e999 overflows a float"),
+    (b'{"a": {"b": "gst\\u0000lal"}}', MalformedMessage, "a.b: JSON text holds a NUL"),
+    (b'{"a": ["ok", "\\udc00"]}', MalformedMessage, "a[1]: JSON text holds a NUL character "
+                                                   "or a lone surrogate"),
 ])
 def test_json_numbers_no_float_holds_are_refused_naming_their_path(
         raw: bytes, error: type[BadMessage], words: str) -> None:
@@ -228,6 +231,8 @@ def test_json_numbers_no_float_holds_are_refused_naming_their_path(
     assert words in str(info.value)
 
 
-def test_json_integers_a_float_holds_are_kept() -> None:
+def test_json_integers_a_float_holds_and_surrogate_pairs_are_kept() -> None:
     big = 10**300
     assert load_json(b'{"a": %d, "b": -7}' % big, max_bytes=2**20) == {"a": big, "b": -7}
+    raw = b'{"e": "\\ud83d\\ude00", "p": "\\\\u0000"}'  # an emoji; a backslash, then u0000
+    assert load_json(raw, max_bytes=2**20) == {"e": "\U0001f600", "p": "\\u0000"}

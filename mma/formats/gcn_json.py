@@ -15,10 +15,12 @@ import binascii
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 from mma.errors import HostileMessage, InvalidValue, MalformedMessage
+from mma.printable import printable
 
 __all__ = ["b64decode_capped", "load_json"]
 
@@ -27,6 +29,9 @@ logger = logging.getLogger(__name__)
 _UTF8_BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n\v\f"  # what MIME-style encoders insert between base64 lines
 _MAX_INT_DIGITS = 309  # 2**1024, beyond which float() overflows, has 309 digits
+# In the raw text: an escape that may decode to NUL or to a surrogate (cheap pre-test).
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class _Unusable(str):
@@ -91,37 +96,54 @@ def _number_hooks(seen: list[str]) -> tuple[Callable[[str], Any], ...]:
     return parse_constant, parse_float, parse_int
 
 
-def _find_unusable(value: Any, path: str = "") -> tuple[str, _Unusable] | None:
-    """The path (``event.far``, ``ids[2]``) and text of the first unusable number."""
-    if isinstance(value, _Unusable):
+def _find(value: Any, bad: Callable[[Any], bool], path: str = "") -> tuple[str, Any] | None:
+    """The path (``event.far``, ``ids[2]``) and value of the first item that is *bad*
+    (keys included), depth first."""
+    if bad(value):
         return path or "(top level)", value
     items: Any = ()
     if isinstance(value, dict):
-        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        items = ((f"{path}.{k}" if path else str(k), k, v) for k, v in value.items())
     elif isinstance(value, list):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
-    for sub_path, item in items:
-        found = _find_unusable(item, sub_path)
+        items = ((f"{path}[{i}]", "", v) for i, v in enumerate(value))
+    for sub_path, key, item in items:
+        if bad(key):
+            return sub_path, key
+        found = _find(item, bad, sub_path)
         if found is not None:
             return found
     return None
 
 
-def _refuse_unusable(value: Any) -> None:
+def _walk(value: Any, bad: Callable[[Any], bool]) -> tuple[str, Any] | None:
     try:
-        found = _find_unusable(value)
+        found = _find(value, bad)
     except RecursionError as exc:  # the walk nests a little deeper than json's parser
         raise HostileMessage("JSON nesting is too deep") from exc
+    return None if found is None else (printable(found[0][:80]), found[1])
+
+
+def _refuse_unusable(value: Any) -> None:
+    found = _walk(value, lambda item: isinstance(item, _Unusable))
     if found is None:
         return
     path, text = found
     if isinstance(text, _Constant):
-        raise MalformedMessage(f"{path[:80]}: JSON contains the non-standard constant {text}")
+        raise MalformedMessage(f"{path}: JSON contains the non-standard constant {text}")
     if isinstance(text, _Overflow):
-        raise MalformedMessage(f"{path[:80]}: JSON number {text[:40]} overflows a float")
+        raise MalformedMessage(f"{path}: JSON number {text[:40]} overflows a float")
     digits = len(text) - text.startswith("-")
-    raise InvalidValue(f"{path[:80]} is a {digits}-digit integer: not a finite number in "
+    raise InvalidValue(f"{path} is a {digits}-digit integer: not a finite number in "
                        "range (a float holds at most 309 digits)")
+
+
+def _refuse_unstorable(value: Any) -> None:
+    """Refuse NUL characters and lone surrogates in strings (escaped in the JSON text):
+    valid JSON, but no PostgreSQL text or jsonb value takes them."""
+    found = _walk(value, lambda item: isinstance(item, str) and bool(_UNSTORABLE.search(item)))
+    if found is not None:
+        raise MalformedMessage(f"{found[0]}: JSON text holds a NUL character or a lone "
+                               "surrogate (\\u0000, \\ud800...), which no database stores")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -158,7 +180,9 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
     MalformedMessage
         Empty, invalid UTF-8, invalid JSON, ``NaN``/``Infinity``, a fractional or
         exponent number that overflows a float (these two name their path),
-        duplicate keys, or a top level that is not an object.
+        duplicate keys, a string holding NUL or a lone surrogate (no database
+        stores them; the message names the path), or a top level that is not an
+        object.
     InvalidValue
         An integer no float can hold (more than 309 digits, e.g. a 401-digit
         FAR); the message names its path (``event.far``) so the field is known.
@@ -197,6 +221,8 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
         raise MalformedMessage(f"JSON top level is {type(value).__name__}, expected an object")
     if unusable:  # found by the walk, which knows the path to name
         _refuse_unusable(value)
+    if _SUSPECT_ESCAPE.search(raw):  # pairs of surrogates (emoji) are fine: walk to see
+        _refuse_unstorable(value)
     return value
 
 

@@ -240,7 +240,8 @@ _RAW_NUMBERS = (("401_digits", DIGITS), ("minus_401_digits", "-" + DIGITS), ("na
                 ("infinity", "Infinity"))
 _NUMBERS = (("1e-9", 1e-9), ("zero", 0), ("minus_1", -1), ("1e300", 1e300), ("text", "x"),
             ("null", None), ("true", True))
-_TEXTS = (("number", 42), ("null", None), ("empty", ""))
+_TEXTS = (("number", 42), ("null", None), ("empty", ""), ("nul", "a\x00b"),
+          ("lone_surrogate", "\ud800"))
 _TIME_LABELS = ("year_1", "year_9999", "year_1_east", "year_9999_west")
 
 
@@ -403,6 +404,10 @@ def _number_cases() -> list[Case]:
              edited_json(ICECUBE_TRACK, {}, {"record_number": DIGITS}), reason="record_number"),
         Case("lvk_voevent_far_401_digits", "lvk_voevent_far_401.xml",
              edited_xml(LVK_VOEVENT, "FAR", DIGITS), reason="FAR"),
+        # Valid JSON that PostgreSQL refuses to store: once a database error, retried.
+        Case("lvk_nul_in_pipeline", "lvk_nul.json",
+             edited_json(LVK_NOTICE, {"event.pipeline": "gstlal\x00"}),
+             reason="event.pipeline: JSON text holds a NUL character"),
     ]
 
 
