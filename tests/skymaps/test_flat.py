@@ -235,7 +235,7 @@ def test_header_mutations_of_a_flat_map_give_bad_skymap_or_a_valid_map() -> None
     random bytes in the cards; nothing but a BadMessage or a valid table comes out."""
     raw = flat_map(16, packed=False)
     rng = np.random.default_rng(17)
-    alphabet = list(b"0123456789 =-+.'ETDKJXPQ") + [0, 27, 255]
+    alphabet = [*b"0123456789 =-+.'ETDKJXPQ", 0, 27, 255]
     outcomes = {"ok": 0, "refused": 0}
     for _ in range(300):
         mutated = bytearray(raw)
