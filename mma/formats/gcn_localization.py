@@ -15,6 +15,10 @@ Every ``gcn.notices.*`` schema builds on the same core pieces
     probability ``containment_probability``, which **defaults to 0.9** when
     absent (flag ``containment_default_0.9``); ``systematic_included`` false →
     flag ``statistical_error_only``. Schemas < 4.0: ``ra_uncertainty: [r]`` (circle).
+    Radii and axes must lie in [1e-5, 360] deg (:mod:`mma.skymaps.limits`); 180 deg
+    and more, or an error that holds no more than a uniform sky at the default
+    containment, means "anywhere" (flag ``all_sky``, no region); a *stated*
+    containment no more than the uniform sky's share is refused.
 ``healpix_url`` / ``healpix_file``
     A map URL (``skymap_url`` beside the shape: usable at once, superseded by the
     map once fetched) or an inline base64 FITS map (the region; shape → properties).
