@@ -40,7 +40,7 @@ from tests.hostile.notices import (
     lvk_with_map,
     mutations,
 )
-from tests.hostile.notices import flat_map as make_flat_map
+from tests.skymaps.hostile_maps import flat_map as make_flat_map
 
 REGISTRY = Registry.discover()
 HANDLERS = {h.NAME: h for h in REGISTRY.handlers}

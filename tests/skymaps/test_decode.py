@@ -18,7 +18,7 @@ from ligo.skymap import moc
 from mma.errors import BadSkymap, HostileMessage
 from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import build_region
-from tests.hostile.notices import table_header
+from tests.skymaps.hostile_maps import table_header
 
 CORPUS = Path("/work/shared/corpus/skymaps")
 SMALL = CORPUS / "gw" / "G1028259_cwb_rrt_small_area.multiorder.fits"

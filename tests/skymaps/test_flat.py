@@ -1,6 +1,6 @@
 """Flat maps and the tile cap: what ligo.skymap gives, in bounded memory, refused early.
 
-The hostile maps are generated (tests/hostile/notices.py): flat NESTED maps whose
+The hostile maps are generated (tests/skymaps/hostile_maps.py): flat NESTED maps whose
 sibling pixels never merge, and gzip files whose FITS header declares tables
 beyond the caps. Memory is measured with tracemalloc (numpy reports its buffers
 to it), peaks against the size of the inflated file.
@@ -29,7 +29,7 @@ from mma.skymaps.region import build_region
 from mma.skymaps.shapes import circle_map
 from mma.skymaps.spec import region_table
 from tests.conftest import CORPUS
-from tests.hostile.notices import declared_table, flat_map, zeros_bomb
+from tests.skymaps.hostile_maps import declared_table, flat_map, zeros_bomb
 
 MAPS = CORPUS / "skymaps"
 
