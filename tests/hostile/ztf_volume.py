@@ -17,19 +17,10 @@ from typing import Any
 
 import fastavro
 
+from mma.formats.avro_walk import write_long as zigzag
 from tests.conftest import CORPUS
 
 ZTF_AVRO = CORPUS / "alerts/ztf/avro"
-
-
-def _zigzag(value: int) -> bytes:
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _object_id(year: int, serial: int) -> str:
@@ -57,7 +48,7 @@ def copies(n: int, *, start: int = 0) -> Iterator[tuple[str, bytes]]:
         raw, object_id, candid = base[i % len(base)]
         new_id = _object_id(int(object_id[3:5]), i)
         new_candid = candid + 1 + i  # same bit length, hence the same varint length
-        old, new = _zigzag(candid), _zigzag(new_candid)
+        old, new = zigzag(candid), zigzag(new_candid)
         assert len(old) == len(new) and raw.count(object_id.encode()) == 1
         data = raw.replace(object_id.encode(), new_id.encode()).replace(old, new)
         yield f"{new_id}_{new_candid}.avro", data
