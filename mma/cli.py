@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,9 +62,10 @@ def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
                  if args.fetch and config.section("skymaps")["fetch"] else None)
         pipeline = Pipeline(engine, config, fetch=fetch)
         limits = config.section("limits")
+        conf = config.section("replay")
         n = replay(pipeline, Registry(), paths, max_bytes=int(limits["max_message_bytes"]),
-                   progress_min_items=int(config.section("replay")["progress_min_items"]),
-                   ordered=ordered)
+                   progress_min_items=int(conf["progress_min_items"]), ordered=ordered,
+                   max_gap=timedelta(days=float(conf["max_clock_gap_days"])))
         with engine.connect() as conn:
             rows = records(conn, include_test=args.include_test,
                            include_vetoed=args.include_vetoed)
