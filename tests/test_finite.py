@@ -156,7 +156,7 @@ def test_clamp_keeps_order_and_leaves_nan_to_the_check() -> None:
 
 
 def poison(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, alert_id: str,
-           **fields: float) -> None:
+           **fields: Any) -> None:
     """Make the scorer return *fields* (NaN: a bug) for the object of alert *alert_id*."""
     score = pipeline.correlator.scorer.score
 

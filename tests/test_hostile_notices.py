@@ -16,13 +16,19 @@ import json
 import math
 import tracemalloc
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from mma.config import load_config
+from mma.db.engine import make_engine, upgrade
+from mma.db.schema import dead_letters
 from mma.epochs import EARLIEST, check_item
 from mma.errors import BadMessage, Ignored, InvalidValue, MalformedMessage
 from mma.formats.gcn_json import load_json
+from mma.ingest import Pipeline
 from mma.ingest.guard import parse_checked
 from mma.ingest.stage import Handler
 from mma.models import Notice
@@ -236,3 +242,20 @@ def test_json_integers_a_float_holds_and_surrogate_pairs_are_kept() -> None:
     assert load_json(b'{"a": %d, "b": -7}' % big, max_bytes=2**20) == {"a": big, "b": -7}
     raw = b'{"e": "\\ud83d\\ude00", "p": "\\\\u0000"}'  # an emoji; a backslash, then u0000
     assert load_json(raw, max_bytes=2**20) == {"e": "\U0001f600", "p": "\\u0000"}
+
+
+@pytest.mark.parametrize(("cap", "kind"), [(1_000, "dead_letter"), (1_000_000, "notice")])
+def test_the_configured_tile_cap_is_the_one_applied(tmp_path: Path, cap: int, kind: str) -> None:
+    """``limits.max_region_tiles`` reaches the region builder (a BAYESTAR map: ~19k tiles)."""
+    config = load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp_path),
+                                  "MMA_LIMITS__MAX_REGION_TILES": str(cap)},
+                         system_file=tmp_path / "absent.toml")
+    engine = make_engine(f"sqlite:///{tmp_path / 'cap.sqlite'}")
+    upgrade(engine)
+    raw = (CORPUS / "gcn-json/igwn-gwalert/S230528ay-preliminary.json").read_bytes()
+    outcome = Pipeline(engine, config).process(Registry().by_name("lvk"), raw, origin="cap")
+    assert outcome.kind == kind
+    if kind == "dead_letter":
+        with engine.connect() as conn:
+            assert "tiles" in conn.execute(select(dead_letters.c.error)).scalar_one()
+    engine.dispose()

@@ -28,8 +28,10 @@ def region_of(stage: Stage, spec: RegionSpec, skymap: bytes | None = None) -> Re
 
     None when the spec is a map URL only and *skymap* (fetched bytes) is None.
     """
-    table = region_table(spec, max_bytes=stage.max_skymap_bytes, skymap=skymap)
-    return None if table is None else build_region(table)
+    table = region_table(spec, max_bytes=stage.max_skymap_bytes, skymap=skymap,
+                         max_tiles=stage.max_region_tiles)
+    return None if table is None else build_region(table, max_tiles=stage.max_region_tiles)
+
 
 def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, origin: str,
             now: datetime) -> Outcome:

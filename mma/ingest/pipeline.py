@@ -86,9 +86,10 @@ class Pipeline:
         self.channels = outbox.enabled_channels(config)
         self.correlator = Correlator(config, Thresholds.of(config, self.channels))
         self.guard = Guard(engine)
+        limits = config.section("limits")
         self.stage = Stage(engine, config, self.correlator, self.channels, fetch,
-                           self.guard.dead_letter,
-                           int(config.section("limits")["max_skymap_inflated_bytes"]))
+                           self.guard.dead_letter, int(limits["max_skymap_inflated_bytes"]),
+                           int(limits["max_region_tiles"]))
         self.vet = Vetters(config)
         # What a replay's summary shows, and the daemon's tests read.
         self.counts = self.guard.counts

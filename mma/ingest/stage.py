@@ -52,6 +52,10 @@ class Stage:
         leaves URL-only maps unfetched (replays without --fetch).
     dead_letter
         Keeps a message that cannot be processed: (source, origin, error, raw).
+    max_skymap_bytes
+        Cap on a skymap after gunzip [bytes] (``limits.max_skymap_inflated_bytes``).
+    max_region_tiles
+        Cap on the tiles of one region (``limits.max_region_tiles``).
     """
 
     engine: Engine
@@ -61,6 +65,7 @@ class Stage:
     fetch: Callable[[str], bytes] | None
     dead_letter: Callable[[str, str, BaseException, bytes], Outcome]
     max_skymap_bytes: int
+    max_region_tiles: int
 
     def finish(self, conn: Connection, ledger: Ledger, event_pks: set[int]) -> set[str]:
         """Rank, keep the revision history, and queue what was published."""
