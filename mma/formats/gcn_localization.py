@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from mma.errors import BadSkymap, InvalidValue, MalformedMessage, MissingField
 from mma.formats.gcn_json import b64decode_capped
+from mma.formats.ids import PRINTABLE, shown
 from mma.models import RegionSpec
 from mma.skymaps.limits import ALL_SKY_DEG, MIN_ERROR_DEG, check_error, informative
 
@@ -277,8 +278,12 @@ def _rectangle(corners: Any, centre: tuple[float, float], where: str) -> tuple[f
 def _map_url(value: Any, where: str, flags: list[str]) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
-        raise InvalidValue(f"{where} {str(value)[:60]!r} is not an http(s) URL")
+    # Printable ASCII only: urlsplit drops CR, LF and TAB, so a check of its parts
+    # alone would let them through to the database, the logs and the fetcher.
+    if (not isinstance(value, str) or not PRINTABLE.fullmatch(value)
+            or urlsplit(value).scheme not in ("http", "https")):
+        raise InvalidValue(f"{where} {shown(value, 60)} is not an http(s) URL "
+                           "of printable ASCII")
     if not urlsplit(value).path.lower().endswith(_MAP_SUFFIXES):
         flags.append("healpix_url_not_fits")  # e.g. KM3NeT's placeholder portal URL
         return None

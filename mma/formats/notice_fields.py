@@ -17,7 +17,8 @@ from mma.skymaps.limits import ALL_SKY_DEG, informative
 __all__ = ["circle_region", "grb_aliases", "http_url"]
 
 _GRB_NAME = re.compile(r"GRB\s*(\d{6})([A-Za-z]{1,2})")
-_HTTP_URL = re.compile(r"https?://[^\s\"'<>]+")
+# Printable ASCII without quotes and angle brackets: no spaces, no controls.
+_HTTP_URL = re.compile(r"https?://[!#-&(-;=?-~]+")
 
 
 def grb_aliases(names: Iterable[str]) -> tuple[str, ...]:
@@ -39,7 +40,7 @@ def grb_aliases(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def http_url(text: str | None) -> str | None:
-    """*text* if it is a plausible http(s) URL (no spaces, < 2 kB), else None.
+    """*text* if it is a plausible http(s) URL (printable ASCII, < 2 kB), else None.
 
     Fixtures carry relative paths where a URL belongs; the skymap fetcher
     applies its own host allow-list, this only screens out non-URLs.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mma.errors import InvalidValue
+from mma.formats.gcn_localization import localization
 from mma.formats.notice_fields import circle_region, grb_aliases, http_url
 from mma.formats.voevent import Position
 from mma.skymaps.limits import MIN_ERROR_DEG, check_error
@@ -19,6 +20,22 @@ def test_http_url_screens_non_urls() -> None:
     assert http_url("https://gracedb.ligo.org/x.fits") == "https://gracedb.ligo.org/x.fits"
     assert http_url("data/LALInference.v1.fits.gz") is None
     assert http_url("http://a b") is None and http_url(None) is None
+
+
+@pytest.mark.parametrize("bad", ["\x1b[2J", "\u202e", "\x07", "\n", "\r", "\x7f", "\u00a0", "\"",
+                                 "<", "\udc80"])
+def test_http_url_refuses_controls_and_non_ascii(bad: str) -> None:
+    """A URL is shown in logs and tables and fetched: printable ASCII only."""
+    assert http_url(f"https://gcn.nasa.gov/map{bad}.fits") is None
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r", "\t", "\x1b[2J", "\u202e"])
+def test_a_gcn_json_map_url_with_controls_is_refused(bad: str) -> None:
+    """urlsplit drops CR, LF and TAB: the URL itself must be checked, not its parts."""
+    notice = {"healpix_url": f"https://roc.icecube.wisc.edu/map{bad}.fits.gz",
+              "ra": 10.0, "dec": 20.0, "ra_dec_error": 1.0, "containment_probability": 0.9}
+    with pytest.raises(InvalidValue, match="printable ASCII"):
+        localization(notice, max_skymap_bytes=2**20)
 
 
 def test_circle_region_zero_radius_means_no_position() -> None:

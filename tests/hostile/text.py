@@ -116,7 +116,7 @@ def cases() -> list[Case]:
              filename="icecube_map_url.json",
              data=icecube_notice("990002_2", healpix_url=(
                  f"https://roc.icecube.wisc.edu/map{HOSTILE}.fits.gz")),
-             outcome="stored"),
+             reason="not an http(s) URL of printable ASCII"),
         # The ZTF id keeps the 12 bytes of the packet's own: ZTF, ESC [2J, U+202E, BEL, LF.
         Case(name="text_ztf_object_id", filename="ztf_id.avro",
              data=_ztf_with_id("ZTF\x1b[2J\u202e\x07\n"), reason="printable ASCII"),
