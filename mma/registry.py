@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Protocol, cast
 
-from mma.errors import BadMessage, ConfigError, MalformedMessage, UnknownFormat
+from mma.errors import BadMessage, ConfigError, UnknownFormat
 from mma.formats import avro
+from mma.formats.encoding import not_utf8
 from mma.formats.ids import shown
 from mma.models import Alert, Notice
 
-__all__ = ["KINDS", "Handler", "Registry", "discover", "unrecognised", "wide_text"]
+__all__ = ["KINDS", "Handler", "Registry", "discover", "unrecognised"]
 
 logger = logging.getLogger(__name__)
 
@@ -256,36 +257,7 @@ class Registry:
             raise type(exc)(f"{where}: {exc}") from exc
 
 
-_BOMS = (
-    (b"\x00\x00\xfe\xff", "UTF-32-BE"), (b"\xff\xfe\x00\x00", "UTF-32-LE"),
-    (b"\xfe\xff", "UTF-16-BE"), (b"\xff\xfe", "UTF-16-LE"),
-)  # UTF-32-LE's mark starts with UTF-16-LE's: the longer ones are tried first
-# (encoding, period, offset of the ASCII byte in each period): ASCII text in
-# these encodings is every 2nd or 4th byte, NULs between.
-_INTERLEAVED = (("UTF-32-LE", 4, 0), ("UTF-32-BE", 4, 3), ("UTF-16-LE", 2, 0),
-                ("UTF-16-BE", 2, 1))
 _MAX_REGISTRY_ID = 65535
-_TEXT_BYTES = frozenset(b"\t\n\r" + bytes(range(0x20, 0x7F)))
-
-
-def wide_text(raw: bytes) -> str | None:
-    """The encoding of *raw* if it is text in UTF-16 or UTF-32, else None.
-
-    Told by a byte-order mark, or without one by ASCII characters interleaved
-    with NULs in the first 64 bytes (what ``{"`` or ``<?`` becomes in UTF-16).
-    """
-    for bom, name in _BOMS:
-        if raw.startswith(bom):
-            return f"{name} (byte-order mark {bom.hex(' ').upper()})"
-    for name, period, at in _INTERLEAVED:
-        head = raw[: 64 - 64 % period]
-        if len(head) < 2 * period:
-            continue
-        chars = head[at::period]
-        nuls = bytes(b for i, b in enumerate(head) if i % period != at)
-        if not nuls.strip(b"\x00") and all(c in _TEXT_BYTES for c in chars):
-            return f"{name} (ASCII interleaved with NUL bytes, no byte-order mark)"
-    return None
 
 
 def unrecognised(raw: bytes) -> BadMessage:
@@ -298,9 +270,9 @@ def unrecognised(raw: bytes) -> BadMessage:
     :class:`~mma.errors.UnknownFormat`, the last saying how the content starts
     (escaped: never the sender's bytes raw).
     """
-    encoding = wide_text(raw)
-    if encoding is not None:
-        return MalformedMessage(f"text encoded as {encoding}; only UTF-8 is accepted")
+    refusal = not_utf8(raw)
+    if refusal is not None:
+        return refusal
     if avro.is_container(raw):
         try:
             schema = avro.container_schema(raw, max_bytes=len(raw))

@@ -33,9 +33,10 @@ from mma.errors import (
     UnknownFormat,
 )
 from mma.formats import avro_walk, ids
+from mma.formats.encoding import wide_text
 from mma.handlers import ampel, antares, babamul, fink, pittgoogle, rubin, ztf
 from mma.ingest.guard import parse_checked
-from mma.registry import Registry, wide_text
+from mma.registry import Registry
 from tests.conftest import CORPUS
 from tests.hostile import Case, alerts
 

@@ -259,3 +259,11 @@ def test_the_configured_tile_cap_is_the_one_applied(tmp_path: Path, cap: int, ki
         with engine.connect() as conn:
             assert "tiles" in conn.execute(select(dead_letters.c.error)).scalar_one()
     engine.dispose()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_a_json_notice_in_utf16_or_utf32_says_so(encoding: str) -> None:
+    """From a topic (no sniffing first): the reason names the encoding, not "invalid JSON"."""
+    raw = (CORPUS / "gcn-json/igwn-gwalert/S230528ay-preliminary.json").read_text()
+    with pytest.raises(MalformedMessage, match="only UTF-8 is accepted"):
+        Registry().by_name("lvk").parse(raw.encode(encoding), topic="igwn.gwalert")

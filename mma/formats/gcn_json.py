@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mma.errors import HostileMessage, InvalidValue, MalformedMessage
+from mma.formats.encoding import not_utf8
 from mma.printable import printable
 
 __all__ = ["b64decode_capped", "load_json"]
@@ -193,6 +194,9 @@ def load_json(raw: bytes, *, max_bytes: int) -> dict[str, Any]:
         raw = raw[len(_UTF8_BOM) :]
     if not raw.strip():
         raise MalformedMessage("empty message: expected a JSON object")
+    refusal = not_utf8(raw)  # UTF-16 ASCII is valid UTF-8 (NULs between): tell it first
+    if refusal is not None:
+        raise refusal
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
