@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import fastavro
 import pytest
 from sqlalchemy import Engine, select
 
@@ -20,6 +17,7 @@ from mma.ingest import Pipeline
 from mma.models import Alert
 from mma.registry import Registry
 from tests.conftest import CORPUS
+from tests.hostile.alerts import ztf_dated
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 ZTF_FILE = CORPUS / "alerts/ztf/avro/ZTF18abudxnw_2695378462115010012.avro"
@@ -61,20 +59,10 @@ def test_a_record_before_its_source_began_is_refused() -> None:
         check_item(alert, Survey, now=NOW)
 
 
-def _ztf_at(jd: float) -> bytes:
-    reader = fastavro.reader(io.BytesIO(ZTF_FILE.read_bytes()))
-    schema: Any = reader.writer_schema
-    record: Any = next(iter(reader))
-    record["candidate"]["jd"] = jd
-    out = io.BytesIO()
-    fastavro.writer(out, schema, [record])
-    return out.getvalue()
-
-
 def test_a_ztf_alert_dated_2099_is_dead_lettered_not_a_clock(engine: Engine, config: Config,
                                                             tmp_path: Path) -> None:
     """Inside the handler's 1970–2100 sanity range, but in the future: refused."""
-    raw = _ztf_at(2488069.5 - 300)  # JD 2488069.5 is 2100-01-01: this is March 2099
+    raw = ztf_dated(2488069.5 - 300)  # JD 2488069.5 is 2100-01-01: this is March 2099
     handler = Registry().by_name("ztf")
     outcome = Pipeline(engine, config).process(handler, raw, origin="ztf-2099.avro")
     assert outcome.kind == "dead_letter"

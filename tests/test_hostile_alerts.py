@@ -52,7 +52,7 @@ NAMES = (
     "alert_rubin_unknown_schema", "alert_rubin_wrong_magic", "alert_utf16_locus",
     "alert_utf16be_no_bom", "alert_utf32_locus", "alert_parquet_corrupt_footer",
     "alert_parquet_truncated", "alert_avro_corrupt_header", "alert_avro_unknown_schema",
-    "alert_valid_ztf",
+    "alert_ztf_dated_2099", "alert_ztf_before_first_light", "alert_valid_ztf",
 )  # fmt: skip
 ALERT_HANDLERS = (ampel, antares, babamul, fink, pittgoogle, rubin, ztf)
 UNSAFE = ("\n", "\r", "\x1b", "\x07", "\u202e")

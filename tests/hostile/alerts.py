@@ -193,6 +193,17 @@ def ztf_with_id(object_id: str) -> bytes:
     return raw.replace(old, new)
 
 
+def ztf_dated(jd: float) -> bytes:
+    """The corpus ZTF packet with its detection at Julian date *jd* (re-encoded)."""
+    reader = fastavro.reader(io.BytesIO(ZTF_PACKET.read_bytes()))
+    schema: Any = reader.writer_schema
+    record: Any = next(iter(reader))
+    record["candidate"]["jd"] = jd
+    out = io.BytesIO()
+    fastavro.writer(out, schema, [record])
+    return out.getvalue()
+
+
 def avro_of(name: str) -> bytes:
     """A valid container of one record whose schema is named *name*."""
     out = io.BytesIO()
@@ -271,5 +282,10 @@ def cases() -> list[Case]:
              reason="corrupt Avro container header"),
         Case("alert_avro_unknown_schema", "acme.avro", avro_of("acme.alert"),
              reason="which no handler reads"),
+        # Inside the handler's 1970-2100 sanity range: once a clock mover in a replay.
+        Case("alert_ztf_dated_2099", "ztf_2099.avro", ztf_dated(2488069.5 - 300),
+             reason="is in the future"),
+        Case("alert_ztf_before_first_light", "ztf_2016.avro", ztf_dated(2457400.5),
+             reason="when this source began"),
         Case("alert_valid_ztf", ZTF_PACKET.name, ZTF_PACKET.read_bytes(), outcome="stored"),
     ]
