@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,28 @@ def test_background_rates_that_are_not_finite_stop_the_start(tmp_path: Path, key
     config = load_config(environ={f"MMA_{key}": value}, system_file=tmp_path / "absent")
     with pytest.raises(ConfigError, match=key.split("__")[1].lower()):
         Scorer(config)
+
+
+def test_a_rescore_refused_for_one_event_goes_on_with_the_others(
+        engine: Engine, config: Config, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A value refused while one event is re-scored is logged; the next event is re-scored."""
+    pipeline = Pipeline(engine, config)
+    first = notice("Initial", 0.5, {0: 0.8, 1: 0.2})
+    feed(pipeline, first)
+    feed(pipeline, dataclasses.replace(first, event_id="S250302y"))
+    feed(pipeline, alert("0", 0, 1.0))
+    tried: list[int] = []
+    rescore = pipeline.correlator.rescore
+
+    def refusing(conn: Any, ledger: Any, event_pk: int, now: Any) -> Any:
+        tried.append(event_pk)
+        if len(tried) == 1:
+            raise InvalidValue("the database refused a value")
+        return rescore(conn, ledger, event_pk, now)
+
+    monkeypatch.setattr(pipeline.correlator, "rescore", refusing)
+    pipeline.rescore(first.issued_time + timedelta(hours=2))
+    assert len(set(tried)) == 2
+    assert any(r.levelname == "ERROR" and f"rescore of event #{tried[0]} skipped" in r.message
+               for r in caplog.records)

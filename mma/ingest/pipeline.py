@@ -195,16 +195,24 @@ class Pipeline:
                 event_pks = sorted(self.correlator.active)
             touched: set[str] = set()
             for event_pk in event_pks:
-                with self.engine.begin() as conn:
-                    locks.share_regions(conn)
-                    self.index.sync(conn)
-                    if event_pk not in self.correlator.active:  # expired or retracted since
-                        continue
-                    locks.lock_events(conn, [event_pk])
-                    ledger = self.correlator.ledger()
-                    self.correlator.rescore(conn, ledger, event_pk, now)
-                    touched |= self.stage.finish(conn, ledger, {event_pk})
+                try:
+                    touched |= self._rescore_event(event_pk, now)
+                except BadMessage as exc:  # values the database refuses: the others go on
+                    log.error("rescore of event #%d skipped: %s", event_pk, exc)
             return touched
+
+    def _rescore_event(self, event_pk: int, now: datetime) -> set[str]:
+        """Re-score one event in its own transaction, under its lock; the ids published."""
+        with self.index.errors(f"rescore of event #{event_pk}"), \
+                self.engine.begin() as conn:
+            locks.share_regions(conn)
+            self.index.sync(conn)
+            if event_pk not in self.correlator.active:  # expired or retracted since
+                return set()
+            locks.lock_events(conn, [event_pk])
+            ledger = self.correlator.ledger()
+            self.correlator.rescore(conn, ledger, event_pk, now)
+            return self.stage.finish(conn, ledger, {event_pk})
 
     def expire(self, now: datetime) -> list[str]:
         """Close regions whose windows have ended (the scheduler's expiry job)."""
