@@ -50,16 +50,16 @@ from lxml import etree
 from mma.epochs import check_time
 from mma.errors import Ignored, InvalidValue, MissingField
 from mma.formats import notice_fields, voevent
-from mma.formats.gcn_json import load_json
-from mma.formats.gcn_localization import (
+from mma.formats.gcn_envelope import (
     envelope,
     finite,
     json_head_matches,
-    localization,
     names,
     number,
     schema_matches,
 )
+from mma.formats.gcn_json import load_json
+from mma.formats.gcn_localization import localization
 from mma.models import Notice
 
 __all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]

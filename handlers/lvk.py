@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import BadSkymap, InvalidValue, MissingField
+from mma.formats.gcn_envelope import finite
 from mma.formats.gcn_json import b64decode_capped, load_json
-from mma.formats.gcn_localization import finite
 from mma.models import Notice, RegionSpec
 
 __all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]

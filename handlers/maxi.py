@@ -30,16 +30,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import InvalidValue, MissingField
-from mma.formats.gcn_json import load_json
-from mma.formats.gcn_localization import (
+from mma.formats.gcn_envelope import (
     envelope,
     first_id,
     json_head_matches,
-    localization,
     names,
     number,
     schema_matches,
 )
+from mma.formats.gcn_json import load_json
+from mma.formats.gcn_localization import localization
 from mma.formats.notice_fields import grb_aliases
 from mma.models import Notice
 

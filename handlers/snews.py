@@ -32,15 +32,9 @@ from typing import Any
 
 from mma.errors import InvalidValue, MissingField
 from mma.formats import notice_fields, voevent
+from mma.formats.gcn_envelope import envelope, first_id, json_head_matches, number, schema_matches
 from mma.formats.gcn_json import load_json
-from mma.formats.gcn_localization import (
-    envelope,
-    first_id,
-    json_head_matches,
-    localization,
-    number,
-    schema_matches,
-)
+from mma.formats.gcn_localization import localization
 from mma.models import Notice
 
 __all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
