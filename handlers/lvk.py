@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mma.errors import BadSkymap, InvalidValue, MissingField
-from mma.formats.gcn_envelope import finite
+from mma.formats.gcn_envelope import finite, utc_time
 from mma.formats.gcn_json import b64decode_capped, load_json
 from mma.models import Notice, RegionSpec
 
@@ -60,20 +60,10 @@ _EVENT_PROPERTIES = (
 
 def _utc(value: Any, where: str) -> datetime:
     """Parse an ISO 8601 time that states its offset; return it in UTC."""
-    if value is None:
-        raise MissingField(f"{where} is missing")
-    if not isinstance(value, str):
-        raise InvalidValue(f"{where} is {type(value).__name__}, expected an ISO 8601 string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidValue(f"{where} {value[:40]!r} is not an ISO 8601 time") from exc
-    if parsed.utcoffset() is None:
+    when, assumed_utc = utc_time(value, where)
+    if assumed_utc:
         raise InvalidValue(f"{where} {value[:40]!r} has no timezone; expected UTC (…Z)")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError as exc:  # year 1 east of Greenwich, year 9999 west of it
-        raise InvalidValue(f"{where} {value[:40]!r} is outside the years 1-9999 in UTC") from exc
+    return when
 
 
 def _typed(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
