@@ -88,7 +88,7 @@ def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Path
     re-scores) the final re-scoring is left out.
     """
     clock = StreamClock(max_gap)
-    with Spool() as spool:
+    with Spool(_spool_dir(pipeline)) as spool:
         if ordered:
             keys = park(pipeline, registry, paths, spool, max_bytes=max_bytes)
             records = unpark(pipeline, keys, spool, max_bytes=max_bytes)
@@ -106,6 +106,18 @@ def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.Path
         # from everything the stream delivered.
         pipeline.rescore(now)
     return n
+
+
+def _spool_dir(pipeline: Pipeline) -> Path | None:
+    """The cache directory: /tmp is often a tmpfs, whose files are memory after all."""
+    folder = pipeline.config.cache_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("cannot use %s for the replay's parked records (%s): using the "
+                    "temporary directory", folder, exc)
+        return None
+    return folder
 
 
 def feed(pipeline: Pipeline, records: Iterator[Record] | Iterable[Record],
