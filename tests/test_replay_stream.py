@@ -114,12 +114,13 @@ def test_replay_memory_does_not_grow_with_the_number_of_alerts(tmp_path: Path) -
            "PATH": "/usr/bin:/bin"}
     (tmp_path / "none.toml").write_text("")
     peaks = {}
-    for n in (700, 2200):
+    for n in (600, 1400):
         folder = tmp_path / f"ztf-{n}"
         write_copies(folder, n)
         run = measure([sys.executable, "-m", "mma", "--config", str(tmp_path / "none.toml"),
                        "replay", str(folder)], env=env, cwd=str(tmp_path))
         assert run.returncode == 0, run.stderr[-2000:]
         peaks[n] = run.peak_bytes
-    per_alert = (peaks[2200] - peaks[700]) / 1500
-    assert per_alert < 8_000, f"{per_alert:.0f} bytes of peak memory per alert"
+    per_alert = (peaks[1400] - peaks[600]) / 800
+    # Noise of a few MiB in the peak is a few kB per alert here; holding them is ~72 kB.
+    assert per_alert < 20_000, f"{per_alert:.0f} bytes of peak memory per alert"
