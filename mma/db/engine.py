@@ -70,13 +70,19 @@ def json_loads(text: str | bytes) -> Any:
     as null: no value) or ``±Infinity`` (read as ±1.8e308, the largest double,
     which keeps their order), so that re-writing them succeeds.
     """
-    return json.loads(text, parse_constant=_legacy_constant)
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8")
+    return _DECODER.decode(text)
 
 
 def _legacy_constant(name: str) -> float | None:
     if name == "NaN":
         return None
     return math.copysign(sys.float_info.max, -1.0 if name.startswith("-") else 1.0)
+
+
+# One decoder for every row: json.loads with a keyword builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_legacy_constant)
 
 
 def make_engine(url: str) -> Engine:
