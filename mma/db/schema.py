@@ -102,6 +102,9 @@ events = Table(
     Column("flags", JSON, nullable=False, default=list),
     Column("created_at", UTCDateTime, nullable=False, default=_now),
     Column("updated_at", UTCDateTime, nullable=False, default=_now, onupdate=_now),
+    # When a person muted the event (``mma mute``): the human channels get nothing new
+    # about it, the Kafka topic still does. NULL: not muted.
+    Column("muted_at", UTCDateTime, nullable=True),
 )
 
 event_aliases = Table(
@@ -210,6 +213,18 @@ alerts = Table(
     # keeps the alerts in the time window: with time in the index, PostgreSQL checks
     # the window on index entries and visits only the rows that match.
     Index(None, "hpx29", "time"),
+)
+
+# The image stamps an alert packet carries (ZTF and Rubin science, template and
+# difference cutouts), as the packet gives them: kind science | template | difference,
+# format fits.gz (ZTF) | fits (Rubin).
+cutouts = Table(
+    "cutouts",
+    metadata,
+    Column("alert_pk", Id, ForeignKey("alerts.id"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("format", String(16), nullable=False),
+    Column("data", LargeBinary, nullable=False),
 )
 
 # The survey background (mma.match.background): per survey, night and HEALPix order-5
