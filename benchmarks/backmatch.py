@@ -41,7 +41,8 @@ from mma.skymaps.region import Region, build_region
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.services, the harness that runs PostgreSQL
 
-MAP = Path("/work/shared/corpus/gcn-json/igwn-gwalert/O4-2024-01/S240114aj-preliminary-1.json")
+MAP = (Path(__file__).resolve().parents[2] / "shared/corpus/gcn-json/igwn-gwalert"
+       / "O4-2024-01/S240114aj-preliminary-1.json")
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
 WINDOWS = {"GW -1/+14 d": (-1.0, 14.0), "nu -365/+30 d": (-365.0, 30.0)}
 CUT = 0.9

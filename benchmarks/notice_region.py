@@ -34,7 +34,7 @@ from ligo.skymap.io import read_sky_map
 from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import build_region
 
-DEFAULT_CORPUS = Path("/work/shared/corpus")
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
 def find_largest(corpus: Path) -> tuple[str, str | None, bytes]:

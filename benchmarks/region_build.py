@@ -22,7 +22,7 @@ from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import build_region, hpx29
 from mma.skymaps.shapes import circle_map
 
-CORPUS = Path("/work/shared/corpus/skymaps")
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "skymaps"
 DEFAULT = [
     CORPUS / "gw" / "MS181101ab_bayestar.multiorder.fits",
     CORPUS / "gw" / "GW190814_PublicationSamples.multiorder.fits",

@@ -31,7 +31,6 @@ MULTIORDER = [
     "grb/swift_bat_guano_742338069.multiorder.fits",
 ]
 
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
 
 
 def total_probability(table: Table) -> float:

@@ -153,7 +153,7 @@ def test_round_ellipse_is_the_fisher_circle(radius, containment):
 def test_small_ellipse_uses_the_gaussian_sigma():
     sigma_a, sigma_b, norm = ellipse_sigmas(1.0, 0.3, 0.9)
     assert norm == pytest.approx(1.0, abs=1e-15)
-    k = np.sqrt(-2 * np.log(0.1))  # DESIGN 2.1: r / 2.146
+    k = np.sqrt(-2 * np.log(0.1))  # 90 % radius r of a 2-D Gaussian: sigma = r / 2.146
     assert sigma_a == pytest.approx(2 * np.sin(np.radians(0.5)) / k, rel=1e-12)
     assert sigma_b == pytest.approx(2 * np.sin(np.radians(0.15)) / k, rel=1e-12)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +18,10 @@ from mma.skymaps.fetch import (
     fetch_skymap,
     host_allowed,
 )
+from tests.conftest import CORPUS
 from tests.skymaps.slow_http import StreamServer
 
-GW = Path("/work/shared/corpus/skymaps/gw")
+GW = CORPUS / "skymaps" / "gw"
 SMALL = GW / "G1028259_cwb_rrt_small_area.multiorder.fits"
 BAYESTAR = GW / "MS181101ab_bayestar.multiorder.fits"
 LOCAL = ["127.0.0.1"]

@@ -45,7 +45,6 @@ MULTIORDER = ["G1028259", "GW190814", "M403699", "MS181101ab", "MS220722v", "swi
 ALL_MAPS = [*MULTIORDER, "GW190425-flat", "GW170817-flat"]
 AT2017GFO = (197.450374, -23.381495)
 
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
 
 
 def sky_2d(table: Table) -> Table:

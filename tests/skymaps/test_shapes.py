@@ -72,7 +72,8 @@ def test_kappa_gives_the_requested_containment(radius, containment):
 
 
 def test_small_circles_reduce_to_the_gaussian_sigma():
-    sigma = np.radians(1.0) / np.sqrt(-2 * np.log(1 - 0.9))  # DESIGN 2.1: r / 2.146
+    # 90 % radius r of a 2-D Gaussian: sigma = r / 2.146
+    sigma = np.radians(1.0) / np.sqrt(-2 * np.log(1 - 0.9))
     assert fisher_kappa(1.0, 0.9) == pytest.approx(1 / sigma**2, rel=1e-4)
 
 
@@ -157,7 +158,7 @@ def test_ra_wrap_circle_is_symmetric_across_zero():
 
 
 def test_mixture_map_credible_levels_match_the_weighted_cdf():
-    """GBM-style core + tail systematic model (DESIGN 2.1, GND_POS weights)."""
+    """GBM-style core + tail systematic model (GND_POS weights)."""
     kappas = [fisher_kappa(3.72, 0.3935), fisher_kappa(13.7, 0.3935)]
     weights = [0.804, 0.196]
     table = fisher_mixture_map(120.0, -30.0, kappas, weights)

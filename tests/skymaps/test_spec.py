@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,8 +10,9 @@ from mma.models import RegionSpec
 from mma.skymaps.region import build_region
 from mma.skymaps.shapes import fisher_kappa
 from mma.skymaps.spec import needs_fetch, region_table
+from tests.conftest import CORPUS
 
-SMALL = Path("/work/shared/corpus/skymaps/gw/G1028259_cwb_rrt_small_area.multiorder.fits")
+SMALL = CORPUS / "skymaps/gw/G1028259_cwb_rrt_small_area.multiorder.fits"
 
 
 def test_inline_skymap_is_decoded():
