@@ -27,6 +27,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from mma.config import Config
+from mma.db.actions import is_human
 from mma.db.schema import coincidences, events, outbox, regions
 from mma.emitters import Delivery, DigestEmitter, Emitter
 from mma.errors import DeliveryError
@@ -105,7 +106,9 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
 
     Call inside the transaction that changed them. Returns the rows written.
     A few statements for all of them (a Rubin visit can touch hundreds), not
-    four per coincidence.
+    four per coincidence. While an event is muted (``events.muted_at``), its
+    candidates get no new deliveries on the human channels (all but ``kafka``,
+    :func:`mma.db.actions.is_human`), except retractions of what was said.
     """
     ids = sorted(set(coincidence_ids))
     if not channels or not ids:
@@ -115,7 +118,8 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
     for i in range(0, len(ids), CHUNK):
         chunk = ids[i:i + CHUNK]
         for row in conn.execute(
-                select(coincidences, events.c.properties, events.c.test, regions.c.area90_deg2)
+                select(coincidences, events.c.properties, events.c.test, events.c.muted_at,
+                       regions.c.area90_deg2)
                 .join(events, events.c.id == coincidences.c.event_pk)
                 .join(regions, regions.c.id == coincidences.c.region_pk)
                 .where(coincidences.c.coincidence_id.in_(chunk))):
@@ -136,8 +140,9 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
         for channel, rules in channels.items():
             if kind == "retraction":
                 wanted = channel in carried[cid]  # say so wherever it was said
-            else:
-                wanted = not row.vetoed and passes(rules, record, event, row.area90_deg2)
+            else:  # a muted event (``mma mute``): nothing new about it reaches people
+                wanted = (not row.vetoed and (row.muted_at is None or not is_human(channel))
+                          and passes(rules, record, event, row.area90_deg2))
             if wanted:
                 rows.append({"coincidence_id": cid, "revision": row.revision,
                              "channel": channel, "status": "pending", "attempts": 0,
