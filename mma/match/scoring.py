@@ -176,7 +176,7 @@ def score_match(*, prob_density_sr: float, credible_level: float, searched_area_
 
 
 def vet_ztf(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
-    """Reasons a ZTF alert fails vetting (README, "The score"); empty when it passes.
+    """Reasons a ZTF alert fails vetting (docs/science.md, "The score"); empty when it passes.
 
     Missing fields do not veto: a broker that drops ``drb`` should not lose alerts.
     """
@@ -200,7 +200,7 @@ def vet_ztf(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
 
 
 def vet_rubin(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
-    """Reasons a Rubin/LSST alert fails vetting (README, "The score"); empty when it passes.
+    """Reasons a Rubin/LSST alert fails vetting (docs/science.md, "The score"); empty when it passes.
 
     Reads the ``diaSource`` fields the Rubin handler copies into ``quality``:
     ``reliability`` (0–1), ``isNegative``, ``isDipole``, the ``pixelFlags_<name>``
