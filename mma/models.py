@@ -230,6 +230,11 @@ class Alert:
         Where *history* came from (``ztf.prv_candidates``,
         ``lsst.prvDiaSources``...); None when the packet carries no history, so
         that "no earlier detection" and "not told" differ.
+    cutouts : mapping of str to (str, bytes)
+        Image stamps the packet carries, kind (``science``, ``template``,
+        ``difference``) → (format ``fits.gz`` or ``fits``, the bytes as sent,
+        unparsed). Empty when it carries none. Not part of equality or ``repr``:
+        the same detection is the same alert with or without its pictures.
     """
 
     alert_id: str
@@ -247,6 +252,8 @@ class Alert:
     distance_mpc: float | None = None
     history: tuple[datetime, ...] = ()
     history_source: str | None = None
+    cutouts: Mapping[str, tuple[str, bytes]] = field(default_factory=dict, compare=False,
+                                                     repr=False)
 
     def __post_init__(self) -> None:
         if not self.alert_id or not self.object_id:
@@ -329,6 +336,9 @@ class Detection:
         Where *history* came from; None when the packet told nothing.
     distance_mpc : float or None
         Host distance [Mpc] a broker gave.
+    classes : mapping
+        The broker's class fields of this alert, ``{broker: {field: value}}``
+        (:func:`mma.match.classes.alert_classes`); empty for a survey's own alert.
     """
 
     alert_pk: int
@@ -344,6 +354,7 @@ class Detection:
     history: tuple[datetime, ...] = ()
     history_source: str | None = None
     distance_mpc: float | None = None
+    classes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
