@@ -69,7 +69,7 @@ def test_db_upgrade_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["db", "upgrade", "--db", url]) == 0
     assert main(["status", "--db", url]) == 0
     out = capsys.readouterr().out
-    assert "coincidences   0" in out and "dead_letters   0" in out
+    assert "active events: 0" in out and "dead letters: 0" in out
 
 
 def test_demo_prints_ranked_coincidences(tmp_path: Path,

@@ -121,7 +121,7 @@ def test_status_shows_daemons_lag_and_stale(engine: Engine, db_url: str,
          now=now - timedelta(minutes=10), sources={ALERTS: SourceStats(lag=0)})
     assert main(["status", "--db", db_url]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "coincidences   0" in lines and "parked deliveries 0" in lines
+    assert "active events: 0" in lines and "dead letters: 0" in lines
     assert "daemons        2" in lines
     fresh = next(line for line in lines if line.strip().startswith("fresh "))
     gone = next(line for line in lines if line.strip().startswith("gone "))
@@ -141,8 +141,8 @@ def test_status_json(engine: Engine, db_url: str, capsys: pytest.CaptureFixture[
          sources={NOTICES: SourceStats(messages=4, lag=9, last_message_at=now)})
     assert main(["status", "--json", "--db", db_url]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["counts"]["events"] == 0 and doc["counts"]["active_regions"] == 0
-    assert doc["outbox"] == {"backlog": 0, "parked": 0}
+    assert doc["active_events"] == [] and doc["notices"] == [] and doc["alerts"] == []
+    assert doc["outbox"] == [] and doc["dead_letters"] == {}
     [daemon] = doc["daemons"]
     assert daemon["instance"] == "a" and daemon["stale"] is True
     assert daemon["age_s"] >= 300

@@ -133,7 +133,7 @@ class DeadLetterRow:
     sha256: str
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
     """A finite float, else None (bools, strings and NaN from a payload included)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -202,11 +202,11 @@ def list_events(conn: Connection, now: datetime, *, active_only: bool = False,
             muted_at=row.muted_at,
             region_pk=None if region is None else int(region.id),
             region_version=None if region is None else int(region.version),
-            area90_deg2=None if region is None else _number(region.area90_deg2),
+            area90_deg2=None if region is None else number(region.area90_deg2),
             window_start=None if region is None else region.window_start,
             window_end=None if region is None else region.window_end,
             n_live=live.get(row.id, (0, None))[0],
-            best_p_chance=_number(live.get(row.id, (0, None))[1])))
+            best_p_chance=number(live.get(row.id, (0, None))[1])))
     return [e for e in out if e.status == "active"] if active_only else out
 
 
@@ -236,13 +236,13 @@ def _candidate(row: Any) -> CandidateRow:
         coincidence_id=row.coincidence_id, event_id=row.event_id,
         object_id=_text(payload.get("object_id")), survey=_text(payload.get("survey")),
         rank=row.rank, status=row.status, revision=int(row.revision), vetoed=bool(row.vetoed),
-        dt_days=_number(payload.get("dt_days")),
-        credible_level=_number(payload.get("credible_level")),
+        dt_days=number(payload.get("dt_days")),
+        credible_level=number(payload.get("credible_level")),
         log_bayes_factor=float(row.log_bayes_factor), p_chance=float(row.p_chance),
         flags=tuple(str(f) for f in flags) if isinstance(flags, list) else (),
-        peak_magnitude=_number(payload.get("peak_magnitude")),
+        peak_magnitude=number(payload.get("peak_magnitude")),
         peak_band=_text(payload.get("peak_band")),
-        ra_deg=_number(payload.get("ra")), dec_deg=_number(payload.get("dec")),
+        ra_deg=number(payload.get("ra")), dec_deg=number(payload.get("dec")),
         payload=payload)
 
 
@@ -277,8 +277,8 @@ def revisions_of(conn: Connection, coincidence_id: str) -> list[RevisionRow]:
         revision=int(r.revision), published=bool(r.published), reason=r.reason,
         changes=tuple(str(c) for c in r.changes) if isinstance(r.changes, list) else (),
         region_version=int(r.region_version), status=r.status,
-        credible_level=_number(r.credible_level), log_bayes_factor=_number(r.log_bayes_factor),
-        p_chance=_number(r.p_chance), n_scorings=int(r.n_scorings), created_at=r.created_at,
+        credible_level=number(r.credible_level), log_bayes_factor=number(r.log_bayes_factor),
+        p_chance=number(r.p_chance), n_scorings=int(r.n_scorings), created_at=r.created_at,
         updated_at=r.updated_at) for r in rows]
 
 
