@@ -68,7 +68,7 @@ def test_slack_message_content() -> None:
                    "0.037 (N_bg 0.0377)", "*Rank*\\n1", "1 (region v2)", "status active",
                    "https://gracedb.ligo.org/superevents/S261120ab/view/",
                    "https://www.wis-tns.org/search?ra=149.489542&decl=25.797453"
-                   "&radius=5&coords_unit=arcsec"):
+                   "&radius=10&coords_unit=arcsec"):
         assert needle in dumped, needle
     assert "P_chance 0.037" in message["text"]
     assert "first after t₀ 2026-11-20T23:12:45.123Z" in message["text"]
@@ -125,7 +125,7 @@ def test_slack_message_kinds_and_escaping() -> None:
 def test_links() -> None:
     payload = _payload()
     labels = [label for label, _ in message_links(payload, {})]
-    assert labels == ["GraceDB", "TNS", "Fink", "ALeRCE"]
+    assert labels == ["GraceDB", "TNS", "Fink", "ALeRCE", "Lasair"]
     assert dict(message_links(payload, {}))["Fink"] == "https://fink-portal.org/ZTF26aaaaaxl"
     assert dict(message_links(payload, {}))["ALeRCE"] == \
         "https://alerce.online/object/ZTF26aaaaaxl"

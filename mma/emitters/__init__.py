@@ -15,8 +15,9 @@ an emitter only sends one :class:`Delivery` and says how it failed:
   ``permanent=True`` parks the delivery at once (a 400 from a webhook, a
   refused recipient) instead of retrying it.
 
-Emitters never touch the database; the email emitter gets the region to draw
-through :attr:`Delivery.region`.
+Emitters never touch the database; the email emitter gets the region, the light
+curve and the cutouts to draw through :attr:`Delivery.region` and
+:attr:`Delivery.context`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from mma.db.context import CandidateContext
     from mma.skymaps.region import Region
 
 MessageKind = Literal["new", "update", "retraction"]
@@ -55,10 +57,17 @@ class Delivery:
         scores, ``status``, ``rank`` and ``changes``. A record migrated from
         version 1 may carry ``alert_id``/``alert_time`` instead of the new fields.
     event : mapping
-        Extras about the event for humans: ``properties`` (FAR [Hz], HasNS,
-        classification, urls...), ``area90_deg2`` [deg²], ``test``.
+        Extras about the event for humans: ``properties`` of its notices (FAR in each
+        handler's unit, HasNS, classification, urls...; see
+        :mod:`mma.emitters.event_facts`), ``area90_deg2`` [deg²], ``test``; for human
+        channels also ``notice_type`` (the newest notice) and ``distance_mpc``
+        (``{"mean", "std"}`` [Mpc]) when known.
     region : Region or None
         The region the candidate was scored against (for pictures), if loaded.
+    context : CandidateContext or None
+        The object's light curve and newest cutouts (email pictures), if loaded.
+    page_url : str or None
+        mma's page of the event (``[pages] base_url``), when pages are served.
     """
 
     outbox_id: int
@@ -69,6 +78,8 @@ class Delivery:
     payload: Mapping[str, Any]
     event: Mapping[str, Any]
     region: Region | None = None
+    context: CandidateContext | None = None
+    page_url: str | None = None
 
 
 class Emitter(Protocol):

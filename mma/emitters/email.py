@@ -5,8 +5,9 @@ A mail is about one candidate: one object with its detections in the event's win
 
 Each :meth:`EmailEmitter.send` opens one SMTP connection (``starttls``, implicit TLS
 ``ssl`` or plain ``none``), logs in when a user name is configured, sends one
-``multipart/alternative`` message (plain text, and HTML with the region's PNG inline)
-and quits. The outbox owns retries: SMTP 4xx replies, refused connections and
+``multipart/alternative`` message (plain text, and HTML with PNGs inline: the region,
+the object's light curve and its newest cutout triplet, when the delivery carries
+them) and quits. The outbox owns retries: SMTP 4xx replies, refused connections and
 timeouts raise a retryable :class:`~mma.errors.DeliveryError`, 5xx replies (refused
 sender or recipients, failed authentication) and TLS set-up mistakes a permanent one.
 
@@ -30,6 +31,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 
@@ -39,6 +41,7 @@ from mma.emitters.email_message import (  # noqa: F401 - re-exported
     _PICTURE_CID,
     _POLICY,
     _SECURITY,
+    Picture,
     Row,
     Security,
     _num,
@@ -56,6 +59,17 @@ from mma.errors import DeliveryError
 __all__ = ("EmailEmitter", "build_digest", "build_message", "describe", "digest_message_id")
 
 log = logging.getLogger(__name__)
+
+
+def _utc(text: object) -> datetime | None:
+    """An ISO 8601 time of a record (``...Z``) as aware UTC; None when unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else None
 
 
 def _permanent_code(code: int) -> bool:
@@ -134,6 +148,32 @@ class EmailEmitter:
                         delivery.coincidence_id, delivery.revision, exc_info=True)
             return None
 
+    def _context_pictures(self, delivery: Delivery) -> list[Picture]:
+        """The object's light curve and its newest cutout triplet, as inline pictures."""
+        context = delivery.context
+        if not self.picture or context is None or delivery.kind == "retraction":
+            return []
+        p = delivery.payload
+        name = f"{p.get('object_id', '?')} ({p.get('survey', '?')})"
+        pictures: list[Picture] = []
+        try:
+            from mma.emitters.lightcurve import render_light_curve_png
+            from mma.emitters.stamps import render_stamps_png
+
+            t0 = _utc(p.get("event_time"))
+            if context.light and t0 is not None:
+                pictures.append(Picture("lightcurve", render_light_curve_png(
+                    context.light, t0=t0, title=f"{name}, t0 = {p.get('event_id', '?')}"),
+                    "light curve of the object: magnitude against time since t0"))
+            stamps = render_stamps_png(context.stamps, title=name) if context.stamps else None
+            if stamps is not None:
+                pictures.append(Picture("cutouts", stamps,
+                                        "science, template and difference cutouts"))
+        except Exception:  # pictures are a nicety; the mail goes with what was drawn
+            log.warning("coincidence %s r%d: light curve or cutouts failed, sending without",
+                        delivery.coincidence_id, delivery.revision, exc_info=True)
+        return pictures
+
     def _connect(self) -> smtplib.SMTP:
         if self.security == "ssl":
             return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s,
@@ -180,7 +220,8 @@ class EmailEmitter:
         """
         cid, rev = delivery.coincidence_id, delivery.revision
         msg = build_message(delivery, sender=self.sender, recipients=self.recipients,
-                            png=self._picture(delivery))
+                            png=self._picture(delivery),
+                            pictures=self._context_pictures(delivery))
         what = f"coincidence {cid} r{rev}"
         refused = self._deliver(msg, what)
         log.info("%s: email %s sent to %d recipient(s) via %s:%d", what, delivery.kind,

@@ -18,29 +18,27 @@ import re
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
-from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from typing import Any, Literal, NamedTuple
 
 from mma.emitters import Delivery
+from mma.emitters.event_facts import classes_lines, event_rows
+from mma.emitters.links import message_links
 from mma.emitters.slack_message import (
-    _gracedb_url,
     detections_text,
     format_dt,
     format_magnitude,
     object_facts,
     prior_text,
-    significance_text,
 )
 
-__all__ = ("build_message", "describe", "digest_message_id", "links", "message_id")
+__all__ = ("Picture", "build_message", "describe", "digest_message_id", "links", "message_id")
 
 log = logging.getLogger(__name__)
 
 Security = Literal["starttls", "ssl", "none"]
 _SECURITY = ("starttls", "ssl", "none")
-_ZTF_ID = re.compile(r"ZTF\d{2}[a-z]{7}")
-_TNS_RADIUS_ARCSEC = 10
 _PICTURE_CID = "region"
+_CID = re.compile(r"[a-z0-9-]{1,32}")
 # Headers unfolded up to RFC 5322's 998 characters: the default 78-column folding of
 # email.policy may break a long Subject right after its colon, which some parsers then
 # read with a leading space. Bodies are quoted-printable (7-bit safe) regardless.
@@ -71,38 +69,34 @@ def _dt(dt_days: Any) -> str:
     return text + (" after t0" if dt_days >= 0 else " before t0")
 
 
-def links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[Row]:
-    """Web pages about the event and the object.
+def links(payload: Mapping[str, Any], event: Mapping[str, Any],
+          page: str | None = None) -> list[Row]:
+    """Web pages about the event and the object (:func:`mma.emitters.links.message_links`).
 
     Parameters
     ----------
     payload : mapping
         The candidate record.
     event : mapping
-        Event extras; ``properties.urls.gracedb`` gives the GraceDB page (else the
-        superevent page of an LVK superevent id).
+        Event extras (``properties``: GraceDB URL, trigger number...).
+    page : str, optional
+        mma's page of the event.
 
     Returns
     -------
     list of (label, url)
-        GraceDB (when known), TNS cone search at the object, Fink and ALeRCE object
-        pages for ZTF object ids.
+        The event page, GraceDB, GCN trigger pages and Circulars, TNS cone search at
+        the object, Fink, ALeRCE and Lasair object pages for ZTF object ids.
     """
-    rows: list[Row] = []
-    gracedb = _gracedb_url(payload, event)
-    if gracedb:
-        rows.append(("GraceDB", gracedb))
-    ra, dec = payload.get("ra"), payload.get("dec")
-    if isinstance(ra, int | float) and isinstance(dec, int | float):
-        query = urlencode({"ra": f"{ra:.6f}", "decl": f"{dec:.6f}",
-                           "radius": _TNS_RADIUS_ARCSEC, "coords_unit": "arcsec"})
-        rows.append(("TNS (cone search)", f"https://www.wis-tns.org/search?{query}"))
-    object_id = str(payload.get("object_id") or "")
-    if _ZTF_ID.fullmatch(object_id):
-        rows.append(("Fink", f"https://fink-portal.org/{quote(object_id)}"))
-        rows.append(("ALeRCE", f"https://alerce.online/object/{quote(object_id)}"))
-    return rows
+    return message_links(payload, event, page)
 
+
+class Picture(NamedTuple):
+    """An inline image of the HTML part: its Content-ID, PNG bytes and alternative text."""
+
+    cid: str
+    png: bytes
+    alt: str
 
 
 def new_message(subject: str, sender: str,
@@ -117,7 +111,9 @@ def new_message(subject: str, sender: str,
     return msg, parseaddr(sender)[1].rpartition("@")[2] or "mma.invalid"
 
 def _event_rows(delivery: Delivery) -> list[Row]:
-    """Status, what changed, and the event: id, class, time, significance, region."""
+    """Status, what changed, and the event: id, class, time, region version, then its
+    notice type, significance, classification, distance and 90 % area
+    (:func:`~mma.emitters.event_facts.event_rows`)."""
     p, event = delivery.payload, delivery.event
     aliases = [a for a in (p.get("aliases") or ()) if a != p.get("event_id")]
     changes = [str(c) for c in p.get("changes") or ()]
@@ -129,23 +125,12 @@ def _event_rows(delivery: Delivery) -> list[Row]:
         ("Class / instrument", f"{p.get('event_class') or p.get('messenger', 'n/a')} / "
                                f"{p.get('instrument', 'n/a')}"),
         ("Event time t0 (UTC)", str(p.get("event_time", "n/a"))),
-        ("Significance", significance_text(p, event) or "not stated"),
         ("Region version", str(p.get("region_version", "n/a"))),
     ]
-    props = event.get("properties") or {}
-    if isinstance(props, Mapping):
-        classification = props.get("classification")
-        if isinstance(classification, Mapping) and classification:
-            ranked = sorted(classification.items(), key=lambda kv: -float(kv[1] or 0))
-            rows.append(("Classification",
-                         ", ".join(f"{k} {_num(v, '.2f')}" for k, v in ranked)))
-        source = props.get("properties")
-        if isinstance(source, Mapping) and source:
-            rows.append(("Source properties",
-                         ", ".join(f"{k} {_num(v, '.2f')}" for k, v in source.items())))
-    if "area90_deg2" in event:
-        rows.append(("Event 90 % area", f"{_num(event['area90_deg2'], ',.1f')} deg²"))
-    return rows
+    facts = dict(event_rows(p, event))
+    facts.setdefault("Significance", "not stated")
+    return rows + [(f"Event {label}" if label == "90 % area" else label, text)
+                   for label, text in facts.items()]
 
 
 def _object_rows(p: Mapping[str, Any]) -> list[Row]:
@@ -171,6 +156,8 @@ def _object_rows(p: Mapping[str, Any]) -> list[Row]:
     prior = prior_text(facts)
     if prior:
         rows.append(("Prior detections", prior))
+    rows += [("Broker classes" if i == 0 else "", line)
+             for i, line in enumerate(classes_lines(p))]
     if facts.alert_id:
         rows.append(("Alert", f"{facts.alert_id} at {p.get('alert_time', 'n/a')}"))
     rows += [_detection_row(d) for d in p.get("detections") or () if isinstance(d, Mapping)]
@@ -225,7 +212,7 @@ def describe(delivery: Delivery) -> tuple[str, list[Row], list[Row]]:
         ("Flags", ", ".join(map(str, flags)) if flags else "none"),
         ("Coincidence id", str(p.get("coincidence_id", delivery.coincidence_id))),
     ]
-    return subject, facts, links(p, delivery.event)
+    return subject, facts, links(p, delivery.event, delivery.page_url)
 
 
 def _text_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row],
@@ -242,7 +229,7 @@ def _text_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row],
 
 
 def _html_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row], kind: str,
-               picture: bool) -> str:
+               pictures: Sequence[Picture]) -> str:
     esc = html.escape
     rows = "\n".join(
         f'<tr><th style="text-align:left;padding-right:1em;font-weight:normal;'
@@ -257,9 +244,8 @@ def _html_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row], kin
         items = "".join(f'<li><a href="{esc(url)}">{esc(label)}</a></li>'
                         for label, url in link_rows)
         parts.append(f"<p>Links:</p><ul>{items}</ul>")
-    if picture:
-        parts.append(f'<p><img src="cid:{_PICTURE_CID}" alt="sky region with the object '
-                     'marked: 50 % and 90 % credible contours"></p>')
+    parts += [f'<p><img src="cid:{esc(picture.cid)}" alt="{esc(picture.alt)}"></p>'
+              for picture in pictures]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -291,7 +277,7 @@ def digest_message_id(deliveries: Sequence[Delivery], domain: str) -> str:
 
 
 def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
-                  png: bytes | None = None) -> EmailMessage:
+                  png: bytes | None = None, pictures: Sequence[Picture] = ()) -> EmailMessage:
     """Compose the mail of a delivery.
 
     Parameters
@@ -304,11 +290,14 @@ def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
         ``To`` addresses.
     png : bytes, optional
         Picture of the region, attached inline to the HTML part (``cid:region``).
+    pictures : sequence of Picture
+        More inline pictures (light curve, cutouts), after the region's; each
+        Content-ID is lower-case letters, digits and ``-``, unique in the mail.
 
     Returns
     -------
     email.message.EmailMessage
-        ``multipart/alternative`` (text, HTML[+related PNG]).
+        ``multipart/alternative`` (text, HTML[+related PNGs]).
     """
     subject, facts, link_rows = describe(delivery)
     p = delivery.payload
@@ -324,14 +313,21 @@ def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
     msg["X-MMA-Kind"] = delivery.kind
     msg["X-MMA-Object"] = f"{p.get('survey', '?')} {p.get('object_id', '?')}"
     msg["X-MMA-Event"] = str(p.get("event_id", "?"))
+    inline = ([Picture(_PICTURE_CID, png, "sky region with the object marked: 50 % and "
+                       "90 % credible contours")] if png is not None else [])
+    for picture in pictures:
+        if not _CID.fullmatch(picture.cid) or picture.cid in {i.cid for i in inline}:
+            raise ValueError(f"picture Content-ID {picture.cid!r} is not usable")
+        inline.append(picture)
     msg.set_content(_text_body(subject, facts, link_rows, delivery.kind),
                     cte="quoted-printable")
-    msg.add_alternative(_html_body(subject, facts, link_rows, delivery.kind, png is not None),
+    msg.add_alternative(_html_body(subject, facts, link_rows, delivery.kind, inline),
                         subtype="html", cte="quoted-printable")
-    if png is not None:
+    if inline:
         html_part = msg.get_payload()[1]  # type: ignore[index]
         assert isinstance(html_part, EmailMessage)
-        html_part.add_related(png, maintype="image", subtype="png",
-                              cid=f"<{_PICTURE_CID}>", disposition="inline",
-                              filename=f"mma-{cid}-r{rev}.png")
+        for picture in inline:
+            html_part.add_related(picture.png, maintype="image", subtype="png",
+                                  cid=f"<{picture.cid}>", disposition="inline",
+                                  filename=f"mma-{cid}-r{rev}-{picture.cid}.png")
     return msg

@@ -12,24 +12,23 @@ Posting is :mod:`mma.emitters.slack`'s job; digests are built there too.
 from __future__ import annotations
 
 import math
-import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from mma.emitters import Delivery
+from mma.emitters.event_facts import classes_lines, event_rows, significance_text
+from mma.emitters.links import message_links
+
+__all__ = ("classes_lines", "components_text", "format_dt", "format_magnitude",
+           "message_links", "object_facts", "object_lines", "significance_text",
+           "slack_message")
 
 _KIND_TITLES = {
     "new": "🆕 New candidate",
     "update": "🔄 Updated candidate",
     "retraction": "❌ Retracted candidate",
 }
-_SUPEREVENT = re.compile(r"^(?:M|T)?S\d{6}[a-z]{1,3}$")
-_GRB = re.compile(r"^GRB ?\d{6}[A-Z]?$")
-_ZTF_OBJECT = re.compile(r"^ZTF\d{2}[a-z]{7}$")
-_TNS_SURVEYS = {"ZTF", "LSST", "RUBIN"}
-_SECONDS_PER_YEAR = 365.25 * 86400.0
 
 
 def _escape(text: object) -> str:
@@ -167,34 +166,6 @@ def prior_text(facts: ObjectFacts) -> str | None:
     return f"{facts.n_prior} before t0 ({facts.history_source or 'source not stated'})"
 
 
-def format_far(far_hz: Any) -> str:
-    """A false-alarm rate [Hz] with its inverse in years."""
-    if not _is_number(far_hz) or far_hz < 0:
-        return str(far_hz)
-    if far_hz == 0:
-        return "0 Hz"
-    return f"{far_hz:.3g} Hz (1 per {1.0 / (far_hz * _SECONDS_PER_YEAR):.3g} yr)"
-
-
-def significance_text(payload: Mapping[str, Any], event: Mapping[str, Any]) -> str | None:
-    """The event's significance, e.g. ``FAR 3.2e-10 Hz (1 per 99 yr), p_astro 0.97,
-    significant``, from the record's ``significance`` (``far_hz`` [Hz], ``p_astro``,
-    ``significant``, ``signalness``); event ``properties.FAR``/``far`` [Hz] stand in for
-    a missing ``far_hz``. None when nothing is stated."""
-    sig = p if isinstance(p := payload.get("significance"), Mapping) else {}
-    properties = event.get("properties")
-    props = properties if isinstance(properties, Mapping) else {}
-    far = next((v for v in (sig.get("far_hz"), props.get("FAR"), props.get("far"))
-                if _is_number(v)), None)
-    parts = [f"FAR {format_far(far)}"] if far is not None else []
-    for key in ("p_astro", "signalness"):
-        if _is_number(sig.get(key)):
-            parts.append(f"{key} {sig[key]:.2f}")
-    if isinstance(sig.get("significant"), bool):
-        parts.append("significant" if sig["significant"] else "not significant")
-    return ", ".join(parts) or None
-
-
 def components_text(payload: Mapping[str, Any]) -> str:
     """The ln B terms, ``sky 6.54, t 0.00, D 0.00, prior 0.00``."""
     components = payload.get("components")
@@ -202,67 +173,6 @@ def components_text(payload: Mapping[str, Any]) -> str:
         return "n/a"
     return ", ".join(f"{key.removeprefix('ln_').removeprefix('B_')} {_number(value, '.2f')}"
                      for key, value in components.items() if str(key).startswith("ln_"))
-
-
-# -- links -------------------------------------------------------------------------------
-
-
-def _gracedb_url(payload: Mapping[str, Any], event: Mapping[str, Any]) -> str | None:
-    properties = event.get("properties") or {}
-    urls = properties.get("urls") if isinstance(properties, Mapping) else None
-    if isinstance(urls, Mapping):
-        url = urls.get("gracedb")
-        if isinstance(url, str) and url.startswith("https://"):
-            return url
-    event_id = str(payload.get("event_id") or "")
-    if payload.get("messenger") == "gw" and _SUPEREVENT.match(event_id):
-        return f"https://gracedb.ligo.org/superevents/{urllib.parse.quote(event_id)}/view/"
-    return None
-
-
-def _grb_name(payload: Mapping[str, Any]) -> str | None:
-    names = [payload.get("event_id"), *(payload.get("aliases") or [])]
-    for name in names:
-        if isinstance(name, str) and _GRB.match(name.strip()):
-            return name.strip()
-    return None
-
-
-def message_links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The (label, URL) links that the ids and position of a candidate allow.
-
-    Parameters
-    ----------
-    payload : mapping
-        The candidate record.
-    event : mapping
-        Event extras (``properties.urls.gracedb`` is used when present).
-
-    Returns
-    -------
-    list of (str, str)
-        GraceDB (LVK superevents), GCN Circulars (GRB names), TNS cone search
-        (ZTF/LSST object positions), Fink and ALeRCE (ZTF object ids).
-    """
-    links: list[tuple[str, str]] = []
-    gracedb = _gracedb_url(payload, event)
-    if gracedb:
-        links.append(("GraceDB", gracedb))
-    grb = _grb_name(payload)
-    if grb:
-        links.append(("GCN Circulars",
-                      "https://gcn.nasa.gov/circulars?" + urllib.parse.urlencode({"query": grb})))
-    survey = str(payload.get("survey") or "").upper()
-    ra, dec = payload.get("ra"), payload.get("dec")
-    if survey in _TNS_SURVEYS and _is_number(ra) and _is_number(dec):
-        links.append(("TNS", "https://www.wis-tns.org/search?ra="
-                      f"{_number(ra, '.6f')}&decl={_number(dec, '.6f')}"
-                      "&radius=5&coords_unit=arcsec"))
-    object_id = str(payload.get("object_id") or "")
-    if _ZTF_OBJECT.match(object_id):
-        links.append(("Fink", f"https://fink-portal.org/{object_id}"))
-        links.append(("ALeRCE", f"https://alerce.online/object/{object_id}"))
-    return links
 
 
 # -- the Slack message of one delivery ---------------------------------------------------
@@ -277,22 +187,22 @@ def _title(delivery: Delivery) -> str:
 
 
 def _event_lines(p: Mapping[str, Any], event: Mapping[str, Any]) -> list[str]:
-    """The event: id, class and instrument, t0, 90 % area, significance (plain text)."""
+    """The event: id, class and instrument, t0, then notice type, significance (FAR in
+    its stated unit, p_astro), classification, distance [Mpc] and 90 % area [deg²]
+    (:func:`~mma.emitters.event_facts.event_rows`; plain text)."""
     lines = [str(p.get("event_id", "?")),
              f"{p.get('event_class') or p.get('messenger', '?')} · {p.get('instrument', '?')}",
              f"t₀ {p.get('event_time', '?')}"]
-    if _is_number(event.get("area90_deg2")):
-        lines.append(f"90% area {event['area90_deg2']:,.0f} deg²")
-    significance = significance_text(p, event)
-    if significance:
-        lines.append(significance)
-    return lines
+    rows = event_rows(p, event)
+    return lines + [text if label == "Significance" else f"{label.lower()} {text}"
+                    for label, text in rows]
 
 
 def object_lines(p: Mapping[str, Any], facts: ObjectFacts) -> list[str]:
     """The object's lines: id, survey; RA, Dec [deg] and scatter [arcsec]; detections;
     first after t0 with Δt; last; latest and peak magnitude [AB]; rise/fade [mag/day];
-    prior detections; the alert of a version 1 record (plain text)."""
+    prior detections; the alert of a version 1 record; the brokers' classes, one line
+    per broker (plain text)."""
     scatter = p.get("position_scatter_arcsec")
     position = f"RA {_number(p.get('ra'), '.4f')}°, Dec {_number(p.get('dec'), '+.4f')}°"
     if _is_number(scatter):
@@ -312,7 +222,7 @@ def object_lines(p: Mapping[str, Any], facts: ObjectFacts) -> list[str]:
         lines.append(f"prior detections: {prior}")
     if facts.alert_id:
         lines.append(f"alert {facts.alert_id}")
-    return lines
+    return lines + classes_lines(p)
 
 
 def _score_fields(delivery: Delivery) -> list[str]:
@@ -355,7 +265,7 @@ def slack_message(delivery: Delivery) -> dict[str, Any]:
     flags = [str(flag) for flag in (p.get("flags") or [])]
     flag_text = ", ".join(flags) if flags else "none"
     changed = f"Changed: {', '.join(facts.changes)}" if facts.changes else None
-    links = message_links(p, event)
+    links = message_links(p, event, delivery.page_url)
 
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
