@@ -16,6 +16,10 @@ Passwords never live in files: :func:`client_config` adds ``sasl.password`` from
 client's secret (an environment variable or systemd credential, see ``[secrets]``).
 Properties mma sets itself (:data:`RESERVED`) are refused with a
 :class:`~mma.errors.ConfigError` naming the key, when the file is loaded and again here.
+
+Every client, gcn-kafka's consumer included, logs through Python's logging
+(:func:`with_logger`): librdkafka's lines go to the logger ``mma.kafka``, at
+most warnings, each kind at most once a minute, instead of raw to stderr.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from mma.errors import ConfigError
+from mma.log import ThrottledLog
 
 if TYPE_CHECKING:
     from mma.config import Config
@@ -49,7 +54,7 @@ _CLIENTS: dict[str, _Spec] = {
                     "kafka_output_sasl_password"),
 }
 
-_EVERY_CLIENT = frozenset({"bootstrap.servers", "metadata.broker.list"})
+_EVERY_CLIENT = frozenset({"bootstrap.servers", "metadata.broker.list", "logger"})
 _CONSUMER = frozenset({"group.id", "group.instance.id", "enable.auto.commit",
                        "enable.auto.offset.store", "auto.offset.reset", "session.timeout.ms"})
 _PRODUCER = frozenset({"enable.idempotence", "acks", "request.required.acks", "transactional.id",
@@ -167,3 +172,29 @@ def client_config(config: Config, client: Client) -> dict[str, Any]:
     if password:
         conf["sasl.password"] = password
     return conf
+
+
+KAFKA_LOGGER = "mma.kafka"
+# One throttle for all clients: their lines repeat alike (but for the client's number).
+_KAFKA_LOG = ThrottledLog(KAFKA_LOGGER)
+
+
+def with_logger(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """*conf* with librdkafka's log lines routed through logging (logger ``mma.kafka``).
+
+    Without a ``logger`` property librdkafka writes its lines raw to stderr, each
+    reconnection attempt to an unreachable broker one (hundreds a minute, no
+    priority for journald). confluent-kafka serves the lines from the client's
+    ``poll``/``consume``/``flush`` calls when a logger is given.
+
+    Parameters
+    ----------
+    conf : mapping
+        librdkafka properties of a Consumer, Producer or AdminClient.
+
+    Returns
+    -------
+    dict
+        A new dict: *conf* with ``logger`` set to the shared :class:`~mma.log.ThrottledLog`.
+    """
+    return {**conf, "logger": _KAFKA_LOG}

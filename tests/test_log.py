@@ -80,11 +80,17 @@ def logs(monkeypatch: pytest.MonkeyPatch,
     root.setLevel(level)
 
 
+def _stream_of(fd: int) -> str:
+    """The ``JOURNAL_STREAM`` value systemd sets when *fd* is its stream: device:inode."""
+    st = os.fstat(fd)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 @pytest.mark.parametrize("journal", [False, True], ids=["stderr", "journald"])
 def test_forged_record_is_one_line(logs: pytest.CaptureFixture[str],
                                    monkeypatch: pytest.MonkeyPatch, journal: bool) -> None:
     if journal:
-        monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+        monkeypatch.setenv("JOURNAL_STREAM", _stream_of(2))
     else:
         monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     configure("INFO")
@@ -95,8 +101,9 @@ def test_forged_record_is_one_line(logs: pytest.CaptureFixture[str],
     lines = err.splitlines()
     assert len(lines) == 2 and err.count("\n") == 2  # one line per record, nothing else
     assert_clean(err)
-    if journal:  # journald stamps the time itself
-        assert lines[0].startswith("ERROR mma.test: ZTF\\n2026")
+    if journal:  # journald stamps the time itself; the prefix is the priority (err, info)
+        assert lines[0].startswith("<3>ERROR mma.test: ZTF\\n2026")
+        assert lines[1].startswith("<6>INFO mma.test: fetching")
     else:
         assert LOG_LINE.match(lines[0])
         assert lines[0][21:].startswith("ERROR mma.test: ZTF\\n2026")
@@ -149,9 +156,11 @@ def _check_replay_stderr(err: str, *, journal: bool) -> None:
     assert not any(line.startswith(FORGED.strip()) for line in lines)
     summary = lines.index("")  # the summary follows the log after a blank line
     for line in lines[:summary]:
-        assert line.startswith(CONTINUATION) or (
-            re.match(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line) if journal
-            else LOG_LINE.match(line)), line
+        if journal:
+            assert re.match(rf"<[2-7]>((DEBUG|INFO|WARNING|ERROR|CRITICAL) |{CONTINUATION})",
+                            line), line
+        else:
+            assert line.startswith(CONTINUATION) or LOG_LINE.match(line), line
     # Each dead letter logged once, on one line (hostile file name, refused ids).
     for case in (c for c in cases() if c.outcome == "dead_letter"):
         dead = [line for line in lines
@@ -179,12 +188,70 @@ def test_replay_output_is_clean(tmp_path: Path, logs: pytest.CaptureFixture[str]
 def test_replay_subprocess_writes_no_raw_controls(tmp_path: Path, journal: bool) -> None:
     """The bytes a real ``mma replay`` writes to stderr and stdout, journald or not."""
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
-    if journal:
-        env["JOURNAL_STREAM"] = "8:12345"
     exe = Path(sys.executable).with_name("mma")
-    done = subprocess.run([str(exe), "-l", "DEBUG", "replay", str(_hostile_folder(tmp_path))],
-                          capture_output=True, env=env, timeout=120, check=True)
-    for raw in (done.stderr, done.stdout):
+    with (tmp_path / "stderr").open("w+b") as err:
+        if journal:  # as systemd does: the stream's device and inode
+            env["JOURNAL_STREAM"] = _stream_of(err.fileno())
+        done = subprocess.run([str(exe), "-l", "DEBUG", "replay",
+                               str(_hostile_folder(tmp_path))],
+                              stdout=subprocess.PIPE, stderr=err, env=env, timeout=120,
+                              check=True)
+        err.seek(0)
+        stderr = err.read()
+    for raw in (stderr, done.stdout):
         for ch in RAW_FORBIDDEN:
             assert ch.encode() not in raw
-    _check_replay_stderr(done.stderr.decode("utf-8"), journal=journal)
+    _check_replay_stderr(stderr.decode("utf-8"), journal=journal)
+
+
+# sd-daemon(3): SD_CRIT "<2>", SD_ERR "<3>", SD_WARNING "<4>", SD_INFO "<6>", SD_DEBUG "<7>";
+# "prefix every line": a line without one is filed at the stream's default level.
+SD_PREFIX = {logging.CRITICAL: "<2>", logging.ERROR: "<3>", logging.WARNING: "<4>",
+             logging.INFO: "<6>", logging.DEBUG: "<7>"}
+
+
+@pytest.mark.parametrize("level", sorted(SD_PREFIX), ids=logging.getLevelName)
+def test_journal_lines_carry_the_priority_each(level: int) -> None:
+    from mma.log import formatter
+
+    fmt = formatter(journal=True)
+    try:
+        raise ValueError(f"two\nlines{FORGED}")
+    except ValueError:
+        record = logging.LogRecord("mma.t", level, __file__, 1, "boom %s", ("x",),
+                                   sys.exc_info())
+    lines = fmt.format(record).split("\n")
+    assert lines[0] == f"{SD_PREFIX[level]}{logging.getLevelName(level)} mma.t: boom x"
+    assert len(lines) > 4  # the traceback: one journal entry per line, each at this level
+    assert all(line.startswith(SD_PREFIX[level] + CONTINUATION) for line in lines[1:])
+    assert not any(line[3:].startswith("<") for line in lines)  # nothing forged after it
+    assert formatter(journal=False).format(record).split("\n")[1].startswith(CONTINUATION)
+
+
+def test_journal_only_when_stderr_is_the_journal_stream(
+        logs: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    log = logging.getLogger("mma.test")
+    # Inherited from a service but stderr redirected elsewhere: no prefixes.
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    configure("INFO")
+    log.warning("a")
+    configure("INFO", journal=True)  # the explicit option
+    log.warning("b")
+    monkeypatch.setenv("JOURNAL_STREAM", _stream_of(2))
+    configure("", default="ERROR")  # empty level: the caller's default
+    log.warning("c")
+    log.error("d")
+    lines = logs.readouterr().err.splitlines()
+    assert LOG_LINE.match(lines[0]) and lines[0].endswith("WARNING mma.test: a")
+    assert lines[1:] == ["<4>WARNING mma.test: b", "<3>ERROR mma.test: d"]
+
+
+def test_python_warnings_are_logged(tmp_path: Path) -> None:
+    code = ("import warnings\nfrom mma.log import configure\nconfigure('WARNING')\n"
+            "warnings.warn('odd\\nvalue')\n")
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60, check=True)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and LOG_LINE.match(lines[0]), lines
+    assert "WARNING py.warnings: " in lines[0] and "UserWarning: odd\\nvalue" in lines[0]

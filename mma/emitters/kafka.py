@@ -35,7 +35,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from mma.emitters import Delivery
 from mma.errors import DeliveryError
-from mma.kafka_conf import client_config
+from mma.kafka_conf import client_config, with_logger
 
 if TYPE_CHECKING:
     from mma.config import Config
@@ -211,7 +211,7 @@ class KafkaEmitter:
 
     def _get_producer(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer(self._config)
+            self._producer = Producer(with_logger(self._config))
         return self._producer
 
     def _drop_producer(self, coincidence_id: str) -> None:

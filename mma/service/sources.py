@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from mma.config import Config
 from mma.errors import ConfigError
-from mma.kafka_conf import client_config
+from mma.kafka_conf import client_config, with_logger
 from mma.registry import Registry
 from mma.service.heartbeat import SourceStats
 
@@ -90,9 +90,9 @@ def make_consumer(config: Config, kind: str, *, instance: str) -> Consumer:
     kafka = config.section("kafka")
     common: dict[str, Any] = {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
     if kind == "alert":
-        return Consumer({**common, **ALERT_FETCH, **client_config(config, "alerts"),
-                         "group.id": kafka["group_id"],
-                         "session.timeout.ms": ALERT_SESSION_TIMEOUT_MS})
+        return Consumer(with_logger({**common, **ALERT_FETCH, **client_config(config, "alerts"),
+                                     "group.id": kafka["group_id"],
+                                     "session.timeout.ms": ALERT_SESSION_TIMEOUT_MS}))
     group = f"{kafka['group_id']}-notices-{instance}"
     # This group is the instance's own: static membership lets a restarted daemon take
     # its partitions back at once instead of waiting out its crashed predecessor's
@@ -100,7 +100,8 @@ def make_consumer(config: Config, kind: str, *, instance: str) -> Consumer:
     # there a short session timeout does that job.)
     common["group.instance.id"] = f"{instance}-notices"
     if kafka["gcn_bootstrap_servers"]:
-        return Consumer({**common, **client_config(config, "notices"), "group.id": group})
+        return Consumer(with_logger({**common, **client_config(config, "notices"),
+                                     "group.id": group}))
     from gcn_kafka import Consumer as GcnConsumer
 
     client_id = config.secret("gcn_client_id")
@@ -110,7 +111,7 @@ def make_consumer(config: Config, kind: str, *, instance: str) -> Consumer:
                           "secrets (or kafka.gcn_bootstrap_servers)")
     # gcn-kafka sets servers and OIDC itself; the table adds e.g. client.id.
     extra = dict(config.section("kafka.notice_client"))
-    return GcnConsumer({**common, **extra, "group.id": group}, client_id=client_id,
+    return GcnConsumer(with_logger({**common, **extra, "group.id": group}), client_id=client_id,
                        client_secret=secret)
 
 
