@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import healpy as hp
@@ -43,6 +44,7 @@ MAX_RADIUS_DEG = 60.0
 """Largest zoom radius [deg]; a region needing more is drawn all-sky."""
 
 _CONTOUR_LEVELS = (0.5, 0.9)
+_MARK_COLOUR = "#ffd000"
 _SAMPLES = 360  # grid samples along the longer side of the axes
 _NSIDE29 = 1 << MAX_ORDER
 
@@ -123,8 +125,22 @@ def _sample(ax: Any, region: Region, nx: int, ny: int) -> tuple[
     return xs, ys, level, density
 
 
+def _draw_marks(ax: Any, marks: Sequence[tuple[float, float, str]], size: float) -> None:
+    """Small open circles, each with its label, at (RA, Dec) [deg, ICRS]; clipped to the axes."""
+    world = ax.get_transform("world")
+    stroke = [patheffects.withStroke(linewidth=2.0, foreground="k")]
+    for ra, dec, text in marks:
+        ax.plot([ra], [dec], transform=world, marker="o", markersize=size,
+                markerfacecolor="none", markeredgecolor=_MARK_COLOUR, markeredgewidth=1.2,
+                linestyle="none")
+        if text:
+            ax.text(ra, dec, f"  {text}", transform=world, fontsize=7, color=_MARK_COLOUR,
+                    va="center", clip_on=True, path_effects=stroke)
+
+
 def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: str,
-                      label: str | None = None, dpi: int = 100) -> bytes:
+                      label: str | None = None, dpi: int = 100,
+                      marks: Sequence[tuple[float, float, str]] = ()) -> bytes:
     """Draw a region's 50 % and 90 % credible contours with an object marked, as PNG.
 
     The axes are a gnomonic zoom (``astro degrees zoom``) centred on the object with
@@ -145,6 +161,9 @@ def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: s
         Figure title.
     label : str, optional
         Text written next to the reticle (the object id).
+    marks : sequence of (float, float, str)
+        Other positions to mark (RA, Dec [deg, ICRS], label), e.g. the event's
+        other candidates: small open circles, labelled.
     dpi : int
         Resolution; the figure is 6 x 6.4 in (zoom) or 8 x 5 in (all-sky).
 
@@ -191,6 +210,7 @@ def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: s
             filled = np.where(finite, level, 1.0)
             ax.contour(xs, ys, filled, levels=list(_CONTOUR_LEVELS), colors="k",
                        linewidths=(1.4, 0.9), linestyles=("solid", "dashed"))
+        _draw_marks(ax, marks, marker_size * 0.35)
         ax.plot([ra_deg], [dec_deg], transform=ax.get_transform("world"),
                 marker=reticle(inner=0.35, outer=1.0), markersize=marker_size,
                 markeredgewidth=1.6, color="#00c0ff", linestyle="none")
