@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from mma import __version__
-from mma.cli import act, admin, look, replay
+from mma.cli import act, admin, look, page, replay
 from mma.cli.common import UsageError
 from mma.config import load_config
 from mma.errors import ConfigError, TransientError
@@ -30,7 +30,7 @@ from mma.printable import printable
 log = logging.getLogger(__name__)
 
 # The modules whose ``register`` adds subcommands, in the order ``mma --help`` lists them.
-COMMANDS = (replay, look, act, admin)
+COMMANDS = (replay, look, act, page, admin)
 
 
 def build_parser() -> argparse.ArgumentParser:
