@@ -5,7 +5,8 @@
 #
 #   bash scripts/test.sh            everything (what CI runs)
 #   bash scripts/test.sh --fast     lint, types, and the tests that need neither Kafka,
-#                                   PostgreSQL, an mma subprocess nor much time (< 90 s)
+#                                   PostgreSQL, an mma subprocess, a browser nor much
+#                                   time (< 90 s)
 # Further arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,7 +14,7 @@ cd "$root"
 select=()
 if [[ "${1:-}" == "--fast" ]]; then
     shift
-    select=(-m "not kafka and not postgres and not daemon and not slow")
+    select=(-m "not kafka and not postgres and not daemon and not slow and not browser")
 fi
 bash scripts/bootstrap.sh test
 echo "== ruff" >&2

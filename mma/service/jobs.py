@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mma.replay import process_spool
 from mma.service import heartbeat
+from mma.service.pages import PageJob
 from mma.service.runtime import Runtime
 from mma.service.sources import SourceBook
 from mma.skymaps.cache import SkymapCache
@@ -41,6 +42,7 @@ class Jobs:
         self.book = book
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.due: set[str] = {"expire"}  # flagged for the main loop; expiry first of all
+        self.pages = PageJob(engine, lambda: self.runtime.config, instance=instance)
 
     def start(self) -> None:
         """Schedule the jobs and start the scheduler's thread; write a first heartbeat."""
@@ -59,6 +61,9 @@ class Jobs:
         ]
         if conf["spool_dir"]:
             jobs.append((self._flag("spool"), "spool", conf["spool_interval_seconds"]))
+        pages = self.runtime.config.section("pages")
+        if pages["enabled"]:  # reads the database and writes files: the scheduler's thread
+            jobs.append((self.pages.tick, "pages", pages["min_interval_seconds"]))
         self.scheduler.remove_all_jobs()
         for func, name, seconds in jobs:
             self.scheduler.add_job(func, "interval", seconds=seconds, id=name, max_instances=1,

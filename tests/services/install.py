@@ -4,6 +4,7 @@
   (``$MMA_TEST_CACHE/kafka-4.4.0/libs``, default ``~/.cache/mma-test/...``) once.
 * :func:`ensure_postgres_bin` installs PostgreSQL from Debian packages if no ``initdb`` exists.
 * :func:`ensure_java` / :func:`ensure_maven` install a JRE / Maven from Debian packages if absent.
+* :func:`ensure_chromium` installs Debian's Chromium (the browser tests) if absent.
 
 Installing Debian packages needs root; without root a clear error says what to install.
 """
@@ -203,3 +204,19 @@ def ensure_postgres_bin() -> Path:
     if bindir is None:
         raise InstallError("no /usr/lib/postgresql/*/bin/initdb after installing postgresql")
     return bindir
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> Path:
+    """Return Debian's Chromium (``/usr/bin/chromium``), installing ``chromium`` if absent.
+
+    The browser tests drive this binary with Playwright; Playwright's own browser
+    download is never used.
+    """
+    if not CHROMIUM.is_file():
+        apt_install("chromium")
+    if not CHROMIUM.is_file():
+        raise InstallError(f"no {CHROMIUM} after installing chromium")
+    return CHROMIUM
