@@ -130,7 +130,11 @@ def read_records(pipeline: Pipeline, registry: Registry,
     whole file (it can be read again from *path*).
     """
     for path in iter_files(paths):
-        raw, too_big = _read_capped(path, max_bytes)
+        try:
+            raw, too_big = _read_capped(path, max_bytes)
+        except OSError as exc:  # unreadable (permissions, I/O error): the others go on
+            pipeline.dead_letter("replay", str(path), BadMessage(f"file unreadable: {exc}"), b"")
+            continue
         if too_big:
             pipeline.dead_letter("replay", str(path), HostileMessage(
                 f"file larger than {max_bytes} bytes; first {max_bytes} bytes kept"), raw)

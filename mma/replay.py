@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mma.files import Record, Spool, park, read_records, unpark
+from mma.files import Record, Spool, iter_files, park, read_records, unpark
 from mma.ingest import Outcome, Parsed, Pipeline
 from mma.models import Alert
 from mma.registry import Registry
@@ -35,6 +35,8 @@ BATCH = 500  # alerts per transaction (consecutive in stream order, between noti
 MAX_CLOCK_GAP = timedelta(days=30)
 
 STORED = frozenset({"notice", "alert", "duplicate"})
+
+PROGRESS_DELAY_S = 1.0  # reading files faster than this shows no bar
 
 
 class StreamClock:
@@ -80,32 +82,72 @@ class StreamClock:
 
 def replay(pipeline: Pipeline, registry: Registry, paths: Iterable[str | os.PathLike[str]],
            *, max_bytes: int, progress_min_items: int = 200, ordered: bool = True,
-           rescore: bool = True, max_gap: timedelta = MAX_CLOCK_GAP) -> int:
+           rescore: bool = True, max_gap: timedelta = MAX_CLOCK_GAP,
+           progress: bool = True) -> int:
     """Process every record under *paths*; return how many were processed.
 
     With ``ordered=False`` (``mma ingest``) records go in file order instead of
     stream-time order. With ``rescore=False`` (the daemon's spool, whose scheduler
     re-scores) the final re-scoring is left out.
+
+    With *progress*, and stderr a terminal, a progress bar shows each phase: reading
+    the files (bytes; shown after :data:`PROGRESS_DELAY_S`), processing the records
+    (when at least *progress_min_items*) and the final re-score. Log records are
+    written above the bar (:mod:`mma.log`).
     """
     clock = StreamClock(max_gap)
+    files = list_files(paths)
     with Spool(_spool_dir(pipeline)) as spool:
         if ordered:
-            keys = park(pipeline, registry, paths, spool, max_bytes=max_bytes)
+            keys = park(pipeline, registry, _reading(files, "read", progress), spool,
+                        max_bytes=max_bytes)
             records = unpark(pipeline, keys, spool, max_bytes=max_bytes)
-            total: int | None = len(keys)
+            shown = progress and len(keys) >= progress_min_items
+            with tqdm(records, total=len(keys), desc="process", unit="msg", file=sys.stderr,
+                      disable=None if shown else True, dynamic_ncols=True) as bar:
+                n = feed(pipeline, bar, clock)
         else:
-            records = (rec for _path, _alone, rec in read_records(
-                pipeline, registry, paths, max_bytes=max_bytes))
-            total = None
-        bar = tqdm(records, total=total, desc="replay", unit="msg", file=sys.stderr,
-                   disable=True if total is not None and total < progress_min_items else None)
-        n = feed(pipeline, bar, clock)
+            shown = progress
+            n = feed(pipeline, (rec for _path, _alone, rec in read_records(
+                pipeline, registry, _reading(files, "ingest", progress),
+                max_bytes=max_bytes)), clock)
     now = clock.now()
     if now is not None and rescore:
         # As the daemon's scheduler does: final scores use the background measured
         # from everything the stream delivered.
-        pipeline.rescore(now)
+        with tqdm(total=None, desc="re-score", bar_format="{desc}: {elapsed}",
+                  file=sys.stderr, disable=None if shown else True, leave=False):
+            pipeline.rescore(now)
     return n
+
+
+def list_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """The files under *paths* (:func:`~mma.files.iter_files`); an empty directory is warned of."""
+    files = []
+    for path in map(Path, paths):
+        found = list(iter_files([path]))
+        if path.is_dir() and not found:
+            log.warning("no files under %s", path)
+        files += found
+    return files
+
+
+def _reading(files: list[Path], desc: str, progress: bool) -> Iterator[Path]:
+    """*files*, with a bar of the bytes read (after each file) if reading takes long."""
+    sizes = [_size(path) for path in files]
+    with tqdm(total=sum(sizes), desc=desc, unit="B", unit_scale=True, file=sys.stderr,
+              disable=None if progress else True, delay=PROGRESS_DELAY_S,
+              dynamic_ncols=True) as bar:
+        for path, size in zip(files, sizes, strict=True):
+            yield path
+            bar.update(size)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone or unreadable: dead-lettered when read
+        return 0
 
 
 def _spool_dir(pipeline: Pipeline) -> Path | None:
@@ -163,7 +205,7 @@ def process_spool(pipeline: Pipeline, registry: Registry, folder: Path, *,
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     for path in files:
         processed = replay(pipeline, registry, [path], max_bytes=max_bytes,
-                           progress_min_items=10**9, rescore=False)
+                           rescore=False, progress=False)
         done = folder / "done"
         done.mkdir(exist_ok=True)
         path.replace(done / path.name)

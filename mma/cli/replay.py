@@ -1,4 +1,14 @@
-"""``mma replay``, ``mma ingest`` and ``mma demo``: files through the pipeline."""
+"""``mma replay``, ``mma ingest`` and ``mma demo``: files through the pipeline.
+
+A replay never queues deliveries, even into the service's database (``--db``): it
+answers "what would these files give", it does not announce. ``mma ingest`` queues
+them for the enabled channels as the daemon does, unless ``--no-deliver``.
+
+A path that does not exist is a usage error (exit status 1, before any database is
+opened); a directory without files is only warned of (exit status 0: nothing to
+do is not a failure, e.g. an empty day of an archive); a file that cannot be read
+is dead-lettered like a bad one and the others go on.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +21,20 @@ from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 
-from mma.cli.common import add_db, write_engine
+from mma.cli.common import UsageError, add_db, write_engine
 from mma.config import Config
 
 
+def _check_inputs(paths: Sequence[str]) -> None:
+    """Refuse paths that do not exist (:class:`UsageError` naming them)."""
+    missing = [path for path in paths if not Path(path).exists()]
+    if missing:
+        raise UsageError(f"no such file or directory: {', '.join(missing)}")
+
+
 def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
-            ordered: bool = True) -> int:
+            ordered: bool = True, deliver: bool = False) -> int:
+    _check_inputs(paths)
     from mma.ingest import Pipeline
     from mma.registry import Registry
     from mma.replay import replay
@@ -32,7 +50,7 @@ def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
         engine = write_engine(config, url)
         fetch = (fetcher_from_config(config)
                  if args.fetch and config.section("skymaps")["fetch"] else None)
-        pipeline = Pipeline(engine, config, fetch=fetch)
+        pipeline = Pipeline(engine, config, fetch=fetch, deliver=deliver)
         limits = config.section("limits")
         conf = config.section("replay")
         n = replay(pipeline, Registry(), paths, max_bytes=int(limits["max_message_bytes"]),
@@ -49,19 +67,22 @@ def _replay(args: argparse.Namespace, config: Config, paths: Sequence[str], *,
         else:
             with open(args.output, "w", encoding="utf-8") as fh:
                 write_jsonl(rows, fh)
-    print(f"\n{n} records processed\n{table}", file=sys.stderr)
+    sys.stdout.flush()  # the output first, then the summary after the log
+    note = "" if deliver else ", no deliveries queued"
+    print(f"\n--- mma {args.command}: {n} records processed{note} ---\n{table}",
+          file=sys.stderr)
     return 0
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
-    """Replay files in stream-time order and write the final coincidences."""
+    """Replay files in stream-time order and write the final coincidences (queues no deliveries)."""
     return _replay(args, config, args.paths)
 
 
 def cmd_ingest(args: argparse.Namespace, config: Config) -> int:
-    """Store files in the configured database, in the order given."""
+    """Store files in the configured database, in the order given, and queue deliveries."""
     args.include_test = args.include_vetoed = False
-    return _replay(args, config, args.paths, ordered=False)
+    return _replay(args, config, args.paths, ordered=False, deliver=not args.no_deliver)
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
@@ -91,6 +112,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.set_defaults(func=func)
     p = sub.add_parser("ingest", help=cmd_ingest.__doc__, description=cmd_ingest.__doc__)
     p.add_argument("paths", nargs="+", metavar="FILE")
+    p.add_argument("--no-deliver", action="store_true",
+                   help="store and match only: queue no deliveries for any channel")
     p.add_argument("--fetch", action="store_true",
                    help="download skymaps that notices give by URL ([skymaps] allow-list)")
     add_db(p)

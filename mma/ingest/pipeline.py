@@ -72,7 +72,7 @@ class Pipeline:
     """Parse, store, correlate: one message at a time, each in one transaction."""
 
     def __init__(self, engine: Engine, config: Config,
-                 fetch: Callable[[str], bytes] | None = None) -> None:
+                 fetch: Callable[[str], bytes] | None = None, *, deliver: bool = True) -> None:
         """Set up the pipeline.
 
         Parameters
@@ -80,6 +80,10 @@ class Pipeline:
         fetch
             Downloads a skymap URL (raising TransientError or BadMessage); None
             leaves URL-only maps unfetched (replays without --fetch).
+        deliver
+            Queue deliveries in the outbox for the enabled channels. False (``mma
+            replay``, ``mma ingest --no-deliver``): store and match only; candidates
+            are scored exactly as with deliveries (the channels' cuts still count).
         """
         self.engine = engine
         self.config = config
@@ -87,8 +91,9 @@ class Pipeline:
         self.correlator = Correlator(config, Thresholds.of(config, self.channels))
         self.guard = Guard(engine)
         limits = config.section("limits")
-        self.stage = Stage(engine, config, self.correlator, self.channels, fetch,
-                           self.guard.dead_letter, int(limits["max_skymap_inflated_bytes"]),
+        self.stage = Stage(engine, config, self.correlator, self.channels if deliver else {},
+                           fetch, self.guard.dead_letter,
+                           int(limits["max_skymap_inflated_bytes"]),
                            int(limits["max_region_tiles"]))
         self.vet = Vetters(config)
         # What a replay's summary shows, and the daemon's tests read.
