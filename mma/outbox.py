@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -30,7 +31,8 @@ from mma.config import Config
 from mma.db.actions import is_human
 from mma.db.schema import coincidences, events, outbox, regions
 from mma.emitters import Delivery, DigestEmitter, Emitter
-from mma.errors import DeliveryError
+from mma.errors import ConfigError, DeliveryError
+from mma.printable import printable
 from mma.report import record_of
 from mma.skymaps.region import Region
 
@@ -50,6 +52,15 @@ def enabled_channels(config: Config) -> dict[str, Mapping[str, Any]]:
     Each ``[[channels.email.subscribers]]`` entry is a channel of its own
     (``email:<hash of the address>``) whose rules are the email rules with the
     entry's keys on top, so recipients are retried and parked independently.
+    Each ``[[channels.slack.destinations]]`` entry likewise is channel
+    ``slack:<name>``; the plain ``slack`` channel is then kept only when its
+    own webhook secret is set.
+
+    Raises
+    ------
+    ConfigError
+        A Slack destination's name or webhook secret name is invalid, or a
+        name is used twice.
     """
     channels = {name: config.section(f"channels.{name}.rules") for name in CHANNELS
                 if config.section(f"channels.{name}")["enabled"]}
@@ -61,7 +72,43 @@ def enabled_channels(config: Config) -> dict[str, Mapping[str, Any]]:
         for sub in email["subscribers"]:
             rules = {**base, **{k: v for k, v in sub.items() if k != "address"}}
             channels[subscriber_channel(sub["address"])] = rules
+    slack = config.section("channels.slack")
+    if slack["enabled"] and slack["destinations"]:
+        if not config.secret("slack_webhook_url"):
+            channels.pop("slack")
+        base = config.section("channels.slack.rules")
+        for dest in _checked_destinations(slack["destinations"]):
+            rules = {**base, **{k: v for k, v in dest.items()
+                                if k not in ("name", "webhook_secret")}}
+            channels[f"slack:{dest['name']}"] = rules
     return channels
+
+
+# Slack destination names: short, so that "slack:<name>" fits the 32-character
+# outbox.channel column and reads well in logs and metrics.
+DESTINATION_NAME = re.compile(r"[a-z0-9_-]{1,26}")
+# The webhook is named by its environment variable or credential file, never given.
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _checked_destinations(destinations: Iterable[Mapping[str, Any]]
+                          ) -> list[Mapping[str, Any]]:
+    """The ``[[channels.slack.destinations]]`` tables, their names checked."""
+    seen: set[str] = set()
+    for i, dest in enumerate(destinations):
+        where = f"channels.slack.destinations[{i}]"
+        name, secret = dest.get("name"), dest.get("webhook_secret")
+        if not isinstance(name, str) or not DESTINATION_NAME.fullmatch(name):
+            raise ConfigError(f"{where}.name must be 1-26 characters of a-z, 0-9, _ "
+                              f"and -, got {printable(repr(name))[:80]}")
+        if name in seen:
+            raise ConfigError(f"{where}.name {name!r} is used twice")
+        seen.add(name)
+        if not isinstance(secret, str) or not SECRET_NAME.fullmatch(secret):
+            raise ConfigError(f"{where}.webhook_secret must be the NAME of the environment "
+                              "variable or systemd credential holding the webhook URL "
+                              "(letters, digits and _), never the URL itself")
+    return list(destinations)
 
 
 def digest_minutes(config: Config, channel: str) -> float:
@@ -70,20 +117,52 @@ def digest_minutes(config: Config, channel: str) -> float:
     return float(config.section(f"channels.{name}").get("digest_minutes", 0))
 
 
+def has_flag(flags: Iterable[str], name: str) -> bool:
+    """*flags* hold *name* or a qualified form of it (``not_grb:classification``)."""
+    return any(f == name or f.startswith(name if name.endswith(":") else name + ":")
+               for f in flags)
+
+
+def excluded_flags(rules: Mapping[str, Any]) -> set[str]:
+    """The flags a channel refuses: ``exclude_flags``, with ``test`` as ``include_test`` says.
+
+    ``include_test`` is the older spelling of excluding ``test``: false adds
+    it, true lets test events through even when ``exclude_flags`` names it.
+    """
+    excluded = {str(f) for f in rules.get("exclude_flags") or ()}
+    if rules.get("include_test"):
+        excluded.discard("test")
+    else:
+        excluded.add("test")
+    return excluded
+
+
 def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[str, Any],
            area90_deg2: float) -> bool:
     """Whether a channel's subscription rules accept a new or updated candidate.
 
     An update passes only if it changed something the channel's ``updates``
     names (empty: anything), e.g. not a rank shift alone on Slack and email.
+    ``min_p_astro`` and ``significant_only`` read the record's ``significance``:
+    an event whose notices state no p_astro fails a ``min_p_astro`` above 0;
+    ``significant_only`` drops only events stated not significant (LVK's
+    ``significant`` = false; no other messenger states it).
     """
     props = event.get("properties") or {}
     far = props.get("far")
     has_ns = (props.get("properties") or {}).get("HasNS")
+    flags = [str(f) for f in record.get("flags") or ()]
+    stated = record.get("significance") or {}
+    p_astro = stated.get("p_astro") if isinstance(stated, Mapping) else None
+    significant = stated.get("significant") if isinstance(stated, Mapping) else None
+    min_p_astro = rules.get("min_p_astro") or 0.0
     checks = (
         not rules["messengers"] or record["messenger"] in rules["messengers"],
         not rules["surveys"] or record["survey"] in rules["surveys"],
-        rules["include_test"] or "test" not in record["flags"],
+        not any(has_flag(flags, name) for name in excluded_flags(rules)),
+        all(has_flag(flags, str(name)) for name in rules.get("require_flags") or ()),
+        not min_p_astro or (isinstance(p_astro, int | float) and p_astro >= min_p_astro),
+        not rules.get("significant_only") or significant is not False,
         record["p_chance"] <= rules["max_p_chance"],
         record["log_bayes_factor"] >= rules["min_log_bayes_factor"],
         record["credible_level"] <= rules["max_credible_level"],
@@ -202,12 +281,14 @@ def _claim(engine: Engine, now: datetime, lease: timedelta, batch: int,
 
 def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: datetime,
           region_loader: Callable[[int], Region | None] | None = None,
-          owner: str | None = None) -> Counter[str]:
+          owner: str | None = None, extras: Extras | None = None) -> Counter[str]:
     """Send the due deliveries once; return counts of ``sent``, ``retry``, ``parked``.
 
     Channels with a digest period get one combined message for everything
     pending, once the oldest pending delivery has waited that long. *owner*
     (the daemon instance) is recorded with each claim (:func:`release_claims`).
+    *extras* adds what human channels show (notice type, distance, event page,
+    light curve) to each delivery as it is built.
     """
     conf = config.section("outbox")
     lease = timedelta(seconds=conf["lease_seconds"])
@@ -229,7 +310,7 @@ def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: 
                 untried.append(row)
                 continue
             try:
-                emitters[row.channel].send(_delivery(row, region_loader))
+                emitters[row.channel].send(_delivery(row, region_loader, extras))
             except Exception as exc:  # DeliveryError, or an emitter bug: never lose the row
                 if not isinstance(exc, DeliveryError):
                     log.exception("coincidence %s: %s emitter failed", row.coincidence_id,
@@ -255,18 +336,27 @@ def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: 
         if minutes and _digest_due(engine, channel, now, minutes):
             rows = _claim(engine, now, lease, 10_000, [channel], owner)
             if rows:
-                counts.update(_send_digest(engine, emitters[channel], rows, conf, now))
+                counts.update(_send_digest(engine, emitters[channel], rows, conf, now, extras))
     return counts
 
 
-def _delivery(row: Any, region_loader: Callable[[int], Region | None] | None) -> Delivery:
+Extras = Callable[[Delivery, int, bool], Delivery]
+"""Adds what human channels show to a delivery: (delivery, region_pk, pictures wanted)
+-> delivery (:class:`mma.delivery.MessageExtras`)."""
+
+
+def _delivery(row: Any, region_loader: Callable[[int], Region | None] | None,
+              extras: Extras | None = None) -> Delivery:
+    """The Delivery of an outbox row; pictures (region, light curve) only for single
+    email messages, when a *region_loader* is given."""
     body = row.payload
     wants_picture = (region_loader is not None and row.channel.startswith("email")
                      and body["kind"] != "retraction")
-    return Delivery(
+    delivery = Delivery(
         outbox_id=row.id, channel=row.channel, coincidence_id=row.coincidence_id,
         revision=row.revision, kind=body["kind"], payload=body["record"], event=body["event"],
         region=region_loader(body["region_pk"]) if wants_picture and region_loader else None)
+    return extras(delivery, body["region_pk"], wants_picture) if extras else delivery
 
 
 def _mark_sent(engine: Engine, rows: list[Any], now: datetime) -> None:
@@ -297,10 +387,10 @@ def _digest_due(engine: Engine, channel: str, now: datetime, minutes: float) -> 
 
 
 def _send_digest(engine: Engine, emitter: Emitter, rows: list[Any], conf: Mapping[str, Any],
-                 now: datetime) -> Counter[str]:
+                 now: datetime, extras: Extras | None = None) -> Counter[str]:
     counts: Counter[str] = Counter()
     try:
-        cast(DigestEmitter, emitter).send_digest([_delivery(row, None) for row in rows])
+        cast(DigestEmitter, emitter).send_digest([_delivery(row, None, extras) for row in rows])
     except Exception as exc:  # the whole digest failed: every row follows the same fate
         if not isinstance(exc, DeliveryError):
             log.exception("digest of %d to %s failed", len(rows), rows[0].channel)

@@ -54,11 +54,14 @@ def test_coincidence_and_retraction_reach_every_channel_once(
         "MMA_CHANNELS__SLACK__ENABLED": "true", "MMA_SLACK_WEBHOOK_URL": hook,
         "MMA_CHANNELS__SLACK__MIN_INTERVAL_SECONDS": "0",
         "MMA_CHANNELS__SLACK__RULES__MAX_P_CHANCE": "1.0",
+        # The synthetic survey's background is unmeasured: a flag the default drops.
+        "MMA_CHANNELS__SLACK__RULES__EXCLUDE_FLAGS": "[]",
         "MMA_CHANNELS__EMAIL__ENABLED": "true", "MMA_CHANNELS__EMAIL__SECURITY": "none",
         "MMA_CHANNELS__EMAIL__HOST": smtp_server.host,
         "MMA_CHANNELS__EMAIL__PORT": str(smtp_server.port),
         "MMA_CHANNELS__EMAIL__RECIPIENTS": '["night-shift@example.org"]',
         "MMA_CHANNELS__EMAIL__RULES__MAX_P_CHANCE": "1.0",
+        "MMA_CHANNELS__EMAIL__RULES__EXCLUDE_FLAGS": "[]",
     }, system_file=tmp_path / "none")
     p = Pipeline(engine, config)
     feed(p, notice("PRELIMINARY", 0.01, MAP_1))

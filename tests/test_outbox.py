@@ -57,7 +57,10 @@ class Sink:
 def _config(tmp_path: Path, **env: str) -> Config:
     base = {"MMA_PATHS__STATE_DIR": str(tmp_path / "s"), "MMA_PATHS__CACHE_DIR": str(tmp_path),
             "MMA_CHANNELS__KAFKA__ENABLED": "true", "MMA_CHANNELS__SLACK__ENABLED": "true",
-            "MMA_CHANNELS__SLACK__RULES__MAX_P_CHANCE": "1.0"}
+            "MMA_CHANNELS__SLACK__RULES__MAX_P_CHANCE": "1.0",
+            # The synthetic survey has no measured background (flag background_unmeasured),
+            # which Slack's default rules drop: these tests are about delivery, not rules.
+            "MMA_CHANNELS__SLACK__RULES__EXCLUDE_FLAGS": "[]"}
     return load_config(environ={**base, **env}, system_file=tmp_path / "none")
 
 
@@ -229,9 +232,11 @@ enabled = true
 [[channels.email.subscribers]]
 address = "neutrino-desk@example.org"
 messengers = ["neutrino"]
+exclude_flags = []
 [[channels.email.subscribers]]
 address = "gw-oncall@example.org"
 max_p_chance = 1.0
+exclude_flags = []  # the synthetic survey's background is unmeasured
 """)
     config = load_config(user, environ={"MMA_PATHS__STATE_DIR": str(tmp_path)},
                          system_file=tmp_path / "none")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mma.config import Config
+from mma.match.classes import class_flags, object_classes
 from mma.match.finite import check_record, finite_or_none
 from mma.match.scoring import Score
 from mma.models import PRE_EXISTING_CLASSES, Detection, StoredEvent, StoredObject
@@ -183,7 +184,10 @@ def _measured(d: Detection) -> bool:
 
 
 def significance(event: StoredEvent) -> dict[str, Any]:
-    """The event's own significance as its notices state it (null when not stated)."""
+    """The event's own significance as its notices state it (null when not stated).
+
+    ``p_astro`` is the notice's own, else 1 − the LVK ``Terrestrial`` class probability.
+    """
     props = event.properties
 
     def number(*keys: str) -> float | None:
@@ -195,7 +199,15 @@ def significance(event: StoredEvent) -> dict[str, Any]:
         return None
 
     significant = props.get("significant")
-    return {"far_hz": number("far", "far_hz", "FAR"), "p_astro": number("p_astro"),
+    p_astro = number("p_astro")
+    classification = props.get("classification")
+    if p_astro is None and isinstance(classification, Mapping):
+        # LVK states the source classes, Terrestrial among them: p_astro = 1 - p_terr.
+        p_terr = classification.get("Terrestrial")
+        if isinstance(p_terr, int | float) and not isinstance(p_terr, bool) \
+                and 0.0 <= p_terr <= 1.0:
+            p_astro = 1.0 - float(p_terr)
+    return {"far_hz": number("far", "far_hz", "FAR"), "p_astro": p_astro,
             "significant": significant if isinstance(significant, bool) else None,
             "signalness": number("signalness")}
 
@@ -226,6 +238,8 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         flags.append("background_unmeasured")
     if event.test:
         flags.append("test")
+    classes = object_classes(obj.detections)
+    flags += class_flags(classes)
     flags += [f for f in event.flags if f not in flags]
     t0 = event.event_time
     record = {
@@ -251,7 +265,7 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         "searched_area_deg2": score.searched_area_deg2,
         "log_bayes_factor": score.log_bayes_factor, "components": score.components(),
         "p_chance": score.p_chance, "p_association": score.p_association,
-        "flags": flags, "changes": [],
+        "classes": classes, "flags": flags, "changes": [],
     }
     check_record(record, event_id=event.event_id, object_id=obj.object_id)
     return record
