@@ -43,7 +43,9 @@ SYSTEM_CONFIG = Path("/etc/mma/mma.toml")
 ENV_PREFIX = "MMA_"
 # Lists of tables, each table validated against a template table of the defaults plus
 # required string keys: dotted key -> (template table, required keys).
-_TABLE_LISTS = {"channels.email.subscribers": ("channels.email.rules", ("address",))}
+_TABLE_LISTS = {"channels.email.subscribers": ("channels.email.rules", ("address",)),
+                "channels.slack.destinations": ("channels.slack.rules",
+                                                ("name", "webhook_secret"))}
 # Key names that must never be given a value in a file: a clearer error than "unknown key".
 _SECRET_WORDS = ("password", "secret", "webhook", "token")
 # Free-form tables of librdkafka properties (see mma.kafka_conf): any property name,

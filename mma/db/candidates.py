@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from mma.db.schema import alerts, coincidence_revisions, coincidences, objects
+from mma.match.classes import alert_classes
 from mma.models import Detection, StoredObject
 
 CHUNK = 500  # keys per IN (...) list
@@ -33,7 +34,8 @@ def objects_until(conn: Connection, object_pks: Iterable[int],
                 select(alerts.c.id, alerts.c.object_pk, alerts.c.alert_id, alerts.c.time,
                        alerts.c.ra_deg, alerts.c.dec_deg, alerts.c.hpx29, alerts.c.band,
                        alerts.c.magnitude, alerts.c.magnitude_err, alerts.c.vetoes,
-                       alerts.c.history, alerts.c.history_source, alerts.c.distance_mpc)
+                       alerts.c.history, alerts.c.history_source, alerts.c.distance_mpc,
+                       alerts.c.broker, alerts.c.quality)
                 .where(alerts.c.object_pk.in_(chunk), alerts.c.time <= until)):
             found[row.object_pk].append(_detection(row))
         for obj in conn.execute(select(objects).where(objects.c.id.in_(chunk))):
@@ -49,7 +51,8 @@ def _detection(row: Any) -> Detection:
         alert_pk=row.id, alert_id=row.alert_id, time=row.time, ra_deg=row.ra_deg,
         dec_deg=row.dec_deg, hpx29=row.hpx29, band=row.band, magnitude=row.magnitude,
         magnitude_err=row.magnitude_err, vetoes=tuple(row.vetoes or ()), history=history,
-        history_source=row.history_source, distance_mpc=row.distance_mpc)
+        history_source=row.history_source, distance_mpc=row.distance_mpc,
+        classes=alert_classes(row.broker, row.quality) if row.broker else {})
 
 
 def object_of_alert(conn: Connection, survey: str, alert_id: str) -> tuple[int, int] | None:
