@@ -17,7 +17,6 @@ and expanded by :mod:`mma.windows` before a layer is merged.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import tomllib
@@ -27,6 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mma.config_files import config_files, read_layer
+from mma.config_values import value_problems
 from mma.errors import ConfigError
 from mma.kafka_conf import RESERVED, SECRET_PROPERTIES, check_properties, password_hint
 from mma.models import EVENT_CLASSES
@@ -77,38 +78,57 @@ def _merge(
     defaults: Mapping[str, Any],
     origin: str,
     prefix: str = "",
+    errors: list[str] | None = None,
 ) -> None:
-    """Merge *layer* into *base* in place, checking keys and types against *defaults*."""
+    """Merge *layer* into *base* in place, checking keys and types against *defaults*.
+
+    Each bad key is appended to *errors* (one line naming *origin* and the key) and
+    left out, so that one pass reports every mistake of a file; without *errors*
+    the first one raises :class:`ConfigError`.
+    """
+    collect: list[str] = [] if errors is None else errors
     for key, value in layer.items():
-        dotted = f"{prefix}{key}"
-        if key not in defaults:
-            secret = _secret_key(dotted, value)
-            if secret:
-                raise ConfigError(
-                    f"{origin}: key '{secret}' looks like a secret; secrets are read only "
-                    "from the environment or systemd credentials (see [secrets])"
-                )
-            raise ConfigError(f"{origin}: unknown key '{dotted}'")
-        default = defaults[key]
-        if dotted in _TABLE_LISTS:
-            base[key] = _table_list(value, dotted, origin, _TABLE_LISTS[dotted])
-        elif dotted in _FREE_TABLES:
-            base[key] = {**base[key], **_free_table(value, dotted, origin)}
-        elif isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{origin}: '{dotted}' must be a table")
-            _merge(base[key], value, default, origin, dotted + ".")
-        elif not _type_ok(default, value):
+        try:
+            _merge_key(base, key, value, defaults, origin, prefix, collect)
+        except ConfigError as exc:
+            collect.append(str(exc))
+    if errors is None and collect:
+        raise ConfigError("\n".join(collect))
+
+
+def _merge_key(base: MutableMapping[str, Any], key: str, value: Any,
+               defaults: Mapping[str, Any], origin: str, prefix: str,
+               errors: list[str]) -> None:
+    """Merge one key of a layer (see :func:`_merge`); raise ConfigError if it is bad."""
+    dotted = f"{prefix}{key}"
+    if key not in defaults:
+        secret = _secret_key(dotted, value)
+        if secret:
             raise ConfigError(
-                f"{origin}: '{dotted}' must be of type {type(default).__name__}, "
-                f"got {type(value).__name__} {value!r}"
+                f"{origin}: key '{secret}' looks like a secret; secrets are read only "
+                "from the environment or systemd credentials (see [secrets])"
             )
-        else:
-            base[key] = float(value) if isinstance(default, float) else value
+        raise ConfigError(f"{origin}: unknown key '{dotted}'")
+    default = defaults[key]
+    if dotted in _TABLE_LISTS:
+        base[key] = _table_list(value, dotted, origin, _TABLE_LISTS[dotted], errors)
+    elif dotted in _FREE_TABLES:
+        base[key] = {**base[key], **_free_table(value, dotted, origin)}
+    elif isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{origin}: '{dotted}' must be a table")
+        _merge(base[key], value, default, origin, dotted + ".", errors)
+    elif not _type_ok(default, value):
+        raise ConfigError(
+            f"{origin}: '{dotted}' must be of type {type(default).__name__}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    else:
+        base[key] = float(value) if isinstance(default, float) else value
 
 
-def _table_list(value: Any, dotted: str, origin: str,
-                spec: tuple[str, tuple[str, ...]]) -> list[dict[str, Any]]:
+def _table_list(value: Any, dotted: str, origin: str, spec: tuple[str, tuple[str, ...]],
+                errors: list[str] | None = None) -> list[dict[str, Any]]:
     """Validate a list of tables against its template (see ``_TABLE_LISTS``)."""
     template_name, required = spec
     node: Any = _load_defaults()
@@ -123,7 +143,7 @@ def _table_list(value: Any, dotted: str, origin: str,
             if not isinstance(table.get(key), str) or not table[key]:
                 raise ConfigError(f"{origin}: '{dotted}[{i}].{key}' is required")
         checked: dict[str, Any] = {}
-        _merge(checked, table, template, origin, f"{dotted}[{i}].")
+        _merge(checked, table, template, origin, f"{dotted}[{i}].", errors)
         out.append(checked)
     return out
 
@@ -269,53 +289,34 @@ class Config:
                 return path.read_text(encoding="utf-8").strip()
         return None
 
+    def named_secret(self, variable: str) -> str | None:
+        """Read a secret named by a setting (``webhook_secret`` of a Slack destination):
+        the environment variable *variable*, else the systemd credential file of that
+        name in ``$CREDENTIALS_DIRECTORY``; None when neither is set."""
+        if self.environ.get(variable):
+            return self.environ[variable]
+        cred_dir = self.environ.get("CREDENTIALS_DIRECTORY")
+        path = Path(cred_dir) / variable if cred_dir and "/" not in variable else None
+        if path is not None and path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+        return None
+
     def render(self) -> str:
-        """The effective configuration as TOML, secrets shown only as set/unset."""
-        lines = [f"# sources: {', '.join(self.sources) or 'defaults'}"]
+        """The effective configuration as TOML that loads back (see :mod:`mma.config_render`).
 
-        def emit(prefix: str, table: Mapping[str, Any]) -> None:
-            scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-            if scalars:
-                lines.append(f"\n[{prefix}]")
-                for key, value in scalars.items():
-                    shown = value
-                    if prefix == "secrets":
-                        state = "set" if self.secret(key) else "unset"
-                        lines.append(f"{key} = {json.dumps(value)}  # {state}, value redacted")
-                        continue
-                    if prefix == "database" and key == "url":
-                        shown = _redact_url(str(value))
-                    lines.append(f"{_toml_key(key)} = {json.dumps(shown)}")
-            for key, value in table.items():
-                if isinstance(value, dict):
-                    emit(f"{prefix}.{key}" if prefix else key, value)
+        Secrets are shown only as set/unset, and a password in ``database.url`` is left out.
+        """
+        from mma.config_render import render
 
-        emit("", self.data)
-        return "\n".join(lines).replace("\n[]\n", "\n") + "\n"
-
-
-def _toml_key(key: str) -> str:
-    """A key as TOML writes it: bare when it can be, else quoted (``"security.protocol"``)."""
-    if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
-        return key
-    return json.dumps(key)
-
-
-def _redact_url(url: str) -> str:
-    """Hide a password embedded in a database URL."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+        return render(self.data, self.sources, lambda key: bool(self.secret(key)))
 
 
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
-    system_file: Path = SYSTEM_CONFIG,
+    system_file: Path | None = None,
+    system: bool | None = None,
 ) -> Config:
     """Load and validate the configuration.
 
@@ -326,43 +327,58 @@ def load_config(
     environ
         Environment to read ``MMA_*`` overrides and secrets from (default ``os.environ``).
     system_file
-        The system-wide file, read if it exists.
+        The system-wide file (default :data:`SYSTEM_CONFIG`), read if it exists.
+    system
+        Whether to read *system_file*. Default: only when *path* is not given, so that
+        ``--config FILE`` means defaults < FILE < environment, while ``$MMA_CONFIG``
+        (the systemd units) keeps the system file as a base (``--system-config``
+        asks for it with ``--config``).
 
     Raises
     ------
     ConfigError
-        On a missing user file, invalid TOML, unknown key or wrong type.
+        Every problem found, one per line naming the file (or the environment) and
+        the key: a missing or unreadable file, invalid TOML, an unknown key, a wrong
+        type, a value out of range or not among the choices (:mod:`mma.config_values`).
     """
     env = dict(os.environ if environ is None else environ)
     defaults = _load_defaults()
     check_default_windows(defaults)
     data = copy.deepcopy(defaults)
     sources = ["defaults"]
-    files: list[Path] = []
-    if system_file.is_file():
-        files.append(system_file)
-    user = path or env.get("MMA_CONFIG")
-    if user:
-        user_path = Path(user)
-        if not user_path.is_file():
-            raise ConfigError(f"{user_path}: configuration file not found")
-        files.append(user_path)
-    for file in files:
-        try:
-            layer = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
-        if "secrets" in layer:
-            raise ConfigError(f"{file}: [secrets] names environment variables and is fixed")
-        _merge(data, check_windows_layer(layer, str(file)), defaults, str(file))
-        sources.append(str(file))
+    errors: list[str] = []
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    for file in config_files(path, env, system_file or SYSTEM_CONFIG, system, errors):
+        layer = read_layer(file, errors)
+        if layer is not None:
+            _merge_layer(data, layer, defaults, str(file), errors)
+            layers.append((str(file), layer))
+            sources.append(str(file))
     env_layer = _env_layer(env, defaults)
     if env_layer:
         origin = "environment (MMA_*)"
-        _merge(data, check_windows_layer(env_layer, origin), defaults, origin)
+        _merge_layer(data, env_layer, defaults, origin, errors)
+        layers.append((origin, env_layer))
         sources.append("environment")
+    errors.extend(value_problems(data, layers))
+    if errors:
+        raise ConfigError("\n".join(errors))
     log.debug("configuration loaded from %s", ", ".join(sources))
     return Config(data=data, sources=tuple(sources), environ=env)
+
+
+def _merge_layer(data: MutableMapping[str, Any], layer: Mapping[str, Any],
+                 defaults: Mapping[str, Any], origin: str, errors: list[str]) -> None:
+    """Check *layer*'s windows and merge it into *data*, collecting its errors."""
+    if "secrets" in layer:
+        errors.append(f"{origin}: [secrets] names environment variables and is fixed")
+        layer = {k: v for k, v in layer.items() if k != "secrets"}
+    try:
+        layer = check_windows_layer(layer, origin)
+    except ConfigError as exc:
+        errors.append(str(exc))
+        layer = {k: v for k, v in layer.items() if k != "windows"}
+    _merge(data, layer, defaults, origin, errors=errors)
 
 
 # Settings a running daemon cannot change: SIGHUP warns and keeps the running ones.

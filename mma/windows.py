@@ -79,21 +79,33 @@ def check_windows_layer(layer: Mapping[str, Any], origin: str) -> Mapping[str, A
     A legacy key (:data:`LEGACY_WINDOW_KEYS`) sets every class of its messenger that
     the same layer does not set explicitly, and is reported by one warning naming the
     key and those classes.
+
+    Raises
+    ------
+    ConfigError
+        One line per bad key of the layer's ``[windows]`` (unknown key, not two finite
+        numbers, start not before end).
     """
     table = layer.get("windows")
     if not isinstance(table, dict):
         return layer  # absent, or not a table (which mma.config reports)
     explicit: dict[str, list[float]] = {}
     legacy: dict[str, list[float]] = {}
+    problems: list[str] = []  # every bad key of the layer, reported together
     for key, value in _flat_windows(table).items():
         dotted = f"windows.{key}"
-        if key in EVENT_CLASSES:
-            explicit[key] = _window(value, dotted, origin)
-        elif key in LEGACY_WINDOW_KEYS:
-            legacy[key] = _window(value, dotted, origin)
-        else:
-            raise ConfigError(f"{origin}: unknown key '{dotted}' (the [windows] keys are the "
-                              f"event classes {', '.join(EVENT_CLASSES)})")
+        try:
+            if key in EVENT_CLASSES:
+                explicit[key] = _window(value, dotted, origin)
+            elif key in LEGACY_WINDOW_KEYS:
+                legacy[key] = _window(value, dotted, origin)
+            else:
+                raise ConfigError(f"{origin}: unknown key '{dotted}' (the [windows] keys are "
+                                  f"the event classes {', '.join(EVENT_CLASSES)})")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
     windows = dict(explicit)
     for key, window in legacy.items():
         applied = [c for c in LEGACY_WINDOW_KEYS[key] if c not in explicit]

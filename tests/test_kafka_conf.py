@@ -55,6 +55,10 @@ bootstrap_servers = "out.example.org:9093"
 
 def test_defaults_give_bootstrap_servers_only(tmp_path: Path) -> None:
     cfg = _load(tmp_path)
+    # No alert broker by default (sources are opt-in): alert_topics needs one.
+    with pytest.raises(ConfigError, match=r"kafka\.alert_bootstrap_servers is empty"):
+        client_config(cfg, "alerts")
+    cfg = _load(tmp_path, '[kafka]\nalert_bootstrap_servers = "localhost:9092"\n')
     assert client_config(cfg, "alerts") == {"bootstrap.servers": "localhost:9092"}
     assert client_config(cfg, "output") == {"bootstrap.servers": "localhost:9092"}
     with pytest.raises(ConfigError, match=r"kafka\.gcn_bootstrap_servers is empty"):
@@ -86,7 +90,8 @@ def test_tables_round_trip_through_load_config(tmp_path: Path) -> None:
 def test_layers_merge_per_property(tmp_path: Path) -> None:
     system = '[kafka.alert_client]\n"client.id" = "sys"\n"security.protocol" = "SSL"\n'
     user = '[kafka.alert_client]\n"client.id" = "user"\n'
-    env = {"MMA_KAFKA__ALERT_CLIENT__SASL_USERNAME": "from-env",
+    env = {"MMA_KAFKA__ALERT_BOOTSTRAP_SERVERS": "localhost:9092",
+           "MMA_KAFKA__ALERT_CLIENT__SASL_USERNAME": "from-env",
            "MMA_KAFKA__ALERT_CLIENT__SOCKET_KEEPALIVE_ENABLE": "true"}
     cfg = _load(tmp_path, user, env=env, system=system)
     assert client_config(cfg, "alerts") == {
@@ -165,6 +170,7 @@ def test_client_config_checks_a_config_built_by_hand(tmp_path: Path) -> None:
     """The checks hold also for a Config not made by load_config."""
     cfg = _load(tmp_path)
     data: dict[str, Any] = json.loads(json.dumps(cfg.data))
+    data["kafka"]["alert_bootstrap_servers"] = "localhost:9092"
     data["kafka"]["alert_client"] = {"group.id": "x"}
     with pytest.raises(ConfigError, match=r"'kafka\.alert_client\.group\.id' is set by mma"):
         client_config(Config(data=data, environ={}), "alerts")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mma.cli.common import add_db, write_engine
-from mma.config import Config, load_config
+from mma.config import SYSTEM_CONFIG, Config, load_config
 from mma.printable import printable, printable_lines
 
 
@@ -14,8 +15,11 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     """Run the daemon: consume notices and alerts from Kafka, correlate, deliver."""
     from mma.service.daemon import Daemon
 
+    # SIGHUP reloads the same files as the start did (--system-config, once the parser
+    # has it, adds the system file to --config).
+    system = getattr(args, "system_config", False) or None
     return Daemon(config, idle_exit_s=args.idle_exit,
-                  load=lambda: load_config(args.config)).run()
+                  load=lambda: load_config(args.config, system=system)).run()
 
 
 def cmd_deliver(args: argparse.Namespace, config: Config) -> int:
@@ -37,10 +41,20 @@ def cmd_deliver(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_config(args: argparse.Namespace, config: Config) -> int:
-    """Show the effective configuration (secrets redacted), or just check it."""
-    if args.action == "show":
+    """Show the effective configuration, check it, or write a starter file (init)."""
+    if args.action == "init":
+        from mma.config_starter import write_starter
+
+        target = Path(args.output or SYSTEM_CONFIG)
+        write_starter(target, force=args.force)
+        load_config(target, environ={})  # what was written loads, or this is a bug
+        print(printable(f"wrote {target}; edit it, then: mma config check"))
+    elif args.action == "show":
         print("\n".join(printable_lines(config.render())), end="")
     else:
+        from mma.service.preflight import check_daemon
+
+        check_daemon(config, secrets=not args.no_secrets)
         print(printable(f"configuration OK ({', '.join(config.sources)})"))
     return 0
 
@@ -62,7 +76,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_db(p)
     p.set_defaults(func=cmd_deliver)
     p = sub.add_parser("config", help=cmd_config.__doc__, description=cmd_config.__doc__)
-    p.add_argument("action", choices=("show", "check"))
+    p.add_argument("action", choices=("show", "check", "init"),
+                   help="show: the effective configuration as TOML (it loads back; secrets "
+                   "only as set/unset); check: everything `mma run` needs, every problem at "
+                   "once (exit status 2); init: write a commented starter file")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help=f"init: the file to write (default {SYSTEM_CONFIG})")
+    p.add_argument("--force", action="store_true", help="init: replace an existing file")
+    p.add_argument("--no-secrets", action="store_true",
+                   help="check: skip the secrets (when only systemd's LoadCredential= "
+                   "gives them to the service)")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("db", help=cmd_db.__doc__, description=cmd_db.__doc__)
     p.add_argument("action", choices=("upgrade",))

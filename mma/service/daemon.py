@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,6 +44,7 @@ from mma.service.health import HealthServer, Metrics
 from mma.service.intake import Intake
 from mma.service.jobs import Jobs
 from mma.service.liveness import Liveness, Retrier
+from mma.service.preflight import check_daemon
 from mma.service.runtime import Runtime
 from mma.service.sources import SourceBook
 from mma.service.systemd import Notifier, watchdog_interval_s
@@ -52,6 +54,23 @@ log = logging.getLogger(__name__)
 # Budget of the channels' last drain at shutdown [s]: well inside the unit's
 # TimeoutStopSec (60 s) with the batch in hand and the consumers' close.
 DELIVERY_STOP_S = 20.0
+
+
+def _make_spool(config: Config) -> None:
+    """Create the spool directory if it is configured and missing.
+
+    Raises
+    ------
+    ConfigError
+        It cannot be created (the service user may write only its StateDirectory).
+    """
+    spool = str(config.section("daemon")["spool_dir"])
+    if spool:
+        try:
+            Path(spool).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"daemon.spool_dir {spool}: cannot create it: "
+                              f"{exc.strerror or exc}") from exc
 
 
 class Daemon:
@@ -72,6 +91,8 @@ class Daemon:
         self.idle_exit_s = idle_exit_s
         self._load = load
         self._stop = self._reload = False
+        check_daemon(config)  # every missing source, secret or bad setting at once
+        _make_spool(config)
         self.engine = make_engine(config.database_url)
         upgrade(self.engine)
         self.runtime = Runtime.build(self.engine, config)
@@ -175,6 +196,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = self._load()
+            check_daemon(new)
             emitters = build_emitters(new)
             runtime = Runtime.build(self.engine, new)
         except Exception as exc:  # a bad file must not stop a running service

@@ -35,8 +35,12 @@ log = logging.getLogger(__name__)
 ALERT_SESSION_TIMEOUT_MS = 10_000
 
 
+EVERY_DEFAULT = "*"
+"""The topic-list entry standing for every handler's default topics of that kind."""
+
+
 def topic_map(entries: Sequence[str]) -> dict[str, list[str]]:
-    """``["handler:topic", ...]`` → ``{handler: [topics]}``.
+    """``["handler:topic", ...]`` → ``{handler: [topics]}`` (the entry ``"*"`` left out).
 
     Raises
     ------
@@ -45,6 +49,8 @@ def topic_map(entries: Sequence[str]) -> dict[str, list[str]]:
     """
     out: dict[str, list[str]] = {}
     for entry in entries:
+        if entry == EVERY_DEFAULT:
+            continue
         name, sep, topic = entry.partition(":")
         if not sep or not name or not topic:
             raise ConfigError(f"kafka topics: {entry!r} is not 'handler:topic'")
@@ -59,11 +65,18 @@ def registry_of(config: Config) -> Registry:
 
 
 def topics_of(config: Config, registry: Registry, kind: str) -> list[str]:
-    """The configured topics of *kind* (notice|alert), or every such handler's defaults."""
+    """The topics of *kind* (notice|alert) to subscribe to; empty: no consumer of *kind*.
+
+    Sources are opt-in: ``kafka.<kind>_topics`` lists ``handler:topic`` entries, and
+    the entry ``"*"`` adds every *kind* handler's topics (its defaults, or those the
+    list gives it). An empty list subscribes to nothing.
+    """
     configured = config.section("kafka")[f"{kind}_topics"]
-    if configured:
-        return [t for topics in topic_map(configured).values() for t in topics]
-    return [t for h in registry.handlers if kind == h.KIND for t in registry.topics(h.NAME)]
+    topics = [t for claimed in topic_map(configured).values() for t in claimed]
+    if EVERY_DEFAULT in configured:
+        topics += [t for h in registry.handlers if kind == h.KIND
+                   for t in registry.topics(h.NAME)]
+    return list(dict.fromkeys(topics))
 
 
 # librdkafka's defaults stop prefetching at 64 MB (~800 Rubin alerts of ~80 KB, less
@@ -84,12 +97,16 @@ def make_consumer(config: Config, kind: str, *, instance: str) -> Consumer:
     Raises
     ------
     ConfigError
-        Notices from GCN Kafka without the client id/secret secrets, or a bad
-        client table (:func:`mma.kafka_conf.client_config`).
+        Notices from GCN Kafka (at ``kafka.gcn_domain``) without the client id/secret
+        secrets, alerts without ``kafka.alert_bootstrap_servers``, or a bad client
+        table (:func:`mma.kafka_conf.client_config`).
     """
     kafka = config.section("kafka")
     common: dict[str, Any] = {"enable.auto.commit": False, "auto.offset.reset": "earliest"}
     if kind == "alert":
+        if not kafka["alert_bootstrap_servers"]:
+            raise ConfigError("kafka.alert_topics needs kafka.alert_bootstrap_servers (the "
+                              "broker of your optical alert stream)")
         return Consumer(with_logger({**common, **ALERT_FETCH, **client_config(config, "alerts"),
                                      "group.id": kafka["group_id"],
                                      "session.timeout.ms": ALERT_SESSION_TIMEOUT_MS}))
@@ -112,7 +129,7 @@ def make_consumer(config: Config, kind: str, *, instance: str) -> Consumer:
     # gcn-kafka sets servers and OIDC itself; the table adds e.g. client.id.
     extra = dict(config.section("kafka.notice_client"))
     return GcnConsumer(with_logger({**common, **extra, "group.id": group}), client_id=client_id,
-                       client_secret=secret)
+                       client_secret=secret, domain=kafka["gcn_domain"])
 
 
 class SourceBook:
