@@ -1,4 +1,4 @@
-"""The looking commands on a real replay of the bundled sample: events, candidates, show,
+"""The looking commands on the bundled sample, ingested for real: events, candidates, show,
 outbox, dead-letters and status, as tables and as JSON."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
@@ -19,7 +20,7 @@ from mma.db.store import add_dead_letter
 from tests.hostile.text import HOSTILE, HOSTILE_SHOWN, assert_clean
 
 SAMPLE = Path(__file__).parents[1] / "mma" / "data" / "sample"
-# Kafka and Slack enabled, Slack taking everything, so that the replay fills the outbox.
+# Kafka and Slack enabled, Slack taking everything, so that ingesting fills the outbox.
 CHANNELS = """
 [channels.kafka]
 enabled = true
@@ -32,27 +33,37 @@ exclude_flags = []
 """
 
 
-def replay_sample(directory: Path) -> tuple[str, str]:
-    """Replay the bundled sample into a new SQLite file; (config file, database URL)."""
+# In this order the update shrinks S261120ab's region after its candidates were found
+# (some leave it: retracted), and S261121cd is retracted after back-matching.
+SAMPLE_ORDER = ("S261120ab-preliminary.json", "ztf-sample-alerts.avro",
+                "S261120ab-update.json", "S261121cd-preliminary.json",
+                "S261121cd-retraction.json")
+
+
+def ingest_sample(directory: Path, url: str | None = None) -> tuple[str, str]:
+    """Ingest the bundled sample (queuing deliveries) into *url*, else a new SQLite file.
+
+    Returns (configuration file, database URL).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "mma.toml"
     conf.write_text(f'[paths]\nstate_dir = "{directory / "state"}"\n'
                     f'cache_dir = "{directory / "cache"}"\n{CHANNELS}')
-    url = f"sqlite:///{directory / 'replayed.sqlite'}"
-    assert main(["-c", str(conf), "replay", str(SAMPLE), "--db", url,
-                 "-o", str(directory / "out.jsonl")]) == 0
+    url = url or f"sqlite:///{directory / 'ingested.sqlite'}"
+    assert main(["-c", str(conf), "ingest", *(str(SAMPLE / f) for f in SAMPLE_ORDER),
+                 "--db", url]) == 0
     return str(conf), url
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    return replay_sample(tmp_path_factory.mktemp("replayed"))
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return ingest_sample(tmp_path_factory.mktemp("ingested"))
 
 
 @pytest.fixture
-def db(replayed: tuple[str, str], tmp_path: Path) -> tuple[list[str], Engine]:
-    """A copy of the replayed database for one test: (``-c CONF --db URL`` args, engine)."""
-    conf, url = replayed
+def db(ingested: tuple[str, str], tmp_path: Path) -> tuple[list[str], Engine]:
+    """A copy of the ingested database for one test: (``-c CONF`` args, engine)."""
+    conf, url = ingested
     copy = tmp_path / "copy.sqlite"
     shutil.copy(url.removeprefix("sqlite:///"), copy)
     return ["-c", conf], make_engine(f"sqlite:///{copy}")
@@ -66,7 +77,7 @@ def run(db: tuple[list[str], Engine], capsys: pytest.CaptureFixture[str], *args:
     return capsys.readouterr().out
 
 
-def jsonl(text: str) -> list[dict[str, object]]:
+def jsonl(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
