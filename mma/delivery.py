@@ -9,20 +9,27 @@ daemon, so that one channel's outage delays no other.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 
+import numpy as np
+from ligo.skymap.distance import parameters_to_marginal_moments
 from sqlalchemy import Engine
 
 from mma import outbox
 from mma.config import Config
 from mma.db import region_store
-from mma.emitters import Emitter
+from mma.db.context import candidate_context
+from mma.db.notice_types import newest_notice_type
+from mma.emitters import Delivery, Emitter
+from mma.emitters.links import page_url
 from mma.errors import ConfigError
 from mma.skymaps.region import Region
 
@@ -43,15 +50,7 @@ def build_emitters(config: Config) -> dict[str, Emitter]:
         from mma.emitters.kafka import KafkaEmitter
 
         emitters["kafka"] = KafkaEmitter.from_config(config)
-    if "slack" in channels:
-        from mma.emitters.slack import SlackEmitter
-
-        url = config.secret("slack_webhook_url")
-        if not url:
-            raise ConfigError("channels.slack is enabled but the webhook secret "
-                              f"({config.section('secrets')['slack_webhook_url']}) is not set")
-        emitters["slack"] = SlackEmitter(
-            url, min_interval_s=config.section("channels.slack")["min_interval_seconds"])
+    emitters.update(_slack_emitters(config, channels))
     email_channels = [c for c in channels if c.split(":", 1)[0] == "email"]
     if email_channels:
         from mma.emitters.email import EmailEmitter
@@ -71,6 +70,38 @@ def build_emitters(config: Config) -> dict[str, Emitter]:
     return emitters
 
 
+def _slack_emitters(config: Config, channels: Iterable[str]) -> dict[str, Emitter]:
+    """The plain ``slack`` channel and one emitter per ``[[channels.slack.destinations]]``
+    entry (channel ``slack:<name>``), each with the webhook its ``webhook_secret`` names.
+
+    Raises
+    ------
+    ConfigError
+        A webhook secret is not set (its environment variable or credential).
+    """
+    wanted = [c for c in channels if c.split(":", 1)[0] == "slack"]
+    if not wanted:
+        return {}
+    from mma.emitters.slack import SlackEmitter
+
+    conf = config.section("channels.slack")
+    secrets = {f"slack:{d['name']}": d["webhook_secret"] for d in conf.get("destinations", ())}
+    emitters: dict[str, Emitter] = {}
+    for channel in wanted:
+        if channel == "slack":
+            var = config.section("secrets")["slack_webhook_url"]
+            url = config.secret("slack_webhook_url")
+        else:
+            var = secrets.get(channel, "?")
+            url = config.named_secret(var) if channel in secrets else None
+        if not url:
+            raise ConfigError(f"channel {channel} is enabled but its webhook secret ({var}: "
+                              "environment variable or systemd credential) is not set")
+        emitters[channel] = SlackEmitter(url, min_interval_s=conf["min_interval_seconds"],
+                                         name=channel)
+    return emitters
+
+
 def region_loader(engine: Engine) -> Callable[[int], Region | None]:
     """Load stored regions by primary key (for pictures), keeping the last few in memory."""
 
@@ -86,6 +117,74 @@ def region_loader(engine: Engine) -> Callable[[int], Region | None]:
     return load
 
 
+def marginal_distance(region: Region) -> tuple[float, float] | None:
+    """All-sky mean and standard deviation of a 3-D map's distance [Mpc].
+
+    Tiles without distance information (DISTMU or DISTSIGMA not finite) are left
+    out and the probability of the others renormalised; None for maps without
+    distance layers or without any informative tile.
+    """
+    if region.distmu is None or region.distsigma is None:
+        return None
+    prob = region.probdensity * region.area_sr
+    mu, sigma = region.distmu, region.distsigma
+    ok = np.isfinite(mu) & np.isfinite(sigma) & (sigma > 0) & np.isfinite(prob) & (prob > 0)
+    if not ok.any():
+        return None
+    mean, std = parameters_to_marginal_moments(prob[ok] / prob[ok].sum(), mu[ok], sigma[ok])
+    if not (math.isfinite(mean) and math.isfinite(std) and mean > 0):
+        return None
+    return float(mean), float(std)
+
+
+class MessageExtras:
+    """What human channels show beside the record, loaded as a delivery is built.
+
+    Called by :func:`mma.outbox.drain` for each delivery: channels other than Kafka get
+    the event's newest notice type, the marginal distance of a 3-D map [Mpc] (GW), the
+    event page's URL (``[pages] base_url``), and, for single email messages, the
+    object's light curve and cutouts (:func:`mma.db.context.candidate_context`).
+    A failure to load any of these is logged and the message goes without it.
+    """
+
+    def __init__(self, engine: Engine, config: Config,
+                 regions: Callable[[int], Region | None]) -> None:
+        self.engine = engine
+        self.regions = regions
+        pages = config.data.get("pages") or {}
+        self.base_url = str(pages.get("base_url") or "")
+
+        @lru_cache(maxsize=64)
+        def distance(region_pk: int) -> tuple[float, float] | None:
+            region = self.regions(region_pk)
+            return None if region is None else marginal_distance(region)
+
+        self._distance = distance
+
+    def __call__(self, delivery: Delivery, region_pk: int, pictures: bool) -> Delivery:
+        """*delivery* with event extras, page URL and (email pictures) context added."""
+        if delivery.channel.split(":", 1)[0] == "kafka":
+            return delivery
+        p = delivery.payload
+        event = dict(delivery.event)
+        context = None
+        try:
+            with self.engine.connect() as conn:
+                event["notice_type"] = newest_notice_type(conn, region_pk)
+                if (pictures and delivery.kind != "retraction"
+                        and delivery.channel.split(":", 1)[0] == "email"):
+                    context = candidate_context(conn, delivery.coincidence_id)
+            distance = self._distance(region_pk) if p.get("messenger") == "gw" else None
+            if distance is not None:
+                event["distance_mpc"] = {"mean": distance[0], "std": distance[1]}
+        except Exception:  # extras are a nicety: the message goes without them
+            log.warning("coincidence %s r%d: %s message extras failed, sending without",
+                        delivery.coincidence_id, delivery.revision, delivery.channel,
+                        exc_info=True)
+        return dataclasses.replace(delivery, event=event, context=context,
+                                   page_url=page_url(self.base_url, p.get("event_id")))
+
+
 def deliver_due(engine: Engine, config: Config, emitters: dict[str, Emitter],
                 now: datetime | None = None, owner: str | None = None) -> Counter[str]:
     """Drain the outbox until no delivery is due; return the counts.
@@ -94,9 +193,11 @@ def deliver_due(engine: Engine, config: Config, emitters: dict[str, Emitter],
     """
     now = now or datetime.now(UTC)
     load = region_loader(engine)
+    extras = MessageExtras(engine, config, load)
     total: Counter[str] = Counter()
     while True:
-        counts = outbox.drain(engine, emitters, config, now, region_loader=load, owner=owner)
+        counts = outbox.drain(engine, emitters, config, now, region_loader=load, owner=owner,
+                              extras=extras)
         total.update(counts)
         if not counts:
             return total

@@ -99,6 +99,21 @@ def test_version_1_record_is_sent_as_it_is() -> None:
     assert headers["mma-kind"] == b"update" and headers["mma-revision"] == b"2"
 
 
+def test_value_carries_revision_and_kind_of_the_delivery() -> None:
+    """The JSON value, not only the headers, says the revision and kind: a stale record
+    (the outbox's copy of revision 1) sent as revision 4, a retraction, says 4 and
+    ``retraction`` and still validates; without them the record keeps its own."""
+    payload = _payload()
+    value = json.loads(encode_value(payload, revision=4, kind="retraction"))
+    assert (value["revision"], value["kind"]) == (4, "retraction")
+    _validate(value)
+    assert json.loads(encode_value(payload))["revision"] == payload["revision"] == 1
+    bare = {k: v for k, v in payload.items() if k not in ("revision", "kind")}
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(bare)
+    _validate(json.loads(encode_value(bare, revision=2, kind="update")))
+
+
 def test_nan_payload_is_a_permanent_error() -> None:
     payload = _payload()
     payload["p_chance"] = float("nan")
@@ -116,16 +131,16 @@ def test_nan_payload_is_a_permanent_error() -> None:
 @pytest.mark.kafka
 def test_new_update_retraction_round_trip(kafka_broker: KafkaBroker | ExternalKafka,
                                           kafka_topic: str) -> None:
-    """Three revisions of one coincidence arrive in order with key, JSON value and headers."""
+    """Three revisions of one coincidence arrive in order with key, JSON value and headers;
+    the value says the delivery's revision and kind even when the stored record does not
+    (the retraction's record lacks them here) and validates against the schema."""
     payload = _payload()
     updated = {**payload, "revision": 2, "kind": "update", "status": "updated",
                "p_chance": 0.01, "rank": 2, "changes": ["p_chance", "rank"]}
-    retracted = {**payload, "revision": 3, "kind": "retraction", "status": "retracted",
-                 "flags": ["event_retracted"], "rank": None,
-                 "changes": ["status", "flags", "rank"]}
+    retracted = {k: v for k, v in payload.items() if k not in ("revision", "kind")}
+    retracted.update(status="retracted", flags=["event_retracted"], rank=None,
+                     changes=["status", "flags", "rank"])
     sent = [(payload, 1, "new"), (updated, 2, "update"), (retracted, 3, "retraction")]
-    for body, _, _ in sent:
-        _validate(body)
     emitter = KafkaEmitter(kafka_broker.client_config(), topic=kafka_topic)
     assert emitter.name == "kafka"
     try:
@@ -140,7 +155,9 @@ def test_new_update_retraction_round_trip(kafka_broker: KafkaBroker | ExternalKa
         assert msg.key() == payload["coincidence_id"].encode("utf-8")
         value = msg.value()
         assert value is not None
-        assert json.loads(value) == body
+        record = json.loads(value)
+        assert record == {**body, "revision": revision, "kind": kind}
+        _validate(record)  # what a consumer checks
         assert b": " not in value and b", " not in value  # compact
         headers = dict(msg.headers() or [])
         assert headers == {

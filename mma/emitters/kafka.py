@@ -6,17 +6,19 @@ One message per :class:`~mma.emitters.Delivery`:
   one survey against one event), so a compacted topic keeps the latest state of
   every candidate;
 * value: the candidate record (schema version 2) as compact JSON
-  (``allow_nan=False``), passed through as the outbox stored it;
+  (``allow_nan=False``), as the outbox stored it, with ``revision`` and ``kind`` set
+  to those of the delivery: a consumer needs nothing but the value;
 * headers: ``mma-kind`` (``new`` / ``update`` / ``retraction``),
-  ``mma-revision`` (decimal integer), ``content-type: application/json`` and
-  ``mma-schema`` (the ``$id`` of ``mma/schema/coincidence.schema.json``).
+  ``mma-revision`` (decimal integer), the same as in the value, for consumers that
+  filter without parsing; ``content-type: application/json`` and ``mma-schema``
+  (the ``$id`` of ``mma/schema/coincidence.schema.json``).
 
 Delivery is **at least once**: the producer is idempotent (``acks=all``,
 ``enable.idempotence=true``), which removes duplicates from producer retries
 inside one session, but the outbox re-sends a delivery whose report did not
 arrive in time, and a restart re-sends unmarked rows. Consumers must
-therefore keep, per key, the message with the highest ``mma-revision`` and
-ignore older or equal revisions.
+therefore keep, per key, the message with the highest ``revision`` and ignore
+older or equal revisions.
 """
 
 from __future__ import annotations
@@ -89,13 +91,17 @@ def schema_id() -> str:
     return value if isinstance(value, str) and value else _FALLBACK_SCHEMA_ID
 
 
-def encode_value(payload: Mapping[str, Any]) -> bytes:
+def encode_value(payload: Mapping[str, Any], *, revision: int | None = None,
+                 kind: str | None = None) -> bytes:
     """Serialise a candidate record as compact UTF-8 JSON.
 
     Parameters
     ----------
     payload : mapping
         The candidate record (version 2; a version 1 record is sent as it is).
+    revision, kind : optional
+        The delivery's revision and kind (``new``, ``update``, ``retraction``): they
+        replace the record's own, so that the value always says them.
 
     Returns
     -------
@@ -107,7 +113,12 @@ def encode_value(payload: Mapping[str, Any]) -> bytes:
     ValueError
         The record holds NaN/inf; TypeError if a value is not JSON-serialisable.
     """
-    return json.dumps(dict(payload), separators=(",", ":"), allow_nan=False,
+    record = dict(payload)
+    if revision is not None:
+        record["revision"] = int(revision)
+    if kind is not None:
+        record["kind"] = kind
+    return json.dumps(record, separators=(",", ":"), allow_nan=False,
                       ensure_ascii=False).encode("utf-8")
 
 
@@ -240,7 +251,8 @@ class KafkaEmitter:
         """
         cid = delivery.coincidence_id
         try:
-            value = encode_value(delivery.payload)
+            value = encode_value(delivery.payload, revision=delivery.revision,
+                                 kind=delivery.kind)
         except (TypeError, ValueError) as exc:
             logger.error("coincidence %s: payload is not valid JSON: %s", cid, exc)
             raise DeliveryError(f"coincidence {cid}: payload is not valid JSON: {exc}",

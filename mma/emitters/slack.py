@@ -206,21 +206,25 @@ class SlackEmitter:
     min_interval_s : float
         Minimum time between the starts of two POSTs [s]; :meth:`send` sleeps
         the remainder (0 disables the limit).
+    name : str
+        Outbox channel name: ``slack``, or ``slack:<destination>`` for a
+        ``[[channels.slack.destinations]]`` entry.
 
     Attributes
     ----------
     name : str
-        ``"slack"``.
+        The channel name.
     """
 
     name = "slack"
 
     def __init__(self, webhook_url: str, *, timeout_s: float = 10,
-                 min_interval_s: float = 1.0) -> None:
+                 min_interval_s: float = 1.0, name: str = "slack") -> None:
         parts = urllib.parse.urlsplit(webhook_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the Slack webhook URL must be an http(s) URL")  # URL not echoed
         self._url = webhook_url
+        self.name = name
         self.host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
         self.timeout_s = float(timeout_s)
         self.min_interval_s = max(0.0, float(min_interval_s))
@@ -228,7 +232,7 @@ class SlackEmitter:
         self._last_post: float | None = None
 
     def __repr__(self) -> str:
-        return f"SlackEmitter(host={self.host!r})"
+        return f"SlackEmitter(name={self.name!r}, host={self.host!r})"
 
     def _wait_turn(self) -> None:
         """Sleep until ``min_interval_s`` has passed since the previous POST started."""
@@ -255,8 +259,8 @@ class SlackEmitter:
         cid = delivery.coincidence_id
         what = f"coincidence {cid}"
         self._post(self._encode(slack_message(delivery), what), what)
-        logger.info("coincidence %s: posted to Slack (%s, %s revision %d)", cid, self.host,
-                    delivery.kind, delivery.revision)
+        logger.info("coincidence %s: posted to %s (%s, %s revision %d)", cid, self.name,
+                    self.host, delivery.kind, delivery.revision)
 
     def send_digest(self, deliveries: Sequence[Delivery]) -> None:
         """POST one digest message for several deliveries (nothing when there are none).
