@@ -220,7 +220,7 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print_json(result)
         return 0
-    rows = [("event", f"{event.event_id} region v{event.region_version}"),
+    rows = [("event", f"{event.event_id} region v{event.region_version} ({event.status})"),
             ("position [deg]", f"{args.ra % 360.0:.5f} {args.dec:+.5f}"),
             ("time", when(at)), ("in the map", "yes" if result["in_map"] else "no"),
             ("density [sr⁻¹]", num(result["prob_density_sr"], ".4g")),

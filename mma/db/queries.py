@@ -38,7 +38,8 @@ class EventRow:
     """An event with its current region (the active one, else the newest version).
 
     ``status`` is ``retracted``, ``expired`` (the current region's window has
-    closed, or it was expired) or ``active``. ``area90_deg2`` [deg^2] and the
+    closed, the region was expired, or the event has no region: nothing can
+    match it) or ``active``. ``area90_deg2`` [deg^2] and the
     window are None for an event without a stored region.
     """
 
