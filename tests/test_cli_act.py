@@ -171,7 +171,12 @@ def test_picture_marks_the_ranked_candidates(db: tuple[list[str], Engine], tmp_p
     assert yellow(plain) == 0
     assert main([*db[0], "picture", "S261121cd", "--candidate", top, "-o", str(out),
                  "--db", str(db[1].url)]) == 1
-    assert "not a ranked live candidate" in capsys.readouterr().err
+    assert "not a candidate of S261121cd" in capsys.readouterr().err
+    retracted = next(c["coincidence_id"] for c in jsonl(run(db, capsys, "candidates", EVENT,
+                                                             "--json"))
+                     if c["status"] == "retracted")
+    assert f"{len(ranked)} candidates marked" in run(
+        db, capsys, "picture", EVENT, "--candidate", retracted, "-o", str(out))
 
 
 def test_commands_on_postgresql(postgres_url: str, tmp_path: Path,

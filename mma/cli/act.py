@@ -121,26 +121,30 @@ def _label(text: object) -> str:
 
 
 def cmd_picture(args: argparse.Namespace, config: Config) -> int:
-    """Draw an event's current region as PNG with its ranked live candidates marked."""
+    """Draw an event's current region as PNG with its ranked live candidates marked.
+
+    Centred on --candidate (any candidate of the event, ranked or not), else on the
+    region's most probable point.
+    """
     from mma.db.queries import list_candidates
     from mma.emitters.picture import render_region_png
 
     with read_engine(config, args.db).connect() as conn:
         event, region = _current(conn, args.event)
-        ranked = [c for c in list_candidates(conn, event.pk)
-                  if c.rank is not None and c.ra_deg is not None and c.dec_deg is not None]
+        found = [c for c in list_candidates(conn, event.pk)
+                 if c.ra_deg is not None and c.dec_deg is not None]
         chosen = None if args.candidate is None else find_candidate(conn, args.candidate)
     title = f"{event.event_id}  region v{event.region_version}"
     if chosen is not None:
-        centre = next((c for c in ranked if c.coincidence_id == chosen), None)
+        centre = next((c for c in found if c.coincidence_id == chosen), None)
         if centre is None or centre.ra_deg is None or centre.dec_deg is None:
-            raise UsageError(f"{chosen} is not a ranked live candidate of {event.event_id}")
+            raise UsageError(f"{chosen} is not a candidate of {event.event_id} with a position")
         ra, dec, label = centre.ra_deg, centre.dec_deg, f"{centre.object_id}"
         title += f"  {centre.survey} {centre.object_id}"
     else:
         (ra, dec), label = most_probable_point(region), "most probable"
     marks = [(float(c.ra_deg or 0.0), float(c.dec_deg or 0.0), _label(f"#{c.rank} {c.object_id}"))
-             for c in ranked if c.coincidence_id != chosen]
+             for c in found if c.rank is not None and c.coincidence_id != chosen]
     png = render_region_png(region, ra_deg=ra, dec_deg=dec, title=_label(title),
                             label=_label(label), marks=marks)
     Path(args.output).write_bytes(png)
