@@ -5,7 +5,7 @@ pages link the same way:
 
 * the event: GraceDB (LVK superevents), the GCN Classic trigger page (Fermi GBM and
   Swift BAT trigger numbers; IceCube gold/bronze and cascade run/event numbers), the
-  Swift GUANO trigger report, the GCN Circulars search (GRB names);
+  Swift GUANO trigger report, the GCN Circulars search (GRB and IceCube names);
 * the object: TNS cone search at its position (ZTF and Rubin), Fink, ALeRCE and Lasair
   object pages (ZTF object ids);
 * mma's own event page (``[pages] base_url``), when one is served.
@@ -28,7 +28,8 @@ Link = tuple[str, str]
 """A (label, URL) pair."""
 
 _SUPEREVENT = re.compile(r"(?:M|T)?S\d{6}[a-z]{1,3}")
-_GRB = re.compile(r"GRB ?\d{6}[A-Z]?")
+# Names GCN Circulars are written under: GRB 240112A, IceCube-230416A, IceCubeCascade-220801a.
+_CIRCULAR_NAME = re.compile(r"GRB ?\d{6}[A-Z]?|IceCube(?:Cascade)?-\d{6}[A-Za-z]")
 _ZTF_OBJECT = re.compile(r"ZTF\d{2}[a-z]{7}")
 _DIGITS = re.compile(r"\d{1,12}")
 _ICECUBE = re.compile(r"IceCube-(\d{1,9})_(\d{1,12})")
@@ -124,11 +125,11 @@ def _gcn_pages(payload: Mapping[str, Any], props: Mapping[str, Any]) -> list[Lin
     return links
 
 
-def _grb_name(payload: Mapping[str, Any], props: Mapping[str, Any]) -> str | None:
+def _circular_name(payload: Mapping[str, Any], props: Mapping[str, Any]) -> str | None:
     names = [payload.get("event_id"), *(payload.get("aliases") or ()),
              *(props.get("why_names") or ())]
     for name in names:
-        if isinstance(name, str) and _GRB.fullmatch(name.strip()):
+        if isinstance(name, str) and _CIRCULAR_NAME.fullmatch(name.strip()):
             return name.strip()
     return None
 
@@ -155,10 +156,10 @@ def event_links(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[Li
     if gracedb:
         links.append(("GraceDB", gracedb))
     links += _gcn_pages(payload, props)
-    grb = _grb_name(payload, props)
-    if grb:
+    name = _circular_name(payload, props)
+    if name:
         links.append(("GCN Circulars",
-                      "https://gcn.nasa.gov/circulars?" + urllib.parse.urlencode({"query": grb})))
+                      "https://gcn.nasa.gov/circulars?" + urllib.parse.urlencode({"query": name})))
     return links
 
 
