@@ -59,6 +59,19 @@ class _StderrHandler(logging.StreamHandler):
     def stream(self, _value: object) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write *record*; above a progress bar if one is shown, which is redrawn below it."""
+        bars = sys.modules.get("tqdm")  # no bar can be shown if tqdm was never imported
+        if bars is None or not bars.tqdm._instances:
+            super().emit(record)
+            return
+        try:
+            bars.tqdm.write(self.format(record), file=self.stream)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
 
 class EscapingFormatter(logging.Formatter):
     """A formatter whose records cannot break, forge or colour lines.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,16 +69,25 @@ def test_printable_lines_keep_only_lf_breaks() -> None:
     assert printable_lines("a\x1bb\r\nc\u2028d\n") == ["a\\x1bb\\r", "c\\u2028d", ""]
 
 
+@contextmanager
+def restored_root_logger() -> Iterator[logging.Logger]:
+    """The root logger, its level restored and mma's handler removed on exit."""
+    root = logging.getLogger()
+    level = root.level
+    try:
+        yield root
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
 @pytest.fixture
 def logs(monkeypatch: pytest.MonkeyPatch,
          capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
     """mma's own handler on the root logger for one test, removed after."""
-    root = logging.getLogger()
-    level = root.level
-    yield capsys
-    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
-        root.removeHandler(handler)
-    root.setLevel(level)
+    with restored_root_logger():
+        yield capsys
 
 
 def _stream_of(fd: int) -> str:
