@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
+from mma.config import load_config
+from mma.delivery import build_emitters
 from mma.emitters import Delivery, MessageKind
+from mma.emitters.links import page_url
 from mma.emitters.slack import SlackEmitter, format_dt, message_links, slack_message
-from mma.errors import DeliveryError
+from mma.errors import ConfigError, DeliveryError
 from tests.services.http import HttpSink
+from tests.test_links import AMON_BRONZE, GBM_2024, LVK, _candidate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "mma" / "schema" / "coincidence.example.json"
 HOOK = "/services/T000/B000/SECRETTOKEN"
@@ -137,6 +141,111 @@ def test_links() -> None:
     links = dict(message_links(grb, {}))
     assert links["GCN Circulars"] == "https://gcn.nasa.gov/circulars?query=GRB+261120A"
     assert "TNS" in links and "GraceDB" not in links and "Fink" not in links
+
+
+def _real(corpus: Path, notice: str, page: str | None = None, **extra: Any) -> Delivery:
+    """The example candidate scored against a real notice's event, as the outbox has it."""
+    record, event = _candidate(corpus, notice, **extra)
+    payload = {**_payload(), **record, "object_id": "ZTF26aaaaaxl"}
+    return Delivery(outbox_id=1, channel="slack", coincidence_id=payload["coincidence_id"],
+                    revision=1, kind="new", payload=payload, event=event,
+                    page_url=page_url(page, payload["event_id"]))
+
+
+def _buttons(message: dict[str, Any]) -> dict[str, str]:
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    return {e["text"]["text"]: e["url"] for e in actions["elements"]}
+
+
+def test_lvk_candidate_shows_far_in_hz_classification_distance_and_magnitudes(
+        corpus: Path) -> None:
+    delivery = _real(corpus, LVK, page="https://mma.example.org/pages",
+                     distance_mpc={"mean": 204.3, "std": 57.9})
+    message = slack_message(delivery)
+    event_field = message["blocks"][1]["fields"][0]["text"]
+    for needle in ("S230518h", "notice INITIAL",
+                   "FAR 3.22e-10 Hz (1 per 98.5 yr), p_astro 0.90, significant",
+                   "classification NSBH 0.86, Terrestrial 0.10, BBH 0.04, BNS 0.00",
+                   "distance 204 ± 58 Mpc", "90 % area 2,010 deg²"):
+        assert needle in event_field, needle
+    object_field = message["blocks"][1]["fields"][1]["text"]
+    assert "latest r 20.95 mag · peak g 20.22 mag" in object_field
+    assert "(Δt +20.0 h)" in object_field
+    buttons = _buttons(message)
+    assert next(iter(buttons)) == "Event page"
+    assert buttons["Event page"] == "https://mma.example.org/pages/events/S230518h/index.html"
+    assert buttons["GraceDB"] == "https://gracedb.ligo.org/superevents/S230518h/view/"
+    assert "Event page: https://mma.example.org/pages/events/S230518h/index.html" in \
+        message["text"]
+
+
+def test_icecube_amon_far_is_shown_per_year(corpus: Path) -> None:
+    message = slack_message(_real(corpus, AMON_BRONZE))
+    dumped = json.dumps(message, ensure_ascii=False)
+    assert "FAR 2.01 per yr (6.35e-08 Hz)" in dumped
+    assert "2.01 Hz" not in dumped and "FAR 2.01e+00 Hz" not in dumped
+    assert _buttons(message)["GCN notice"] == \
+        "https://gcn.gsfc.nasa.gov/notices_amon_g_b/136973_28816141.amon"
+
+
+def test_gbm_candidate_links_the_trigger_page(corpus: Path) -> None:
+    message = slack_message(_real(corpus, GBM_2024))
+    assert _buttons(message)["GCN notices"] == "https://gcn.gsfc.nasa.gov/other/726773850.fermi"
+    assert "32.6 σ" in json.dumps(message, ensure_ascii=False)
+    assert "Event page" not in _buttons(message)  # no [pages] base_url
+
+
+def test_broker_classes_are_shown_and_escaped() -> None:
+    payload = {**_payload(), "classes": {
+        "fink": {"cdsxmatch": "<!channel> & <https://evil.io|go>",
+                 "snn_sn_vs_all": 0.1},
+        "lasair": {"sherlock": "VS"}}}
+    message = slack_message(_delivery(payload))
+    object_field = message["blocks"][1]["fields"][1]["text"]
+    assert "lasair: sherlock VS" in object_field
+    assert ("fink: cdsxmatch &lt;!channel&gt; &amp; &lt;https://evil.io|go&gt;, "
+            "snn_sn_vs_all 0.10") in object_field
+    dumped = json.dumps(message)
+    assert "<!channel>" not in dumped and "<https://evil" not in dumped
+
+
+DESTINATIONS = """
+[channels.slack]
+enabled = true
+min_interval_seconds = 0
+[[channels.slack.destinations]]
+name = "gw-oncall"
+webhook_secret = "MMA_SLACK_GW_URL"
+[[channels.slack.destinations]]
+name = "grb"
+webhook_secret = "MMA_SLACK_GRB_URL"
+"""
+
+
+def test_each_destination_posts_to_its_own_webhook(tmp_path: Path, http_sink: HttpSink) -> None:
+    """The gw-oncall webhook comes from its environment variable, the grb one from a
+    systemd credential file of that name; each destination posts to its own URL."""
+    path = tmp_path / "mma.toml"
+    path.write_text(DESTINATIONS)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "MMA_SLACK_GRB_URL").write_text(http_sink.url_for("/hooks/grb") + "\n")
+    environ = {"MMA_PATHS__STATE_DIR": str(tmp_path), "CREDENTIALS_DIRECTORY": str(credentials),
+               "MMA_SLACK_GW_URL": http_sink.url_for("/hooks/gw")}
+    config = load_config(path, environ=environ, system_file=tmp_path / "none")
+    emitters = build_emitters(config)
+    assert set(emitters) == {"slack:gw-oncall", "slack:grb"}
+    assert [e.name for e in emitters.values()] == ["slack:gw-oncall", "slack:grb"]
+    emitters["slack:grb"].send(_delivery())
+    emitters["slack:gw-oncall"].send(_delivery(kind="update", revision=2))
+    [grb] = http_sink.posts("/hooks/grb")
+    [gw] = http_sink.posts("/hooks/gw")
+    assert grb.json["blocks"][0]["text"]["text"].startswith("🆕 New")
+    assert gw.json["blocks"][0]["text"]["text"].startswith("🔄 Updated")
+    del environ["MMA_SLACK_GW_URL"]
+    unset = load_config(path, environ=environ, system_file=tmp_path / "none")
+    with pytest.raises(ConfigError, match=r"slack:gw-oncall.*MMA_SLACK_GW_URL"):
+        build_emitters(unset)
 
 
 def test_format_dt() -> None:
