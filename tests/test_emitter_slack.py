@@ -240,6 +240,7 @@ def test_each_destination_posts_to_its_own_webhook(tmp_path: Path, http_sink: Ht
     emitters["slack:gw-oncall"].send(_delivery(kind="update", revision=2))
     [grb] = http_sink.posts("/hooks/grb")
     [gw] = http_sink.posts("/hooks/gw")
+    assert grb.json is not None and gw.json is not None
     assert grb.json["blocks"][0]["text"]["text"].startswith("🆕 New")
     assert gw.json["blocks"][0]["text"]["text"].startswith("🔄 Updated")
     del environ["MMA_SLACK_GW_URL"]
