@@ -40,6 +40,9 @@ Field mapping (all versions):
   or an impossible epoch is skipped. A null
   ``prvDiaSources`` (the pipeline sends none, as in the real v9.0 packet) gives
   ``history_source`` None: not told, unlike an empty array.
+* ``cutouts``: ``cutoutScience``, ``cutoutTemplate``, ``cutoutDifference`` (FITS
+  bytes, often null), as sent (:func:`mma.formats.avro.cutouts_of`): the fast
+  path's tail read decodes them anyway (:meth:`mma.formats.rubin.RubinSchema.tail`).
 * ``quality``: the ``diaSource`` vetting fields (``reliability``, ``isNegative``,
   ``isDipole``, ``pixelFlags_*``, ``ssObjectId``, ``timeWithdrawnMjdTai``...) with
   NaN → None and id 0 → None. v7 has no ``isNegative``: it is derived as
@@ -173,7 +176,8 @@ def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
         The triggering ``diaSource`` (all fields, or the subset the fast path keeps).
     rest : mapping
         ``prvDiaSources`` (items need only ``midpointMjdTai``, ``psfFlux``,
-        ``psfFluxErr`` and ``isNegative`` when the schema has it) and ``diaObject``.
+        ``psfFluxErr`` and ``isNegative`` when the schema has it), ``diaObject``
+        and the ``cutout*`` fields, if any.
     version : str
         Schema version (``"9.0"``), kept in ``quality["schema_version"]``.
     """
@@ -217,6 +221,7 @@ def alert_from_parts(header: Mapping[str, Any], source: Mapping[str, Any],
         quality=quality,
         history=finish_history(history, time, FIRST_LIGHT),
         history_source=None if history is None else HISTORY_SOURCE,
+        cutouts=avro.cutouts_of(rest),
     )
 
 
@@ -244,6 +249,7 @@ def alert_from_elasticc(packet: Mapping[str, Any]) -> Alert:
                  "z_final": _clean(obj.get("z_final")), "alertId": packet.get("alertId")},
         history=finish_history(history, time, FIRST_LIGHT),
         history_source=None if history is None else ELASTICC_HISTORY_SOURCE,
+        cutouts=avro.cutouts_of(packet),
     )
 
 

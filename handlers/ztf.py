@@ -25,6 +25,13 @@ deflate block; each packet is walked by its schema before fastavro decodes it
 array) holds more than :data:`MAX_HISTORY_ENTRIES` entries. A file is cut into
 packets without decoding them, at most :data:`MAX_FILE_RECORDS` per file.
 ``objectId`` must be a ZTF id (:data:`mma.formats.ids.ZTF_OBJECT`).
+
+``Alert.cutouts``: the packet's ``cutoutScience``, ``cutoutTemplate`` and
+``cutoutDifference`` (``{fileName, stampData}``, gzipped FITS) as sent,
+unparsed (:func:`mma.formats.avro.cutouts_of`); fastavro has decoded them
+already, so keeping them costs nothing here. Storing them (under a size cap)
+and drawing them is done later, by :mod:`mma.db.store` and
+:mod:`mma.emitters.stamps`.
 """
 
 from __future__ import annotations
@@ -164,6 +171,7 @@ def alert_from_candidate(
     history: Iterable[datetime] | None = None,
     history_source: str | None = None,
     object_pattern: re.Pattern[str] | None = None,
+    cutouts: Mapping[str, tuple[str, bytes]] | None = None,
 ) -> Alert:
     """Build an Alert from a ZTF ``candidate`` record (any container: Avro, parquet, JSON).
 
@@ -194,6 +202,8 @@ def alert_from_candidate(
         ignored (None) when *history* is None.
     object_pattern : re.Pattern, optional
         What *object_id* must match; default :data:`mma.formats.ids.ZTF_OBJECT`.
+    cutouts : mapping, optional
+        The container's stamps, kind → (format, bytes) (:func:`mma.formats.avro.cutouts_of`).
 
     Raises
     ------
@@ -247,6 +257,7 @@ def alert_from_candidate(
         distance_mpc=distance_mpc,
         history=finish_history(history, time, FIRST_LIGHT),
         history_source=None if history is None else history_source,
+        cutouts=dict(cutouts or {}),
     )
 
 
@@ -267,6 +278,7 @@ def alert_from_packet(packet: Mapping[str, Any]) -> Alert:
         extra_quality=extra,
         history=prv_candidate_times(packet.get("prv_candidates"), candid=packet.get("candid")),
         history_source=HISTORY_SOURCE,
+        cutouts=avro.cutouts_of(packet),
     )
 
 

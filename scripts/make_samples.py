@@ -14,6 +14,12 @@ ZTF-like Avro alert packets:
   inside each region after the merger, one that was already active before it
   (prior_activity), and some that fail vetting (low real-bogus score, a known
   asteroid, a point source on a PS1 star).
+* Cutouts: the sources placed in the regions, and the background alerts within
+  :data:`STAMPS_RADIUS_DEG` of a lobe (those that may become candidates), carry ZTF-like
+  stamps, gzipped FITS of 63 x 63 pixels: a template of sky and a few stars, the
+  science image with the transient (a Gaussian as bright as its magnitude) added,
+  and their difference. Drawn from random generators of their own, seeded by the
+  candidate id, so the alerts themselves stay as they were without stamps.
 
 Run ``.venv/bin/python scripts/make_samples.py`` to regenerate; the output is
 deterministic apart from the FITS DATE card.
@@ -22,6 +28,7 @@ deterministic apart from the FITS DATE card.
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import tempfile
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import fastavro
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 from ligo.skymap.distance import moments_to_parameters
 from ligo.skymap.io.fits import write_sky_map
@@ -120,8 +128,51 @@ ZTF_SCHEMA = {
              {"name": "programid", "type": "int"}]}},
         {"name": "prv_candidates", "type": ["null", {"type": "array", "items": "string"}],
          "default": None},
+        {"name": "cutoutScience", "type": ["null", {
+            "type": "record", "name": "ztf.alert.cutout",
+            "fields": [{"name": "fileName", "type": "string"},
+                       {"name": "stampData", "type": "bytes"}]}], "default": None},
+        {"name": "cutoutTemplate", "type": ["null", "ztf.alert.cutout"], "default": None},
+        {"name": "cutoutDifference", "type": ["null", "ztf.alert.cutout"], "default": None},
     ],
 }
+STAMP_SIDE = 63  # pixels, as ZTF's
+STAMPS_RADIUS_DEG = 15.0  # background alerts this close to a lobe's centre get stamps
+SKY_COUNTS, NOISE_COUNTS, SEEING_PX = 120.0, 4.0, 1.8  # sky level, its noise, PSF sigma
+
+
+def _gaussian(amplitude: float, x0: float, y0: float) -> np.ndarray:
+    y, x = np.mgrid[:STAMP_SIDE, :STAMP_SIDE]
+    return amplitude * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * SEEING_PX**2))
+
+
+def _fits_gz(image: np.ndarray) -> bytes:
+    """Integer FITS (small once gzipped, unlike float noise), gzip without a timestamp."""
+    buf = io.BytesIO()
+    fits.PrimaryHDU(np.round(image).astype(np.int16)).writeto(buf)
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+def cutouts(candid: int, obj: str, magpsf: float) -> dict[str, dict]:
+    """ZTF-like ``cutout*`` fields: science, template (no transient) and difference stamps.
+
+    The template's stars depend on the object only (the same field at every
+    detection); the noise and the transient on the candidate.
+    """
+    field_rng = np.random.default_rng(sum(map(ord, obj)) * 7919)
+    scene = np.full((STAMP_SIDE, STAMP_SIDE), SKY_COUNTS)
+    for _ in range(int(field_rng.integers(2, 6))):
+        scene += _gaussian(float(field_rng.uniform(50, 1500)),
+                           *field_rng.uniform(3, STAMP_SIDE - 3, size=2))
+    rng = np.random.default_rng(candid % 2**32)
+    centre = (STAMP_SIDE - 1) / 2
+    transient = _gaussian(1500.0 * 10 ** (-0.4 * (magpsf - 17.5)), centre, centre)
+    template = scene + rng.normal(0, NOISE_COUNTS, scene.shape)
+    science = scene + transient + rng.normal(0, NOISE_COUNTS, scene.shape)
+    images = {"Science": science, "Template": template, "Difference": science - template}
+    return {f"cutout{kind}": {"fileName": f"candid{candid}_pid1_targ_{kind[:4].lower()}.fits.gz",
+                              "stampData": _fits_gz(image)}
+            for kind, image in images.items()}
 
 
 class AlertMaker:
@@ -133,13 +184,13 @@ class AlertMaker:
 
     def add(self, ra: float, dec: float, when: datetime, *, first: datetime | None = None,
             rb: float = 0.9, drb: float = 0.99, ss: tuple[float, float] | None = None,
-            star: bool = False, obj: str | None = None) -> str:
+            star: bool = False, obj: str | None = None, stamps: bool = True) -> str:
         self._serial += 1
         jd = when.timestamp() / 86400.0 + JD_UNIX
         candid = 3100000000000000000 + self._serial
         obj = obj or f"ZTF26aa{_letters(self._serial)}"
         start = (first or when).timestamp() / 86400.0 + JD_UNIX
-        self.packets.append({
+        packet = {
             "schemavsn": "4.02", "publisher": "mma sample", "objectId": obj, "candid": candid,
             "candidate": {
                 "jd": jd, "fid": int(RNG.integers(1, 3)), "candid": candid,
@@ -151,7 +202,10 @@ class AlertMaker:
                 "ndethist": 1, "jdstarthist": start, "programid": 1,
             },
             "prv_candidates": None,
-        })
+        }
+        if stamps:
+            packet.update(cutouts(candid, obj, packet["candidate"]["magpsf"]))
+        self.packets.append(packet)
         return obj
 
 
@@ -161,6 +215,12 @@ def _letters(n: int) -> str:
         n, r = divmod(n, 26)
         out = chr(97 + r) + out
     return out
+
+
+def _near(ra: float, dec: float, centres: list[tuple[float, float]]) -> bool:
+    """True if (ra, dec) [deg] is within STAMPS_RADIUS_DEG of one of *centres*."""
+    return any(float(_unit(ra, dec) @ _unit(*c)) > np.cos(np.radians(STAMPS_RADIUS_DEG))
+               for c in centres)
 
 
 def _around(ra: float, dec: float, sigma_deg: float) -> tuple[float, float]:
@@ -199,7 +259,8 @@ def main() -> None:
         when = night + timedelta(days=int(RNG.integers(0, 4)), hours=float(RNG.uniform(0, 10)))
         ra = float(RNG.uniform(0, 360))
         dec = float(np.degrees(np.arcsin(RNG.uniform(np.sin(np.radians(-30)), 1))))
-        maker.add(ra, dec, when, rb=float(RNG.uniform(0.2, 1.0)))
+        maker.add(ra, dec, when, rb=float(RNG.uniform(0.2, 1.0)),
+                  stamps=_near(ra, dec, [(150.0, 25.0), (165.0, 14.0), (230.0, 40.0)]))
     # Counterpart-like sources near the maxima of S261120ab, after the merger.
     for k, (ra, dec, sig) in enumerate([(150.0, 25.0, 1.0), (150.0, 25.0, 2.5),
                                         (165.0, 14.0, 2.0), (151.0, 26.0, 1.5)]):
@@ -218,7 +279,8 @@ def main() -> None:
         maker.add(*_around(230.0, 40.0, 3.0), t_b + timedelta(hours=hours))
     maker.packets.sort(key=lambda p: p["candidate"]["jd"])
     buf = io.BytesIO()
-    fastavro.writer(buf, fastavro.parse_schema(ZTF_SCHEMA), maker.packets, codec="deflate")
+    fastavro.writer(buf, fastavro.parse_schema(ZTF_SCHEMA), maker.packets, codec="deflate",
+                    sync_marker=b"mma sample sync!")  # fixed: the same bytes every run
     (OUT / "ztf-sample-alerts.avro").write_bytes(buf.getvalue())
     print(f"wrote {len(notices)} notices and {len(maker.packets)} alerts to {OUT}")
 

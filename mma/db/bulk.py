@@ -8,6 +8,7 @@ Callers own the transaction (:mod:`mma.db.store`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,14 @@ import numpy as np
 import psycopg
 from sqlalchemy import ARRAY, Column, Connection, Table, func, literal, select
 from sqlalchemy.exc import DBAPIError
+
+from mma.db.schema import cutouts
+from mma.models import Alert
+
+log = logging.getLogger(__name__)
+
+MAX_CUTOUT_BYTES = 256 * 2**10
+"""Default cap on one stored stamp [bytes] (``limits.max_cutout_bytes``)."""
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -52,6 +61,27 @@ def insert_tuples(conn: Connection, table: Table, names: Sequence[str],
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) "
                          f"VALUES ({', '.join([mark] * len(names))})", list(values))
+
+
+def add_cutouts(conn: Connection, stored: Iterable[tuple[int, Alert]], *,
+                max_bytes: int = MAX_CUTOUT_BYTES) -> int:
+    """Store the stamps of freshly stored alerts, (alerts.id, Alert) pairs; how many.
+
+    One bulk insert. A stamp above *max_bytes* is left out with a warning naming
+    the alert (real ones are 12–70 kB; the cap keeps a hostile packet from
+    filling the database). The caller chooses the alerts (those passing vetting).
+    """
+    rows = []
+    for alert_pk, alert in stored:
+        for kind, (fmt, data) in alert.cutouts.items():
+            if len(data) > max_bytes:
+                log.warning("alert %s %s: %s cutout of %d bytes is above the cap of %d "
+                            "(limits.max_cutout_bytes), not stored", alert.survey,
+                            alert.alert_id, kind, len(data), max_bytes)
+                continue
+            rows.append({"alert_pk": alert_pk, "kind": kind, "format": fmt, "data": data})
+    bulk_insert(conn, cutouts, rows)
+    return len(rows)
 
 
 _PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")

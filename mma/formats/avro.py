@@ -17,7 +17,7 @@ import contextlib
 import io
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,9 @@ from mma.formats.avro_walk import (
 from mma.formats.ids import escaped, shown
 
 __all__ = [
-    "AVRO_MAGIC", "MAX_BLOCK_BYTES", "MAX_FILE_RECORDS", "Container", "container_schema",
-    "decode_schemaless", "is_container", "read_container", "split_container",
+    "AVRO_MAGIC", "CUTOUT_FIELDS", "MAX_BLOCK_BYTES", "MAX_FILE_RECORDS", "Container",
+    "container_schema", "cutouts_of", "decode_schemaless", "is_container", "read_container",
+    "split_container",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -376,3 +377,26 @@ def decode_schemaless(
     if not isinstance(record, dict):
         raise MalformedMessage("Avro payload is not a record")
     return record
+
+
+CUTOUT_FIELDS = {"cutoutScience": "science", "cutoutTemplate": "template",
+                 "cutoutDifference": "difference"}
+"""Alert packet field (ZTF and Rubin alike) → stamp kind, the keys of ``Alert.cutouts``."""
+
+
+def cutouts_of(record: Mapping[str, Any]) -> dict[str, tuple[str, bytes]]:
+    """The image stamps a decoded alert packet carries: kind → (format, bytes), unparsed.
+
+    A ``cutout*`` field is null, the FITS bytes (Rubin) or a record
+    ``{fileName, stampData}`` (ZTF); empty and ill-typed ones are left out. The
+    format is ``fits.gz`` when the bytes start with the gzip magic ``1f 8b``
+    (ZTF), else ``fits`` (Rubin): from the bytes, not from ``fileName``.
+    """
+    out: dict[str, tuple[str, bytes]] = {}
+    for name, kind in CUTOUT_FIELDS.items():
+        data = record.get(name)
+        if isinstance(data, Mapping):
+            data = data.get("stampData")
+        if isinstance(data, bytes) and data:
+            out[kind] = ("fits.gz" if data[:2] == b"\x1f\x8b" else "fits", data)
+    return out

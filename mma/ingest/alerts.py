@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from mma.config import Config
 from mma.db import locks, store
 from mma.db.background import add_cells
+from mma.db.bulk import add_cutouts
 from mma.ingest.stage import Outcome, Stage
 from mma.match.background import cells_of, night_of
 from mma.match.scoring import vet_rubin, vet_ztf
@@ -33,9 +34,14 @@ NEW_MARGIN = timedelta(seconds=60)
 
 
 class Vetters:
-    """Vetting rules per survey (ZTF and Rubin); other surveys are not vetted."""
+    """Vetting rules per survey (ZTF and Rubin); other surveys are not vetted.
+
+    Also holds what else is decided per alert before storing: the cap on a stored
+    cutout [bytes] (``limits.max_cutout_bytes``; only alerts that pass keep theirs).
+    """
 
     def __init__(self, config: Config) -> None:
+        self.max_cutout_bytes = int(config.section("limits")["max_cutout_bytes"])
         self.rules: dict[str, tuple[Callable[..., list[str]], Mapping[str, Any]]] = {
             "ZTF": (vet_ztf, config.section("vetting.ztf")),
             "LSST": (vet_rubin, config.section("vetting.rubin")),
@@ -86,6 +92,7 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
             if found is not None:
                 correlator.rejudge(conn, ledger, found[0], found[1], clock)
         matched = correlator.on_alerts(conn, ledger, wanted, clock)
+        keep_cutouts(conn, vet, batch, stored, vetoes, matched)
         touched = stage.finish(conn, ledger, events)
         for i, object_pk in zip(fresh, objects, strict=True):
             outcomes[i] = Outcome("alert", matched.get(object_pk, set()) & touched)
@@ -93,6 +100,23 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
             if found is not None:
                 outcomes[i].touched |= set(found[1].values()) & touched
     return outcomes
+
+
+def keep_cutouts(conn: Connection, vet: Vetters, batch: Sequence[Alert],
+                 stored: Sequence[store.StoredAlert | None], vetoes: Sequence[Sequence[str]],
+                 matched: Mapping[int, set[str]]) -> None:
+    """Store the stamps of the fresh alerts that pass vetting and whose object is a candidate.
+
+    Only those: a human sees the stamps of candidates, and Rubin's (~80 kB of FITS
+    an alert) stored for every vetted alert made the alert path 2.4-4.4 times slower
+    on SQLite (``benchmarks/alert_path.py``) and would grow the database by ~1 TB a
+    night. An object matched later by a new region (back-matching) gets stamps with
+    its next alert.
+    """
+    add_cutouts(conn, [(result.alert_pk, alert) for alert, result, why
+                       in zip(batch, stored, vetoes, strict=True)
+                       if result is not None and not why and alert.cutouts
+                       and result.object_pk in matched], max_bytes=vet.max_cutout_bytes)
 
 
 def count_background(conn: Connection, batch: Sequence[Alert], fresh: list[int],
