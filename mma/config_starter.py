@@ -1,7 +1,7 @@
 """The starter configuration that ``mma config init`` writes.
 
-A small, real configuration for a new service (docs/service.md): the database, the
-sources (a spool directory, the GCN and alert topics commented out until their
+A small, real configuration for a new service (docs/service.md): the paths, the
+database, the sources (a spool directory, the GCN and alert topics commented out until their
 credentials are in place), the channels disabled, and a comment on each key.
 ``mma config check`` accepts it as written: a daemon started with it consumes only
 its spool directory and needs no secret.
@@ -23,10 +23,16 @@ STARTER = """\
 # `systemctl reload mma` (database and Kafka settings need `systemctl restart mma`).
 # Secrets never go in this file: /etc/mma/mma.env or LoadCredential= (docs/service.md).
 
+[paths]
+# The unit's StateDirectory and CacheDirectory, named here so that commands run by hand
+# as the service user (`runuser -u mma -- mma status`) use the same database and cache.
+state_dir = "/var/lib/mma"
+cache_dir = "/var/cache/mma"
+
 [database]
 # SQLAlchemy URL. Empty: SQLite in the state directory (/var/lib/mma under systemd).
 # PostgreSQL on this host, through its socket with peer authentication as role mma:
-#url = "postgresql+psycopg:///mma"
+#url = "postgresql+psycopg:///mma?host=/var/run/postgresql"
 url = ""
 
 [kafka]
