@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import healpy as hp
 import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
 from PIL import Image
 
+from mma.db.context import CandidateContext, LightPoint, Stamp
 from mma.emitters import Delivery
 from mma.emitters.email import EmailEmitter, build_message
 from mma.errors import DeliveryError
@@ -22,6 +26,7 @@ from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import MAX_ORDER, Region, build_region
 from tests.services.procs import LOOPBACK, free_port
 from tests.services.smtp import SmtpServer
+from tests.test_links import LVK, _candidate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "mma/schema/coincidence.example.json"
 GRACEDB = "https://gracedb.ligo.org/superevents/S261120ab/view/"
@@ -63,6 +68,30 @@ def make_delivery(region: Region | None, *, kind: str = "new", revision: int = 1
     return Delivery(outbox_id=7, channel="email", coincidence_id=payload["coincidence_id"],
                     revision=revision, kind=kind, payload=payload,  # type: ignore[arg-type]
                     event=event, region=region)
+
+
+ZTF_PACKET = "alerts/ztf/avro/ZTF18abajfvr_541443293415015009.avro"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def stamps(corpus: Path) -> dict[str, Stamp]:
+    """The three cutouts of a real ZTF alert packet, as mma stores them."""
+    with (corpus / ZTF_PACKET).open("rb") as handle:
+        packet = next(iter(fastavro.reader(handle)))
+    assert isinstance(packet, dict)
+    return {kind: Stamp(kind, "fits.gz", packet[f"cutout{kind.title()}"]["stampData"])
+            for kind in ("science", "template", "difference")}
+
+
+def light_curve(t0: datetime) -> tuple[LightPoint, ...]:
+    """Five points in two bands around t0, one of them failed vetting."""
+    return tuple(LightPoint(time=t0 + timedelta(hours=hours), magnitude=mag,
+                            magnitude_err=0.08, band=band, vetted=hours != 30,
+                            alert_id=f"alert-{i}")
+                 for i, (hours, mag, band) in enumerate(
+                     [(-50, 21.4, "r"), (20, 20.4, "g"), (21, 20.95, "r"),
+                      (30, 19.0, "r"), (44, 20.3, "g")]))
 
 
 def flat(text: str) -> str:
@@ -288,3 +317,74 @@ def test_message_structure_without_sending(region: Region) -> None:
     types = [part.get_content_type() for part in msg.walk()]
     assert types == ["multipart/alternative", "text/plain", "multipart/related", "text/html",
                      "image/png"]
+
+
+def _images(msg: Any) -> dict[str, bytes]:
+    """The inline PNGs of a mail by Content-ID (without the angle brackets)."""
+    return {str(part["Content-ID"]).strip("<>"): part.get_payload(decode=True)
+            for part in msg.walk() if part.get_content_type() == "image/png"}
+
+
+def test_mail_inlines_light_curve_and_cutout_triplet(smtp_server: SmtpServer, region: Region,
+                                                     stamps: dict[str, Stamp]) -> None:
+    """Region, light curve and cutouts of a real ZTF packet arrive as PNGs the HTML shows."""
+    delivery = make_delivery(region)
+    t0 = datetime.fromisoformat(delivery.payload["event_time"].replace("Z", "+00:00"))
+    context = CandidateContext(object_pk=1, light=light_curve(t0), stamps=stamps,
+                               stamps_alert_id="541443293415015009")
+    emitter_for(smtp_server).send(dataclasses.replace(delivery, context=context))
+    [mail] = smtp_server.wait_for(1)
+    images = _images(mail.message)
+    assert list(images) == ["region", "lightcurve", "cutouts"]
+    for data in images.values():
+        assert data.startswith(PNG_MAGIC)
+        with Image.open(io.BytesIO(data)) as picture:
+            assert picture.format == "PNG" and min(picture.size) > 100
+    html_part = mail.message.get_body(preferencelist=("html",))
+    assert html_part is not None
+    html = html_part.get_content()
+    assert 'src="cid:lightcurve"' in html and 'src="cid:cutouts"' in html
+
+
+def test_mail_goes_without_pictures_that_cannot_be_drawn(smtp_server: SmtpServer) -> None:
+    """Unreadable stamps, or a retraction: no light curve nor cutouts, the mail still goes."""
+    delivery = make_delivery(None)
+    broken = CandidateContext(object_pk=1, light=(), stamps={
+        "science": Stamp("science", "fits.gz", b"not a fits file")})
+    emitter_for(smtp_server).send(dataclasses.replace(delivery, context=broken))
+    retraction = dataclasses.replace(make_delivery(None, kind="retraction", revision=2,
+                                                   status="retracted"),
+                                     context=CandidateContext(object_pk=1, light=light_curve(
+                                         datetime(2026, 11, 20, tzinfo=UTC)), stamps={}))
+    emitter_for(smtp_server).send(retraction)
+    mails = smtp_server.wait_for(2)
+    assert [_images(m.message) for m in mails] == [{}, {}]
+
+
+def test_real_lvk_event_and_broker_classes_in_text_and_escaped_html(
+        smtp_server: SmtpServer, corpus: Path) -> None:
+    record, event = _candidate(corpus, LVK, distance_mpc={"mean": 204.3, "std": 57.9})
+    payload = {**json.loads(EXAMPLE.read_text()), **record, "object_id": "ZTF26aaaaaxl",
+               "classes": {"fink": {"cdsxmatch": "<script>x</script>", "rf_kn_vs_nonkn": 0.7},
+                           "lasair": {"sherlock": "SN"}}}
+    delivery = Delivery(outbox_id=1, channel="email", coincidence_id=payload["coincidence_id"],
+                        revision=1, kind="new", payload=payload, event=event,
+                        page_url="https://mma.example.org/pages/events/S230518h/index.html")
+    emitter_for(smtp_server).send(delivery)
+    [mail] = smtp_server.wait_for(1)
+    text = flat(mail.text())
+    for needle in ("Notice INITIAL",
+                   "Significance FAR 3.22e-10 Hz (1 per 98.5 yr), p_astro 0.90, significant",
+                   "Classification NSBH 0.86, Terrestrial 0.10, BBH 0.04, BNS 0.00",
+                   "Distance 204 ± 58 Mpc", "Event 90 % area 2,010 deg²",
+                   "Latest magnitude r 20.95 mag", "Peak magnitude g 20.22 mag",
+                   "Broker classes fink: cdsxmatch <script>x</script>, rf_kn_vs_nonkn 0.70",
+                   "lasair: sherlock SN",
+                   "Event page: https://mma.example.org/pages/events/S230518h/index.html",
+                   "GraceDB: https://gracedb.ligo.org/superevents/S230518h/view/",
+                   "Lasair: https://lasair-ztf.lsst.ac.uk/objects/ZTF26aaaaaxl/"):
+        assert needle in text, needle
+    html_part = mail.message.get_body(preferencelist=("html",))
+    assert html_part is not None
+    html = html_part.get_content()
+    assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
