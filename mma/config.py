@@ -1,14 +1,16 @@
 """Configuration: one TOML file validated against the packaged defaults.
 
 Layers, later wins: packaged ``default.toml`` < ``/etc/mma/mma.toml`` <
-``$MMA_CONFIG`` or ``--config`` < ``MMA_<SECTION>__<KEY>`` environment
-variables. Every key a layer sets must exist in the defaults with the same
-type (an int is accepted where a float is expected); otherwise
-:class:`mma.errors.ConfigError` names the file and the key. The Kafka client tables
-(``[kafka.alert_client]``...) are free-form: any librdkafka property with a scalar
-value, checked by :func:`mma.kafka_conf.check_properties`. Secrets are never
-read from files, only from the environment or systemd credentials, and are
-redacted by :meth:`Config.render`.
+``$MMA_CONFIG`` < ``MMA_<SECTION>__<KEY>`` environment variables; ``--config FILE``
+takes the place of both files (defaults < FILE < environment) unless the system file
+is asked for too (``system=True``). Every key a layer sets must exist in the defaults
+with the same type (an int is accepted where a float is expected), and its value must
+pass :mod:`mma.config_values` (choices, ranges); :class:`mma.errors.ConfigError` lists
+every problem of every layer at once, one line each naming the file and the key.
+The Kafka client tables (``[kafka.alert_client]``...) are free-form: any librdkafka
+property with a scalar value, checked by :func:`mma.kafka_conf.check_properties`.
+Secrets are never read from files, only from the environment or systemd credentials,
+and are redacted by :meth:`Config.render`.
 
 ``[windows]`` (time windows per event class, and the old messenger keys) is checked
 and expanded by :mod:`mma.windows` before a layer is merged.
@@ -384,7 +386,7 @@ def _merge_layer(data: MutableMapping[str, Any], layer: Mapping[str, Any],
 # Settings a running daemon cannot change: SIGHUP warns and keeps the running ones.
 RESTART_KEYS = (
     "database.url", "paths.state_dir", "paths.cache_dir", "kafka.gcn_bootstrap_servers",
-    "kafka.alert_bootstrap_servers", "kafka.group_id", "kafka.instance",
+    "kafka.alert_bootstrap_servers", "kafka.gcn_domain", "kafka.group_id", "kafka.instance",
     "kafka.alert_client", "kafka.notice_client", "daemon.health_port", "daemon.spool_dir",
 )
 
