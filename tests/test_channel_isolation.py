@@ -52,7 +52,9 @@ def test_dead_kafka_output_delays_neither_email_nor_shutdown(
                MMA_CHANNELS__EMAIL__PORT=str(smtp_server.port),
                MMA_CHANNELS__EMAIL__PICTURE="false",
                MMA_CHANNELS__EMAIL__RECIPIENTS=json.dumps(["night-shift@example.org"]),
-               MMA_CHANNELS__EMAIL__RULES__MAX_P_CHANCE="1.0")
+               MMA_CHANNELS__EMAIL__RULES__MAX_P_CHANCE="1.0",
+               # The test survey's background is unmeasured: a flag email drops by default.
+               MMA_CHANNELS__EMAIL__RULES__EXCLUDE_FLAGS="[]")
     _produce(kafka_bootstrap, f"n-{stem}", _notice_payloads())
     _produce(kafka_bootstrap, f"a-{stem}", _alert_payloads())
     log = tmp_path / "run.log"
