@@ -257,3 +257,22 @@ def test_render_quotes_the_dotted_classes(tmp_path: Path) -> None:
     assert '"gw.cbc" = [-1.0, 14.0]' in shown
     assert '"neutrino.sn_burst" = [-0.0417, 14.0]' in shown
     assert "\ngrb = [-1.0, 10.0]" in shown
+
+
+def test_every_bad_window_and_key_of_every_layer_is_reported(tmp_path: Path) -> None:
+    """One error per line, for the windows, the other keys and each layer, all at once."""
+    system = '[windows]\n"gw.cbc" = [3, 1]\n"grb" = [-1]\n[scoring]\nmax_credible_level = "x"\n'
+    user = '[windows]\noptical = [-1, 14]\n[kafka]\nbatch = 0\n'
+    env = {"MMA_DAEMON__HEALTH_PORT": "-1"}
+    with pytest.raises(ConfigError) as raised:
+        _load(tmp_path, user, env=env, system=system)
+    lines = str(raised.value).splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        str(tmp_path / "system.toml")] * 3 + [str(tmp_path / "user.toml")] * 2 + [
+        "environment (MMA_*)"]
+    for part in ("'windows.gw.cbc' = [3, 1]", "'windows.grb' must be two numbers",
+                 "'scoring.max_credible_level' must be of type float",
+                 "unknown key 'windows.optical'", "'kafka.batch' must be a number >= 1",
+                 "'daemon.health_port' must be a number in [0, 65535], got -1"):
+        assert sum(part in line for line in lines) == 1, part
+
