@@ -18,12 +18,19 @@ import pytest
 from aiosmtpd.controller import Controller
 from PIL import Image
 
+from mma.config import load_config
 from mma.db.context import CandidateContext, LightPoint, Stamp
+from mma.db.engine import make_engine, upgrade
+from mma.delivery import build_emitters, deliver_due
 from mma.emitters import Delivery
 from mma.emitters.email import EmailEmitter, build_message
 from mma.errors import DeliveryError
+from mma.handlers import lvk_voevent
+from mma.ingest import Pipeline
+from mma.models import Alert
 from mma.skymaps.decode import read_multiorder
 from mma.skymaps.region import MAX_ORDER, Region, build_region
+from tests.services.http import HttpSink
 from tests.services.procs import LOOPBACK, free_port
 from tests.services.smtp import SmtpServer
 from tests.test_links import LVK, _candidate
@@ -388,3 +395,78 @@ def test_real_lvk_event_and_broker_classes_in_text_and_escaped_html(
     assert html_part is not None
     html = html_part.get_content()
     assert "<script>" not in html and "&lt;script&gt;x&lt;/script&gt;" in html
+
+
+OUTPUT = Path(__file__).resolve().parent / "output"
+
+
+@pytest.mark.slow  # GW170817's NSIDE 1024 map (~5 s)
+def test_gw170817_candidate_reaches_email_and_slack_with_its_context(
+        tmp_path: Path, corpus: Path, smtp_server: SmtpServer, http_sink: HttpSink) -> None:
+    """AT2017gfo against GW170817 (real notice, real 3-D map, real ZTF cutouts), through
+    the database, the outbox and the real SMTP server and webhook: the messages carry the
+    notice type, the FAR in Hz, the map's distance, the event page, and the mail the
+    light curve and cutouts the database holds. Writes the examples in tests/output."""
+    hook = http_sink.url_for("/services/T0/B0/gw")
+    config = load_config(environ={
+        "MMA_PATHS__STATE_DIR": str(tmp_path), "MMA_PATHS__CACHE_DIR": str(tmp_path),
+        "MMA_PAGES__BASE_URL": "https://mma.example.org/pages",
+        "MMA_CHANNELS__SLACK__ENABLED": "true", "MMA_SLACK_WEBHOOK_URL": hook,
+        "MMA_CHANNELS__SLACK__MIN_INTERVAL_SECONDS": "0",
+        "MMA_CHANNELS__EMAIL__ENABLED": "true", "MMA_CHANNELS__EMAIL__SECURITY": "none",
+        "MMA_CHANNELS__EMAIL__HOST": smtp_server.host,
+        "MMA_CHANNELS__EMAIL__PORT": str(smtp_server.port),
+        "MMA_CHANNELS__EMAIL__RECIPIENTS": '["night-shift@example.org"]',
+        **{f"MMA_CHANNELS__{c}__RULES__{k}": v for c in ("SLACK", "EMAIL") for k, v in
+           (("MAX_P_CHANCE", "1.0"), ("EXCLUDE_FLAGS", "[]"))},
+    }, system_file=tmp_path / "none")
+    engine = make_engine(f"sqlite:///{tmp_path / 'mma.sqlite'}")
+    upgrade(engine)
+    skymap = (corpus / "skymaps/gw/GW170817_skymap.fits.gz").read_bytes()
+    raw = (corpus / "voevent/gw/G298048-1-Initial_GW170817.xml").read_bytes()
+    p = Pipeline(engine, config, fetch=lambda url: skymap)
+    assert p.process(lvk_voevent, raw, origin="LVC_INITIAL").kind == "notice"
+    t0 = lvk_voevent.parse(raw, topic="").event_time
+    with (corpus / ZTF_PACKET).open("rb") as handle:
+        packet = next(iter(fastavro.reader(handle)))
+    assert isinstance(packet, dict)
+    cutouts = {kind: ("fits.gz", packet[f"cutout{kind.title()}"]["stampData"])
+               for kind in ("science", "template", "difference")}
+    for i, (days, mag, band) in enumerate([(0.5, 17.3, "g"), (0.6, 17.5, "r"),
+                                           (1.5, 18.2, "g")]):
+        kilonova = Alert(alert_id=f"AT2017gfo-{i}", object_id="ZTF17aasdfgh", survey="ZTF",
+                         ra_deg=197.450374, dec_deg=-23.381495, time=t0 + timedelta(days=days),
+                         quality={"rb": 0.95, "drb": 0.99, "isdiffpos": True}, band=band,
+                         magnitude=mag, magnitude_err=0.05, cutouts=cutouts)
+        assert p.process(lvk_voevent, b"alert", origin="alert", item=kilonova).touched
+    emitters = build_emitters(config)
+    assert set(emitters) == {"slack", "email"}
+    counts = deliver_due(engine, config, emitters)
+    assert counts == {"sent": 2}, counts
+
+    [post] = http_sink.posts("/services/T0/B0/gw")
+    assert post.json is not None
+    slack = json.dumps(post.json, ensure_ascii=False)
+    [mail] = smtp_server.wait_for(1)
+    text = flat(mail.text())
+    page = "https://mma.example.org/pages/events/G298048/index.html"
+    for needle in ("INITIAL", "FAR 3.48e-12 Hz (1 per 9,110 yr)", page,
+                   "https://gracedb.ligo.org/events/G298048", "peak g 17.30 mag"):
+        assert needle in slack, needle
+    for needle in ("Notice INITIAL", "FAR 3.48e-12 Hz (1 per 9,110 yr)",
+                   f"Event page: {page}", "Peak magnitude g 17.30 mag"):
+        assert needle in text, needle
+    distance = next(line for line in mail.text().splitlines() if line.startswith("Distance"))
+    mean, std = (float(v) for v in distance.split()[1:4:2])
+    assert 30 < mean < 50 and 5 < std < 20  # GWTC-1: 40 (+8 -14) Mpc
+    assert f"distance {mean:.0f} ± {std:.0f} Mpc" in slack
+    images = _images(mail.message)
+    assert list(images) == ["region", "lightcurve", "cutouts"]
+    assert all(data.startswith(PNG_MAGIC) for data in images.values())
+
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "slack-example.json").write_text(
+        json.dumps(post.json, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    headers = "".join(f"{key}: {value}\n" for key, value in mail.message.items()
+                      if key.lower() not in ("content-type", "mime-version"))
+    (OUTPUT / "email-example.txt").write_text(f"{headers}\n{mail.text()}", encoding="utf-8")

@@ -31,7 +31,6 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr
 
@@ -52,6 +51,7 @@ from mma.emitters.email_message import (  # noqa: F401 - re-exported
     message_id,
     new_message,
 )
+from mma.emitters.email_pictures import context_pictures
 from mma.emitters.slack import DigestEntry, counts_text, digest_entries
 from mma.emitters.slack_message import format_dt, object_facts
 from mma.errors import DeliveryError
@@ -59,17 +59,6 @@ from mma.errors import DeliveryError
 __all__ = ("EmailEmitter", "build_digest", "build_message", "describe", "digest_message_id")
 
 log = logging.getLogger(__name__)
-
-
-def _utc(text: object) -> datetime | None:
-    """An ISO 8601 time of a record (``...Z``) as aware UTC; None when unreadable."""
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value.astimezone(UTC) if value.tzinfo else None
 
 
 def _permanent_code(code: int) -> bool:
@@ -149,30 +138,9 @@ class EmailEmitter:
             return None
 
     def _context_pictures(self, delivery: Delivery) -> list[Picture]:
-        """The object's light curve and its newest cutout triplet, as inline pictures."""
-        context = delivery.context
-        if not self.picture or context is None or delivery.kind == "retraction":
+        if not self.picture or delivery.kind == "retraction":
             return []
-        p = delivery.payload
-        name = f"{p.get('object_id', '?')} ({p.get('survey', '?')})"
-        pictures: list[Picture] = []
-        try:
-            from mma.emitters.lightcurve import render_light_curve_png
-            from mma.emitters.stamps import render_stamps_png
-
-            t0 = _utc(p.get("event_time"))
-            if context.light and t0 is not None:
-                pictures.append(Picture("lightcurve", render_light_curve_png(
-                    context.light, t0=t0, title=f"{name}, t0 = {p.get('event_id', '?')}"),
-                    "light curve of the object: magnitude against time since t0"))
-            stamps = render_stamps_png(context.stamps, title=name) if context.stamps else None
-            if stamps is not None:
-                pictures.append(Picture("cutouts", stamps,
-                                        "science, template and difference cutouts"))
-        except Exception:  # pictures are a nicety; the mail goes with what was drawn
-            log.warning("coincidence %s r%d: light curve or cutouts failed, sending without",
-                        delivery.coincidence_id, delivery.revision, exc_info=True)
-        return pictures
+        return context_pictures(delivery)
 
     def _connect(self) -> smtplib.SMTP:
         if self.security == "ssl":

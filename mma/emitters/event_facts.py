@@ -78,6 +78,11 @@ def far_hz(payload: Mapping[str, Any], event: Mapping[str, Any]) -> tuple[float,
     return None
 
 
+def _years(years: float) -> str:
+    """``98.5``, ``9,110``, ``2.1e+08``: three digits, grouped below a billion."""
+    return f"{float(f'{years:.3g}'):,.0f}" if 1000 <= years < 1e9 else f"{years:.3g}"
+
+
 def format_far(rate_hz: float, per_year: bool = False) -> str:
     """``3.22e-10 Hz (1 per 98.5 yr)``; ``2.01 per yr (6.35e-08 Hz)`` when stated per year."""
     if not _is_number(rate_hz) or rate_hz < 0:
@@ -87,7 +92,7 @@ def format_far(rate_hz: float, per_year: bool = False) -> str:
         return f"{yearly:.3g} per yr ({rate_hz:.3g} Hz)"
     if rate_hz == 0:
         return "0 Hz"
-    inverse = f"1 per {1.0 / yearly:.3g} yr" if yearly < 1.0 else f"{yearly:.3g} per yr"
+    inverse = f"1 per {_years(1.0 / yearly)} yr" if yearly < 1.0 else f"{yearly:.3g} per yr"
     return f"{rate_hz:.3g} Hz ({inverse})"
 
 
