@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from mma.db.context import LightPoint
 
-__all__ = ["HEIGHT_PX", "WIDTH_PX", "plain_text", "render_light_curve_png"]
+__all__ = ["HEIGHT_PX", "WIDTH_PX", "light_curve_figure", "plain_text", "render_light_curve_png"]
 
 WIDTH_PX, HEIGHT_PX = 640, 400
 """Size of the picture [pixels]."""
@@ -32,6 +32,7 @@ _BAND_STYLE = {
     "i": ("#cc79a7", "D"), "z": ("#7f3c8d", "^"), "y": ("#444444", "p"),
 }
 _OTHER_STYLES = (("#0072b2", "h"), ("#e69f00", "P"), ("#999999", "X"))
+_MAX_ERROR_MAG = 5.0  # a larger (or NaN) error is not drawn: it would only flatten the plot
 _TITLE_CHARS = 90  # longer titles are cut: the picture is 640 px wide
 
 
@@ -70,8 +71,7 @@ def _draw_band(ax: Any, band: str, group: Sequence[LightPoint], t0: datetime,
             continue
         mags = [p.magnitude if p.magnitude is not None else math.nan for p in chosen]
         errors = [p.magnitude_err if p.magnitude_err is not None
-                  and math.isfinite(p.magnitude_err) and p.magnitude_err >= 0 else 0.0
-                  for p in chosen]
+                  and 0 <= p.magnitude_err <= _MAX_ERROR_MAG else 0.0 for p in chosen]
         label = plain_text(band) if vetted else f"{plain_text(band)} (failed vetting)"
         ax.errorbar(_days(chosen, t0), mags, yerr=errors, fmt=marker, color=colour,
                     ecolor=colour, elinewidth=1, capsize=2, markersize=6,
@@ -80,6 +80,17 @@ def _draw_band(ax: Any, band: str, group: Sequence[LightPoint], t0: datetime,
 
 def render_light_curve_png(points: Sequence[LightPoint], *, t0: datetime, title: str) -> bytes:
     """Draw an object's light curve as a PNG of :data:`WIDTH_PX` × :data:`HEIGHT_PX` pixels.
+
+    See :func:`light_curve_figure` for what is drawn.
+    """
+    fig = light_curve_figure(points, t0=t0, title=title)
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=_DPI)
+    return out.getvalue()
+
+
+def light_curve_figure(points: Sequence[LightPoint], *, t0: datetime, title: str) -> Figure:
+    """The light-curve figure (on an Agg canvas) that :func:`render_light_curve_png` saves.
 
     Parameters
     ----------
@@ -93,8 +104,10 @@ def render_light_curve_png(points: Sequence[LightPoint], *, t0: datetime, title:
 
     Returns
     -------
-    bytes
-        PNG bytes, also for no drawable point (an empty frame saying so).
+    Figure
+        One axes: magnitude (inverted) against days since t0, a legend entry per
+        band and vetting state (``g``, ``g (failed vetting)``) and ``t0``; also for
+        no drawable point (an empty frame saying so).
     """
     fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI)
     FigureCanvasAgg(fig)
@@ -119,9 +132,7 @@ def render_light_curve_png(points: Sequence[LightPoint], *, t0: datetime, title:
     ax.set_title(plain_text(title[:_TITLE_CHARS]), fontsize="medium")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=_DPI)
-    return out.getvalue()
+    return fig
 
 
 def plain_text(text: str) -> str:

@@ -34,9 +34,10 @@ from numpy.typing import NDArray
 
 from mma.db.context import KINDS, Stamp
 from mma.emitters.lightcurve import plain_text
+from mma.formats.ids import escaped
 
-__all__ = ["MAX_INFLATED_BYTES", "MAX_SIDE_PX", "MAX_STAMP_BYTES", "read_stamp",
-           "render_stamps_png"]
+__all__ = ["MAX_INFLATED_BYTES", "MAX_SIDE_PX", "MAX_STAMP_BYTES", "BadStamp",
+           "display_limits", "read_stamp", "render_stamps_png"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _gunzip(data: bytes) -> bytes:
     try:
         out = inflater.decompress(data, MAX_INFLATED_BYTES + 1)
     except zlib.error as exc:
-        raise BadStamp(f"corrupt gzip ({exc})") from exc
+        raise BadStamp(f"corrupt gzip ({escaped(str(exc))})") from exc
     if len(out) > MAX_INFLATED_BYTES:
         raise BadStamp(f"inflates beyond {MAX_INFLATED_BYTES} bytes")
     if not inflater.eof:
@@ -80,6 +81,8 @@ def _image_of(hdu: fits.hdu.base._BaseHDU, available: int) -> NDArray[np.float64
     naxis = header.get("NAXIS", 0)
     if not isinstance(naxis, int) or naxis < 2:
         return None
+    if naxis > 999:  # the FITS standard's limit
+        raise BadStamp(f"NAXIS = {naxis}")
     shape = [header.get(f"NAXIS{i}") for i in range(1, naxis + 1)]
     if not all(isinstance(n, int) and 0 < n <= MAX_SIDE_PX for n in shape[:2]) or any(
             n != 1 for n in shape[2:]):
@@ -128,7 +131,7 @@ def read_stamp(stamp: Stamp) -> NDArray[np.float64]:
     except BadStamp:
         raise
     except Exception as exc:  # astropy reports corrupt files with assorted exceptions
-        raise BadStamp(f"unreadable FITS ({type(exc).__name__}: {exc})") from exc
+        raise BadStamp(f"unreadable FITS ({type(exc).__name__}: {escaped(str(exc))})") from exc
     if image is None:
         raise BadStamp("no 2-D image HDU")
     if not np.isfinite(image).any():
@@ -136,7 +139,7 @@ def read_stamp(stamp: Stamp) -> NDArray[np.float64]:
     return image
 
 
-def _limits(image: NDArray[np.float64], symmetric: bool) -> tuple[float, float]:
+def display_limits(image: NDArray[np.float64], symmetric: bool) -> tuple[float, float]:
     """Display range: z-scale of the finite pixels, made symmetric around 0 if asked."""
     finite = image[np.isfinite(image)]
     low, high = (float(v) for v in ZScaleInterval().get_limits(finite))
@@ -172,8 +175,8 @@ def render_stamps_png(stamps: Mapping[str, Stamp], *, title: str) -> bytes | Non
         try:
             images[kind] = read_stamp(stamp)
         except BadStamp as exc:
-            log.warning("cutout %s (%s) of %r skipped: %s", kind, plain_text(stamp.format),
-                        plain_text(title), exc)
+            log.warning("cutout %s (%s) of %r skipped: %s", kind, escaped(stamp.format),
+                        escaped(title), exc)
     if not images:
         return None
     fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI)
@@ -188,7 +191,7 @@ def render_stamps_png(stamps: Mapping[str, Stamp], *, title: str) -> bytes | Non
             ax.text(0.5, 0.5, "not available", transform=ax.transAxes, ha="center",
                     va="center", color="grey", fontsize="small")
             continue
-        low, high = _limits(image, symmetric=kind == "difference")
+        low, high = display_limits(image, symmetric=kind == "difference")
         ax.imshow(np.ma.masked_invalid(image), origin="lower", cmap=_CMAP, vmin=low,
                   vmax=high, interpolation="nearest")
     fig.suptitle(plain_text(title), fontsize="medium")
