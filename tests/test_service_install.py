@@ -311,6 +311,15 @@ def test_the_role_owning_the_database_migrates(postgres_server, tmp_path: Path,
         status = subprocess.run([MMA, "status", "--db", db], env=env, text=True,
                                 capture_output=True, check=False)
         assert status.returncode == 0, status.stderr
+        # The page's URL form: the database by name, the server by its socket directory
+        # (the harness's server has its own directory and port).
+        socket_dir = getattr(postgres_server, "workdir", None)
+        if socket_dir is not None:
+            local = f"postgresql+psycopg://{role}@/{role}?host={socket_dir}" \
+                    f"&port={postgres_server.port}"
+            status = subprocess.run([MMA, "status", "--db", local], env=env, text=True,
+                                    capture_output=True, check=False)
+            assert status.returncode == 0, status.stderr
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{role}" WITH (FORCE)'))
