@@ -254,6 +254,8 @@ def test_journal_only_when_stderr_is_the_journal_stream(
     lines = logs.readouterr().err.splitlines()
     assert LOG_LINE.match(lines[0]) and lines[0].endswith("WARNING mma.test: a")
     assert lines[1:] == ["<4>WARNING mma.test: b", "<3>ERROR mma.test: d"]
+    configure("")  # the daemon's reload with [logging] level = "": its own INFO
+    assert logging.getLogger().level == logging.INFO
 
 
 def test_python_warnings_are_logged(tmp_path: Path) -> None:
