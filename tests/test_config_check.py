@@ -131,6 +131,7 @@ def test_the_secrets_in_the_environment_satisfy_the_check(
         monkeypatch.setenv(name, value)
     code, shown = _check(path, capsys)
     assert code == 0 and "configuration OK" in shown
+    assert "sources: notices: 1 topics from GCN Kafka (gcn.nasa.gov)\n" in shown
     for value in SECRETS.values():
         assert value not in shown
 
@@ -170,6 +171,7 @@ def test_init_writes_a_starter_that_check_accepts(tmp_path: Path,
     capsys.readouterr()
     code, shown = _check(target, capsys)
     assert code == 0 and "configuration OK" in shown
+    assert "sources: files: /var/lib/mma/spool\n" in shown  # no Kafka, no GCN
     config = load_config(target, environ={})
     assert config.section("daemon")["spool_dir"] == "/var/lib/mma/spool"
     assert not config.section("kafka")["notice_topics"]
@@ -352,3 +354,14 @@ def test_spool_only_daemon_runs_without_credentials_or_kafka(tmp_path: Path) -> 
     assert "running: 0 consumers" in run.stderr
     for noise in ("rdkafka", "9092", "subscribed", "GCN"):
         assert noise not in run.stderr, run.stderr[-2000:]
+
+
+def test_the_check_says_what_will_be_consumed(tmp_path: Path) -> None:
+    from mma.service.preflight import describe_sources
+
+    text = ('[kafka]\nnotice_topics = ["*", "lvk:my.topic"]\ngcn_domain = "test.gcn.nasa.gov"\n'
+            'alert_topics = ["ztf:a", "fink:b"]\nalert_bootstrap_servers = "b.example.org:9092"\n')
+    assert describe_sources(load_config(_write(tmp_path, text), environ={})) == (
+        "notices: every handler's default topics and 1 topics from GCN Kafka "
+        "(test.gcn.nasa.gov); alerts: 2 topics from b.example.org:9092")
+    assert describe_sources(load_config(_write(tmp_path, ""), environ={})) == "none"

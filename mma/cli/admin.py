@@ -52,10 +52,11 @@ def cmd_config(args: argparse.Namespace, config: Config) -> int:
     elif args.action == "show":
         print("\n".join(printable_lines(config.render())), end="")
     else:
-        from mma.service.preflight import check_daemon
+        from mma.service.preflight import check_daemon, describe_sources
 
         check_daemon(config, secrets=not args.no_secrets)
         print(printable(f"configuration OK ({', '.join(config.sources)})"))
+        print(printable(f"sources: {describe_sources(config)}"))
     return 0
 
 

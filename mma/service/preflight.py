@@ -27,7 +27,8 @@ from mma.config import Config
 from mma.errors import ConfigError
 from mma.service.sources import EVERY_DEFAULT
 
-__all__ = ["NEEDS", "check_daemon", "daemon_problems", "secret_problems", "source_problems"]
+__all__ = ["NEEDS", "check_daemon", "daemon_problems", "describe_sources", "secret_problems",
+           "source_problems"]
 
 
 def _gcn_kafka(c: Config) -> bool:
@@ -161,3 +162,24 @@ def check_daemon(config: Config, *, secrets: bool = True) -> None:
         raise ConfigError(f"cannot run the daemon with this configuration ({where}):\n"
                           + "\n".join(problems))
 
+
+
+def describe_sources(config: Config) -> str:
+    """What the daemon will consume, in one line (``mma config check`` prints it)."""
+    kafka, daemon = config.section("kafka"), config.section("daemon")
+
+    def topics(entries: list[str]) -> str:
+        named = [e for e in entries if e != EVERY_DEFAULT]
+        every = "every handler's default topics" if EVERY_DEFAULT in entries else ""
+        return " and ".join(filter(None, [every, f"{len(named)} topics" if named else ""]))
+
+    parts = []
+    if kafka["notice_topics"]:
+        where = kafka["gcn_bootstrap_servers"] or f"GCN Kafka ({kafka['gcn_domain']})"
+        parts.append(f"notices: {topics(kafka['notice_topics'])} from {where}")
+    if kafka["alert_topics"]:
+        parts.append(f"alerts: {topics(kafka['alert_topics'])} from "
+                     f"{kafka['alert_bootstrap_servers']}")
+    if daemon["spool_dir"]:
+        parts.append(f"files: {daemon['spool_dir']}")
+    return "; ".join(parts) or "none"
