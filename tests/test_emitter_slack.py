@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import healpy as hp
+import numpy as np
 import pytest
+from sqlalchemy import Engine, select
 
 from mma.config import load_config
-from mma.delivery import build_emitters
+from mma.db.schema import regions
+from mma.delivery import build_emitters, deliver_due, region_loader
 from mma.emitters import Delivery, MessageKind
 from mma.emitters.links import page_url
 from mma.emitters.slack import SlackEmitter, format_dt, message_links, slack_message
 from mma.errors import ConfigError, DeliveryError
+from mma.handlers import lvk
+from mma.ingest import Pipeline
+from mma.models import Alert
+from mma.skymaps.region import MAX_ORDER
 from tests.services.http import HttpSink
 from tests.test_links import AMON_BRONZE, GBM_2024, LVK, _candidate
 
@@ -353,3 +363,42 @@ def test_bad_url_is_refused_without_echo() -> None:
     with pytest.raises(ValueError) as excinfo:
         SlackEmitter("ftp://hooks.example/SECRETTOKEN")
     assert "SECRETTOKEN" not in str(excinfo.value)
+
+
+def test_daemon_delivery_adds_notice_type_distance_and_page(
+        engine: Engine, tmp_path: Path, corpus: Path, http_sink: HttpSink) -> None:
+    """A real LVK notice with a 3-D map, an alert at its peak, then the real update notice:
+    the message the outbox sends says the event's newest notice type, the map's distance
+    and the event page (both databases)."""
+    hook = "/services/T0/B0/lvk"
+    config = load_config(environ={
+        "MMA_PATHS__STATE_DIR": str(tmp_path), "MMA_PATHS__CACHE_DIR": str(tmp_path),
+        "MMA_PAGES__BASE_URL": "https://mma.example.org/p/",
+        "MMA_CHANNELS__SLACK__ENABLED": "true", "MMA_SLACK_WEBHOOK_URL": http_sink.url_for(hook),
+        "MMA_CHANNELS__SLACK__MIN_INTERVAL_SECONDS": "0",
+        "MMA_CHANNELS__SLACK__RULES__MAX_P_CHANCE": "1.0",
+        "MMA_CHANNELS__SLACK__RULES__EXCLUDE_FLAGS": "[]"}, system_file=tmp_path / "none")
+    p = Pipeline(engine, config)
+    raw = (corpus / LVK).read_bytes()
+    assert p.process(lvk, raw, origin="igwn.gwalert").kind == "notice"
+    t0 = lvk.parse(raw, topic="igwn.gwalert").event_time
+    with engine.connect() as conn:
+        region_pk = conn.execute(select(regions.c.id)).scalar_one()
+    region = region_loader(engine)(region_pk)
+    assert region is not None
+    i = region.density_order[0]
+    theta, phi = hp.pix2ang(1 << MAX_ORDER, (region.lo[i] + region.hi[i]) // 2, nest=True)
+    alert = Alert(alert_id="1", object_id="ZTF23aaaaaaa", survey="ZTF",
+                  ra_deg=float(np.rad2deg(phi)), dec_deg=float(90 - np.rad2deg(theta)),
+                  time=t0 + timedelta(hours=3), band="r", magnitude=19.5, magnitude_err=0.05,
+                  quality={"rb": 0.95, "drb": 0.99, "isdiffpos": True})
+    assert p.process(lvk, b"alert", origin="alert", item=alert).touched
+    update = (corpus / LVK.replace("initial", "update")).read_bytes()
+    assert p.process(lvk, update, origin="igwn.gwalert").kind == "notice"
+    assert deliver_due(engine, config, build_emitters(config)) == {"sent": 1}
+    [post] = http_sink.posts(hook)
+    text = json.dumps(post.json, ensure_ascii=False)
+    assert "notice UPDATE" in text  # the newest notice when sent, not the first one
+    assert "https://mma.example.org/p/events/S230518h/index.html" in text
+    assert "classification NSBH" in text and "latest r 19.50 mag" in text
+    assert re.search(r"distance \d{3} ± \d{2,3} Mpc", text), text
