@@ -234,3 +234,18 @@ def test_email_digest_refused_sender_is_permanent(smtp_server: SmtpServer) -> No
 def test_email_empty_digest_is_noop(smtp_server: SmtpServer) -> None:
     _emitter(smtp_server).send_digest([])
     assert smtp_server.messages == []
+
+
+def test_digests_link_the_event_page_when_pages_are_served() -> None:
+    """With a page URL the digests link mma's event page (Slack: instead of GraceDB)."""
+    page = "https://mma.example.org/pages/events/S261120ab/index.html"
+    plain = _delivery(1, "new", 0.02, "ZTF26aaaatwo")
+    served = replace(plain, page_url=page)
+    assert f"<{page}|Event page>" in slack_digest([served])["blocks"][1]["text"]["text"]
+    assert "|GraceDB>" in slack_digest([plain])["blocks"][1]["text"]["text"]
+    for delivery, link in ((served, page), (plain, "https://gracedb.ligo.org/superevents/")):
+        msg = build_digest([delivery], sender=SENDER, recipients=["a@example.org"])
+        body = msg.get_body(preferencelist=("plain",))
+        assert body is not None
+        events = body.get_content().split("Events:")[1]
+        assert events.strip().startswith(f"S261120ab: {link}")

@@ -320,7 +320,8 @@ def _digest_html(subject: str, entries: Sequence[DigestEntry]) -> str:
     for index, entry in enumerate(entries, 1):
         cells = [str(index), *_digest_cells(entry).values()]
         link_html = " ".join(f'<a href="{esc(url)}">{esc(label)}</a>' for label, url
-                             in links(entry.delivery.payload, entry.delivery.event))
+                             in links(entry.delivery.payload, entry.delivery.event,
+                                      entry.delivery.page_url))
         style = ' style="color:#b00"' if entry.kind == "retraction" else ""
         rows.append(f"<tr{style}>" + "".join(
             f'<td style="padding-right:1em">{esc(c)}</td>' for c in cells)
@@ -348,8 +349,8 @@ def build_digest(deliveries: Sequence[Delivery], *, sender: str,
     email.message.EmailMessage
         ``multipart/alternative``: a text part with one line per candidate (kind and
         revision, object, event, detections, Δt, peak magnitude, prior detections, CL,
-        P_chance, rank, changes, coincidence id) and the events' GraceDB pages, and an
-        HTML table with one row per candidate and its links; best first (P_chance
+        P_chance, rank, changes, coincidence id) and each event's page (mma's, else
+        GraceDB), and an HTML table with one row per candidate and its links; best first (P_chance
         ascending), retractions last. ``Message-ID`` depends only on the set of (coincidence id,
         revision) pairs; ``X-MMA-Digest-Count`` gives their number.
 
@@ -368,9 +369,11 @@ def build_digest(deliveries: Sequence[Delivery], *, sender: str,
     events: dict[str, str] = {}
     for index, entry in enumerate(entries, 1):
         lines.append(_digest_line(index, entry))
-        found = dict(links(entry.delivery.payload, entry.delivery.event))
-        if "GraceDB" in found:
-            events.setdefault(str(entry.delivery.payload.get("event_id")), found["GraceDB"])
+        found = dict(links(entry.delivery.payload, entry.delivery.event,
+                           entry.delivery.page_url))
+        page = found.get("Event page") or found.get("GraceDB")
+        if page:
+            events.setdefault(str(entry.delivery.payload.get("event_id")), page)
     if events:
         lines += ["", "Events:"] + [f"  {name}: {url}" for name, url in events.items()]
     lines += ["", "-- ", "mma multi-messenger correlation daemon"]

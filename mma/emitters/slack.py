@@ -143,8 +143,9 @@ def _digest_line(entry: DigestEntry) -> tuple[str, str]:
     if entry.changes:
         parts.append(f"changed: {', '.join(entry.changes)}")
     scores = " · ".join(parts)
-    found = dict(message_links(p, d.event))
-    link = next(((label, found[label]) for label in ("GraceDB", "TNS") if label in found), None)
+    found = dict(message_links(p, d.event, d.page_url))
+    link = next(((label, found[label]) for label in ("Event page", "GraceDB", "TNS")
+                 if label in found), None)
     mrkdwn = f"*{_escape(head)}* ({_escape(what)}) · {_escape(scores)}"
     text = f"{head} ({what}) · {scores}"
     if link is not None:
@@ -171,7 +172,8 @@ def slack_digest(deliveries: Sequence[Delivery],
         ``{"text": <plain-text fallback>, "blocks": [...]}``: a header
         ``mma digest: N candidates (k new, u updated, r retracted)``, then one line
         per candidate (object, event, kind and revision, detections, Δt, peak
-        magnitude, CL, P_chance, rank, changes, one GraceDB or TNS link) best first
+        magnitude, CL, P_chance, rank, changes, one link: the event page, else GraceDB,
+        else TNS) best first
         with retractions last, and ``… and M more`` when some were left out.
     """
     entries = digest_entries(deliveries)
