@@ -19,6 +19,7 @@ from mma.emitters.event_facts import (
 )
 from mma.emitters.links import event_links, message_links, object_links, page_url
 from mma.models import Notice
+from mma.page import safe_name
 from mma.registry import Registry
 
 LVK = "gcn-json/igwn-gwalert/S230518h-initial.json"
@@ -177,3 +178,11 @@ def test_broker_classes_one_line_per_broker() -> None:
         "antares: tags nuclear/in_m31/young/…",
     ]
     assert classes_lines({}) == [] and classes_lines({"classes": ["x"]}) == []
+
+
+def test_page_url_uses_the_pages_directory_rule() -> None:
+    """The link points where mma.page writes the page, dot names included."""
+    for event_id in ("S240114b", "..", "IceCube-136973_28816141", "GRB 240112/x"):
+        url = page_url("https://m.example/p", event_id)
+        assert url == f"https://m.example/p/events/{safe_name(event_id)}/index.html"
+    assert page_url("https://m.example/p", "..") == "https://m.example/p/events/__/index.html"

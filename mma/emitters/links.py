@@ -33,7 +33,6 @@ _CIRCULAR_NAME = re.compile(r"GRB ?\d{6}[A-Z]?|IceCube(?:Cascade)?-\d{6}[A-Za-z]
 _ZTF_OBJECT = re.compile(r"ZTF\d{2}[a-z]{7}")
 _DIGITS = re.compile(r"\d{1,12}")
 _ICECUBE = re.compile(r"IceCube-(\d{1,9})_(\d{1,12})")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _TNS_SURVEYS = {"ZTF", "LSST", "RUBIN"}
 _TNS_RADIUS_ARCSEC = 10
 # GCN Classic keeps one page per trigger, with every notice of that trigger.
@@ -60,8 +59,8 @@ def page_url(base_url: str | None, event_id: Any) -> str | None:
     base_url : str or None
         ``[pages] base_url``: where the pages directory is served.
     event_id : str
-        The event's id; every character outside ``[A-Za-z0-9._-]`` becomes ``_``
-        (the page's directory name).
+        The event's id; its page's directory is :func:`mma.page.safe_name` of it
+        (every character outside ``[A-Za-z0-9._-]`` replaced by ``_``).
 
     Returns
     -------
@@ -70,7 +69,9 @@ def page_url(base_url: str | None, event_id: Any) -> str | None:
     """
     if not base_url or not isinstance(event_id, str) or not event_id:
         return None
-    return f"{base_url.rstrip('/')}/events/{_UNSAFE.sub('_', event_id)}/index.html"
+    from mma.page import safe_name  # the pages' own rule (imported late: no cycle)
+
+    return f"{base_url.rstrip('/')}/events/{safe_name(event_id)}/index.html"
 
 
 def _is_gracedb(url: str) -> bool:
