@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mma.config import load_config
+from mma.db.engine import make_engine
 from mma.db.schema import regions
-from mma.delivery import build_emitters, deliver_due, region_loader
+from mma.delivery import MessageExtras, build_emitters, deliver_due, region_loader
 from mma.emitters import Delivery, MessageKind
 from mma.emitters.links import page_url
 from mma.emitters.slack import SlackEmitter, format_dt, message_links, slack_message
@@ -402,3 +404,24 @@ def test_daemon_delivery_adds_notice_type_distance_and_page(
     assert "https://mma.example.org/p/events/S230518h/index.html" in text
     assert "classification NSBH" in text and "latest r 19.50 mag" in text
     assert re.search(r"distance \d{3} ± \d{2,3} Mpc", text), text
+
+
+def test_extras_that_fail_to_load_leave_the_message_as_it_was(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A database that cannot answer (here: no tables): the delivery keeps its event and
+    gets its page link; Kafka deliveries are not touched at all."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    config = load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp_path),
+                                  "MMA_PAGES__BASE_URL": "https://m.example/p"},
+                         system_file=tmp_path / "none")
+    extras = MessageExtras(engine, config, region_loader(engine))
+    delivery = _delivery()
+    with caplog.at_level(logging.WARNING, logger="mma.delivery"):
+        done = extras(delivery, 1, True)
+    assert done.event == delivery.event and done.context is None
+    assert done.page_url == "https://m.example/p/events/S261120ab/index.html"
+    assert f"coincidence {delivery.coincidence_id} r1: slack message extras failed" \
+        in caplog.text
+    kafka = replace(delivery, channel="kafka")
+    assert extras(kafka, 1, True) is kafka
+    engine.dispose()
