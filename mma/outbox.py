@@ -146,7 +146,8 @@ def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[s
     ``min_p_astro`` and ``significant_only`` read the record's ``significance``:
     an event whose notices state no p_astro fails a ``min_p_astro`` above 0;
     ``significant_only`` drops only events stated not significant (LVK's
-    ``significant`` = false; no other messenger states it).
+    ``significant`` = false, or the ``low_significance`` flag the LVK VOEvent
+    handler sets from ``Significant``; no other messenger states it).
     """
     props = event.get("properties") or {}
     far = props.get("far")
@@ -162,7 +163,8 @@ def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[s
         not any(has_flag(flags, name) for name in excluded_flags(rules)),
         all(has_flag(flags, str(name)) for name in rules.get("require_flags") or ()),
         not min_p_astro or (isinstance(p_astro, int | float) and p_astro >= min_p_astro),
-        not rules.get("significant_only") or significant is not False,
+        not rules.get("significant_only")
+        or (significant is not False and not has_flag(flags, "low_significance")),
         record["p_chance"] <= rules["max_p_chance"],
         record["log_bayes_factor"] >= rules["min_log_bayes_factor"],
         record["credible_level"] <= rules["max_credible_level"],

@@ -95,6 +95,7 @@ def test_significant_only_drops_only_events_stated_not_significant() -> None:
     unstated["significance"] = {**unstated["significance"], "significant": None}
     assert not _passes(rules, stated_not)
     assert _passes(rules, unstated)  # a GRB or a neutrino says nothing of it
+    assert not _passes(rules, _record("low_significance", significance=None))  # VOEvent
     assert _passes(rules, _record())
     assert _passes(_rules(significant_only=False), stated_not)
 
