@@ -49,6 +49,9 @@ def channel_rules() -> dict[str, Mapping[str, Any]]:
     for suffix, extra in (("", {}), ("/p1", {"max_p_chance": 1.0})):
         rules["before" + suffix] = {**slack, **extra, "exclude_flags": []}
         rules["after" + suffix] = {**slack, **extra}
+        # As if the background were measured (a replay of one night never is).
+        rules["after-bg" + suffix] = {**slack, **extra, "exclude_flags": [
+            f for f in slack["exclude_flags"] if f != "background_unmeasured"]}
         for flag in slack["exclude_flags"]:
             rules[f"only:{flag}{suffix}"] = {**slack, **extra, "exclude_flags": [flag]}
     assert all(len(name) <= 32 for name in rules)  # the outbox.channel column
@@ -82,7 +85,8 @@ def main(urls: list[str]) -> int:
             before = sent["before" + suffix]
             stops = ", ".join(f"{flag} {before - sent[f'only:{flag}{suffix}']}"
                               for flag in excluded)
-            print(f"  Slack ({label}): before {before}, after {sent['after' + suffix]}; "
+            print(f"  Slack ({label}): before {before}, after {sent['after' + suffix]} "
+                  f"({sent['after-bg' + suffix]} without background_unmeasured); "
                   f"of the before, each exclusion on its own stops: {stops}")
     return 0
 
