@@ -171,11 +171,14 @@ def test_broker_classes_one_line_per_broker() -> None:
                  "nested": {"x": 1}},
         "lasair": {"sherlock": "VS"},
         "antares": {"tags": ["nuclear", "in_m31", "young", "other"]},
-        "ampel": {}, "odd": "not a table"}}
+        "ampel": {"classification": {"Parsnip/elasticc": {"SNII": 0.1, "SNIa": 0.8,
+                                                           "KN": 0.05, "AGN": 0.05}}},
+        "babamul": {}, "odd": "not a table"}}
     assert classes_lines(payload) == [
-        "fink: cdsxmatch QSO, snn_sn_vs_all 0.10, roid 0.00",
+        "fink: cdsxmatch QSO, snn_sn_vs_all 0.10, roid 0.00, nested x 1.00",
         "lasair: sherlock VS",
         "antares: tags nuclear/in_m31/young/…",
+        "ampel: classification Parsnip/elasticc: SNIa 0.80, SNII 0.10, KN 0.05",
     ]
     assert classes_lines({}) == [] and classes_lines({"classes": ["x"]}) == []
 

@@ -191,9 +191,18 @@ def event_rows(payload: Mapping[str, Any], event: Mapping[str, Any]) -> list[tup
     return [(label, text) for label, text in rows if text]
 
 
-def _class_value(value: Any, nested: bool = False) -> str | None:
-    if isinstance(value, list | tuple) and not nested:
-        shown = [v for v in map(lambda item: _class_value(item, True), value[:3]) if v]
+def _class_value(value: Any, depth: int = 0) -> str | None:
+    """A class field as text: scalars; lists (first three); tables of probabilities
+    (the three most probable, AMPEL's classifier → class → probability)."""
+    if isinstance(value, Mapping) and depth < 2:
+        numbers = {k: v for k, v in value.items() if _is_number(v)}
+        if numbers and len(numbers) == len(value):
+            best = sorted(numbers.items(), key=lambda kv: -kv[1])[:3]
+            return ", ".join(f"{_short(k)} {v:.2f}" for k, v in best)
+        inner = [(k, _class_value(v, depth + 1)) for k, v in list(value.items())[:3]]
+        return "; ".join(f"{_short(k)}: {v}" for k, v in inner if v) or None
+    if isinstance(value, list | tuple) and depth < 2:
+        shown = [v for v in (_class_value(item, 2) for item in value[:3]) if v]
         return "/".join(shown) + ("/…" if len(value) > 3 else "") if shown else None
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -216,8 +225,8 @@ def classes_lines(payload: Mapping[str, Any]) -> list[str]:
     Returns
     -------
     list of str
-        At most 8 fields per broker; lists show their first three values, tables
-        and empty values are left out.
+        At most 8 fields per broker; lists show their first three values, tables of
+        probabilities their three most probable classes; empty values are left out.
     """
     classes = payload.get("classes")
     if not isinstance(classes, Mapping):
