@@ -147,10 +147,10 @@ def _candidate_section(c: CandidateView, images: Images) -> str:
     pictures = []
     if c.n in images.light:
         pictures.append(f'<img src="{esc(images.light[c.n])}" alt="light curve of '
-                        f'{esc(c.object_id)}" loading="lazy">')
+                        f'{esc(c.object_id)}">')
     if c.n in images.stamps:
         pictures.append(f'<img src="{esc(images.stamps[c.n])}" alt="cutouts of '
-                        f'{esc(c.object_id)}" loading="lazy">')
+                        f'{esc(c.object_id)}">')
     if not pictures:
         pictures.append('<p class="note">No light curve or cutouts drawn'
                         + (f" (drawn for the first {IMAGES_CAP} candidates)."

@@ -29,7 +29,7 @@ __all__ = ("IMAGES_CAP", "Images", "draw_images")
 
 log = logging.getLogger(__name__)
 
-IMAGES_CAP = 50
+IMAGES_CAP = 20
 """Candidates (the first on the page) whose light curve and cutouts are drawn."""
 
 

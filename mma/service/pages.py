@@ -49,10 +49,14 @@ class PageJob:
         Returns the configuration in force (it changes on SIGHUP).
     instance
         The daemon's name, for log lines.
+    overlap
+        How long before its last run a run looks for changes (:data:`OVERLAP`).
     """
 
-    def __init__(self, engine: Engine, config: Callable[[], Config], *, instance: str) -> None:
+    def __init__(self, engine: Engine, config: Callable[[], Config], *, instance: str,
+                 overlap: timedelta = OVERLAP) -> None:
         self.engine = engine
+        self.overlap = overlap
         self.config = config
         self.instance = instance
         self.last_run: datetime | None = None  # None: every active event's page is due
@@ -64,7 +68,7 @@ class PageJob:
             events = active_event_ids(self.engine, now)
         else:
             with self.engine.connect() as conn:
-                events = changed_events(conn, self.last_run - OVERLAP)
+                events = changed_events(conn, self.last_run - self.overlap)
         return sorted(set(events) | self.failed)
 
     def tick(self) -> None:
