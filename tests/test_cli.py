@@ -54,7 +54,8 @@ def test_config_check_rejects_unknown_key(tmp_path: Path,
     err = capsys.readouterr().err
     assert str(bad) in err and "scoring.max_credible" in err
     good = tmp_path / "good.toml"
-    good.write_text("[scoring]\nmax_credible_level = 0.5\n")
+    # A daemon needs a source: here the spool directory (sources are opt-in).
+    good.write_text(f'[scoring]\nmax_credible_level = 0.5\n[daemon]\nspool_dir = "{tmp_path}"\n')
     assert main(["--config", str(good), "config", "check"]) == 0
 
 
