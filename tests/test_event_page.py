@@ -126,6 +126,8 @@ def test_event_page_renders_sorts_and_loads_images(sample_db: Path, tmp_path: Pa
     assert len(widths) >= 1 + n_live  # the sky map and a light curve per ranked candidate
     assert all(width > 0 for _src, width in widths), widths
     assert page.locator("#sky").count() == 1
+    assert page.locator('img[src^="lc-"]').count() >= n_live
+    assert page.locator('img[src^="stamps-"]').count() >= 1  # the sample's packets have cutouts
     assert problems == []
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)

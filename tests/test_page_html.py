@@ -36,7 +36,8 @@ def _page(event: PageEvent, candidates: list[PageCandidate], n_total: int | None
     views = tuple(_view(n, c, ()) for n, c in enumerate(candidates, start=1))
     return EventPage(event, notices, (region,), region, views,
                      sum(1 for v in views if v.live), n_total or len(views),
-                     tuple(event_links(event.event_id, event.aliases, [])), T0)
+                     tuple(event_links({"event_id": event.event_id, "messenger": "gw"}, {}, [])),
+                     T0)
 
 
 def _hostile_payload() -> dict[str, Any]:
@@ -102,18 +103,18 @@ def test_sorter_is_inline_and_allowed_by_its_hash_only() -> None:
     assert "http://" not in text.split("<body>")[0] and "src=\"http" not in text
 
 
-def test_links_are_encoded_and_only_http_urls_from_notices_are_kept() -> None:
-    assert [label for label, _ in object_links("ZTF", "ZTF24abcdefg", 1.0, 2.0)] == [
-        "Fink", "ALeRCE", "Lasair", "TNS"]
-    assert object_links("ZTF", "ZTF24abc/../x", 1.0, 2.0)[0][0] == "TNS"
-    assert object_links("LSST", "123", None, 2.0) == []
-    tns = object_links("LSST", "123", 359.5, -89.0)[0][1]
-    assert tns == ("https://www.wis-tns.org/search?ra=359.500000&decl=-89.000000"
-                   "&radius=5&coords_unit=arcsec")
-    links = dict(event_links("S261120ab", ("GRB 1",), [
+def test_links_are_the_channels_plus_the_http_urls_of_notices() -> None:
+    ztf = {"object_id": "ZTF24abcdefg", "survey": "ZTF", "ra": 1.0, "dec": 2.0}
+    assert [label for label, _ in object_links(ztf)] == ["TNS", "Fink", "ALeRCE", "Lasair"]
+    assert [label for label, _ in object_links({**ztf, "object_id": "ZTF24abc/../x"})] == [
+        "TNS"]
+    assert object_links({"object_id": "1", "survey": "LSST", "ra": None, "dec": 2.0}) == []
+    links = dict(event_links({"event_id": "S261120ab", "messenger": "gw"}, {}, [
         {"gracedb": "https://gracedb.ligo.org/superevents/S261120ab/view/",
-         "evil": "javascript:alert(1)", "ftp": "ftp://x/y", "sp": "https://a b"}, None]))
-    assert links == {"GraceDB S261120ab": "https://gracedb.ligo.org/superevents/S261120ab/view/"}
+         "evil": "javascript:alert(1)", "ftp": "ftp://x/y", "sp": "https://a b",
+         "skymap": "https://gracedb.ligo.org/S261120ab/files/bayestar.fits"}, None, "x"]))
+    assert links == {"GraceDB": "https://gracedb.ligo.org/superevents/S261120ab/view/",
+                     "skymap": "https://gracedb.ligo.org/S261120ab/files/bayestar.fits"}
     assert safe_url("https://gcn.nasa.gov/x") and safe_url("//gcn.nasa.gov") is None
 
 

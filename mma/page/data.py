@@ -152,7 +152,7 @@ def _view(n: int, row: db.PageCandidate, history: Sequence[db.PageRevision]) -> 
         n_detections=number(p.get("n_detections")), flags=strings(p.get("flags")),
         peak_magnitude=number(p.get("peak_magnitude")), peak_band=band,
         classes=_classes(p.get("classes")),
-        links=tuple(object_links(survey, object_id, ra, dec)), history=tuple(history))
+        links=tuple(object_links(p)), history=tuple(history))
 
 
 def current_region(regions: Sequence[db.PageRegion]) -> db.PageRegion | None:
@@ -185,7 +185,9 @@ def gather(conn: Connection, event_id: str, *, max_candidates: int,
                   for i, row in enumerate(rows, start=1))
     urls = [n.properties.get("urls") if isinstance(n.properties, Mapping) else None
             for n in notices]
-    links = event_links(event.event_id, event.aliases, urls)
+    links = event_links({"event_id": event.event_id, "aliases": list(event.aliases),
+                         "messenger": event.messenger, "event_class": event.event_class,
+                         "instrument": event.instrument}, event.properties, urls)
     return EventPage(event=event, notices=notices, regions=regions,
                      region=current_region(regions), candidates=views, n_ranked=n_ranked,
                      n_total=n_total, links=tuple(links), generated_at=now)

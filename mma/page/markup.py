@@ -76,6 +76,8 @@ dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 1em;
 dl.facts dt { font-weight: bold; } dl.facts dd { margin: 0; }
 section.cand { border-top: 1px solid #ddd; margin-top: 1em; }
 img { max-width: 100%; height: auto; }
+.pictures { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.pictures img { flex: 0 1 auto; min-width: 300px; max-width: calc(50% - 0.5em); }
 .note { color: #555; font-style: italic; }
 """
 
