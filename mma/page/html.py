@@ -161,7 +161,8 @@ def _candidate_section(c: CandidateView, images: Images) -> str:
             f"<dt>detections in window</dt><dd>{esc(fmt(c.n_detections, '.0f'))}</dd>"
             f"<dt>flags</dt><dd>{_flags(c.flags) or '-'}</dd>"
             f"<dt>links</dt><dd>{_links(c.links) or '-'}</dd></dl>"
-            + '<div class="pictures">' + "".join(pictures) + "</div><h4>Broker classes</h4>" + _classes_table(c)
+            + '<div class="pictures">' + "".join(pictures) + "</div>"
+            + "<h4>Broker classes</h4>" + _classes_table(c)
             + "<h4>Revision history</h4>" + _history(c) + "</section>")
 
 
