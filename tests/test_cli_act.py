@@ -199,5 +199,9 @@ def test_commands_on_postgresql(postgres_url: str, tmp_path: Path,
         [queued] = jsonl(run(pg, capsys, "resend", top["coincidence_id"], "--channel",
                              "slack", "--json"))
         assert queued["revision"] == top["revision"]
+        status = json.loads(run(pg, capsys, "status", "--json"))
+        slack = next(c for c in status["outbox"] if c["channel"] == "slack")
+        assert slack["parked"] == len(parked) and slack["last_error"] == "muted"
+        assert status["alerts"][0]["count"] > 0 and status["notices"][0]["count"] == 4
     finally:
         engine.dispose()
