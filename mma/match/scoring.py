@@ -200,7 +200,7 @@ def vet_ztf(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
 
 
 def vet_rubin(quality: Mapping[str, Any], rules: Mapping[str, Any]) -> list[str]:
-    """Reasons a Rubin/LSST alert fails vetting (docs/science.md, "The score"); empty when it passes.
+    """Reasons a Rubin/LSST alert fails vetting (docs/science.md, "The score"); empty if it passes.
 
     Reads the ``diaSource`` fields the Rubin handler copies into ``quality``:
     ``reliability`` (0–1), ``isNegative``, ``isDipole``, the ``pixelFlags_<name>``
