@@ -111,6 +111,9 @@ def test_status_reload_and_prompt_delivery(tmp_path: Path, kafka_bootstrap: str,
                                                                          .getsockname())},
                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         try:
+            # READY=1 first: the daemon checks its configuration before it opens (and
+            # migrates) the database, and `mma status` does not create one.
+            _wait("READY", lambda: "READY=1" in "".join(notify.read()))
             # 1. The heartbeat: `mma status` shows the instance and its notice topic.
             def daemon() -> dict[str, Any] | None:
                 found = [d for d in _status(env)["daemons"] if d["instance"] == f"ops-{stem}"]
