@@ -211,6 +211,10 @@ def test_page_job_rewrites_only_changed_events(sample_db: Path, tmp_path: Path) 
     assert job.run(datetime.now(UTC) + timedelta(seconds=2)) == ["S261120ab"]
     assert (pages / "events" / "S261120ab" / "index.html").is_file()
     assert job.run(datetime.now(UTC) + timedelta(seconds=3)) == []  # nothing changed since
+    job.failed = {"S261120ab"}  # written again in place: no temporary directory is left
+    assert job.run() == ["S261120ab"]
+    assert sorted(p.name for p in (pages / "events").iterdir()) == ["S261120ab"]
+    assert sorted(p.name for p in pages.iterdir()) == ["events", "index.html"]
     engine.dispose()
 
 
@@ -244,6 +248,28 @@ def test_page_command_refuses_an_unknown_event_and_a_missing_database(
                  "-o", str(tmp_path)]) == 1
     assert not (tmp_path / "absent.sqlite").exists()
     assert "no event 'S000000zz'" in capsys.readouterr().err
+    assert main(["pages", "--db", empty, "-o", str(tmp_path / "pages")]) == 0
+    index = tmp_path / "pages" / "index.html"
+    assert capsys.readouterr().out.strip() == str(index)
+    assert "0 events whose window is open" in index.read_text()
+
+
+@pytest.mark.slow
+def test_page_of_the_sample_on_both_databases(db_url: str, tmp_path: Path) -> None:
+    assert main(["replay", str(SAMPLE), "--db", db_url,
+                 "--output", str(tmp_path / "out.jsonl")]) == 0
+    out = tmp_path / "pages"
+    assert main(["page", "S261120ab", "--db", db_url, "-o", str(out)]) == 0
+    text = (out / "events" / "S261120ab" / "index.html").read_text()
+    table = text.split('id="candidates"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + _live_ranked(db_url, "S261120ab")
+    assert "RETRACTED" not in text and "Revision history" in text and "v2 (current)" in text
+    assert main(["page", "S261121cd", "--db", db_url, "-o", str(out)]) == 0
+    assert 'id="retracted"' in (out / "events" / "S261121cd" / "index.html").read_text()
+    engine = make_engine(db_url)
+    index = write_index(engine, out, now=datetime(2026, 11, 22, tzinfo=UTC)).read_text()
+    engine.dispose()
+    assert 'href="events/S261120ab/index.html"' in index and "S261121cd" not in index
 
 
 @pytest.mark.daemon
