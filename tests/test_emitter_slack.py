@@ -427,3 +427,16 @@ def test_extras_that_fail_to_load_leave_the_message_as_it_was(
     kafka = replace(delivery, channel="kafka")
     assert extras(kafka, 1, True) is kafka
     engine.dispose()
+
+
+def test_many_broker_classes_stay_within_slack_field_limits() -> None:
+    """Eight brokers of eight long, escaped fields: each field stays within 2,000
+    characters (Slack refuses more with a 400) and ends on a whole escape."""
+    classes = {f"broker{b}": {f"field{f}_{'x' * 30}": "<&>" * 20 for f in range(8)}
+               for b in range(8)}
+    message = slack_message(_delivery({**_payload(), "classes": classes}))
+    fields = [f["text"] for block in message["blocks"] for f in block.get("fields", ())]
+    assert max(len(f) for f in fields) <= 2000
+    object_field = message["blocks"][1]["fields"][1]["text"]
+    assert object_field.endswith("…") and "broker0: field0_" in object_field
+    assert re.search(r"&[a-z]*…$", object_field) is None

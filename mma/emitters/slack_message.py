@@ -178,6 +178,18 @@ def components_text(payload: Mapping[str, Any]) -> str:
 # -- the Slack message of one delivery ---------------------------------------------------
 
 
+def _cap(text: str, limit: int = 2000) -> str:
+    """Cut a field's text to Slack's limit (2,000 characters; more is refused with a 400,
+    which would park the message), without splitting an ``&amp;``-style escape."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    amp = cut.rfind("&")
+    if amp > cut.rfind(";"):
+        cut = cut[:amp]
+    return cut + "…"
+
+
 def _title(delivery: Delivery) -> str:
     p = delivery.payload
     prefix = "[TEST] " if delivery.event.get("test") else ""
@@ -270,8 +282,8 @@ def slack_message(delivery: Delivery) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": True}},
         {"type": "section", "fields": [
-            {"type": "mrkdwn", "text": "*Event* " + "\n".join(map(_escape, event_lines))},
-            {"type": "mrkdwn", "text": "*Object* " + "\n".join(map(_escape, obj_lines))},
+            {"type": "mrkdwn", "text": _cap("*Event* " + "\n".join(map(_escape, event_lines)))},
+            {"type": "mrkdwn", "text": _cap("*Object* " + "\n".join(map(_escape, obj_lines)))},
         ]},
     ]
     if changed and delivery.kind != "new":
