@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from mma.db.schema import coincidence_revisions
 from mma.handlers import fink
 from mma.ingest import Pipeline
+from mma.match.candidate import Thresholds, material_changes
 from mma.match.classes import MAX_ITEMS, MAX_TEXT, alert_classes, class_flags
 from mma.models import Alert
 from tests.conftest import CORPUS
@@ -136,3 +137,14 @@ def test_hostile_classes_reach_the_database_cut_down(engine: Engine, tmp_path: P
     assert stored["classes"]["fink"]["roid"] is None
     with engine.connect() as conn:
         assert conn.execute(select(coincidence_revisions.c.id)).first() is not None
+
+
+
+def test_classes_are_material_only_through_the_flags() -> None:
+    base = {"flags": ["catalogued_qso"], "detections": [], "n_detections": 1,
+            "credible_level": 0.5, "log_bayes_factor": 1.0, "p_chance": 0.1,
+            "region_version": 1, "classes": {"fink": {"cdsxmatch": "QSO"}}}
+    seyfert = {**base, "classes": {"fink": {"cdsxmatch": "Seyfert_1"}}}
+    assert material_changes(base, seyfert, Thresholds()) == []
+    unmatched = {**seyfert, "flags": [], "classes": {"fink": {"cdsxmatch": "Unknown"}}}
+    assert material_changes(base, unmatched, Thresholds()) == ["flags"]
