@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import pytest
@@ -39,7 +39,8 @@ T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 def _packets() -> dict[str, dict[str, Any]]:
     """The sample's packets by candid (as the alert id), decoded independently of mma."""
     with (SAMPLE / "ztf-sample-alerts.avro").open("rb") as fh:
-        return {str(p["candid"]): p for p in fastavro.reader(fh)}
+        return {str(p["candid"]): p for p in cast(Iterator[dict[str, Any]],
+                                                  fastavro.reader(fh))}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -123,6 +124,39 @@ def test_alerts_failing_vetting_store_no_cutouts(replayed: Engine) -> None:
         assert kept > 0 and kept % 3 == 0
 
 
+def test_only_vetted_alerts_of_candidates_keep_their_stamps(db_url: str, tmp_path: Path) -> None:
+    """Four sample packets with stamps, one notice: only the vetted ones that match keep them.
+
+    601 and 602 (one object, in S261120ab after t0, vetted), 610 (in the region, fails
+    vetting: rb 0.2), 613 (vetted, but in S261121cd, whose notice is not replayed).
+    """
+    with (SAMPLE / "ztf-sample-alerts.avro").open("rb") as fh:
+        reader = fastavro.reader(fh)
+        schema = reader.writer_schema
+        chosen = [p for p in cast(Iterator[dict[str, Any]], reader)
+                  if str(p["candid"])[-3:] in ("601", "602", "610", "613")]
+    assert len(chosen) == 4 and all(p["cutoutScience"] for p in chosen)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with (folder / "alerts.avro").open("wb") as fh:
+        fastavro.writer(fh, schema, chosen)
+    notice = SAMPLE / "S261120ab-preliminary.json"
+    (folder / notice.name).write_bytes(notice.read_bytes())
+    assert main(["replay", str(folder), "--output", str(tmp_path / "out.jsonl"),
+                 "--db", db_url]) == 0
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            kept = conn.execute(select(alerts.c.alert_id, func.count()).join_from(
+                cutouts, alerts, alerts.c.id == cutouts.c.alert_pk).group_by(
+                alerts.c.alert_id)).all()
+            n_alerts = conn.execute(select(func.count()).select_from(alerts)).scalar_one()
+    finally:
+        engine.dispose()
+    assert n_alerts == 4
+    assert sorted((a[-3:], n) for a, n in kept) == [("601", 3), ("602", 3)]
+
+
 def _alert(alert_id: str, hours: float, *, cutouts: dict[str, tuple[str, bytes]] | None = None,
            magnitude: float | None = 19.0, object_id: str = "ZTF26aaaaaaa") -> Alert:
     return Alert(alert_id=alert_id, object_id=object_id, survey="ZTF", ra_deg=150.0,
@@ -199,7 +233,7 @@ def test_handlers_keep_the_packets_stamps(corpus: Path) -> None:
     path = corpus / "alerts/ztf/avro/ZTF18abudxnw_2695378462115010012.avro"
     raw = path.read_bytes()
     with path.open("rb") as fh:
-        packet = next(fastavro.reader(fh))
+        packet = cast(dict[str, Any], next(fastavro.reader(fh)))
     alert = ztf.parse(raw, topic="ztf")
     assert {k: v[0] for k, v in alert.cutouts.items()} == {
         "science": "fits.gz", "template": "fits.gz", "difference": "fits.gz"}
