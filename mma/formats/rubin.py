@@ -13,9 +13,10 @@ Of what follows ``prvDiaSources`` the Alert needs only
 ``diaObject.firstDiaSourceMjdTai`` (v9+; in v7 the first detection must come from
 ``prvDiaSources`` itself). :meth:`RubinSchema.tail` reads the rest (forced
 sources, ``diaObject``, cutouts) with fastavro and a reader schema holding only
-the ``diaObject`` fields wanted, so it skips everything else in C; this also walks
-the rest of the message, so truncation and trailing bytes are still caught
-without decoding the cutouts.
+the ``diaObject`` fields wanted and the cutouts, so it skips everything else in
+C; this also walks the rest of the message, so truncation and trailing bytes are
+still caught. The cutouts are read as bytes, not parsed as FITS, and become the
+alert's stamps (``Alert.cutouts``) as they are.
 """
 
 from __future__ import annotations
@@ -81,11 +82,12 @@ class RubinSchema:
         return avro.decode_schemaless(raw, self.parsed, max_bytes=max_bytes, offset=offset)
 
     def tail(self, raw: bytes, offset: int) -> dict[str, Any]:
-        """Read the fields after ``diaSource`` from *offset*: first-detection and history data.
+        """Read the fields after ``diaSource`` from *offset*: history, first detection, cutouts.
 
         Returns ``{"prvDiaSources": [{"midpointMjdTai": ..., "psfFlux": ...,
         "psfFluxErr": ..., "isNegative": ...}, ...] | None, "diaObject":
-        {"diaObjectId": ..., "firstDiaSourceMjdTai": ..., ...} | None}``; items
+        {"diaObjectId": ..., "firstDiaSourceMjdTai": ..., ...} | None,
+        "cutoutScience": bytes | None, ...}``; items
         hold the :data:`~mma.formats.rubin_decoders.HISTORY_FIELDS` of this version
         (no ``isNegative`` in v7).
 
