@@ -63,8 +63,14 @@ enabled = true
 enabled = true
 username = "mma"
 recipients = ["oncall@example.org"]
+[priors]
+tail_fraction = 2.0
+[distance]
+host_probability_min = 0.0
 """
 BAD_NEED_MESSAGES = (
+    "[priors] tail_fraction must be a probability in [0, 1]",
+    "[distance] need 0 < host_probability_min <= host_probability_max < 1",
     "'kafka.notice_topics': 'nosuch:gcn.topic' names no handler",
     "'kafka.notice_topics': 'ztf:gcn.other': ztf is an alert handler, not a notice handler",
     "secret gcn_client_id is not set (environment variable MMA_GCN_CLIENT_ID",
@@ -124,6 +130,7 @@ def test_the_secrets_in_the_environment_satisfy_the_check(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     text = BAD_NEEDS.replace(', "nosuch:gcn.topic", "ztf:gcn.other"', "")
+    text = text[:text.index("[priors]")]
     path = _write(tmp_path, text)
     assert _check(path, capsys)[0] == 2  # the secrets are missing
     assert _check(path, capsys, "--no-secrets")[0] == 0
