@@ -346,9 +346,7 @@ def load_config(
     env = dict(os.environ if environ is None else environ)
     defaults = _load_defaults()
     check_default_windows(defaults)
-    data = copy.deepcopy(defaults)
-    sources = ["defaults"]
-    errors: list[str] = []
+    data, sources, errors = copy.deepcopy(defaults), ["defaults"], list[str]()
     layers: list[tuple[str, Mapping[str, Any]]] = []
     for file in config_files(path, env, system_file or SYSTEM_CONFIG, system, errors):
         layer = read_layer(file, errors)
@@ -373,7 +371,8 @@ def _merge_layer(data: MutableMapping[str, Any], layer: Mapping[str, Any],
                  defaults: Mapping[str, Any], origin: str, errors: list[str]) -> None:
     """Check *layer*'s windows and merge it into *data*, collecting its errors."""
     if "secrets" in layer:
-        errors.append(f"{origin}: [secrets] names environment variables and is fixed")
+        if layer["secrets"] != defaults["secrets"]:  # a copy of default.toml may repeat them
+            errors.append(f"{origin}: [secrets] names environment variables and is fixed")
         layer = {k: v for k, v in layer.items() if k != "secrets"}
     try:
         layer = check_windows_layer(layer, origin)

@@ -372,3 +372,14 @@ def test_the_check_says_what_will_be_consumed(tmp_path: Path) -> None:
         "notices: every handler's default topics and 1 topics from GCN Kafka "
         "(test.gcn.nasa.gov); alerts: 2 topics from b.example.org:9092")
     assert describe_sources(load_config(_write(tmp_path, ""), environ={})) == "none"
+
+
+def test_a_copy_of_the_packaged_defaults_loads(tmp_path: Path) -> None:
+    """default.toml as a configuration file: the same configuration (its [secrets] table
+    names the fixed variables); another name for a secret is still refused."""
+    packaged = (Path(mma.config.__file__).parent / "default.toml").read_text()
+    copy = load_config(_write(tmp_path, packaged), environ={})
+    assert copy.data == load_config(environ={}, system=False).data
+    changed = packaged.replace('smtp_password = "MMA_SMTP_PASSWORD"', 'smtp_password = "PW"')
+    with pytest.raises(ConfigError, match=r"\[secrets\] names environment variables"):
+        load_config(_write(tmp_path, changed), environ={})
