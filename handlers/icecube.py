@@ -60,7 +60,7 @@ from mma.formats.gcn_envelope import (
 )
 from mma.formats.gcn_json import load_json
 from mma.formats.gcn_localization import localization
-from mma.models import Notice
+from mma.models import SECONDS_PER_YEAR, Notice
 
 __all__ = ["DEFAULT_TOPICS", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
 
@@ -157,6 +157,10 @@ def _parse_amon(raw: bytes, topic: str) -> Notice:
     for key in ("signalness", "FAR", "energy", "src_error_50"):
         if event.params.get(key):
             props[key] = event.param_float(key)
+    if isinstance(props.get("FAR"), float):
+        # AMON states the FAR per year; mma's property ``far`` is in Hz for every
+        # messenger (priors, channel rules and messages read it).
+        props["far"] = props["FAR"] / SECONDS_PER_YEAR
     region = None
     if not retraction:
         model = _param_description(event, "src_error_90").lower()

@@ -23,6 +23,9 @@ RegionKind = Literal["skymap", "circle", "ellipse", "box"]
 #: compact binary coalescences and unmodelled GW bursts, gamma-ray bursts, X-ray
 #: transients, astrophysical neutrino tracks and cascades, neutrinos found by a search
 #: around a GW (IceCube ``lvk_nu_track_search``), and supernova neutrino bursts.
+# A Julian year [s]: rates stated per year (AMON FAR, astrophysical rates) to Hz.
+SECONDS_PER_YEAR = 365.25 * 86400.0
+
 EVENT_CLASSES = ("gw.cbc", "gw.burst", "grb", "xray", "neutrino.track", "neutrino.cascade",
                  "neutrino.gw_followup", "neutrino.sn_burst")
 #: Classes where an object seen before t0 counts against it (``pre_existing``): a

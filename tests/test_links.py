@@ -44,8 +44,8 @@ def _candidate(corpus: Path, name: str, **extra: Any) -> tuple[dict[str, Any], d
     """(record, event extras) of a ZTF candidate of the notice's event, as the outbox has them."""
     n = _notice(corpus, name)
     props = dict(n.properties)
-    # What mma.match.candidate.significance writes: for AMON it copies FAR [per year].
-    far = next((props[k] for k in ("far", "FAR") if isinstance(props.get(k), float)), None)
+    # What mma.match.candidate.significance writes: ``far`` [Hz] (AMON's handler converts).
+    far = props.get("far")
     payload = {"event_id": n.event_id, "aliases": list(n.aliases), "messenger": n.messenger,
                "event_class": n.event_class, "instrument": n.instrument,
                "significance": {"far_hz": far, "p_astro": props.get("p_astro"),
@@ -79,10 +79,10 @@ def test_a_noisy_lvk_rate_reads_per_year_and_not_significant(corpus: Path) -> No
 
 
 def test_icecube_amon_far_is_per_year_not_hz(corpus: Path) -> None:
-    """AMON VOEvents state FAR in yr⁻¹ (2.0054): shown per year, converted for Hz, even
-    though the record's significance.far_hz copied the per-year number."""
+    """AMON VOEvents state FAR in yr⁻¹ (2.0054): the handler keeps it and adds ``far`` in
+    Hz, which the record's significance.far_hz carries; messages show it per year."""
     payload, event = _candidate(corpus, AMON_BRONZE)
-    assert payload["significance"]["far_hz"] == 2.0054
+    assert payload["significance"]["far_hz"] == pytest.approx(2.0054 / SECONDS_PER_YEAR)
     rate, per_year = far_hz(payload, event) or (math.nan, False)
     assert per_year and rate == pytest.approx(2.0054 / SECONDS_PER_YEAR)
     text = significance_text(payload, event) or ""

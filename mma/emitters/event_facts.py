@@ -24,11 +24,14 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
+from mma.models import SECONDS_PER_YEAR
+
 __all__ = ("SECONDS_PER_YEAR", "classes_lines", "event_rows", "far_hz", "format_far",
            "p_astro", "significance_text")
 
-SECONDS_PER_YEAR = 365.25 * 86400.0
-_FAR_KEYS = (("far", 1.0), ("FAR", 1.0 / SECONDS_PER_YEAR))
+# AMON first: its handler keeps the per-year ``FAR`` as stated beside ``far`` [Hz], and a
+# rate stated per year reads best per year.
+_FAR_KEYS = (("FAR", 1.0 / SECONDS_PER_YEAR), ("far", 1.0))
 """(property key, factor to Hz): which handler stores a FAR under which unit."""
 _SIGMA_KEYS = ("burst_signif_sigma", "signif_sigma")
 _MAX_ITEMS = 8  # classes shown per broker, entries of a classification

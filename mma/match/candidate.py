@@ -207,7 +207,8 @@ def significance(event: StoredEvent) -> dict[str, Any]:
         if isinstance(p_terr, int | float) and not isinstance(p_terr, bool) \
                 and 0.0 <= p_terr <= 1.0:
             p_astro = 1.0 - float(p_terr)
-    return {"far_hz": number("far", "far_hz", "FAR"), "p_astro": p_astro,
+    # ``far`` is in Hz for every handler (AMON's per-year ``FAR`` is converted by it).
+    return {"far_hz": number("far", "far_hz"), "p_astro": p_astro,
             "significant": significant if isinstance(significant, bool) else None,
             "signalness": number("signalness")}
 

@@ -20,9 +20,8 @@ from typing import Any
 
 from mma.config import Config
 from mma.match.finite import LN_FLOOR, clamp_ln
-from mma.models import EVENT_CLASSES, PRE_EXISTING_CLASSES, StoredEvent
+from mma.models import EVENT_CLASSES, PRE_EXISTING_CLASSES, SECONDS_PER_YEAR, StoredEvent
 
-SECONDS_PER_YEAR = 365.25 * 86400.0
 P_ASTRO_MIN = 1e-6
 # n_sky at or below zero (no background measured yet) stands for this: odds stay finite.
 N_SKY_MIN = 1e-300
