@@ -99,7 +99,7 @@ def _write(tmp_path: Path, text: str, name: str = "mma.toml") -> Path:
 def _check(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
     code = main(["--config", str(path), "config", "check", *extra])
     out = capsys.readouterr()
-    return code, out.out + out.err.replace("\\n", "\n")
+    return code, out.out + out.err
 
 
 def test_every_bad_value_is_reported_at_once_naming_file_and_key(
@@ -383,3 +383,39 @@ def test_a_copy_of_the_packaged_defaults_loads(tmp_path: Path) -> None:
     changed = packaged.replace('smtp_password = "MMA_SMTP_PASSWORD"', 'smtp_password = "PW"')
     with pytest.raises(ConfigError, match=r"\[secrets\] names environment variables"):
         load_config(_write(tmp_path, changed), environ={})
+
+
+def test_configuration_errors_are_printed_one_per_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, shown = _check(_write(tmp_path, BAD_VALUES), capsys)
+    assert code == 2
+    lines = [line for line in shown.splitlines() if line.strip()]
+    assert lines[0].startswith("mma: configuration error: ")
+    assert len(lines) == len(BAD_VALUE_MESSAGES) and "\\n" not in shown
+
+
+def test_system_file_is_read_beneath_config_only_when_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, '[replay]\nprogress_min_items = 7\n', name="etc-mma.toml")
+    user = _write(tmp_path, '[replay]\nmax_clock_gap_days = 9.0\n')
+    assert main(["--config", str(user), "config", "show"]) == 0
+    alone = capsys.readouterr().out
+    assert "max_clock_gap_days = 9.0" in alone and "progress_min_items = 7" not in alone
+    assert main(["--config", str(user), "--system-config", "config", "show"]) == 0
+    both = capsys.readouterr().out
+    assert "max_clock_gap_days = 9.0" in both and "progress_min_items = 7" in both
+
+
+def test_config_init_works_while_no_configuration_loads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A broken system file and $MMA_CONFIG naming the file about to be written do not
+    keep ``mma config init`` from writing it; the others then read it."""
+    _write(tmp_path, "[no_such_section]\n", name="etc-mma.toml")
+    target = tmp_path / "new.toml"
+    monkeypatch.setenv("MMA_CONFIG", str(target))
+    assert main(["config", "init", "-o", str(target)]) == 0
+    assert target.is_file()
+    capsys.readouterr()
+    assert main(["--config", str(target), "config", "check", "--no-secrets"]) == 0, \
+        capsys.readouterr().err

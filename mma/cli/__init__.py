@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from mma import __version__
 from mma.cli import act, admin, look, page, replay
 from mma.cli.common import UsageError
-from mma.config import load_config
+from mma.config import Config, load_config
 from mma.errors import ConfigError, TransientError
-from mma.printable import printable
+from mma.printable import printable, printable_lines
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mma``."""
     parser = argparse.ArgumentParser(prog="mma", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mma {__version__}")
-    parser.add_argument("-c", "--config", help="TOML configuration file (else $MMA_CONFIG)")
+    parser.add_argument("-c", "--config",
+                        help="TOML configuration file (else $MMA_CONFIG); with --config, "
+                             "/etc/mma/mma.toml is not read unless --system-config")
+    parser.add_argument("--system-config", action="store_true",
+                        help="read /etc/mma/mma.toml beneath the --config file")
     parser.add_argument("-l", "--log-level", help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS:
@@ -67,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = _config_of(args)
         level = args.log_level or str(config.section("logging")["level"])
         try:
             configure(level, default=COMMAND_LEVELS.get(args.command, DEFAULT_LEVEL))
@@ -81,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not _output_closed():
             raise  # a socket's, not ours: a real error
         return SIGPIPE_STATUS
-    except ConfigError as exc:
-        print(printable(f"mma: configuration error: {exc}"), file=sys.stderr)
+    except ConfigError as exc:  # every problem found, one per line
+        print("\n".join(printable_lines(f"mma: configuration error: {exc}")), file=sys.stderr)
         return 2
     except UsageError as exc:
         print(printable(f"mma: {exc}"), file=sys.stderr)
@@ -92,6 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 75  # EX_TEMPFAIL: systemd may restart us
     except KeyboardInterrupt:
         return 130
+
+
+def _config_of(args: argparse.Namespace) -> Config:
+    """The configuration a command runs with.
+
+    ``mma config init`` writes the file the others will read: it must work while
+    no configuration loads (a broken system file, ``$MMA_CONFIG`` naming the file
+    about to be written), so it runs on the packaged defaults alone.
+    """
+    if args.command == "config" and args.action == "init":
+        return load_config(None, environ={}, system=False)
+    return load_config(args.config, system=True if args.system_config else None)
 
 
 def _output_closed() -> bool:
