@@ -7,7 +7,7 @@ show the flags' effect whatever the P_chance cut. Also printed: Kafka's defaults
 and for each excluded flag how many of the "before" candidates it stops on its
 own (the flags overlap: one candidate often carries several). The deliveries
 are decided by :func:`mma.outbox.enqueue`, which the daemon runs (it calls
-:func:`mma.outbox.passes` per channel with the stored event and region), inside
+:func:`mma.channels.passes` per channel with the stored event and region), inside
 a transaction that is rolled back: the database is left as it was. Run on
 replays kept with ``--db``::
 

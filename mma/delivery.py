@@ -23,6 +23,7 @@ import numpy as np
 from ligo.skymap.distance import parameters_to_marginal_moments
 from sqlalchemy import Engine
 
+from mma import channels as channel_rules
 from mma import outbox
 from mma.config import Config
 from mma.db import region_store
@@ -45,7 +46,7 @@ def build_emitters(config: Config) -> dict[str, Emitter]:
         A channel is enabled but its secret or a required key is missing.
     """
     emitters: dict[str, Emitter] = {}
-    channels = outbox.enabled_channels(config)
+    channels = channel_rules.enabled_channels(config)
     if "kafka" in channels:
         from mma.emitters.kafka import KafkaEmitter
 
@@ -56,7 +57,7 @@ def build_emitters(config: Config) -> dict[str, Emitter]:
         from mma.emitters.email import EmailEmitter
 
         conf = config.section("channels.email")
-        addresses = {outbox.subscriber_channel(sub["address"]): [sub["address"]]
+        addresses = {channel_rules.subscriber_channel(sub["address"]): [sub["address"]]
                      for sub in conf["subscribers"]}
         addresses["email"] = list(conf["recipients"])
         for channel in email_channels:
@@ -65,7 +66,7 @@ def build_emitters(config: Config) -> dict[str, Emitter]:
                 username=conf["username"] or None, password=config.secret("smtp_password"),
                 sender=conf["sender"], recipients=addresses[channel], picture=conf["picture"])
     for channel, emitter in emitters.items():
-        if outbox.digest_minutes(config, channel) and not hasattr(emitter, "send_digest"):
+        if channel_rules.digest_minutes(config, channel) and not hasattr(emitter, "send_digest"):
             raise ConfigError(f"channel {channel} cannot send digests (digest_minutes)")
     return emitters
 

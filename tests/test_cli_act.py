@@ -14,13 +14,14 @@ import pytest
 from PIL import Image
 from sqlalchemy import Engine, select, update
 
+from mma.channels import enabled_channels
 from mma.cli import main
 from mma.config import load_config
 from mma.db.engine import make_engine
 from mma.db.schema import coincidences, events, outbox
 from mma.delivery import region_loader
 from mma.emitters.picture import render_region_png
-from mma.outbox import enabled_channels, enqueue
+from mma.outbox import enqueue
 from tests.test_cli_look import db, ingest_sample, ingested, jsonl, run
 
 __all__ = ("db", "ingested")  # fixtures shared with tests.test_cli_look

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from mma import channels as channel_rules
 from mma import outbox
 from mma.cli import main
 from mma.config import Config, load_config
@@ -243,9 +244,9 @@ exclude_flags = []  # the synthetic survey's background is unmeasured
 """)
     config = load_config(user, environ={"MMA_PATHS__STATE_DIR": str(tmp_path)},
                          system_file=tmp_path / "none")
-    channels = outbox.enabled_channels(config)
-    gw = outbox.subscriber_channel("gw-oncall@example.org")
-    assert set(channels) == {gw, outbox.subscriber_channel("neutrino-desk@example.org")}
+    channels = channel_rules.enabled_channels(config)
+    gw = channel_rules.subscriber_channel("gw-oncall@example.org")
+    assert set(channels) == {gw, channel_rules.subscriber_channel("neutrino-desk@example.org")}
     p = Pipeline(engine, config)
     feed(p, notice("PRELIMINARY", 0.01, MAP_1))
     feed(p, alert("a", pixel=0, hours=2))

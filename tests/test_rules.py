@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from mma import outbox
+from mma import channels as channel_rules
 from mma.config import Config, load_config
 from mma.db.schema import outbox as outbox_table
 from mma.errors import ConfigError
@@ -44,7 +44,7 @@ def _record(*flags: str, **extra: Any) -> dict[str, Any]:
 
 
 def _passes(rules: Any, record: dict[str, Any]) -> bool:
-    return outbox.passes(rules, record, {"properties": {"far": 1e-9}}, 100.0)
+    return channel_rules.passes(rules, record, {"properties": {"far": 1e-9}}, 100.0)
 
 
 def _rules(channel: str = "kafka", **over: Any) -> dict[str, Any]:
@@ -52,12 +52,12 @@ def _rules(channel: str = "kafka", **over: Any) -> dict[str, Any]:
 
 
 def test_a_flag_name_matches_its_qualified_forms_only() -> None:
-    assert outbox.has_flag(["not_grb:unreliable_location"], "not_grb")
-    assert outbox.has_flag(["not_grb"], "not_grb")
-    assert outbox.has_flag(["veto:withdrawn"], "veto:")
-    assert not outbox.has_flag(["not_grb_really"], "not_grb")
-    assert not outbox.has_flag(["classification_not_grb"], "not_grb")
-    assert not outbox.has_flag([], "test")
+    assert channel_rules.has_flag(["not_grb:unreliable_location"], "not_grb")
+    assert channel_rules.has_flag(["not_grb"], "not_grb")
+    assert channel_rules.has_flag(["veto:withdrawn"], "veto:")
+    assert not channel_rules.has_flag(["not_grb_really"], "not_grb")
+    assert not channel_rules.has_flag(["classification_not_grb"], "not_grb")
+    assert not channel_rules.has_flag([], "test")
 
 
 def test_exclude_flags_drops_any_listed_flag_and_its_qualified_forms() -> None:
@@ -132,7 +132,7 @@ def test_the_default_flag_names_are_those_the_handlers_write() -> None:
     flags = fermi_gbm.parse(gbm.read_bytes(), topic="gcn.classic.voevent.FERMI_GBM_FLT_POS").flags
     assert flags == ("not_grb:unreliable_location",)
     excluded = _defaults().section("channels.slack.rules")["exclude_flags"]
-    assert outbox.has_flag(flags, "not_grb") and "not_grb" in excluded
+    assert channel_rules.has_flag(flags, "not_grb") and "not_grb" in excluded
     assert "low_significance" in excluded
 
 
@@ -172,7 +172,7 @@ min_p_astro = 0.5
 
 def test_slack_destinations_are_channels_with_the_slack_rules_underneath(tmp_path: Path) -> None:
     config = _config_file(tmp_path, DESTINATIONS)
-    channels = outbox.enabled_channels(config)
+    channels = channel_rules.enabled_channels(config)
     assert set(channels) == {"slack:gw-oncall", "slack:grb"}  # no plain webhook secret set
     slack = config.section("channels.slack.rules")
     assert channels["slack:gw-oncall"]["messengers"] == ["gw"]
@@ -182,10 +182,11 @@ def test_slack_destinations_are_channels_with_the_slack_rules_underneath(tmp_pat
     assert channels["slack:grb"]["max_p_chance"] == slack["max_p_chance"]
     assert "name" not in channels["slack:grb"] and "webhook_secret" not in channels["slack:grb"]
     with_plain = _config_file(tmp_path, DESTINATIONS, MMA_SLACK_WEBHOOK_URL="https://x.invalid")
-    assert set(outbox.enabled_channels(with_plain)) == {"slack", "slack:gw-oncall", "slack:grb"}
+    assert set(channel_rules.enabled_channels(with_plain)) == {
+        "slack", "slack:gw-oncall", "slack:grb"}
     digest = _config_file(tmp_path, DESTINATIONS.replace(
         "enabled = true", "enabled = true\ndigest_minutes = 5"))
-    assert outbox.digest_minutes(digest, "slack:grb") == 5.0
+    assert channel_rules.digest_minutes(digest, "slack:grb") == 5.0
 
 
 @pytest.mark.parametrize(("table", "message"), [
@@ -211,7 +212,7 @@ def test_destination_names_are_checked(tmp_path: Path, tables: str, message: str
     config = _config_file(tmp_path, "[channels.slack]\nenabled = true\n"
                                     f"[[channels.slack.destinations]]\n{tables}\n")
     with pytest.raises(ConfigError, match=message):
-        outbox.enabled_channels(config)
+        channel_rules.enabled_channels(config)
 
 
 def test_a_destination_gets_what_its_own_rules_accept(engine: Engine, tmp_path: Path) -> None:

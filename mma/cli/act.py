@@ -67,9 +67,9 @@ def cmd_resend(args: argparse.Namespace, config: Config) -> int:
     To --channel, or else to every enabled channel that was sent the candidate.
     A mute does not hold it back. ``mma deliver`` or the daemon sends it.
     """
+    from mma.channels import enabled_channels
     from mma.db.actions import resend
     from mma.db.queries import carried_channels
-    from mma.outbox import enabled_channels
 
     enabled = sorted(enabled_channels(config))
     if args.channel is not None and args.channel not in enabled:

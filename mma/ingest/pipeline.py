@@ -17,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from mma import outbox
+from mma import channels
 from mma.config import Config
 from mma.db import locks
 from mma.errors import BadMessage, Ignored, TransientError
@@ -87,7 +87,7 @@ class Pipeline:
         """
         self.engine = engine
         self.config = config
-        self.channels = outbox.enabled_channels(config)
+        self.channels = channels.enabled_channels(config)
         self.correlator = Correlator(config, Thresholds.of(config, self.channels))
         self.guard = Guard(engine)
         limits = config.section("limits")
