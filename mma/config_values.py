@@ -90,6 +90,7 @@ VALUE_CHECKS: tuple[tuple[str, Check], ...] = (
     ("*max_p_chance", PROBABILITY),
     ("*max_credible_level", Check(lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]")),
     ("*min_has_ns", PROBABILITY),
+    ("*min_p_astro", PROBABILITY),
     ("*max_area90_deg2", at_least(0)),
     ("*max_far_hz", at_least(0)),
     ("distance.reach_quantile", Check(lambda v: _number(v) and 0 < v < 1,

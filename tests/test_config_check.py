@@ -40,6 +40,7 @@ alert_topics = ["ztf:ztf_alerts"]
 health_port = 70000
 [channels.slack.rules]
 max_p_chance = 1.5
+min_p_astro = -0.5
 [scoring]
 max_cl = 0.9
 """
@@ -51,6 +52,7 @@ BAD_VALUE_MESSAGES = (
     "'kafka.alert_bootstrap_servers' is required when 'kafka.alert_topics' is set",
     "'daemon.health_port' must be a number in [0, 65535], got 70000",
     "'channels.slack.rules.max_p_chance' must be a number in [0, 1], got 1.5",
+    "'channels.slack.rules.min_p_astro' must be a number in [0, 1], got -0.5",
     "unknown key 'scoring.max_cl'",
 )
 # What the daemon needs: handler names, kinds, the secrets of what is enabled.
@@ -419,3 +421,20 @@ def test_config_init_works_while_no_configuration_loads(
     capsys.readouterr()
     assert main(["--config", str(target), "config", "check", "--no-secrets"]) == 0, \
         capsys.readouterr().err
+
+
+def test_a_slack_destination_naming_a_url_is_refused_without_showing_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``webhook_secret`` names a variable; a URL there is a leaked secret, not printed."""
+    url = "https://hooks.slack.com/services/T000/B000/secretpart"
+    code, shown = _check(_write(tmp_path, f"""
+[daemon]
+spool_dir = "{tmp_path}"
+[channels.slack]
+enabled = true
+[[channels.slack.destinations]]
+name = "gw"
+webhook_secret = "{url}"
+"""), capsys)
+    assert code == 2
+    assert "webhook_secret" in shown and "secretpart" not in shown

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from mma.channels import enabled_channels
 from mma.config import Config
 from mma.errors import ConfigError
 from mma.service.sources import EVERY_DEFAULT
@@ -71,14 +72,6 @@ NEEDS: tuple[tuple[Callable[[Config], bool], str, str], ...] = (
 )
 
 
-def _named_secret(config: Config, name: str) -> bool:
-    """Whether the environment variable or systemd credential *name* holds a value."""
-    if config.environ.get(name):
-        return True
-    cred_dir = config.environ.get("CREDENTIALS_DIRECTORY")
-    return cred_dir is not None and (Path(cred_dir) / name).is_file()
-
-
 def secret_problems(config: Config) -> list[str]:
     """The secrets that enabled sources and channels need but are not set."""
     problems = []
@@ -89,9 +82,13 @@ def secret_problems(config: Config) -> list[str]:
                             f"systemd credential {secret}); needed by {by}")
     slack = config.section("channels.slack")
     destinations = (slack.get("destinations") or []) if slack["enabled"] else []
+    try:  # names, uniqueness, and no URL where a variable's name belongs
+        enabled_channels(config)
+    except ConfigError as exc:
+        return [*problems, str(exc)]
     for i, dest in enumerate(destinations):
         name = dest.get("webhook_secret", "")
-        if not _named_secret(config, name):
+        if not config.named_secret(name):
             problems.append(f"channels.slack.destinations[{i}] ({dest.get('name')}): its "
                             f"webhook_secret {name} is not set (environment variable or "
                             "systemd credential of that name)")
