@@ -147,3 +147,18 @@ def test_current_region_prefers_the_newest_active_version() -> None:
 
 def test_matplotlib_titles_cannot_start_mathtext() -> None:
     assert plain("a$b$c") == r"a\$b\$c"
+
+
+def test_status_says_expired_once_the_window_has_closed() -> None:
+    """As ``mma events`` says it: a closed window is expired even while the stored
+    region is still marked active (the daemon's expiry job has not run yet)."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    page = _page(_event(), [])
+    region = replace(page.region, window_end=T0 + timedelta(days=14))  # type: ignore[type-var]
+    open_page = replace(page, region=region, regions=(region,),
+                        generated_at=T0 + timedelta(days=1))
+    assert "<dd>active</dd>" in event_html(open_page, Images())
+    closed = replace(open_page, generated_at=T0 + timedelta(days=15))
+    assert "<dd>expired (window closed)</dd>" in event_html(closed, Images())

@@ -90,13 +90,24 @@ def _banners(page: EventPage) -> str:
     return "\n".join(out)
 
 
+def _shown_status(page: EventPage) -> str:
+    """The event's status as ``mma events`` says it: a window closed by the page's
+    time is ``expired`` even before the daemon's expiry job marks the region."""
+    e, r = page.event, page.region
+    if e.status == "retracted":
+        return "retracted"
+    if r is None or r.status == "expired" or r.window_end <= page.generated_at:
+        return "expired (window closed)"
+    return e.status
+
+
 def _facts(page: EventPage) -> str:
     e, r = page.event, page.region
     facts = [
         ("event time (t0)", esc(fmt_time(e.event_time))),
         ("messenger / class", esc(f"{e.messenger} / {e.event_class or '-'}")),
         ("instrument", esc(e.instrument)),
-        ("status", esc(e.status)),
+        ("status", esc(_shown_status(page))),
         ("aliases", esc(", ".join(e.aliases) or "-")),
         ("flags", _flags(strings(e.flags)) or "-"),
         ("current region", "-" if r is None else esc(
