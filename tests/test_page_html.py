@@ -156,7 +156,8 @@ def test_status_says_expired_once_the_window_has_closed() -> None:
     from datetime import timedelta
 
     page = _page(_event(), [])
-    region = replace(page.region, window_end=T0 + timedelta(days=14))  # type: ignore[type-var]
+    assert page.region is not None
+    region = replace(page.region, window_end=T0 + timedelta(days=14))
     open_page = replace(page, region=region, regions=(region,),
                         generated_at=T0 + timedelta(days=1))
     assert "<dd>active</dd>" in event_html(open_page, Images())
