@@ -51,6 +51,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow  # a subprocess waiting out librdkafka's reconnects (~3 s)
 def test_unreachable_broker_logs_a_few_warnings_nothing_raw(tmp_path: Path) -> None:
     servers = f"127.0.0.1:{_closed_port()}"
     conf = tmp_path / "mma.toml"
