@@ -122,7 +122,7 @@ def test_status_shows_daemons_lag_and_stale(engine: Engine, db_url: str,
     assert main(["status", "--db", db_url]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "active events: 0" in lines and "dead letters: 0" in lines
-    assert "daemons        2" in lines
+    assert "daemons: 2" in lines
     fresh = next(line for line in lines if line.strip().startswith("fresh "))
     gone = next(line for line in lines if line.strip().startswith("gone "))
     assert f"{socket.gethostname()}/pid {os.getpid()}" in fresh

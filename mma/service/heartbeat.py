@@ -237,14 +237,14 @@ def read_status(conn: Connection, *, now: datetime,
 
 
 def format_status(statuses: Sequence[InstanceStatus]) -> list[str]:
-    """Lines for ``mma status``: a ``daemons`` count, then each instance and its sources.
+    """Lines for ``mma status``: ``daemons: N``, then each instance and its sources.
 
     An unknown lag shows as ``?``, a source without messages as ``never``, and an
     instance whose heartbeat is too old ends with ``STALE``. Instance, host and
     source names are read from a shared database that any instance writes:
     they are shown through :func:`mma.printable.printable`.
     """
-    lines = [f"{'daemons':<14} {len(statuses)}"]
+    lines = [f"daemons: {len(statuses)}"]
     for st in statuses:
         lines.append(f"  {printable(st.instance)}  {printable(st.host)}/pid {st.pid}"
                      f"  up since {st.started_at.isoformat(timespec='seconds')}"
