@@ -11,7 +11,9 @@ from sqlalchemy import Engine
 from mma.config import Config, load_config
 from mma.db.engine import make_engine, upgrade
 
-pytest_plugins = ["tests.services.fixtures"]
+# One definition of each service fixture for the whole session (a fixture imported into
+# two test modules would be two session fixtures: two Playwright drivers at once).
+pytest_plugins = ["tests.services.fixtures", "tests.services.browser"]
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

@@ -27,7 +27,6 @@ from mma.db.engine import make_engine
 from mma.db.schema import coincidences, events
 from mma.page import write_index
 from mma.service.pages import PageJob
-from tests.services.browser import browser  # noqa: F401  (the session fixture)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "mma" / "data" / "sample"
 OUTPUT = Path(__file__).resolve().parent / "output"
@@ -75,7 +74,7 @@ def _column(page: Any, col: str) -> list[float]:
     return [float(k) for k in keys]
 
 
-def _open(browser: Any, path: Path) -> tuple[Any, list[str]]:  # noqa: F811
+def _open(browser: Any, path: Path) -> tuple[Any, list[str]]:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(30_000)
     problems: list[str] = []
@@ -98,7 +97,7 @@ def _open(browser: Any, path: Path) -> tuple[Any, list[str]]:  # noqa: F811
 
 @pytest.mark.browser
 def test_event_page_renders_sorts_and_loads_images(sample_db: Path, tmp_path: Path,
-                                                   browser: Any) -> None:  # noqa: F811
+                                                   browser: Any) -> None:
     url = f"sqlite:///{sample_db}"
     path = _write(url, "S261120ab", tmp_path / "pages")
     page, problems = _open(browser, path)
@@ -137,7 +136,7 @@ def test_event_page_renders_sorts_and_loads_images(sample_db: Path, tmp_path: Pa
 
 @pytest.mark.browser
 def test_retracted_event_shows_its_banner(sample_db: Path, tmp_path: Path,
-                                         browser: Any) -> None:  # noqa: F811
+                                         browser: Any) -> None:
     path = _write(f"sqlite:///{sample_db}", "S261121cd", tmp_path / "pages")
     page, problems = _open(browser, path)
     banner = page.locator("#retracted")
@@ -150,7 +149,7 @@ def test_retracted_event_shows_its_banner(sample_db: Path, tmp_path: Path,
 
 @pytest.mark.browser
 def test_hostile_values_from_the_database_are_inert(sample_db: Path, tmp_path: Path,
-                                                    browser: Any) -> None:  # noqa: F811
+                                                    browser: Any) -> None:
     url = _copy(sample_db, tmp_path)
     engine = make_engine(url)
     with engine.begin() as conn:
@@ -173,7 +172,7 @@ def test_hostile_values_from_the_database_are_inert(sample_db: Path, tmp_path: P
 
 @pytest.mark.browser
 def test_index_links_to_the_pages_of_active_events(sample_db: Path, tmp_path: Path,
-                                                  browser: Any) -> None:  # noqa: F811
+                                                  browser: Any) -> None:
     url = f"sqlite:///{sample_db}"
     out = tmp_path / "pages"
     _write(url, "S261120ab", out)

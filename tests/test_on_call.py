@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from mma.cli import main
-from tests.services.browser import browser  # noqa: F401  (the session fixture)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "mma" / "data" / "sample"
 EVENT = "S261120ab"
@@ -54,7 +53,7 @@ def night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 def test_the_commands_and_the_page_tell_one_story(
         night: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        browser: Any) -> None:  # noqa: F811
+        browser: Any) -> None:
     db = ("--db", night)
     # What is there: both events, the retracted one said so, nothing dead-lettered.
     events = {e["event_id"]: e for e in _json_lines(_run(capsys, "events", *db, "--json"))}

@@ -3,7 +3,7 @@
 :func:`browser` is a session fixture: :func:`tests.services.install.ensure_chromium`
 installs ``/usr/bin/chromium`` when it is missing, and Playwright launches that
 binary (never a browser of its own download). A test module uses it with
-``from tests.services.browser import browser``.
+the ``browser`` fixture (registered in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
