@@ -2,8 +2,8 @@
 
 :func:`browser` is a session fixture: :func:`tests.services.install.ensure_chromium`
 installs ``/usr/bin/chromium`` when it is missing, and Playwright launches that
-binary (never a browser of its own download). A test module uses it with
-the ``browser`` fixture (registered in ``tests/conftest.py``).
+binary (never a browser of its own download). Tests ask for ``browser``; it is
+registered once, in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
