@@ -213,8 +213,34 @@ def test_page_job_rewrites_only_changed_events(sample_db: Path, tmp_path: Path) 
     job.failed = {"S261120ab"}  # written again in place: no temporary directory is left
     assert job.run() == ["S261120ab"]
     assert sorted(p.name for p in (pages / "events").iterdir()) == ["S261120ab"]
-    assert sorted(p.name for p in pages.iterdir()) == ["events", "index.html"]
+    assert sorted(p.name for p in pages.iterdir()) == [".cache", "events", "index.html"]
     engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_page_written_again_draws_only_what_changed(
+        sample_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pictures come from the cache when what they show is unchanged: a second page
+    of the same event draws nothing, and shows the same pictures."""
+    import mma.emitters.lightcurve
+    import mma.emitters.picture
+    import mma.emitters.stamps
+
+    url = f"sqlite:///{sample_db}"
+    first = _write(url, "S261120ab", tmp_path / "pages")
+    pictures = sorted(p.name for p in first.parent.glob("*.png"))
+    assert "sky.png" in pictures and any(p.startswith("lc-") for p in pictures)
+    before = {p: (first.parent / p).read_bytes() for p in pictures}
+
+    def refuse(*_a: Any, **_k: Any) -> bytes:
+        raise AssertionError("drawn again although unchanged")
+
+    for module, name in ((mma.emitters.lightcurve, "render_light_curve_png"),
+                         (mma.emitters.stamps, "render_stamps_png"),
+                         (mma.emitters.picture, "render_region_png")):
+        monkeypatch.setattr(module, name, refuse)
+    again = _write(url, "S261120ab", tmp_path / "pages")
+    assert {p.name: p.read_bytes() for p in again.parent.glob("*.png")} == before
 
 
 @pytest.mark.slow

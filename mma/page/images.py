@@ -10,7 +10,7 @@ event and candidate ids and left out: the page is written without it.
 
 from __future__ import annotations
 
-import inspect
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from mma.db import region_store
+from mma.page.cache import ImageCache
 from mma.page.data import CandidateView, EventPage
 from mma.skymaps.region import MAX_ORDER, Region
 
@@ -55,35 +56,38 @@ def _region_centre(region: Region) -> tuple[float, float]:
     return float(np.rad2deg(phi)) % 360.0, 90.0 - float(np.rad2deg(theta))
 
 
-def draw_sky(conn: Connection, page: EventPage, out: Path) -> str | None:
+def draw_sky(conn: Connection, page: EventPage, out: Path, cache: ImageCache) -> str | None:
     """Write ``sky.png``: the current region with the live ranked candidates marked."""
     from mma.emitters.picture import render_region_png
 
     if page.region is None:
         return None
-    tiles = region_store.region_tiles_of(conn, page.region.pk)
-    if not len(tiles.lo):
-        return None
-    region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity)
+    region_pk = page.region.pk
     # The best candidate is the centre, under the reticle; the others are marked
     # around it. Without one, the reticle shows the region's most probable point.
-    placed = [c for c in page.ranked if c.ra is not None and c.dec is not None]
-    if placed:
-        best = placed[0]
-        assert best.ra is not None and best.dec is not None
-        ra, dec, label = best.ra, best.dec, plain(f"{best.rank} {best.object_id}")
-    else:
-        (ra, dec), label = _region_centre(region), "most probable"
-    kwargs: dict[str, Any] = {}
-    if "marks" in inspect.signature(render_region_png).parameters:
-        kwargs["marks"] = [(c.ra, c.dec, str(c.rank)) for c in placed[1:]]
-    png = render_region_png(
-        region, ra_deg=ra, dec_deg=dec, label=label,
-        title=plain(f"{page.event.event_id}: region v{page.region.version} "
-                    f"({page.region.kind}, {page.region.status}), "
-                    f"{len(page.ranked)} ranked candidates"), **kwargs)
-    (out / "sky.png").write_bytes(png)
-    return "sky.png"
+    placed = [(c.ra, c.dec, c.rank, c.object_id) for c in page.ranked
+              if c.ra is not None and c.dec is not None]
+    marks = [(ra, dec, str(rank)) for ra, dec, rank, _o in placed[1:]]
+    title = plain(f"{page.event.event_id}: region v{page.region.version} "
+                  f"({page.region.kind}, {page.region.status}), "
+                  f"{len(page.ranked)} ranked candidates")
+
+    def render() -> bytes | None:
+        tiles = region_store.region_tiles_of(conn, region_pk)
+        if not len(tiles.lo):
+            return None
+        region = Region.from_tiles(tiles.lo, tiles.hi, tiles.probdensity)
+        if placed:
+            ra, dec, rank, object_id = placed[0]
+            label = plain(f"{rank} {object_id}")
+        else:
+            (ra, dec), label = _region_centre(region), "most probable"
+        return render_region_png(region, ra_deg=float(ra), dec_deg=float(dec), label=label,
+                                 title=title, marks=marks)
+
+    # Tiles of a region version never change: its primary key stands for them.
+    key = ("sky", region_pk, tuple(placed), title)
+    return "sky.png" if cache.place(out, "sky.png", key, render) else None
 
 
 def _context_renderers() -> tuple[Callable[..., Any], Callable[..., bytes],
@@ -100,31 +104,38 @@ def _context_renderers() -> tuple[Callable[..., Any], Callable[..., bytes],
 
 
 def _draw_candidate(conn: Connection, page: EventPage, cand: CandidateView, out: Path,
-                    images: Images, renderers: tuple[Callable[..., Any], ...]) -> None:
+                    images: Images, renderers: tuple[Callable[..., Any], ...],
+                    cache: ImageCache) -> None:
     candidate_context, light_png, stamps_png = renderers
     context = candidate_context(conn, cand.coincidence_id)
     if context is None:
         return
     title = plain(f"{cand.object_id} ({cand.survey}) in {page.event.event_id}")
+    t0 = page.event.event_time
     if context.light:
         name = f"lc-{cand.n}.png"
-        (out / name).write_bytes(light_png(context.light, t0=page.event.event_time,
-                                           title=title))
-        images.light[cand.n] = name
+        if cache.place(out, name, ("light", title, t0, context.light),
+                       lambda: light_png(context.light, t0=t0, title=title)):
+            images.light[cand.n] = name
     if context.stamps:
-        png = stamps_png(context.stamps, title=title)
-        if png:
-            name = f"stamps-{cand.n}.png"
-            (out / name).write_bytes(png)
+        name = f"stamps-{cand.n}.png"
+        shown = tuple(sorted((kind, s.format, hashlib.sha256(s.data).hexdigest())
+                             for kind, s in context.stamps.items()))
+        if cache.place(out, name, ("stamps", title, shown),
+                       lambda: stamps_png(context.stamps, title=title)):
             images.stamps[cand.n] = name
 
 
-def draw_images(conn: Connection, page: EventPage, out: Path) -> Images:
-    """Draw the page's pictures into the directory *out*; return what was drawn."""
+def draw_images(conn: Connection, page: EventPage, out: Path, cache: ImageCache) -> Images:
+    """Draw the page's pictures into the directory *out*; return what was drawn.
+
+    *cache* holds the pictures of earlier pages (:mod:`mma.page.cache`): only what
+    changed is drawn again.
+    """
     images = Images()
     event_id = page.event.event_id
     try:
-        images.sky = draw_sky(conn, page, out)
+        images.sky = draw_sky(conn, page, out, cache)
     except Exception:  # a picture is a nicety: the page goes without it
         log.warning("event %s: sky map not drawn", event_id, exc_info=True)
     renderers = _context_renderers()
@@ -132,7 +143,7 @@ def draw_images(conn: Connection, page: EventPage, out: Path) -> Images:
         return images
     for cand in page.candidates[:IMAGES_CAP]:
         try:
-            _draw_candidate(conn, page, cand, out, images, renderers)
+            _draw_candidate(conn, page, cand, out, images, renderers, cache)
         except Exception:
             log.warning("event %s, candidate %s: light curve or cutouts not drawn",
                         event_id, cand.coincidence_id, exc_info=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine
 
 from mma.db import pages as db
+from mma.page.cache import ImageCache
 from mma.page.data import gather
 from mma.page.html import event_html, index_html
 from mma.page.images import draw_images
@@ -27,6 +28,9 @@ from mma.page.images import draw_images
 __all__ = ("event_path", "safe_name", "write_event_page", "write_index")
 
 log = logging.getLogger(__name__)
+
+CACHE_DIR = ".cache"
+"""Under the pages directory: the pictures of earlier pages (:mod:`mma.page.cache`)."""
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 
@@ -99,7 +103,7 @@ def write_event_page(engine_or_conn: Engine | Connection, event_id: str, out_dir
         target.parent.mkdir(parents=True, exist_ok=True)
         built = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
         try:
-            images = draw_images(conn, page, built)
+            images = draw_images(conn, page, built, ImageCache(Path(out_dir) / CACHE_DIR))
             (built / "index.html").write_text(event_html(page, images), encoding="utf-8")
             built.chmod(0o755)  # mkdtemp makes it private; the page is for a web server
             _swap_in(built, target)

@@ -26,7 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from mma.config import Config
 from mma.db.pages import changed_events
 from mma.page import pages_dir, write_event_page, write_index
-from mma.page.write import active_event_ids
+from mma.page.cache import ImageCache
+from mma.page.write import CACHE_DIR, active_event_ids
 
 __all__ = ("PageJob",)
 
@@ -95,6 +96,9 @@ class PageJob:
                 written.append(event_id)
             except Exception:  # one page must not stop the others, nor the daemon
                 log.exception("%s: event %s: page not written", self.instance, event_id)
+        removed = ImageCache(out / CACHE_DIR).prune()
+        if removed:
+            log.info("%s: %d unused page pictures pruned", self.instance, removed)
         try:
             write_index(self.engine, out, now=now)
         except Exception:

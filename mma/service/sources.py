@@ -180,7 +180,11 @@ class SourceBook:
         return out
 
 
-ASSIGN_WAIT_S = 30.0
+# librdkafka calls on_assign after every rebalance, with an empty list when the group
+# gives a consumer nothing, so this is only a backstop: long enough that a rebalance
+# slowed down by a loaded machine (a crashed member's session to wait out, members
+# rejoining between long batches) is never taken for idleness by --idle-exit.
+ASSIGN_WAIT_S = 120.0
 
 
 class Assignments:
