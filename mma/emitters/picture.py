@@ -173,53 +173,15 @@ def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: s
         The PNG file.
     """
     _projections()
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-    from ligo.skymap.plot import reticle
-
     area90 = region.area_deg2(_CONTOUR_LEVELS[-1])
     radius = zoom_radius_deg(region, ra_deg, dec_deg) * 1.1
     allsky = area90 > ALLSKY_AREA_DEG2 or radius > MAX_RADIUS_DEG
     radius = min(max(radius, MIN_RADIUS_DEG), MAX_RADIUS_DEG)
-
-    if allsky:
-        fig = Figure(figsize=(8.0, 5.0), dpi=dpi)
-        FigureCanvasAgg(fig)
-        ax: Any = fig.add_subplot(projection="astro hours mollweide")
-        marker_size = 14.0
-    else:
-        fig = Figure(figsize=(6.0, 6.4), dpi=dpi)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(projection="astro degrees zoom",
-                             center=SkyCoord(ra_deg * u.deg, dec_deg * u.deg),
-                             radius=radius * u.deg)
-        marker_size = 24.0
+    fig, ax, marker_size = _figure(allsky, ra_deg, dec_deg, radius, dpi)
     try:
-        x0, x1 = ax.get_xlim()
-        y0, y1 = ax.get_ylim()
-        scale = _SAMPLES / max(abs(x1 - x0), abs(y1 - y0))
-        nx = max(int(abs(x1 - x0) * scale), 2)
-        ny = max(int(abs(y1 - y0) * scale), 2)
-        xs, ys, level, density = _sample(ax, region, nx, ny)
-
-        ax.imshow(np.ma.masked_invalid(density), origin="lower", cmap="cylon",
-                  extent=(xs[0], xs[-1], ys[0], ys[-1]), interpolation="nearest",
-                  aspect="auto")
-        finite = np.isfinite(level)
-        if finite.any() and np.nanmin(level) < _CONTOUR_LEVELS[-1]:
-            filled = np.where(finite, level, 1.0)
-            ax.contour(xs, ys, filled, levels=list(_CONTOUR_LEVELS), colors="k",
-                       linewidths=(1.4, 0.9), linestyles=("solid", "dashed"))
+        _draw_density(ax, region)
         _draw_marks(ax, marks, marker_size * 0.35)
-        ax.plot([ra_deg], [dec_deg], transform=ax.get_transform("world"),
-                marker=reticle(inner=0.35, outer=1.0), markersize=marker_size,
-                markeredgewidth=1.6, color="#00c0ff", linestyle="none")
-        if label:
-            ax.annotate(label, xy=(ra_deg, dec_deg), xycoords=ax.get_transform("world"),
-                        xytext=(marker_size * 0.6, marker_size * 0.6),
-                        textcoords="offset points", fontsize=8, color="#00c0ff",
-                        fontweight="bold",
-                        path_effects=[patheffects.withStroke(linewidth=2.5, foreground="k")])
+        _draw_object(ax, ra_deg, dec_deg, label, marker_size)
         ax.grid(True, linewidth=0.4, alpha=0.6)
         ax.coords[0].set_axislabel("RA (ICRS)")
         ax.coords[1].set_axislabel("Dec (ICRS)")
@@ -233,3 +195,56 @@ def render_region_png(region: Region, *, ra_deg: float, dec_deg: float, title: s
         return out.getvalue()
     finally:
         fig.clear()
+
+
+def _figure(allsky: bool, ra_deg: float, dec_deg: float, radius: float,
+            dpi: int) -> tuple[Figure, Any, float]:
+    """The figure, its axes (all-sky Mollweide or a zoom of *radius* [deg] on the
+    object) and the reticle's size [points]."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    if allsky:
+        fig = Figure(figsize=(8.0, 5.0), dpi=dpi)
+        FigureCanvasAgg(fig)
+        return fig, fig.add_subplot(projection="astro hours mollweide"), 14.0
+    fig = Figure(figsize=(6.0, 6.4), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(projection="astro degrees zoom",
+                         center=SkyCoord(ra_deg * u.deg, dec_deg * u.deg),
+                         radius=radius * u.deg)
+    return fig, ax, 24.0
+
+
+def _draw_density(ax: Any, region: Region) -> None:
+    """The region's density in colour and its 50 % / 90 % credible contours."""
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    scale = _SAMPLES / max(abs(x1 - x0), abs(y1 - y0))
+    nx = max(int(abs(x1 - x0) * scale), 2)
+    ny = max(int(abs(y1 - y0) * scale), 2)
+    xs, ys, level, density = _sample(ax, region, nx, ny)
+    ax.imshow(np.ma.masked_invalid(density), origin="lower", cmap="cylon",
+              extent=(xs[0], xs[-1], ys[0], ys[-1]), interpolation="nearest",
+              aspect="auto")
+    finite = np.isfinite(level)
+    if finite.any() and np.nanmin(level) < _CONTOUR_LEVELS[-1]:
+        filled = np.where(finite, level, 1.0)
+        ax.contour(xs, ys, filled, levels=list(_CONTOUR_LEVELS), colors="k",
+                   linewidths=(1.4, 0.9), linestyles=("solid", "dashed"))
+
+
+def _draw_object(ax: Any, ra_deg: float, dec_deg: float, label: str | None,
+                 marker_size: float) -> None:
+    """The object under a reticle [deg, ICRS], labelled."""
+    from ligo.skymap.plot import reticle
+
+    ax.plot([ra_deg], [dec_deg], transform=ax.get_transform("world"),
+            marker=reticle(inner=0.35, outer=1.0), markersize=marker_size,
+            markeredgewidth=1.6, color="#00c0ff", linestyle="none")
+    if label:
+        ax.annotate(label, xy=(ra_deg, dec_deg), xycoords=ax.get_transform("world"),
+                    xytext=(marker_size * 0.6, marker_size * 0.6),
+                    textcoords="offset points", fontsize=8, color="#00c0ff",
+                    fontweight="bold",
+                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground="k")])
