@@ -16,7 +16,6 @@ skipped, never raised on.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from mma.db.queries import number
 from mma.db.schema import alerts, coincidences, cutouts
 
 __all__ = ["LIGHT_CURVE_CAP", "CandidateContext", "LightPoint", "Stamp", "candidate_context",
@@ -149,12 +149,6 @@ def _newest_stamps(conn: Connection, object_pk: int) -> tuple[dict[str, Stamp], 
     return ordered, str(newest.alert_id)
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _point(row: Any) -> LightPoint | None:
     """A light-curve point from an alerts row; None when its time is unusable."""
     when = row.time
@@ -163,7 +157,7 @@ def _point(row: Any) -> LightPoint | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return LightPoint(time=when, magnitude=_finite(row.magnitude),
-                      magnitude_err=_finite(row.magnitude_err),
+    return LightPoint(time=when, magnitude=number(row.magnitude),
+                      magnitude_err=number(row.magnitude_err),
                       band=row.band if isinstance(row.band, str) else None,
                       vetted=bool(row.passes_vetting), alert_id=str(row.alert_id))

@@ -15,9 +15,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, exists, func, or_, select
 
-from mma.db.queries import LIVE
+from mma.db.queries import find_event_pk
 from mma.db.schema import coincidence_revisions as revisions_table
 from mma.db.schema import coincidences, event_aliases, events, notices, regions
+from mma.report import LIVE
 
 __all__ = ("LIVE", "ActiveEvent", "PageCandidate", "PageEvent", "PageNotice", "PageRegion",
            "PageRevision", "active_events", "changed_events", "count_candidates",
@@ -123,12 +124,10 @@ class ActiveEvent:
 
 def find_event(conn: Connection, name: str) -> PageEvent | None:
     """The event called *name* (its id or one of its aliases), else None."""
-    row = conn.execute(select(events).where(or_(
-        events.c.event_id == name,
-        events.c.id.in_(select(event_aliases.c.event_pk).where(event_aliases.c.alias == name)),
-    )).order_by(events.c.id).limit(1)).first()
-    if row is None:
+    pk = find_event_pk(conn, name)
+    if pk is None:
         return None
+    row = conn.execute(select(events).where(events.c.id == pk)).one()
     aliases = conn.execute(select(event_aliases.c.alias).where(
         event_aliases.c.event_pk == row.id).order_by(event_aliases.c.alias)).scalars().all()
     return PageEvent(row.id, row.event_id, tuple(a for a in aliases if a != row.event_id),

@@ -29,8 +29,7 @@ from mma.db.schema import (
     outbox,
     regions,
 )
-
-LIVE = ("active", "updated")  # candidate statuses that are not retracted
+from mma.report import LIVE
 
 
 @dataclass(frozen=True)
