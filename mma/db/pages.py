@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, exists, func, or_, select
 
-from mma.db.queries import find_event_pk
+from mma.db.queries import find_event_pk, list_events
 from mma.db.schema import coincidence_revisions as revisions_table
 from mma.db.schema import coincidences, event_aliases, events, notices, regions
 from mma.report import LIVE
@@ -206,34 +206,17 @@ def revisions_of(conn: Connection, coincidence_ids: Sequence[str]
 
 
 def active_events(conn: Connection, now: datetime) -> list[ActiveEvent]:
-    """Events not retracted whose active region's window is still open at *now*, newest first.
+    """Events not retracted whose current region's window is still open at *now*, newest
+    first: the events ``mma events --active`` lists (:func:`mma.db.queries.list_events`).
 
-    ``n_live`` counts the live ranked candidates; ``best_p_chance`` is their
-    smallest P_chance (None without any).
+    ``n_live`` counts the live candidates that passed vetting; ``best_p_chance`` is
+    their smallest P_chance (None without any).
     """
-    live = _live_ranked()
-    counts = select(
-        coincidences.c.event_pk, func.count().label("n"),
-        func.min(coincidences.c.p_chance).label("best"),
-    ).where(live).group_by(coincidences.c.event_pk).subquery()
-    rows = conn.execute(select(
-        events.c.event_id, events.c.messenger, events.c.event_class, events.c.event_time,
-        events.c.muted_at, regions.c.version, regions.c.area90_deg2, regions.c.window_end,
-        counts.c.n, counts.c.best,
-    ).join(regions, regions.c.event_pk == events.c.id)
-        .outerjoin(counts, counts.c.event_pk == events.c.id)
-        .where(events.c.status != "retracted", regions.c.status == "active",
-               regions.c.window_end > now)
-        .order_by(events.c.event_time.desc(), events.c.event_id, regions.c.version.desc()))
-    seen: set[str] = set()
-    out = []
-    for row in rows:
-        if row[0] in seen:  # two active versions (a shape beside a map): the newest
-            continue
-        seen.add(row[0])
-        out.append(ActiveEvent(row[0], row[1], row[2], row[3], row[4] is not None, row[5],
-                               row[6], row[7], int(row[8] or 0), row[9]))
-    return out
+    return [ActiveEvent(e.event_id, e.messenger, e.event_class, e.event_time,
+                        e.muted_at is not None, int(e.region_version or 0),
+                        float(e.area90_deg2 or 0.0), e.window_end or now, e.n_live,
+                        e.best_p_chance)
+            for e in list_events(conn, now, active_only=True)]
 
 
 def changed_events(conn: Connection, since: datetime) -> list[str]:
