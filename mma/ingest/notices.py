@@ -22,6 +22,10 @@ from mma.skymaps.spec import region_table
 
 log = logging.getLogger(__name__)
 
+#: Flag of a notice that only adds to an event already known under one of its names
+#: (a GCN circular's aliases or retraction); one naming no known event is dropped.
+ATTACH_ONLY = "attach_only"
+
 
 def region_of(stage: Stage, spec: RegionSpec, skymap: bytes | None = None) -> Region | None:
     """Build a region (CPU-heavy: done before a transaction opens).
@@ -41,6 +45,14 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
     with stage.engine.connect() as conn:
         if store.notice_stored(conn, raw):
             return _duplicate(stage, conn, notice, origin)
+        if ATTACH_ONLY in notice.flags and store.find_event(
+                conn, (notice.event_id, *notice.aliases)) is None:
+            # A circular about an event mma never heard of: nothing to attach to, and
+            # a circular alone (no time, no region) makes no event worth keeping.
+            log.info("%s: %s %s names no known event (%s): not stored", origin,
+                     notice.instrument, notice.notice_type,
+                     ", ".join((notice.event_id, *notice.aliases))[:200])
+            return Outcome("ignored")
     spec = None if notice.retraction else notice.region
     region = None if spec is None else region_of(stage, spec)
     with stage.engine.begin() as conn:
