@@ -251,14 +251,17 @@ coincidences = Table(
     Column("coincidence_id", String(36), primary_key=True),
     Column("event_pk", Id, ForeignKey("events.id"), nullable=False, index=True),
     Column("object_pk", Id, ForeignKey("objects.id"), nullable=True, index=True),  # see event_class
-    # The object's latest detection in the window when last scored.
-    Column("alert_pk", Id, ForeignKey("alerts.id"), nullable=False),
-    Column("region_pk", Id, ForeignKey("regions.id"), nullable=False),
+    # The object's latest detection in the window when last scored (NULL: event x event).
+    Column("alert_pk", Id, ForeignKey("alerts.id"), nullable=True),
+    # The region scored against (NULL: an event x event pair whose first event has none).
+    Column("region_pk", Id, ForeignKey("regions.id"), nullable=True),
+    # The second event of an event x event coincidence (docs/joint.md); NULL for a candidate.
+    Column("other_event_pk", Id, ForeignKey("events.id"), nullable=True, index=True),
     # active | updated | retracted
     Column("status", String(16), nullable=False),
     Column("vetoed", Boolean, nullable=False, default=False),
-    Column("log_bayes_factor", Float, nullable=False),
-    Column("p_chance", Float, nullable=False),
+    Column("log_bayes_factor", Float, nullable=True),  # NULL: event x event
+    Column("p_chance", Float, nullable=True),
     Column("rank", Integer, nullable=True),
     Column("revision", Integer, nullable=False, default=1),
     Column("payload", JSON, nullable=False),  # the published record (docs/candidate.md)
@@ -282,8 +285,8 @@ coincidence_revisions = Table(
     # new | new_detection | region | rescore | rank | retraction | left_region | ...
     Column("reason", String(32), nullable=False),
     Column("changes", JSON, nullable=False, default=list),  # field names that changed
-    Column("region_pk", Id, ForeignKey("regions.id"), nullable=False),
-    Column("region_version", Integer, nullable=False),
+    Column("region_pk", Id, ForeignKey("regions.id"), nullable=True),
+    Column("region_version", Integer, nullable=True),
     Column("status", String(16), nullable=False),
     Column("credible_level", Float, nullable=True),
     Column("log_bayes_factor", Float, nullable=True),
