@@ -44,7 +44,9 @@ logger = logging.getLogger(__name__)
 
 NAME = "svom"
 KIND = "notice"
-DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.svom",)
+# Not public as of 2026-08 (live SVOM notices are the VOEvents of svom_voevent):
+# kept for replays of files, subscribed to by no default.
+DEFAULT_TOPICS: tuple[str, ...] = ()
 
 # SVOM launched on 2024-06-22, but the schema's examples (and gwcelery's fixture)
 # are ground-segment tests dated 2024-02-22: the start of 2024 keeps them valid.
