@@ -99,6 +99,24 @@ def test_version_1_record_is_sent_as_it_is() -> None:
     assert headers["mma-kind"] == b"update" and headers["mma-revision"] == b"2"
 
 
+def test_coincidence_type_header() -> None:
+    """``mma-coincidence-type`` says ``event-event`` for an event x event record (GW170817 x
+    GRB 170817A), ``candidate`` for a candidate, with or without the key; the value is the
+    record as it is."""
+    from tests.test_joint_message import gw170817_grb
+
+    pair = gw170817_grb()
+    headers = dict(message_headers(_delivery(pair, 1, "new")))
+    assert headers["mma-coincidence-type"] == b"event-event"
+    assert json.loads(encode_value(pair, revision=1, kind="new")) == pair
+    candidate = _payload()
+    assert dict(message_headers(_delivery(candidate, 1, "new")))[
+        "mma-coincidence-type"] == b"candidate"
+    candidate["coincidence_type"] = "candidate"
+    assert dict(message_headers(_delivery(candidate, 1, "new")))[
+        "mma-coincidence-type"] == b"candidate"
+
+
 def test_value_carries_revision_and_kind_of_the_delivery() -> None:
     """The JSON value, not only the headers, says the revision and kind: a stale record
     (the outbox's copy of revision 1) sent as revision 4, a retraction, says 4 and

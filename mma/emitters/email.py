@@ -52,6 +52,7 @@ from mma.emitters.email_message import (  # noqa: F401 - re-exported
     new_message,
 )
 from mma.emitters.email_pictures import context_pictures
+from mma.emitters.joint_message import is_event_event, joint_digest_parts, pair_label
 from mma.emitters.slack import DigestEntry, counts_text, digest_entries
 from mma.emitters.slack_message import format_dt, object_facts
 from mma.errors import DeliveryError
@@ -121,7 +122,8 @@ class EmailEmitter:
                 f"recipients={list(self.recipients)!r})")
 
     def _picture(self, delivery: Delivery) -> bytes | None:
-        if not self.picture or delivery.region is None or delivery.kind == "retraction":
+        if (not self.picture or delivery.region is None or delivery.kind == "retraction"
+                or is_event_event(delivery.payload)):  # no object to mark
             return None
         p = delivery.payload
         try:
@@ -138,7 +140,8 @@ class EmailEmitter:
             return None
 
     def _context_pictures(self, delivery: Delivery) -> list[Picture]:
-        if not self.picture or delivery.kind == "retraction":
+        if (not self.picture or delivery.kind == "retraction"
+                or is_event_event(delivery.payload)):  # no light curve, no cutouts
             return []
         return context_pictures(delivery)
 
@@ -285,10 +288,13 @@ _DIGEST_COLUMNS = ("Kind", "Object", "Event", "Revision", "Detections", "Δt", "
 """The columns of a candidate in a digest (HTML table; the text line says the same)."""
 
 def _digest_cells(entry: DigestEntry) -> dict[str, str]:
-    """The columns of one candidate in a digest (:data:`_DIGEST_COLUMNS`)."""
+    """The columns of one candidate in a digest (:data:`_DIGEST_COLUMNS`); an event x
+    event coincidence fills Event, Δt and Changed (:func:`_joint_cells`)."""
     d, p = entry.delivery, entry.delivery.payload
-    facts = object_facts(p)
     messages = f", {entry.messages} messages" if entry.messages > 1 else ""
+    if is_event_event(p):
+        return _joint_cells(entry, f"r{d.revision}{messages}")
+    facts = object_facts(p)
     return {"Kind": _KIND_WORD[entry.kind],
             "Object": f"{p.get('object_id', 'n/a')} ({p.get('survey', 'n/a')})",
             "Event": str(p.get("event_id", "n/a")), "Revision": f"r{d.revision}{messages}",
@@ -300,9 +306,27 @@ def _digest_cells(entry: DigestEntry) -> dict[str, str]:
             "Changed": ", ".join(entry.changes)}
 
 
+def _joint_cells(entry: DigestEntry, revision: str) -> dict[str, str]:
+    """The digest columns of an event x event coincidence: the pair and its space-time FAR
+    as Event, its Δt [s]; no object, detections, CL, P_chance or rank."""
+    p = entry.delivery.payload
+    pair, far, dt = joint_digest_parts(p)
+    cells = dict.fromkeys(_DIGEST_COLUMNS, "-")
+    cells.update({"Kind": f"{_KIND_WORD[entry.kind].split()[0]} {pair_label(p)} coincidence",
+                  "Event": f"{pair}: {far}", "Revision": revision, "Δt": dt,
+                  "Changed": ", ".join(entry.changes)})
+    return cells
+
+
 def _digest_line(index: int, entry: DigestEntry) -> str:
-    """``1. new candidate ZTF26aaaaaxl (ZTF) for S261120ab (r1): 3 det., ... [id]``."""
+    """``1. new candidate ZTF26aaaaaxl (ZTF) for S261120ab (r1): 3 det., ... [id]``;
+    ``2. new GW x GRB coincidence S170817a x GRB170817529: space-time FAR ..., dt +2.0 s
+    (r1) [id]`` for an event x event coincidence."""
     c = _digest_cells(entry)
+    if is_event_event(entry.delivery.payload):
+        changed = f", changed: {c['Changed']}" if c["Changed"] else ""
+        return (f"{index}. {c['Kind']} {c['Event']}, dt {c['Δt']} ({c['Revision']}){changed} "
+                f"[{entry.delivery.coincidence_id}]")
     prior = f", {c['Prior']} prior" if c["Prior"] != "0" else ""
     changed = f", changed: {c['Changed']}" if c["Changed"] else ""
     return (f"{index}. {c['Kind']} {c['Object']} for {c['Event']} ({c['Revision']}): "

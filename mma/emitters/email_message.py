@@ -22,6 +22,7 @@ from typing import Any, Literal, NamedTuple
 
 from mma.emitters import Delivery
 from mma.emitters.event_facts import classes_lines, event_rows
+from mma.emitters.joint_message import is_event_event, joint_describe
 from mma.emitters.links import message_links
 from mma.emitters.slack_message import (
     detections_text,
@@ -185,8 +186,11 @@ def describe(delivery: Delivery) -> tuple[str, list[Row], list[Row]]:
     -------
     (subject, facts, links)
         The subject line naming the object and the event, (label, value) rows
-        (event, object and detections, scores), and (label, url) rows.
+        (event, object and detections, scores), and (label, url) rows; an event x
+        event coincidence is described by :func:`~mma.emitters.joint_message.joint_describe`.
     """
+    if is_event_event(delivery.payload):
+        return joint_describe(delivery)
     p = delivery.payload
     test = bool(delivery.event.get("test")) or "test" in (p.get("flags") or ())
     n = object_facts(p).n_detections

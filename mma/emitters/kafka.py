@@ -9,8 +9,10 @@ One message per :class:`~mma.emitters.Delivery`:
   (``allow_nan=False``), as the outbox stored it, with ``revision`` and ``kind`` set
   to those of the delivery: a consumer needs nothing but the value;
 * headers: ``mma-kind`` (``new`` / ``update`` / ``retraction``),
-  ``mma-revision`` (decimal integer), the same as in the value, for consumers that
-  filter without parsing; ``content-type: application/json`` and ``mma-schema``
+  ``mma-revision`` (decimal integer), the same as in the value, and
+  ``mma-coincidence-type`` (``candidate``, or ``event-event`` for an event x event
+  coincidence: no optical object), for consumers that filter without parsing;
+  ``content-type: application/json`` and ``mma-schema``
   (the ``$id`` of ``mma/schema/coincidence.schema.json``).
 
 Delivery is **at least once**: the producer is idempotent (``acks=all``,
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from mma.emitters import Delivery
+from mma.emitters.joint_message import is_event_event
 from mma.errors import DeliveryError
 from mma.kafka_conf import client_config, with_logger
 
@@ -48,6 +51,7 @@ DEFAULT_TOPIC = "mma.match.candidates"
 """Default output topic (README, "Delivery")."""
 
 HEADER_KIND = "mma-kind"
+HEADER_COINCIDENCE_TYPE = "mma-coincidence-type"
 HEADER_REVISION = "mma-revision"
 HEADER_CONTENT_TYPE = "content-type"
 HEADER_SCHEMA = "mma-schema"
@@ -133,10 +137,14 @@ def message_headers(delivery: Delivery) -> list[tuple[str, str | bytes | None]]:
     Returns
     -------
     list of (str, bytes)
-        ``mma-kind``, ``mma-revision``, ``content-type`` and ``mma-schema``.
+        ``mma-kind``, ``mma-coincidence-type`` (``candidate``, ``event-event``; a
+        record without ``coincidence_type`` is a candidate), ``mma-revision``,
+        ``content-type`` and ``mma-schema``.
     """
+    kind = "event-event" if is_event_event(delivery.payload) else "candidate"
     return [
         (HEADER_KIND, delivery.kind.encode("ascii")),
+        (HEADER_COINCIDENCE_TYPE, kind.encode("ascii")),
         (HEADER_REVISION, str(int(delivery.revision)).encode("ascii")),
         (HEADER_CONTENT_TYPE, b"application/json"),
         (HEADER_SCHEMA, schema_id().encode("utf-8")),

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mma.emitters import Delivery, MessageKind
+from mma.emitters.joint_message import is_event_event, joint_digest_text
 from mma.emitters.slack_message import (
     _escape,
     _is_number,
@@ -89,7 +90,8 @@ def digest_entries(deliveries: Sequence[Delivery]) -> list[DigestEntry]:
     Returns
     -------
     list of DigestEntry
-        Sorted by (retraction?, P_chance, coincidence id).
+        Sorted by (retraction?, candidate?, P_chance, coincidence id): event x event
+        coincidences (no P_chance) before the candidates.
     """
     groups: dict[str, list[Delivery]] = {}
     for delivery in deliveries:
@@ -105,6 +107,7 @@ def digest_entries(deliveries: Sequence[Delivery]) -> list[DigestEntry]:
             str(c) for d in group if d.kind != "new" for c in d.payload.get("changes") or ()))
         entries.append(DigestEntry(latest, kind, tuple(changes), len(group)))
     return sorted(entries, key=lambda e: (e.kind == "retraction",
+                                          not is_event_event(e.delivery.payload),
                                           _p_chance_key(e.delivery.payload),
                                           e.delivery.coincidence_id))
 
@@ -126,14 +129,17 @@ _KIND_ICONS = {"new": "🆕", "update": "🔄", "retraction": "❌"}
 
 
 def _digest_line(entry: DigestEntry) -> tuple[str, str]:
-    """The mrkdwn and plain-text line of one candidate in a digest."""
+    """The mrkdwn and plain-text line of one candidate (or event x event coincidence)."""
     d, p = entry.delivery, entry.delivery.payload
-    facts = object_facts(p)
     test = "[TEST] " if d.event.get("test") else ""
-    head = (f"{test}{_KIND_ICONS.get(entry.kind, '')} {p.get('object_id', '?')} "
-            f"({p.get('survey', '?')}) × {p.get('event_id', '?')}")
     what = f"{entry.kind}, r{int(d.revision)}" + (
         f", {entry.messages} messages" if entry.messages > 1 else "")
+    if is_event_event(p):
+        line = f"{test}{_KIND_ICONS.get(entry.kind, '')} {joint_digest_text(p)}"
+        return f"*{_escape(line)}* ({_escape(what)})", f"{line} ({what})"
+    facts = object_facts(p)
+    head = (f"{test}{_KIND_ICONS.get(entry.kind, '')} {p.get('object_id', '?')} "
+            f"({p.get('survey', '?')}) × {p.get('event_id', '?')}")
     parts = [f"{'?' if facts.n_detections is None else facts.n_detections} det.",
              f"Δt {format_dt(facts.dt_days)}", f"peak {facts.peak}",
              f"CL {_number(p.get('credible_level'), '.3f')}",

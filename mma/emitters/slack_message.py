@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 
 from mma.emitters import Delivery
 from mma.emitters.event_facts import classes_lines, event_rows, significance_text
+from mma.emitters.joint_message import is_event_event, joint_slack_message
 from mma.emitters.links import message_links
 
 __all__ = ("classes_lines", "components_text", "format_dt", "format_magnitude",
@@ -268,8 +269,11 @@ def slack_message(delivery: Delivery) -> dict[str, Any]:
         ``{"text": <plain-text fallback>, "blocks": [...]}``: a header naming the
         object and the event, a section on the event and one on the object
         (:func:`object_lines`), what changed (updates), the scores, a context line
-        (flags, status, id) and link buttons.
+        (flags, status, id) and link buttons. An event x event coincidence gets its
+        own message (:func:`~mma.emitters.joint_message.joint_slack_message`).
     """
+    if is_event_event(delivery.payload):
+        return joint_slack_message(delivery)
     p, event = delivery.payload, delivery.event
     title = _title(delivery)
     facts = object_facts(p)
