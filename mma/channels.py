@@ -155,3 +155,35 @@ def passes(rules: Mapping[str, Any], record: Mapping[str, Any], event: Mapping[s
         or bool(set(record.get("changes") or ()) & set(rules["updates"])),
     )
     return all(checks)
+
+
+def passes_pair(rules: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    """Whether a channel's rules accept a new or updated event x event coincidence.
+
+    ``event_event`` turns them on; ``messengers`` (either event's), the flag
+    rules and ``max_joint_far_hz`` (the space-time FAR, else the temporal one;
+    a pair with neither passes only without a limit) apply; the candidate
+    rules (surveys, P_chance, ln B, credible level) do not.
+    """
+    other = record.get("other") or {}
+    flags = [str(f) for f in record.get("flags") or ()]
+    far = record.get("space_time_far_hz")
+    if far is None:
+        far = record.get("temporal_far_hz")
+    limit = rules.get("max_joint_far_hz") or 0.0
+    checks = (
+        bool(rules.get("event_event", True)),
+        not rules["messengers"] or record.get("messenger") in rules["messengers"]
+        or other.get("messenger") in rules["messengers"],
+        not any(has_flag(flags, name) for name in excluded_flags(rules)),
+        all(has_flag(flags, str(name)) for name in rules.get("require_flags") or ()),
+        not limit or (isinstance(far, int | float) and far <= limit),
+        record.get("kind") != "update" or not rules.get("updates")
+        or bool(set(record.get("changes") or ()) & {*rules["updates"], *PAIR_CHANGES}),
+    )
+    return all(checks)
+
+
+# Changes of a pair that every channel hears of (its numbers moved materially).
+PAIR_CHANGES = ("status", "flags", "overlap_integral", "space_time_far_hz",
+                "temporal_far_hz", "dt_s", "joint_event_id")

@@ -162,10 +162,13 @@ class MessageExtras:
 
         self._distance = distance
 
-    def __call__(self, delivery: Delivery, region_pk: int, pictures: bool) -> Delivery:
+    def __call__(self, delivery: Delivery, region_pk: int | None, pictures: bool) -> Delivery:
         """*delivery* with event extras, page URL and (email pictures) context added."""
         if delivery.channel.split(":", 1)[0] == "kafka":
             return delivery
+        if region_pk is None:  # an event x event pair on time alone: nothing to add
+            return dataclasses.replace(delivery, page_url=page_url(
+                self.base_url, delivery.payload.get("event_id")))
         p = delivery.payload
         event = dict(delivery.event)
         context = None

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from mma.channels import digest_minutes, passes
+from mma.channels import digest_minutes, passes, passes_pair
 from mma.config import Config
 from mma.db.actions import is_human
 from mma.db.schema import coincidences, events, outbox, regions
@@ -62,7 +62,7 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
                 select(coincidences, events.c.properties, events.c.test, events.c.muted_at,
                        regions.c.area90_deg2)
                 .join(events, events.c.id == coincidences.c.event_pk)
-                .join(regions, regions.c.id == coincidences.c.region_pk)
+                .outerjoin(regions, regions.c.id == coincidences.c.region_pk)
                 .where(coincidences.c.coincidence_id.in_(chunk))):
             found[row.coincidence_id] = row
         for cid, channel in conn.execute(select(outbox.c.coincidence_id, outbox.c.channel).where(
@@ -82,8 +82,10 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
             if kind == "retraction":
                 wanted = channel in carried[cid]  # say so wherever it was said
             else:  # a muted event (``mma mute``): nothing new about it reaches people
+                accepts = (passes_pair(rules, record) if row.other_event_pk is not None
+                           else passes(rules, record, event, row.area90_deg2))
                 wanted = (not row.vetoed and (row.muted_at is None or not is_human(channel))
-                          and passes(rules, record, event, row.area90_deg2))
+                          and accepts)
             if wanted:
                 rows.append({"coincidence_id": cid, "revision": row.revision,
                              "channel": channel, "status": "pending", "attempts": 0,
@@ -202,7 +204,7 @@ def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: 
     return counts
 
 
-Extras = Callable[[Delivery, int, bool], Delivery]
+Extras = Callable[[Delivery, int | None, bool], Delivery]
 """Adds what human channels show to a delivery: (delivery, region_pk, pictures wanted)
 -> delivery (:class:`mma.delivery.MessageExtras`)."""
 
@@ -212,8 +214,10 @@ def _delivery(row: Any, region_loader: Callable[[int], Region | None] | None,
     """The Delivery of an outbox row; pictures (region, light curve) only for single
     email messages, when a *region_loader* is given."""
     body = row.payload
+    # An event x event coincidence has no object to picture (and maybe no region).
     wants_picture = (region_loader is not None and row.channel.startswith("email")
-                     and body["kind"] != "retraction")
+                     and body["kind"] != "retraction" and body.get("region_pk") is not None
+                     and body["record"].get("coincidence_type") != "event-event")
     delivery = Delivery(
         outbox_id=row.id, channel=row.channel, coincidence_id=row.coincidence_id,
         revision=row.revision, kind=body["kind"], payload=body["record"], event=body["event"],

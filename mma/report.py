@@ -31,9 +31,25 @@ def records(conn: Connection, *, include_test: bool = False,
         if "test" in row.payload["flags"] and not include_test:
             continue
         out.append(record_of(row.payload, row.status, row.rank, row.revision))
-    out.sort(key=lambda r: (r["status"] not in LIVE, r["p_chance"], -r["log_bayes_factor"],
-                            r["coincidence_id"]))
+    out.sort(key=_best_first)
     return out
+
+
+def is_pair(record: Mapping[str, Any]) -> bool:
+    """An event x event coincidence (not a candidate)."""
+    return record.get("coincidence_type") == "event-event"
+
+
+def _best_first(r: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Live before retracted; event x event pairs first (by space-time FAR, else
+    temporal), then candidates by P_chance and ln B."""
+    if is_pair(r):
+        far = r.get("space_time_far_hz")
+        far = r.get("temporal_far_hz") if far is None else far
+        return (r["status"] not in LIVE, 0, math.inf if far is None else far, 0.0,
+                r["coincidence_id"])
+    return (r["status"] not in LIVE, 1, r["p_chance"], -r["log_bayes_factor"],
+            r["coincidence_id"])
 
 
 def record_of(payload: Mapping[str, Any], status: str, rank: int | None,
@@ -88,8 +104,9 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
     """
     lines = []
     by_event: dict[str, list[dict[str, Any]]] = {}
+    pairs = [row for row in rows if is_pair(row) and row["status"] in LIVE]
     for row in rows:
-        if row["status"] in LIVE:
+        if row["status"] in LIVE and not is_pair(row):
             by_event.setdefault(row["event_id"], []).append(row)
     region_rows = conn.execute(
         select(events.c.event_id, events.c.messenger, events.c.status, regions.c.version,
@@ -112,10 +129,12 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
                f"{best['log_bayes_factor']:>6.2f} {best['p_chance']:>8.3g}" if best else
                f"{'-':<14} {'':>5} {'':>6} {'':>8}")
             + status)
+    lines += _pair_lines(pairs)
     totals = {
         "notices": conn.execute(select(func.count()).select_from(notices)).scalar_one(),
         "alerts": conn.execute(select(func.count()).select_from(alerts)).scalar_one(),
-        "candidates emitted": len(rows),
+        "candidates emitted": len(rows) - len(pairs),
+        "event x event coincidences": len(pairs),
         "vetoed (kept, not emitted)": conn.execute(select(func.count()).select_from(
             coincidences).where(coincidences.c.vetoed.is_(True))).scalar_one(),
         "dead letters": conn.execute(select(func.count()).select_from(
@@ -126,3 +145,23 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
     lines.append("")
     lines.append("  ".join(f"{k}: {v}" for k, v in totals.items()))
     return "\n".join(lines)
+
+
+def _pair_lines(pairs: list[dict[str, Any]]) -> list[str]:
+    """One line per live event x event coincidence: the two events, dt, I, FARs."""
+    if not pairs:
+        return []
+
+    def num(value: Any, spec: str) -> str:
+        return format(value, spec) if isinstance(value, int | float) else "-"
+
+    lines = ["", f"{'event':<14} {'x event':<22} {'dt s':>8} {'overlap I':>10} "
+                 f"{'FAR_t Hz':>9} {'FAR_st Hz':>9}"]
+    for p in pairs:
+        other = p.get("other") or {}
+        lines.append(f"{printable(str(p.get('event_id'))):<14} "
+                     f"{printable(str(other.get('event_id'))):<22} {num(p.get('dt_s'), '+8.2f')} "
+                     f"{num(p.get('overlap_integral'), '10.3g')} "
+                     f"{num(p.get('temporal_far_hz'), '9.2g')} "
+                     f"{num(p.get('space_time_far_hz'), '9.2g')}")
+    return lines

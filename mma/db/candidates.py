@@ -81,9 +81,10 @@ def lock_many(conn: Connection, cids: Iterable[str]) -> dict[str, Row[Any]]:
 
 
 def live_of_event(conn: Connection, event_pk: int) -> list[Row[Any]]:
-    """The event's candidates not retracted, locked, in id order."""
+    """The event's candidates not retracted, locked, in id order (not its event pairs)."""
     return list(conn.execute(
         select(coincidences).where(coincidences.c.event_pk == event_pk,
+                                   coincidences.c.other_event_pk.is_(None),
                                    coincidences.c.status != "retracted")
         .order_by(coincidences.c.coincidence_id).with_for_update()))
 
@@ -170,7 +171,7 @@ def ranking(conn: Connection, event_pk: int) -> list[Row[Any]]:
     return list(conn.execute(
         select(coincidences.c.coincidence_id, coincidences.c.rank, coincidences.c.status,
                coincidences.c.vetoed, coincidences.c.revision, coincidences.c.region_pk)
-        .where(coincidences.c.event_pk == event_pk)
+        .where(coincidences.c.event_pk == event_pk, coincidences.c.other_event_pk.is_(None))
         .order_by(coincidences.c.log_bayes_factor.desc(), coincidences.c.p_chance,
                   coincidences.c.object_pk, coincidences.c.coincidence_id)))
 

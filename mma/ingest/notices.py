@@ -16,6 +16,8 @@ from sqlalchemy import Connection
 from mma.db import locks, region_store, store
 from mma.errors import BadMessage, TransientError
 from mma.ingest.stage import Handler, Outcome, Stage
+from mma.match.pairs import PairRules, pair_event
+from mma.match.revisions import Ledger
 from mma.models import Notice, RegionSpec
 from mma.skymaps.region import Region, build_region
 from mma.skymaps.spec import region_table
@@ -63,6 +65,7 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
         if notice.retraction:
             ledger = stage.correlator.ledger()
             stage.correlator.retract(conn, ledger, stored.event_pk)
+            pair_with_others(stage, conn, ledger, stored.event_pk, now)
             touched = stage.finish(conn, ledger, {stored.event_pk})
             log.warning("event %s: retracted by %s; %d candidates withdrawn",
                         notice.event_id, origin, len(touched))
@@ -75,9 +78,12 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
                 store_region(stage, conn, stored, region, spec.kind, origin, now,
                                    retracted=True)
             return Outcome("notice")
-        touched = set()
         if region is not None and spec is not None:
             touched = store_region(stage, conn, stored, region, spec.kind, origin, now)
+        else:  # a time-only notice: the event may still pair with others on time
+            ledger = stage.correlator.ledger()
+            pair_with_others(stage, conn, ledger, stored.event_pk, now)
+            touched = stage.finish(conn, ledger, {stored.event_pk})
     if spec is not None and spec.skymap_url and spec.skymap is None:
         touched |= _upgrade(stage, stored, notice, spec, now)
     return Outcome("notice", touched)
@@ -114,12 +120,21 @@ def store_region(stage: Stage, conn: Connection, stored: store.StoredNotice, reg
         stage.correlator.on_region(conn, ledger, active, now)
     else:  # an older notice: kept for audit; the active region may have been renumbered
         stage.correlator.sync_active(conn)
+    pair_with_others(stage, conn, ledger, stored.event_pk, now)
     touched = stage.finish(conn, ledger, {stored.event_pk})
     log.info("event %s: region v%d (%s%s) from %s, %d tiles, A90 %.1f deg2, %d "
              "candidates published", event.event_id, placed.version, kind,
              "" if placed.active else ", older than the active one: superseded", origin,
              region.n_tiles, region.area_deg2(0.9), len(touched))
     return touched
+
+def pair_with_others(stage: Stage, conn: Connection, ledger: Ledger, event_pk: int,
+                     now: datetime) -> None:
+    """Find, revise or withdraw the event's coincidences with other events
+    (:mod:`mma.match.pairs`), in the notice's transaction."""
+    pair_event(conn, ledger, PairRules.of(stage.config), store.load_event(conn, event_pk),
+               stage.correlator.active, now)
+
 
 def _upgrade(stage: Stage, stored: store.StoredNotice, notice: Notice, spec: RegionSpec,
              now: datetime) -> set[str]:

@@ -37,9 +37,10 @@ class Ledger:
     new: list[dict[str, Any]] = field(default_factory=list)  # candidates to insert
 
     def note(self, cid: str, row_revision: int, published: bool, reason: str,
-             changes: list[str], region: tuple[int, int], status: str,
+             changes: list[str], region: tuple[int | None, int | None], status: str,
              record: Mapping[str, Any], rank: int | None = None) -> None:
-        """Append a history row (flushed by :meth:`flush`)."""
+        """Append a history row (flushed by :meth:`flush`); *region* is (region_pk,
+        version), (None, None) for an event x event pair without a region."""
         if published:
             self.published.add(cid)
         self.history.append({

@@ -1,0 +1,135 @@
+"""Event x event coincidences through the notice path, on SQLite and PostgreSQL.
+
+GW170817 (the LVC Initial notice with the corpus's GWTC-1 map served for its URL)
+and GRB 170817A (the Fermi GBM ground position) are the real pair: found with
+dt = +2.02 s, an overlap integral above 1 (the maps agree) and a space-time FAR
+below the temporal one, published once, revised only on material change, and
+withdrawn when either event is retracted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from mma.config import Config, load_config
+from mma.db.schema import coincidences, outbox
+from mma.handlers import fermi_gbm, lvk_voevent
+from mma.ingest import Pipeline
+from mma.match import joint
+from mma.models import Notice
+
+pytestmark = pytest.mark.slow  # GW170817's NSIDE 1024 map (~10 s per database)
+
+GW = "voevent/gw/G298048-1-Initial_GW170817.xml"
+GRB = "voevent/fermi-gbm/GRB170817A_GBM_Gnd_Pos_524666471.xml"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Defaults with the Kafka and Slack channels on (nothing is sent: the outbox is read)."""
+    return load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp_path / "state"),
+                                "MMA_CHANNELS__KAFKA__ENABLED": "true",
+                                "MMA_CHANNELS__SLACK__ENABLED": "true",
+                                "MMA_SLACK_WEBHOOK_URL": "http://127.0.0.1:9/hook"},
+                       system_file=tmp_path / "absent.toml")
+
+
+@pytest.fixture(scope="module")
+def skymap(corpus: Path) -> bytes:
+    return (corpus / "skymaps/gw/GW170817_skymap.fits.gz").read_bytes()
+
+
+def _pairs(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(coincidences).where(
+            coincidences.c.other_event_pk.is_not(None))))
+
+
+def _sent(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox.c.revision, outbox.c.channel, outbox.c.payload)
+                                 .where(outbox.c.status == "pending").order_by(outbox.c.id)))
+
+
+def _replay(engine: Engine, config: Config, corpus: Path, skymap: bytes,
+            order: tuple[str, ...]) -> Pipeline:
+    p = Pipeline(engine, config, fetch=lambda url: skymap)
+    handlers = {GW: lvk_voevent, GRB: fermi_gbm}
+    for path in order:
+        assert p.process(handlers[path], (corpus / path).read_bytes(),
+                         origin=path).kind == "notice"
+    return p
+
+
+@pytest.mark.parametrize("order", [(GW, GRB), (GRB, GW)], ids=["gw-first", "grb-first"])
+def test_gw170817_pairs_with_grb170817a(engine: Engine, config: Config, corpus: Path,
+                                        skymap: bytes, order: tuple[str, ...]) -> None:
+    _replay(engine, config, corpus, skymap, order)
+    (row,) = _pairs(engine)
+    r = row.payload
+    assert r["coincidence_type"] == "event-event"
+    assert (r["event_id"], r["other"]["event_id"]) == ("G298048", "FermiGBM-524666471")
+    assert r["dt_s"] == pytest.approx(2.024, abs=0.01)
+    assert r["window_s"] == [-1.0, 5.0]
+    assert r["overlap_integral"] > 1.0, r
+    # Untargeted: 6 s x 325/yr x the GW's FAR, then divided by the overlap.
+    far_gw = r["significance"]["far_hz"]
+    assert r["temporal_far_hz"] == pytest.approx(6.0 * 325.0 / joint.YEAR_S * far_gw)
+    assert r["space_time_far_hz"] == pytest.approx(r["temporal_far_hz"]
+                                                   / r["overlap_integral"])
+    assert r["space_time_far_hz"] < r["temporal_far_hz"]
+    assert r["far_method"] == "untargeted"
+    kafka = [m for m in _sent(engine) if m.payload["record"].get("coincidence_type")
+             == "event-event"]
+    # Kafka takes every pair; Slack only one rarer than once a month (this one is).
+    # GRB first: the GW's map comes by URL after its notice, so the pair is first
+    # found on time alone, then revised when the map gives the overlap.
+    first = order[0] == GW
+    expected = (1, "new") if first else (2, "update")
+    assert [(m.revision, m.channel, m.payload["kind"]) for m in kafka] == [
+        (*expected[:1], "kafka", expected[1]), (*expected[:1], "slack", expected[1])]
+    if not first:
+        assert "overlap_integral" in r["changes"] and "space_time_far_hz" in r["changes"]
+
+
+def test_retraction_withdraws_the_pair(engine: Engine, config: Config, corpus: Path,
+                                      skymap: bytes) -> None:
+    p = _replay(engine, config, corpus, skymap, (GW, GRB))
+    gw = lvk_voevent.parse((corpus / GW).read_bytes(), topic="")
+    retraction = dataclasses.replace(gw, notice_type="Retraction", region=None,
+                                     retraction=True,
+                                     issued_time=gw.issued_time + timedelta(hours=1))
+    assert p.process(lvk_voevent, b"retraction of G298048", origin="test",
+                     item=retraction).kind == "notice"
+    (row,) = _pairs(engine)
+    assert row.status == "retracted" and row.revision == 2
+    assert "retracted:G298048" in row.payload["flags"]
+    kinds = [(m.channel, m.payload["kind"]) for m in _sent(engine)
+             if m.payload["record"].get("coincidence_type") == "event-event"]
+    # On every channel that carried it; the newest revision replaces the pending new one.
+    assert kinds == [("kafka", "retraction"), ("slack", "retraction")]
+
+
+def test_a_grb_outside_the_window_is_no_pair(engine: Engine, config: Config, corpus: Path,
+                                            skymap: bytes) -> None:
+    p = _replay(engine, config, corpus, skymap, (GW,))
+    grb = fermi_gbm.parse((corpus / GRB).read_bytes(), topic="")
+    late: Notice = dataclasses.replace(grb, event_id="FermiGBM-late",
+                                       event_time=grb.event_time + timedelta(seconds=30))
+    assert p.process(fermi_gbm, b"a later burst", origin="test", item=late).kind == "notice"
+    assert _pairs(engine) == []
+
+
+def test_test_events_never_pair_with_real_ones(engine: Engine, config: Config,
+                                               corpus: Path, skymap: bytes) -> None:
+    p = _replay(engine, config, corpus, skymap, (GW,))
+    grb = fermi_gbm.parse((corpus / GRB).read_bytes(), topic="")
+    assert p.process(fermi_gbm, b"a test burst", origin="test",
+                     item=dataclasses.replace(grb, test=True)).kind == "notice"
+    assert _pairs(engine) == []
