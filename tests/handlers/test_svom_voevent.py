@@ -18,6 +18,7 @@ FILES = sorted(DATA.glob("*.xml"))
 WAKEUP = DATA / "eclairs_319.xml"
 GRM_TIME_ONLY = DATA / "grm_284.xml"
 GRM_NO_ERROR = DATA / "grm_330.xml"
+GRM_2025 = DATA / "sb25031103-GRM_TRIGGER-no_coords.xml"
 CATALOG = DATA / "svom_voevent_sb25091702_eclairs-catalog.xml"
 OTHERS = sorted([*(CORPUS / "voevent").rglob("*.xml"), *(CORPUS / "gcn-json").rglob("*.json")])
 # FSC's notice types by instrument, read from the ivorn (``sb…_<type>[_qf#]``).
@@ -39,7 +40,7 @@ def _kind(ivorn: str) -> str:
 
 
 def test_data_is_present() -> None:
-    assert len(FILES) == 19
+    assert len(FILES) == 22
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -68,6 +69,13 @@ def test_every_real_notice_parses(path: Path) -> None:
     assert ("no_event_time" in notice.flags) is kind.startswith("mxt")
 
 
+def test_older_fsc_format_reads_the_same() -> None:
+    # 2025-03 packets: Who/Date without an offset (UTC), AuthorIVORN ivo://org.svom/FSC.
+    notice = svom_voevent.parse((DATA / "sb25031101-ECLAIRS_WAKEUP.xml").read_bytes(), topic="")
+    assert notice.issued_time.isoformat() == "2025-03-11T07:26:09+00:00"
+    assert notice.region is not None and notice.region.radius_deg == 0.1755
+
+
 def test_mxt_time_is_an_observation_time() -> None:
     notice = svom_voevent.parse((DATA / "mxt_52.xml").read_bytes(), topic="")
     assert "no_event_time" in notice.flags
@@ -86,10 +94,11 @@ def test_one_burst_one_event_across_instruments() -> None:
 def test_grm_without_computed_error_is_time_only() -> None:
     # Three detectors: a direction with Error2Radius -1 (FSC: not computed on board).
     assert read_xml(GRM_NO_ERROR)["position"][2] == -1.0
-    for path in (GRM_TIME_ONLY, GRM_NO_ERROR):
+    for path in (GRM_TIME_ONLY, GRM_NO_ERROR, GRM_2025):
         notice = svom_voevent.parse(path.read_bytes(), topic="gcn.notices.svom.voevent.grm")
         assert notice.region is None and notice.messenger == "grb" and notice.flags == ()
-        assert notice.properties["triggered_grds"] in ("101", "111")
+        grds = read_xml(path)["params"]["Triggered_GRDs"]
+        assert notice.properties["triggered_grds"] == grds and grds.count("1") >= 2
 
 
 @pytest.mark.parametrize(("name", "retracted"), [
