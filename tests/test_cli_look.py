@@ -15,7 +15,14 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from mma.cli import main
 from mma.db.engine import make_engine
-from mma.db.schema import coincidence_revisions, event_aliases, events, outbox, regions
+from mma.db.schema import (
+    coincidence_revisions,
+    coincidences,
+    event_aliases,
+    events,
+    outbox,
+    regions,
+)
 from mma.db.store import add_dead_letter
 from tests.hostile.text import HOSTILE, HOSTILE_SHOWN, assert_clean
 
@@ -223,3 +230,44 @@ def test_tables_escape_stored_text(db: tuple[list[str], Engine],
         out = run(db, capsys, *args)
         assert_clean(out)
     assert f"S1{HOSTILE_SHOWN}" in run(db, capsys, "events")
+
+
+def test_coincidences_of_both_events(db: tuple[list[str], Engine],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """GW170817 x GRB 170817A listed from either event (Δt from the event asked about),
+    as a table and as the stored record; a hostile stored pair stays one short line."""
+    from tests.test_joint_message import HOSTILE_ID, gw170817_grb, store_pair
+
+    record = store_pair(db[1])
+    [gw_line] = run(db, capsys, "coincidences", "G298048").splitlines()[1:]
+    assert gw_line.split()[:4] == ["FermiGBM-524666471", "GW", "x", "GRB"]
+    assert " +2.0 " in gw_line and " 32.5 " in gw_line
+    assert "1.2e-20 Hz (1 per 2.64e+12 yr)" in gw_line
+    assert "3.7e-22 Hz (1 per 8.56e+13 yr)" in gw_line and "6f1c1f6e" in gw_line
+    [grb_line] = run(db, capsys, "coincidences", "FermiGBM-524666471").splitlines()[1:]
+    assert grb_line.startswith("G298048 ") and " -2.0 " in grb_line
+    [found] = jsonl(run(db, capsys, "coincidences", "G298048", "--json"))
+    assert found == {**record, "status": "active", "revision": 1}
+    assert run(db, capsys, "coincidences", "S261120ab").splitlines()[1:] == []
+    hostile = gw170817_grb() | {"coincidence_id": "hostile-pair", "dt_s": "soon",
+                                "other": {"event_id": HOSTILE_ID + "\x1b[2J"},
+                                "overlap_integral": None, "temporal_far_hz": -1}
+    with db[1].begin() as conn:
+        pk = conn.execute(select(events.c.id).where(events.c.event_id == "G298048")).scalar()
+        conn.execute(insert(coincidences).values(
+            coincidence_id="hostile-pair", event_pk=pk, other_event_pk=pk, status="active",
+            vetoed=False, revision=1, payload=hostile))
+    lines = run(db, capsys, "coincidences", "G298048").splitlines()
+    assert len(lines) == 3 and all(len(line) < 400 for line in lines)
+    assert_clean("\n".join(lines))
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="mma.db.queries.list_candidates reads NULL ln B/P_chance of an "
+                          "event x event row: it should keep coincidences.object_pk IS NOT NULL")
+def test_candidates_of_an_event_with_only_a_pair(db: tuple[list[str], Engine],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_joint_message import store_pair
+
+    store_pair(db[1])
+    assert run(db, capsys, "candidates", "G298048").splitlines()[1:] == []

@@ -18,7 +18,9 @@ from datetime import timedelta
 from typing import Any, cast
 
 import pytest
+from sqlalchemy import Engine, insert
 
+from mma.db.schema import coincidences, events
 from mma.emitters import Delivery, MessageKind
 from mma.emitters.email import EmailEmitter, build_digest, build_message
 from mma.emitters.joint_message import (
@@ -90,6 +92,26 @@ def gw_neutrino() -> dict[str, Any]:
                    overlap_integral=None, overlap_method=None,
                    temporal_far_hz=2.9e-17, space_time_far_hz=None, far_method="targeted",
                    joint_event_id=None)
+
+
+def store_pair(engine: Engine, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store GW170817 and GRB 170817A as events and their pair as an event x event row
+    (what the correlator stores: no object, alert or score); the record stored."""
+    record = record or gw170817_grb()
+    pks = []
+    with engine.begin() as conn:
+        for source in (GW170817, GRB170817A):
+            n = _notice(source)
+            key = conn.execute(insert(events).values(
+                event_id=n.event_id, messenger=n.messenger, event_class=n.event_class,
+                instrument=n.instrument, event_time=n.event_time, status="active",
+                test=False, properties=dict(n.properties), flags=[])).inserted_primary_key
+            assert key is not None
+            pks.append(key[0])
+        conn.execute(insert(coincidences).values(
+            coincidence_id=record["coincidence_id"], event_pk=pks[0], other_event_pk=pks[1],
+            status="active", vetoed=False, revision=1, payload=record))
+    return record
 
 
 def delivery(record: dict[str, Any], kind: MessageKind = "new", revision: int = 1,

@@ -1,7 +1,7 @@
 """Commands that look at what the database holds.
 
-``mma events``, ``candidates``, ``show``, ``outbox``, ``dead-letters`` and
-``status`` print aligned tables (every cell through :mod:`mma.printable`), or
+``mma events``, ``candidates``, ``coincidences``, ``show``, ``outbox``, ``dead-letters``
+and ``status`` print aligned tables (every cell through :mod:`mma.printable`), or
 with ``--json`` JSON Lines (one object for ``show`` and ``status``) for
 scripts. Times are UTC ISO 8601 to the second; P_chance is shown to 2
 significant digits, ln B to 1 decimal, credible levels to 2.
@@ -123,6 +123,47 @@ def cmd_candidates(args: argparse.Namespace, config: Config) -> int:
         print_jsonl([{k: v for k, v in asdict(c).items() if k != "payload"} for c in found])
     else:
         print_table(CANDIDATE_HEADERS, [candidate_cells(c) for c in found])
+    return 0
+
+
+def _far_cell(value: Any) -> str:
+    """A FAR [Hz] as ``3.7e-22 Hz (1 per 8.56e+13 yr)``; empty when not stated."""
+    from mma.db.queries import number
+    from mma.emitters.joint_message import far_per_years
+
+    rate = number(value)
+    return "" if rate is None else f"{rate:.2g} Hz ({far_per_years(rate)})"
+
+
+def coincidence_cells(found: Mapping[str, Any]) -> list[Any]:
+    """A row of ``mma coincidences``: the pair seen from the event asked about."""
+    from mma.db.queries import number
+    from mma.emitters.joint_message import clean, counterpart, pair_label
+
+    p = found["payload"]
+    other, dt = counterpart(p, primary=bool(found["primary"]))
+    return [clean(other.get("event_id"), 64), pair_label(p), num(dt, "+.1f"),
+            num(number(p.get("overlap_integral")), ".3g"),
+            _far_cell(p.get("temporal_far_hz")), _far_cell(p.get("space_time_far_hz")),
+            clean(p.get("joint_event_id"), 64, ""), found["status"], found["revision"],
+            clean(p.get("coincidence_id"), 36)[:SHORT_ID]]
+
+
+COINCIDENCE_HEADERS = ("other event", "messengers", "Δt s", "overlap I", "temporal FAR",
+                       "space-time FAR", "joint event", "status", "rev", "id")
+
+
+def cmd_coincidences(args: argparse.Namespace, config: Config) -> int:
+    """List an event's coincident events (GW x GRB, GW x neutrino...): Δt, overlap, FARs."""
+    from mma.db.queries import event_event_records
+
+    with read_engine(config, args.db).connect() as conn:
+        found = event_event_records(conn, find_event(conn, args.event))
+    if args.json:
+        print_jsonl([{**f["payload"], "status": f["status"], "revision": f["revision"]}
+                     for f in found])
+    else:
+        print_table(COINCIDENCE_HEADERS, [coincidence_cells(f) for f in found])
     return 0
 
 
@@ -296,6 +337,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="only events neither retracted nor past their current region's window")
     command("candidates", cmd_candidates).add_argument(
         "event", help="event id or alias (e.g. S250818k)")
+    command("coincidences", cmd_coincidences).add_argument(
+        "event", help="event id or alias (e.g. S190425z)")
     command("show", cmd_show).add_argument(
         "id", help=f"coincidence id, or its first {SHORT_ID} or more characters")
     p = command("outbox", cmd_outbox)
