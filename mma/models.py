@@ -16,18 +16,19 @@ from typing import Any, Literal
 
 from mma.errors import InvalidValue
 
-Messenger = Literal["gw", "neutrino", "grb", "xray", "optical"]
+Messenger = Literal["gw", "neutrino", "grb", "xray", "optical", "watch"]
 RegionKind = Literal["skymap", "circle", "ellipse", "box"]
 
 #: Classes of events, each with its own time window (``[windows]`` in the configuration):
 #: compact binary coalescences and unmodelled GW bursts, gamma-ray bursts, X-ray
 #: transients, astrophysical neutrino tracks and cascades, neutrinos found by a search
-#: around a GW (IceCube ``lvk_nu_track_search``), and supernova neutrino bursts.
+#: around a GW (IceCube ``lvk_nu_track_search``), supernova neutrino bursts, and a
+#: user's watch region (``mma watch``: a footprint with no t0, :mod:`mma.watch`).
 # A Julian year [s]: rates stated per year (AMON FAR, astrophysical rates) to Hz.
 SECONDS_PER_YEAR = 365.25 * 86400.0
 
 EVENT_CLASSES = ("gw.cbc", "gw.burst", "grb", "xray", "neutrino.track", "neutrino.cascade",
-                 "neutrino.gw_followup", "neutrino.sn_burst")
+                 "neutrino.gw_followup", "neutrino.sn_burst", "watch")
 #: Classes where an object seen before t0 counts against it (``pre_existing``): a
 #: merger or burst has no optical precursor. For neutrinos a flare rising before
 #: t0 is the signal (a TDE or AGN).

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from mma import __version__
-from mma.cli import act, admin, look, page, replay
+from mma.cli import act, admin, look, page, replay, watch
 from mma.cli.common import UsageError
 from mma.config import Config, load_config
 from mma.errors import ConfigError, TransientError
@@ -30,7 +30,7 @@ from mma.printable import printable, printable_lines
 log = logging.getLogger(__name__)
 
 # The modules whose ``register`` adds subcommands, in the order ``mma --help`` lists them.
-COMMANDS = (replay, look, act, page, admin)
+COMMANDS = (replay, look, act, page, watch, admin)
 
 
 def build_parser() -> argparse.ArgumentParser:

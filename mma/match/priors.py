@@ -37,6 +37,10 @@ FALLBACK_HAS_REMNANT_FLOOR = 0.01
 VETO_FLAGS = {"startrack_lost_lock": "star_tracker_lost", "not_grb": "not_grb",
               "grb_not_identified": "grb_not_identified"}
 LVK_ASTRO_CLASSES = ("BNS", "NSBH", "BBH", "MassGap")
+# A user's watch region (mma.watch): a footprint, not an event. It has no t0 (its start is
+# when watching began), no time model and no significance: B_t = 1 across its window,
+# p_astro = 1, and an object seen before it started is not penalised.
+WATCH_CLASS = "watch"
 
 
 def _probability(value: Any) -> float | None:
@@ -92,8 +96,11 @@ def p_astro(event: StoredEvent, config: Config) -> tuple[float, str]:
     ``lvk_astro_rate_per_year`` as p = R / (R + FAR); GBM sub-threshold
     Reliability (0–10) / 10, else the flight classifier's GRB probability (no
     less than ``flagged_p_astro``); a ``classification`` with a ``GRB`` entry;
-    a stated ``signalness`` or ``p_astro``; else ``default_p_astro.<class>``.
+    a stated ``signalness`` or ``p_astro``; else ``default_p_astro.<class>``. A
+    watch region (class ``watch``) states no significance: 1, source ``watch``.
     """
+    if event.event_class == WATCH_CLASS:
+        return 1.0, "watch"
     section = config.section("priors")
     family = _family(event.instrument)
     value, source = _flagged(event, section)
@@ -209,7 +216,7 @@ def ln_b_time(event_class: str, dt_days: float | None, window: tuple[float, floa
         ln B_t with B_t = p_sig(dt) · T, T = end − start [days] and
         p_sig = (1 − ε) · U[a', b'] + ε · U[window], [a', b'] = [a, b] ∩ window
         [day⁻¹]. A signal range that is missing, malformed or outside the window
-        gives 0 (uniform: no preference).
+        gives 0 (uniform: no preference), as does the ``watch`` class (no t0).
 
     Notes
     -----
@@ -226,6 +233,8 @@ def ln_b_time(event_class: str, dt_days: float | None, window: tuple[float, floa
         return 0.0
     if not start <= dt_days <= end:
         return LN_FLOOR
+    if event_class == WATCH_CLASS:
+        return 0.0
     section = config.section("priors")
     signal = _signal_range(section.get(f"signal_days.{event_class}"), window)
     if signal is None:
@@ -361,14 +370,15 @@ def check_priors(config: Config) -> list[str]:
     """
     section = config.section("priors")
     problems = []
+    classes = [c for c in EVENT_CLASSES if c != WATCH_CLASS]  # a watch has no priors
     for key in ("flagged_p_astro", "tail_fraction", "has_remnant_floor",
-                *(f"default_p_astro.{c}" for c in EVENT_CLASSES),
+                *(f"default_p_astro.{c}" for c in classes),
                 *(f"pre_existing_factor.{c}" for c in PRE_EXISTING_CLASSES)):
         if _probability(section.get(key)) is None:
             problems.append(f"[priors] {key} must be a probability in [0, 1]")
     if not _non_negative(section.get("lvk_astro_rate_per_year")):
         problems.append("[priors] lvk_astro_rate_per_year must be a positive rate [yr^-1]")
-    for event_class in EVENT_CLASSES:
+    for event_class in classes:
         key = f"signal_days.{event_class}"
         value = section.get(key)
         window = config.window_days(event_class)
