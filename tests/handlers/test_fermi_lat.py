@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mma.epochs import check_item
 from mma.errors import HostileMessage, Ignored, InvalidValue, MalformedMessage, MissingField
 from mma.handlers import fermi_gbm, fermi_lat, voevent_other
 from mma.registry import Registry
@@ -43,6 +44,7 @@ def test_every_real_lat_position_parses(path: Path) -> None:
     assert fermi_lat.sniff(raw) and not fermi_gbm.sniff(raw)
     assert Registry().detect(raw) is fermi_lat
     notice = fermi_lat.parse(raw, topic="gcn.classic.voevent.FERMI_LAT_POS_UPD")
+    check_item(notice, fermi_lat)  # after FIRST_LIGHT, not in the future
     assert notice.notice_type == TOPIC_OF[int(params["Packet_Type"])]
     assert notice.event_id == f"FermiLAT-{int(params['TrigID'])}"
     assert notice.messenger == "grb" and notice.instrument == "Fermi-LAT"

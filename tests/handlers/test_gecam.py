@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mma.epochs import check_item
 from mma.errors import HostileMessage, Ignored, InvalidValue, MalformedMessage, MissingField
 from mma.handlers import gecam
 from mma.registry import Registry
@@ -43,6 +44,7 @@ def test_every_real_notice_parses(path: Path) -> None:
     assert gecam.sniff(raw) and Registry().detect(raw) is gecam
     assert not any(re.search("contain", name, re.I) for name in params)  # stated nowhere
     notice = gecam.parse(raw, topic="gcn.classic.voevent.GECAM_GND")
+    check_item(notice, gecam)  # after FIRST_LIGHT, not in the future
     assert notice.notice_type == {"188": "GECAM_FLT", "189": "GECAM_GND"}[params["Packet_Type"]]
     assert notice.event_id == f"GECAM-{params['MISSION']}-{int(params['Trigger_Number'])}"
     assert notice.messenger == "grb" and notice.instrument == "GECAM"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mma.epochs import check_item
 from mma.errors import HostileMessage, Ignored, InvalidValue, MalformedMessage, MissingField
 from mma.handlers import svom, svom_voevent, voevent_other
 from mma.registry import Registry
@@ -50,6 +51,7 @@ def test_every_real_notice_parses(path: Path) -> None:
     params = ref["params"]
     assert svom_voevent.sniff(raw)
     notice = svom_voevent.parse(raw, topic="gcn.notices.svom.voevent.eclairs")
+    check_item(notice, svom_voevent)  # after FIRST_LIGHT, not in the future
     kind = _kind(ref["ivorn"])
     assert notice.notice_type == kind
     assert notice.event_id == f"SVOM-{params['Burst_Id']}"
