@@ -449,3 +449,19 @@ def test_raven_untargeted(raven: Any) -> None:
     ours = joint.temporal_far_untargeted(joint.DEFAULT_WINDOWS_S["gw_neutrino"],
                                          joint.ICECUBE_GOLD_RATE_HZ, 2e-8)
     assert ours == pytest.approx(theirs["temporal_coinc_far"], rel=1e-12)
+
+
+def test_raven_disjoint_and_uniform(raven: Any) -> None:
+    # Flat NSIDE-16 NESTED maps: base tiles 0-3 (north), 8-11 (south), 0-11 (all sky).
+    def flat(base: range) -> np.ndarray:
+        p = np.zeros(12 * 256)
+        for b in base:
+            p[b * 256:(b + 1) * 256] = 1.0
+        return p / p.sum()
+
+    north, south, sky = flat(range(4)), flat(range(8, 12)), flat(range(12))
+    pairs = [(north, south, _uniform(0, np.arange(4)), _uniform(0, np.arange(8, 12))),
+             (north, sky, _uniform(0, np.arange(4)), _uniform(0, np.arange(12)))]
+    for p_a, p_b, a, b in pairs:
+        theirs = raven.skymap_overlap_integral(p_a, p_b, se_nested=True, ext_nested=True)
+        assert joint.overlap_integral(a, b) == pytest.approx(theirs, abs=1e-12)
