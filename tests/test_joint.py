@@ -212,6 +212,8 @@ def test_targeted_temporal_far() -> None:
     lambda: joint.temporal_far_untargeted((-1.0, 5.0), 1e-5, math.nan),
     lambda: joint.temporal_far_targeted((-1.0, 5.0), 1e-5, 1e-7, 0.0, 1e-5),
     lambda: joint.space_time_far(1e-9, -1.0),
+    lambda: joint.point_overlap(_uniform(0, np.arange(12)), math.nan, 0.0),
+    lambda: joint.point_overlap(_uniform(0, np.arange(12)), 10.0, 91.0),
     lambda: joint.joint_far((-1.0, 5.0), 1e-7),
     lambda: joint.joint_far((-1.0, 5.0), 1e-7, far_ext_thresh_hz=1e-4, far_gw_thresh_hz=1e-5),
     lambda: joint.joint_far((-1.0, 5.0), 1e-7, far_ext_hz=1e-5, far_ext_thresh_hz=1e-4),

@@ -120,9 +120,11 @@ def overlap_integral(a: Region, b: Region) -> float:
 
     References
     ----------
-    Ashkar et al. 2021, ApJ 915, 68, eq. for the spatial overlap; RAVEN
-    ``ligo.raven.search.skymap_overlap_integral``, which samples one map at the
-    other's pixel centres instead of intersecting the tiles.
+    Ashkar et al. 2021, ApJ 915, 68 (spatial overlap); RAVEN
+    ``ligo.raven.search.skymap_overlap_integral``: flat maps are brought to the finer
+    NSIDE (the same value here), a multi-order map against a flat one is sampled at
+    its tile centres (the same), two multi-order maps are paired by nearest tile
+    centre (an approximation: 0.2 % off for GW170817 x GRB 170817A).
     """
     *_, prob = _pair_probability(a, b)
     return float(4.0 * np.pi * prob.sum()) if prob.size else 0.0
