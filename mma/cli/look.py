@@ -284,6 +284,7 @@ def cmd_dead_letters(args: argparse.Namespace, config: Config) -> int:
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     """Show active events, the newest notices and alerts, the outbox, dead letters, daemons."""
     from mma.db import queries
+    from mma.service.gcn_heartbeat import status_json, status_lines
     from mma.service.heartbeat import format_status, read_status
 
     interval = float(config.section("daemon").get("heartbeat_interval_seconds", 30.0))
@@ -298,7 +299,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
                     "notices": [asdict(n) for n in notices],
                     "alerts": [asdict(a) for a in alerts],
                     "outbox": [asdict(c) for c in channels], "dead_letters": dead,
-                    "daemons": [d.to_json() for d in daemons]})
+                    "daemons": [d.to_json() for d in daemons],
+                    "gcn_heartbeat": status_json(daemons, now)})
         return 0
     sections: list[tuple[str, Sequence[str], list[list[Any]]]] = [
         (f"active events: {len(active)}",
@@ -319,7 +321,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         if rows:
             print_table(headers, rows)
         print()
-    print("\n".join(format_status(daemons)))
+    print("\n".join([*format_status(daemons), *status_lines(daemons, now)]))
     return 0
 
 

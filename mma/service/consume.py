@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from mma.service.gcn_heartbeat import subscription
 from mma.service.health import Metrics
 from mma.service.intake import Intake
 from mma.service.runtime import Runtime
@@ -72,7 +73,8 @@ class Consumers:
             self.assignments.revoked(kind)
 
         topics = topics_of(self.runtime.config, self.runtime.registry, kind)
-        consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked)
+        consumer.subscribe(subscription(self.runtime.config, kind, topics), on_assign=assigned,
+                           on_revoke=revoked)
         self._topics[kind] = topics
         log.info("%s consumer of %s subscribed to %s", kind, self.instance, ", ".join(topics))
 

@@ -20,6 +20,7 @@ from confluent_kafka import Message
 from mma.errors import UnknownFormat
 from mma.ingest import Outcome, Parsed
 from mma.registry import UNCLAIMED
+from mma.service.gcn_heartbeat import HEARTBEAT_TOPIC, GcnHeartbeat
 from mma.service.health import Metrics
 from mma.service.liveness import Retrier
 from mma.service.runtime import Runtime
@@ -44,6 +45,7 @@ class Intake:
         self.metrics = metrics
         self.book = book
         self.wake_delivery = wake_delivery
+        self.gcn_heartbeat = GcnHeartbeat(metrics)
 
     def handle(self, messages: Sequence[Message]) -> None:
         """Process *messages* in order; returns once each is stored or dead-lettered."""
@@ -53,6 +55,10 @@ class Intake:
             topic = msg.topic() or ""
             raw = msg.value() or b""
             origin = f"{topic}:{msg.partition()}:{msg.offset()}"
+            if topic == HEARTBEAT_TOPIC:  # a liveness metric, never a notice or a dead letter
+                if self.gcn_heartbeat.receive(raw, origin=origin):
+                    self.book.count(topic)
+                continue
             try:
                 handler = registry.for_topic(topic)
             except UnknownFormat as exc:
