@@ -1,0 +1,69 @@
+"""End to end: ``mma replay`` of a real IceCube notice and the real circular about it,
+and of circulars about events never stored (attach-only: nothing is created)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from mma.cli import main
+from mma.db.engine import make_engine
+from mma.db.schema import dead_letters, event_aliases, events, notices
+from tests.conftest import CORPUS
+
+CIRCULARS = Path(__file__).resolve().parent / "data" / "circulars"
+# IceCube-230416A, run 137840 event 57034692 (Bronze track, 2023-04-16T05:22:26Z).
+ICECUBE = (CORPUS / "gcn-json/gcn-schema/icecube/"
+           "single_neutrino_alerts.gold_bronze_track_alerts.example.json")
+
+
+def _replay(tmp_path: Path, *paths: Path) -> dict[str, Any]:
+    url = f"sqlite:///{tmp_path / 'replay.sqlite'}"
+    assert main(["replay", *map(str, paths), "--db", url,
+                 "--output", str(tmp_path / "out.jsonl")]) == 0
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        state = {
+            "events": {r.event_id: r for r in conn.execute(select(events))},
+            "aliases": sorted(tuple(r) for r in conn.execute(
+                select(events.c.event_id, event_aliases.c.alias)
+                .join(events, events.c.id == event_aliases.c.event_pk))),
+            "notices": [(r.handler, r.notice_type, sorted(r.flags or ())) for r in conn.execute(
+                select(notices).order_by(notices.c.issued_time))],
+            "dead_letters": conn.execute(select(func.count()).select_from(
+                dead_letters)).scalar_one(),
+        }
+    engine.dispose()
+    return state
+
+
+def test_circular_attaches_to_the_real_icecube_event(tmp_path: Path) -> None:
+    """Circular 33633 names IceCube-230416A and the run/event of its AMON alert: it is
+    stored under the neutrino's event and changes neither its time nor its status."""
+    alone = _replay(tmp_path / "a", ICECUBE)
+    both = _replay(tmp_path / "b", ICECUBE, CIRCULARS / "33633.json")
+    [event_id] = both["events"]
+    assert event_id == "IceCube-137840_57034692" and list(alone["events"]) == [event_id]
+    event, before = both["events"][event_id], alone["events"][event_id]
+    assert (event.event_time, event.status, event.event_class) == (
+        before.event_time, before.status, before.event_class) and event.status != "retracted"
+    assert both["aliases"] == [(event_id, "IceCube-137840_57034692"),
+                               (event_id, "IceCube-230416A")]
+    assert [n[0] for n in both["notices"]] == ["icecube", "circulars"]
+    _handler, notice_type, flags = both["notices"][1]
+    assert notice_type == "CIRCULAR" and {"attach_only", "no_event_time"} <= set(flags)
+    assert both["dead_letters"] == 0
+
+
+@pytest.mark.parametrize("name", ["34599.json", "28892.json"])
+def test_circular_about_an_unknown_event_stores_nothing(
+        tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The retractions of S230830b and of IceCube alert 134701_49508272, with neither
+    event known: no event is created or retracted, nothing is dead-lettered."""
+    state = _replay(tmp_path, CIRCULARS / name)
+    assert state["events"] == {} and state["notices"] == [] and state["dead_letters"] == 0
+    summary = capsys.readouterr().err
+    assert "dead letters: 0" in summary and "ignored (of no interest): 1" in summary
