@@ -31,8 +31,12 @@ def _replay(tmp_path: Path, *paths: Path) -> dict[str, Any]:
             "aliases": sorted(tuple(r) for r in conn.execute(
                 select(events.c.event_id, event_aliases.c.alias)
                 .join(events, events.c.id == event_aliases.c.event_pk))),
-            "notices": [(r.handler, r.notice_type, sorted(r.flags or ())) for r in conn.execute(
-                select(notices).order_by(notices.c.issued_time))],
+            "notices": [(r.event_id, r.handler, r.notice_type, sorted(r.flags or ()))
+                        for r in conn.execute(
+                            select(events.c.event_id, notices.c.handler, notices.c.notice_type,
+                                   notices.c.flags)
+                            .join(events, events.c.id == notices.c.event_pk)
+                            .order_by(notices.c.issued_time))],
             "dead_letters": conn.execute(select(func.count()).select_from(
                 dead_letters)).scalar_one(),
         }
@@ -52,8 +56,8 @@ def test_circular_attaches_to_the_real_icecube_event(tmp_path: Path) -> None:
         before.event_time, before.status, before.event_class) and event.status != "retracted"
     assert both["aliases"] == [(event_id, "IceCube-137840_57034692"),
                                (event_id, "IceCube-230416A")]
-    assert [n[0] for n in both["notices"]] == ["icecube", "circulars"]
-    _handler, notice_type, flags = both["notices"][1]
+    assert [n[:2] for n in both["notices"]] == [(event_id, "icecube"), (event_id, "circulars")]
+    _event, _handler, notice_type, flags = both["notices"][1]
     assert notice_type == "CIRCULAR" and {"attach_only", "no_event_time"} <= set(flags)
     assert both["dead_letters"] == 0
 
@@ -67,3 +71,20 @@ def test_circular_about_an_unknown_event_stores_nothing(
     assert state["events"] == {} and state["notices"] == [] and state["dead_letters"] == 0
     summary = capsys.readouterr().err
     assert "dead letters: 0" in summary and "ignored (of no interest): 1" in summary
+
+
+def test_circular_naming_a_gw_and_a_gbm_trigger_merges_nothing(tmp_path: Path) -> None:
+    """GCN 21506 ("LIGO/Virgo G298048: Fermi GBM trigger 170817.529 and LIGO single IFO
+    trigger") after the real GW170817 and GRB 170817A notices: it is stored under the GW
+    event, and the GRB stays an event of its own."""
+    gw = CORPUS / "voevent/gw/G298048-1-Initial_GW170817.xml"
+    grb = CORPUS / "voevent/fermi-gbm/GRB170817A_GBM_Gnd_Pos_524666471.xml"
+    before = _replay(tmp_path / "a", gw, grb)
+    state = _replay(tmp_path / "b", gw, grb, CIRCULARS / "21506.json")
+    assert set(state["events"]) == set(before["events"]) == {"G298048", "FermiGBM-524666471"}
+    assert state["aliases"] == before["aliases"]
+    assert sorted(n[:2] for n in state["notices"]) == [
+        ("FermiGBM-524666471", "fermi_gbm"), ("G298048", "circulars"),
+        ("G298048", "lvk_voevent")]
+    assert state["events"]["G298048"].event_time == before["events"]["G298048"].event_time
+    assert state["dead_letters"] == 0

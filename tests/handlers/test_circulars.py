@@ -43,6 +43,8 @@ EXPECTED: dict[int, tuple[str, tuple[str, ...], str, bool]] = {
     34540: ("GRB230824A", (), "grb", False),
     34414: ("GRB230812B", (), "grb", False),  # cites GRB 220627A in its body
     34713: ("S230914ak", (), "gw", False),  # cites GRB 170817A in its body
+    # The O2 GraceID after "LIGO/Virgo"; the GBM trigger is another messenger's event.
+    21506: ("G298048", (), "gw", False),
 }
 
 
