@@ -179,3 +179,33 @@ def region_tiles_of(conn: Connection, region_pk: int) -> Tiles:
                  np.asarray(cols[2], dtype=float), *dist)
 
 
+
+
+def latest_by_source(conn: Connection, event_pk: int) -> dict[str, tuple[int, int]]:
+    """Newest region of each handler that gave the event one, as handler ->
+    (region_pk, notice_pk), in notice order; combined regions left out.
+
+    One burst seen by several missions (:mod:`mma.ingest.bursts`) has one region
+    per mission; their product is the event's region for matching.
+    """
+    found = {int(r.id): (str(r.handler), int(r.notice_pk)) for r in conn.execute(
+        select(regions.c.id, regions.c.notice_pk, notices.c.handler)
+        .join(notices, notices.c.id == regions.c.notice_pk)
+        .where(regions.c.event_pk == event_pk, regions.c.kind != COMBINED,
+               regions.c.status != "retracted"))}
+    latest: dict[str, tuple[int, int]] = {}
+    for region_pk, _ in _in_order(conn, event_pk):  # oldest first: the last one stays
+        if region_pk in found:
+            handler, notice_pk = found[region_pk]
+            latest[handler] = (region_pk, notice_pk)
+    return latest
+
+
+def newest_notice(conn: Connection, event_pk: int) -> int:
+    """The notice_pk of the event's newest region in notice order."""
+    ordered = _in_order(conn, event_pk)
+    return int(conn.execute(select(regions.c.notice_pk).where(
+        regions.c.id == ordered[-1][0])).scalar_one())
+
+
+COMBINED = "combined"  # regions.kind of the product of several missions' regions

@@ -75,13 +75,18 @@ def _notice_with(conn: Connection, digest: str) -> Any:
 
 
 def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
-               origin: str | None) -> StoredNotice:
+               origin: str | None, burst_of: int | None = None) -> StoredNotice:
     """Store a notice and create or update its event (with aliases), event row locked.
 
     The newest notice by :func:`mma.lifecycle.order_key` sets the event's time,
     class, properties and flags, whatever order notices arrive in; a revised
     event time never forks a new event. A notice of a retracted event is stored
     with the flag ``after_retraction`` and marked inert (sticky retraction).
+
+    *burst_of* is the event a notice none of whose names is known joins as
+    another mission's view of the same burst (:mod:`mma.ingest.bursts`). Notices
+    of another handler than the event's first never set its time, class or
+    properties: the event keeps its first mission's trigger.
     """
     digest = _digest(raw)
     known = _notice_with(conn, digest)
@@ -89,6 +94,10 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
         return StoredNotice(known.event_pk, known.id, is_new=False)
     event_class = event_class_of(notice.messenger, notice.event_class)
     event_pk = find_event(conn, (notice.event_id, *notice.aliases))
+    if event_pk is None and burst_of is not None:
+        event_pk = burst_of
+        log.info("event %s: %s %s joins it as the same burst (%s)", notice.event_id,
+                 notice.instrument, notice.notice_type, origin)
     inert = False
     if event_pk is None:
         event_pk = _insert(conn, insert(events).values(
@@ -102,7 +111,8 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
     else:
         status = lock_event(conn, event_pk)
         inert = after_retraction(status, notice.retraction)
-        sets_time = not (notice.retraction or "no_event_time" in notice.flags)
+        sets_time = not (notice.retraction or "no_event_time" in notice.flags) and \
+            home_handler(conn, event_pk) in (None, handler)
         mine = order_key(notice.issued_time, notice.notice_type, digest)
         # The event is what its newest notice with an event time says, whatever order
         # they came in, and even after a retraction (which then still stands).
@@ -110,7 +120,8 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
             order_key(r.issued_time, r.notice_type, r.sha256) < mine
             for r in conn.execute(select(notices.c.issued_time, notices.c.notice_type,
                                          notices.c.sha256, notices.c.flags)
-                                  .where(notices.c.event_pk == event_pk))
+                                  .where(notices.c.event_pk == event_pk,
+                                         notices.c.handler == handler))
             if not _without_time(r.notice_type, r.flags))
         if newest:
             conn.execute(
@@ -137,6 +148,12 @@ def _without_time(notice_type: str, flags: list[str] | None) -> bool:
     """A stored retraction or time-only notice (it sets no event time)."""
     marks = set(flags or ())
     return bool(marks & {"retraction", "no_event_time"}) or notice_type.lower() == "retraction"
+
+
+def home_handler(conn: Connection, event_pk: int) -> str | None:
+    """The handler of the event's first stored notice (the mission that named it)."""
+    return conn.execute(select(notices.c.handler).where(notices.c.event_pk == event_pk)
+                        .order_by(notices.c.id).limit(1)).scalar()
 
 
 def lock_event(conn: Connection, event_pk: int) -> str:

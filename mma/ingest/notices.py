@@ -15,10 +15,11 @@ from sqlalchemy import Connection
 
 from mma.db import locks, region_store, store
 from mma.errors import BadMessage, TransientError
+from mma.ingest.bursts import BurstRules, burst_of, combined_region
 from mma.ingest.stage import Handler, Outcome, Stage
 from mma.match.pairs import PairRules, pair_event
 from mma.match.revisions import Ledger
-from mma.models import Notice, RegionSpec
+from mma.models import Notice, RegionSpec, StoredEvent
 from mma.skymaps.region import Region, build_region
 from mma.skymaps.spec import region_table
 
@@ -59,7 +60,13 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
     region = None if spec is None else region_of(stage, spec)
     with stage.engine.begin() as conn:
         locks.hold_regions(conn)  # a notice may change the active regions: see mma.db.locks
-        stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin)
+        burst = None
+        if store.find_event(conn, (notice.event_id, *notice.aliases)) is None:
+            stage.correlator.sync_active(conn)
+            burst = burst_of(conn, BurstRules.of(stage.config), notice, handler.NAME, region,
+                             stage.correlator.active)
+        stored = store.add_notice(conn, notice, raw, handler=handler.NAME, origin=origin,
+                                  burst_of=burst)
         if not stored.is_new:  # stored meanwhile
             return _duplicate(stage, conn, notice, origin)
         if notice.retraction:
@@ -94,32 +101,21 @@ def _duplicate(stage: Stage, conn: Connection, notice: Notice, origin: str) -> O
     return Outcome("duplicate")
 
 def store_region(stage: Stage, conn: Connection, stored: store.StoredNotice, region: Region,
-                  kind: str, origin: str, now: datetime,
-                  retracted: bool = False) -> set[str]:
+                 kind: str, origin: str, now: datetime,
+                 retracted: bool = False) -> set[str]:
     """Store *region* in notice order; if it is the newest (and the event not
-    retracted), match it against the stored objects. Returns the candidates
-    published."""
+    retracted), match it against the stored objects. An event of several
+    missions then gets their combined region (:mod:`mma.ingest.bursts`).
+    Returns the candidates published."""
     event = store.load_event(conn, stored.event_pk)
-    start, end = stage.config.window_days(event.event_class)
-    t0 = event.event_time
-    if event.messenger != "gw":
-        # Distance layers mean something only for a GW map (a GUANO or IceCube
-        # product may be an LVK map with distance): never score others on them.
-        region = region.without_distance()
-    placed = region_store.add_region(
-        conn, event_pk=stored.event_pk, notice_pk=stored.notice_pk, kind=kind,
-        tiles=region_store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
-                                 region.distsigma, region.distnorm,
-                                 region.credible_level),
-        window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
-        area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9),
-        retracted=retracted)
     ledger = stage.correlator.ledger()
-    if placed.active:
-        active = stage.correlator.activate(placed.region_pk, placed.version, event, region)
-        stage.correlator.on_region(conn, ledger, active, now)
-    else:  # an older notice: kept for audit; the active region may have been renumbered
-        stage.correlator.sync_active(conn)
+    placed = _place(stage, conn, ledger, event, stored.notice_pk, region, kind, now, retracted)
+    if not retracted:
+        combined = combined_region(conn, event)
+        if combined is not None:
+            placed = _place(stage, conn, ledger, event, combined[1], combined[0],
+                            region_store.COMBINED, now, False)
+            region, kind = combined[0], region_store.COMBINED
     pair_with_others(stage, conn, ledger, stored.event_pk, now)
     touched = stage.finish(conn, ledger, {stored.event_pk})
     log.info("event %s: region v%d (%s%s) from %s, %d tiles, A90 %.1f deg2, %d "
@@ -127,6 +123,33 @@ def store_region(stage: Stage, conn: Connection, stored: store.StoredNotice, reg
              "" if placed.active else ", older than the active one: superseded", origin,
              region.n_tiles, region.area_deg2(0.9), len(touched))
     return touched
+
+
+def _place(stage: Stage, conn: Connection, ledger: Ledger, event: StoredEvent,
+           notice_pk: int, region: Region, kind: str, now: datetime,
+           retracted: bool) -> region_store.StoredRegion:
+    """Store one region of *event*; match it if it became the active one."""
+    start, end = stage.config.window_days(event.event_class)
+    t0 = event.event_time
+    if event.messenger != "gw":
+        # Distance layers mean something only for a GW map (a GUANO or IceCube
+        # product may be an LVK map with distance): never score others on them.
+        region = region.without_distance()
+    placed = region_store.add_region(
+        conn, event_pk=event.pk, notice_pk=notice_pk, kind=kind,
+        tiles=region_store.Tiles(region.lo, region.hi, region.probdensity, region.distmu,
+                                 region.distsigma, region.distnorm,
+                                 region.credible_level),
+        window=(t0 + timedelta(days=start), t0 + timedelta(days=end)),
+        area50_deg2=region.area_deg2(0.5), area90_deg2=region.area_deg2(0.9),
+        retracted=retracted)
+    if placed.active:
+        active = stage.correlator.activate(placed.region_pk, placed.version, event, region)
+        stage.correlator.on_region(conn, ledger, active, now)
+    else:  # an older notice: kept for audit; the active region may have been renumbered
+        stage.correlator.sync_active(conn)
+    return placed
+
 
 def pair_with_others(stage: Stage, conn: Connection, ledger: Ledger, event_pk: int,
                      now: datetime) -> None:
