@@ -262,9 +262,6 @@ def test_coincidences_of_both_events(db: tuple[list[str], Engine],
     assert_clean("\n".join(lines))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="mma.db.queries.list_candidates reads NULL ln B/P_chance of an "
-                          "event x event row: it should keep coincidences.object_pk IS NOT NULL")
 def test_candidates_of_an_event_with_only_a_pair(db: tuple[list[str], Engine],
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     from tests.test_joint_message import store_pair

@@ -95,7 +95,7 @@ def resend(conn: Connection, coincidence_id: str, channels: Sequence[str],
     row = conn.execute(
         select(coincidences, events.c.properties, events.c.test, regions.c.area90_deg2)
         .join(events, events.c.id == coincidences.c.event_pk)
-        .join(regions, regions.c.id == coincidences.c.region_pk)
+        .outerjoin(regions, regions.c.id == coincidences.c.region_pk)  # a pair may have none
         .where(coincidences.c.coincidence_id == coincidence_id)).first()
     if row is None:
         raise LookupError(f"no candidate {coincidence_id}")

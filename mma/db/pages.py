@@ -162,7 +162,7 @@ def count_candidates(conn: Connection, event_pk: int) -> tuple[int, int]:
     """How many candidates the event has: (live and ranked, all)."""
     row = conn.execute(select(
         func.count().filter(_live_ranked()), func.count(),
-    ).where(coincidences.c.event_pk == event_pk)).one()
+    ).where(coincidences.c.event_pk == event_pk, coincidences.c.other_event_pk.is_(None))).one()
     return int(row[0] or 0), int(row[1] or 0)
 
 
@@ -177,8 +177,8 @@ def event_candidates(conn: Connection, event_pk: int, *, limit: int) -> list[Pag
         coincidences.c.coincidence_id, coincidences.c.status, coincidences.c.vetoed,
         coincidences.c.rank, coincidences.c.revision, coincidences.c.log_bayes_factor,
         coincidences.c.p_chance, coincidences.c.payload, coincidences.c.updated_at,
-    ).where(coincidences.c.event_pk == event_pk).order_by(
-        group, coincidences.c.rank, coincidences.c.log_bayes_factor.desc(),
+    ).where(coincidences.c.event_pk == event_pk, coincidences.c.other_event_pk.is_(None)
+            ).order_by(group, coincidences.c.rank, coincidences.c.log_bayes_factor.desc(),
         coincidences.c.coincidence_id,
     ).limit(max(int(limit), 0)))
     return [PageCandidate(r[0], r[1], bool(r[2]), *r[3:]) for r in rows]

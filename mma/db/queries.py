@@ -190,7 +190,8 @@ def list_events(conn: Connection, now: datetime, *, active_only: bool = False,
     current = _current_regions(conn, None if event_pk is None else pks)
     live = {int(pk): (int(n), best) for pk, n, best in conn.execute(
         select(coincidences.c.event_pk, func.count(), func.min(coincidences.c.p_chance))
-        .where(coincidences.c.status.in_(LIVE), ~coincidences.c.vetoed)
+        .where(coincidences.c.status.in_(LIVE), ~coincidences.c.vetoed,
+               coincidences.c.other_event_pk.is_(None))
         .group_by(coincidences.c.event_pk))}
     out = []
     for row in rows:
@@ -223,7 +224,7 @@ def list_candidates(conn: Connection, event_pk: int) -> list[CandidateRow]:
     retracted = case((coincidences.c.status.in_(LIVE), 0), else_=1)
     rows = conn.execute(
         select(coincidences, events.c.event_id).join(events, events.c.id == coincidences.c.event_pk)
-        .where(coincidences.c.event_pk == event_pk)
+        .where(coincidences.c.event_pk == event_pk, coincidences.c.other_event_pk.is_(None))
         .order_by(retracted, coincidences.c.rank.is_(None), coincidences.c.rank,
                   coincidences.c.log_bayes_factor.desc(), coincidences.c.coincidence_id))
     return [_candidate(row) for row in rows]
@@ -264,7 +265,8 @@ def candidate(conn: Connection, coincidence_id: str) -> CandidateRow | None:
     """One candidate by its full id, else None."""
     row = conn.execute(
         select(coincidences, events.c.event_id).join(events, events.c.id == coincidences.c.event_pk)
-        .where(coincidences.c.coincidence_id == coincidence_id)).first()
+        .where(coincidences.c.coincidence_id == coincidence_id,
+               coincidences.c.other_event_pk.is_(None))).first()
     return None if row is None else _candidate(row)
 
 
@@ -325,7 +327,8 @@ def dead_letter_counts(conn: Connection) -> dict[str, int]:
 def event_keys(conn: Connection, coincidence_id: str) -> tuple[int, int] | None:
     """(event_pk, region_pk) of a candidate, else None."""
     row = conn.execute(select(coincidences.c.event_pk, coincidences.c.region_pk)
-                       .where(coincidences.c.coincidence_id == coincidence_id)).first()
+                       .where(coincidences.c.coincidence_id == coincidence_id,
+                              coincidences.c.other_event_pk.is_(None))).first()
     return None if row is None else (int(row.event_pk), int(row.region_pk))
 
 
