@@ -319,3 +319,25 @@ def test_daemon_writes_the_pages_of_the_events_it_changes(tmp_path: Path) -> Non
     assert 'id="retracted"' in retracted
     assert (pages / "events" / "S261120ab" / "sky.png").stat().st_size > 0
     assert "page not written" not in run.stderr
+
+
+def test_pages_of_both_events_of_a_pair_list_it(sample_db: Path, tmp_path: Path) -> None:
+    """GW170817 x GRB 170817A stored as an event x event row: both events' pages have the
+    "Coincident events" section (Δt from each) and do not count it as a candidate; an
+    unpaired event's page has no such section."""
+    from tests.test_joint_message import store_pair
+
+    url = _copy(sample_db, tmp_path)
+    engine = make_engine(url)
+    store_pair(engine)
+    engine.dispose()
+    gw = _write(url, "G298048", tmp_path / "pages").read_text(encoding="utf-8")
+    assert 'class="cand"' not in gw and "0 live ranked, 0 in all" in gw  # not a candidate
+    grb = _write(url, "FermiGBM-524666471", tmp_path / "pages").read_text(encoding="utf-8")
+    for text, other, dt in ((gw, "FermiGBM-524666471", "+2.0"), (grb, "G298048", "-2.0")):
+        section = text[text.index("<h2>Coincident events</h2>"):text.index("<h2>Sky map")]
+        assert f"<tr><td>{other}</td><td>GW x GRB</td>" in section
+        assert f">{dt}</td>" in section
+        assert "3.7e-22 Hz (1 per 8.56e+13 yr)" in section
+    other = _write(url, "S261120ab", tmp_path / "pages").read_text(encoding="utf-8")
+    assert "Coincident events" not in other

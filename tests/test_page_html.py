@@ -10,7 +10,7 @@ from typing import Any
 
 from mma.db.pages import ActiveEvent, PageCandidate, PageEvent, PageNotice, PageRegion
 from mma.page import page_url, safe_name
-from mma.page.data import EventPage, _view, current_region
+from mma.page.data import EventPage, _joint_view, _view, current_region
 from mma.page.html import event_html, index_html
 from mma.page.images import Images, plain
 from mma.page.links import event_links, object_links, safe_url
@@ -163,3 +163,32 @@ def test_status_says_expired_once_the_window_has_closed() -> None:
     assert "<dd>active</dd>" in event_html(open_page, Images())
     closed = replace(open_page, generated_at=T0 + timedelta(days=15))
     assert "<dd>expired (window closed)</dd>" in event_html(closed, Images())
+
+
+def test_coincident_events_section_from_either_side_and_escaped() -> None:
+    """GW170817 x GRB 170817A on the GW's page (Δt +2.0 s) and on the GRB's (-2.0 s); a
+    hostile stored pair is escaped; a page without pairs has no section."""
+    from dataclasses import replace
+
+    from tests.test_joint_message import _hostile, gw170817_grb
+
+    record = gw170817_grb()
+    page = _page(_event(event_id="G298048"), [])
+    assert "Coincident events" not in event_html(page, Images())
+    views = (_joint_view({"payload": record, "status": "active", "revision": 1,
+                          "primary": True}),
+             *(_joint_view({"payload": h, "status": EVIL, "revision": 2, "primary": False})
+               for h in _hostile()))
+    text = event_html(replace(page, coincident=views), Images())
+    section = text[text.index("<h2>Coincident events</h2>"):text.index("<h2>Sky map</h2>")]
+    first = section[section.index("<tr><td>FermiGBM-524666471"):].split("</tr>")[0]
+    for value in (">GW x GRB<", ">+2.0<", "[-1.0, +5.0] (RAVEN CBC x GRB (Urban 2016))",
+                  ">32.5 (skymap)<", "1.2e-20 Hz (1 per 2.64e+12 yr)",
+                  "3.7e-22 Hz (1 per 8.56e+13 yr)", ">untargeted<",
+                  ">G298048+FermiGBM-524666471<"):
+        assert value in first
+    assert text.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert section.count("<tr><td>") == len(views)
+    grb_side = _joint_view({"payload": record, "status": "active", "revision": 1,
+                            "primary": False})
+    assert (grb_side.other_event_id, grb_side.dt_s) == ("G298048", -2.02429)

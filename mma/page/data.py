@@ -19,9 +19,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from mma.db import pages as db
+from mma.db.queries import event_event_records
+from mma.emitters.joint_message import clean, counterpart, is_event_event, pair_label
 from mma.page.links import Link, event_links, object_links
 
-__all__ = ("CandidateView", "EventPage", "gather", "number", "strings", "text")
+__all__ = ("CandidateView", "EventPage", "JointView", "gather", "number", "strings", "text")
 
 MAX_TEXT = 200  # characters kept of one stored string (an id, a flag, a class)
 
@@ -107,13 +109,58 @@ class CandidateView:
 
 
 @dataclass(frozen=True)
+class JointView:
+    """One event x event coincidence of the page's event (GW x GRB...), seen from it.
+
+    ``dt_s`` [s] is the other event's t0 minus this event's; ``window`` the
+    coincidence window on the record's own Δt (its first event's) [s];
+    ``overlap`` the sky overlap integral (dimensionless); FARs [Hz].
+    """
+
+    coincidence_id: str
+    status: str
+    revision: int
+    other_event_id: str
+    messengers: str
+    dt_s: float | None
+    window: tuple[float, float] | None
+    window_source: str | None
+    overlap: float | None
+    overlap_method: str | None
+    temporal_far_hz: float | None
+    space_time_far_hz: float | None
+    far_method: str | None
+    joint_event_id: str | None
+
+
+def _joint_view(found: Mapping[str, Any]) -> JointView:
+    """A row of :func:`mma.db.queries.event_event_records` as the page shows it."""
+    p = found["payload"]
+    other, dt = counterpart(p, primary=bool(found["primary"]))
+    window = p.get("window_s")
+    lo, hi = (number(window[0]), number(window[1])) \
+        if isinstance(window, list) and len(window) == 2 else (None, None)
+    return JointView(
+        coincidence_id=clean(p.get("coincidence_id"), 64), status=found["status"],
+        revision=found["revision"], other_event_id=clean(other.get("event_id"), 80),
+        messengers=pair_label(p), dt_s=number(dt),
+        window=(lo, hi) if lo is not None and hi is not None else None,
+        window_source=text(p.get("window_source")), overlap=number(p.get("overlap_integral")),
+        overlap_method=text(p.get("overlap_method")),
+        temporal_far_hz=number(p.get("temporal_far_hz")),
+        space_time_far_hz=number(p.get("space_time_far_hz")),
+        far_method=text(p.get("far_method")), joint_event_id=text(p.get("joint_event_id")))
+
+
+@dataclass(frozen=True)
 class EventPage:
     """Everything one event page shows.
 
     ``n_ranked`` and ``n_total`` count the event's live ranked candidates and all
     its candidates; ``candidates`` holds the first ``max_candidates`` of them,
     best first. ``region`` is the current region version (the newest active one,
-    else the newest), None without any.
+    else the newest), None without any. ``coincident`` holds its event x event
+    coincidences (GW x GRB, GW x neutrino...).
     """
 
     event: db.PageEvent
@@ -125,6 +172,7 @@ class EventPage:
     n_total: int
     links: tuple[Link, ...]
     generated_at: datetime
+    coincident: tuple[JointView, ...] = ()
 
     @property
     def ranked(self) -> tuple[CandidateView, ...]:
@@ -178,8 +226,13 @@ def gather(conn: Connection, event_id: str, *, max_candidates: int,
         return None
     notices = tuple(db.event_notices(conn, event.pk))
     regions = tuple(db.event_regions(conn, event.pk))
+    pairs = event_event_records(conn, event.pk)
     n_ranked, n_total = db.count_candidates(conn, event.pk)
-    rows = db.event_candidates(conn, event.pk, limit=max_candidates)
+    # The candidate queries read every coincidence of the event: its event x event pairs
+    # (no object, never ranked) are shown in their own section, not as candidates.
+    n_total -= sum(1 for f in pairs if f["primary"])
+    rows = [r for r in db.event_candidates(conn, event.pk, limit=max_candidates + len(pairs))
+            if not is_event_event(r.payload)][:max_candidates]
     history = db.revisions_of(conn, [r.coincidence_id for r in rows])
     views = tuple(_view(i, row, history.get(row.coincidence_id, ()))
                   for i, row in enumerate(rows, start=1))
@@ -188,6 +241,8 @@ def gather(conn: Connection, event_id: str, *, max_candidates: int,
     links = event_links({"event_id": event.event_id, "aliases": list(event.aliases),
                          "messenger": event.messenger, "event_class": event.event_class,
                          "instrument": event.instrument}, event.properties, urls)
+    coincident = tuple(_joint_view(f) for f in pairs)
     return EventPage(event=event, notices=notices, regions=regions,
                      region=current_region(regions), candidates=views, n_ranked=n_ranked,
-                     n_total=n_total, links=tuple(links), generated_at=now)
+                     n_total=n_total, links=tuple(links), generated_at=now,
+                     coincident=coincident)

@@ -12,7 +12,8 @@ from datetime import datetime
 
 from mma import __version__
 from mma.db.pages import ActiveEvent
-from mma.page.data import CandidateView, EventPage, strings
+from mma.emitters.joint_message import far_per_years
+from mma.page.data import CandidateView, EventPage, JointView, strings
 from mma.page.images import IMAGES_CAP, Images
 from mma.page.links import Link
 from mma.page.markup import cell, esc, fmt, fmt_time, shell, table
@@ -177,6 +178,44 @@ def _candidate_section(c: CandidateView, images: Images) -> str:
             + "<h4>Revision history</h4>" + _history(c) + "</section>")
 
 
+JOINT_COLUMNS = (
+    ("other", "other event"), ("messengers", "messengers"), ("dt", "Δt [s]"),
+    ("window", "window [s]"), ("overlap", "overlap I"), ("far_t", "temporal FAR"),
+    ("far_st", "space-time FAR"), ("method", "FAR method"), ("joint", "joint event"),
+    ("status", "status"), ("revision", "revision"),
+)
+
+
+def _far(rate_hz: float | None) -> str:
+    """``3.7e-22 Hz (1 per 8.56e+13 yr)``; ``-`` when not stated."""
+    return "-" if rate_hz is None else f"{rate_hz:.2g} Hz ({far_per_years(rate_hz)})"
+
+
+def _joint_row(j: JointView) -> str:
+    window = "-" if j.window is None else f"[{j.window[0]:+.1f}, {j.window[1]:+.1f}]"
+    return "<tr>" + "".join((
+        cell(j.other_event_id), cell(j.messengers),
+        cell(fmt(j.dt_s, "+.1f"), sort=_key(j.dt_s), numeric=True),
+        cell(window + (f" ({j.window_source})" if j.window_source else "")),
+        cell(fmt(j.overlap, ".3g") + (f" ({j.overlap_method})" if j.overlap_method else ""),
+             sort=_key(j.overlap), numeric=True),
+        cell(_far(j.temporal_far_hz), sort=_key(j.temporal_far_hz), numeric=True),
+        cell(_far(j.space_time_far_hz), sort=_key(j.space_time_far_hz), numeric=True),
+        cell(j.far_method or "-"), cell(j.joint_event_id or "-"), cell(j.status),
+        cell(j.revision, numeric=True),
+    )) + "</tr>"
+
+
+def _coincident(page: EventPage) -> list[str]:
+    """The "Coincident events" section: the event's event x event coincidences (Δt from
+    this event: the other's t0 minus this one's); nothing when it has none."""
+    if not page.coincident:
+        return []
+    return ["<h2>Coincident events</h2>",
+            table(JOINT_COLUMNS, [_joint_row(j) for j in page.coincident], sortable=True,
+                  table_id="coincident")]
+
+
 def _notices(page: EventPage) -> str:
     rows = ["<tr>" + "".join((
         cell(fmt_time(n.issued_time)), cell(n.notice_type), cell(n.handler),
@@ -210,7 +249,7 @@ def event_html(page: EventPage, images: Images) -> str:
     body = [
         '<p><a href="../../index.html">All active events</a></p>',
         f'<h1 id="event-id">{esc(e.event_id)}</h1>', _banners(page), _facts(page),
-        "<h2>Sky map</h2>", sky,
+        *_coincident(page), "<h2>Sky map</h2>", sky,
         f"<h2>Ranked candidates ({len(page.ranked)} shown of {page.n_ranked})</h2>",
         table(RANKED_COLUMNS, [_ranked_row(c) for c in page.ranked], sortable=True,
               table_id="candidates"),
