@@ -30,12 +30,9 @@ logger = logging.getLogger(__name__)
 
 NAME = "agile"
 KIND = "notice"
-DEFAULT_TOPICS: tuple[str, ...] = tuple(
-    f"gcn.classic.voevent.AGILE_{kind}"
-    for kind in (
-        "GRB_WAKEUP", "GRB_GROUND", "GRB_REFINED", "MCAL_ALERT", "TRANS", "GRB_POS_TEST",
-    )
-)
+# None: AGILE was retired on 2024-01-18 (it re-entered weeks later); the module parses
+# archival replays.
+DEFAULT_TOPICS: tuple[str, ...] = ()
 
 # AGILE launched on 2007-04-23.
 FIRST_LIGHT = datetime(2007, 4, 23, tzinfo=UTC)

@@ -70,7 +70,7 @@ NAME = "icecube"
 KIND = "notice"
 DEFAULT_TOPICS: tuple[str, ...] = (
     "gcn.notices.icecube.gold_bronze_track_alerts",
-    "gcn.notices.icecube.test.gold_bronze_track_alerts",
+    # Not gcn.notices.icecube.test.gold_bronze_track_alerts: a test stream (parsed as test).
     "gcn.notices.icecube.lvk_nu_track_search",
     "gcn.classic.voevent.ICECUBE_ASTROTRACK_GOLD",
     "gcn.classic.voevent.ICECUBE_ASTROTRACK_BRONZE",

@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 NAME = "integral"
 KIND = "notice"
-DEFAULT_TOPICS: tuple[str, ...] = tuple(
-    f"gcn.classic.voevent.INTEGRAL_{kind}" for kind in ("WAKEUP", "REFINED", "OFFLINE", "WEAK")
-)
+# None: INTEGRAL's burst alert system (IBAS) ended with the mission's science operations on
+# 2025-03-04; the module parses archival replays.
+DEFAULT_TOPICS: tuple[str, ...] = ()
 
 # INTEGRAL launched on 2002-10-17.
 FIRST_LIGHT = datetime(2002, 10, 17, tzinfo=UTC)

@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 NAME = "km3net"
 KIND = "notice"
-DEFAULT_TOPICS: tuple[str, ...] = ("gcn.notices.km3net.alert",)
+# None: gcn.notices.km3net.alert is not public (claim it in the configuration once it is).
+DEFAULT_TOPICS: tuple[str, ...] = ()
 
 # The first KM3NeT detection unit (ARCA) was deployed in December 2015.
 FIRST_LIGHT = datetime(2015, 12, 1, tzinfo=UTC)

@@ -45,10 +45,9 @@ logger = logging.getLogger(__name__)
 
 NAME = "lvk_voevent"
 KIND = "notice"
-DEFAULT_TOPICS: tuple[str, ...] = tuple(
-    f"gcn.classic.voevent.LVC_{kind}"
-    for kind in ("PRELIMINARY", "INITIAL", "UPDATE", "RETRACTION", "EARLY_WARNING", "TEST")
-)
+# None: GCN retired the classic LVC_* notices on 2026-07-08 (igwn.gwalert, handled by
+# mma.handlers.lvk, replaces them); the module parses archival replays.
+DEFAULT_TOPICS: tuple[str, ...] = ()
 
 # O1, the first observing run (alerts to partners as VOEvents), began 2015-09-12.
 FIRST_LIGHT = datetime(2015, 9, 12, tzinfo=UTC)

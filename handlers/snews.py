@@ -43,11 +43,11 @@ logger = logging.getLogger(__name__)
 
 NAME = "snews"
 KIND = "notice"
-# The Super-K topic is spelt both ways on the GCN site; claim both.
+# The GCN site also spells the Super-K topic "gcn.notice.superk.sn_alert": a misspelling,
+# no such topic exists.
 DEFAULT_TOPICS: tuple[str, ...] = (
     "gcn.classic.voevent.SNEWS",
     "gcn.notices.superk.sn_alert",
-    "gcn.notice.superk.sn_alert",
 )
 
 # The oldest of its sources, Super-Kamiokande, began observing on 1996-04-01

@@ -47,9 +47,12 @@ logger = logging.getLogger(__name__)
 
 NAME = "swift"
 KIND = "notice"
+# Not SWIFT_BAT_TRANS: it re-reports BAT triggers already on BAT_GRB_POS_ACK/BAT_QL_POS
+# (every one of 75 archived BAT_Trans_Pos packets, 2014-2023, shares their TrigID), bursts
+# and catalogued hard X-ray sources alike; it is no GRB position stream of its own.
 DEFAULT_TOPICS: tuple[str, ...] = tuple(
     f"gcn.classic.voevent.SWIFT_{kind}"
-    for kind in ("BAT_GRB_POS_ACK", "BAT_QL_POS", "XRT_POSITION", "UVOT_POS", "BAT_TRANS")
+    for kind in ("BAT_GRB_POS_ACK", "BAT_QL_POS", "XRT_POSITION", "UVOT_POS")
 )
 
 # Swift launched on 2004-11-20.

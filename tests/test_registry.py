@@ -27,6 +27,39 @@ def _module(name: str = "fake", **attrs: Any) -> ModuleType:
     return module
 
 
+# Topics that are dead or not public as of 2026-08: no handler may subscribe to them by
+# default (the handlers stay, for replays of archived notices).
+DEAD_TOPIC_PREFIXES = (
+    "gcn.classic.voevent.AGILE_",  # AGILE retired 2024-01-18
+    "gcn.classic.voevent.INTEGRAL_",  # IBAS ended 2025-03-04
+    "gcn.classic.voevent.LVC_",  # retired 2026-07-08 for igwn.gwalert
+)
+DEAD_TOPICS = (
+    "gcn.notices.km3net.alert",  # not public
+    "gcn.notice.superk.sn_alert",  # a misspelling of gcn.notices.superk.sn_alert
+    "gcn.notices.icecube.test.gold_bronze_track_alerts",  # a test stream
+    "gcn.classic.voevent.SWIFT_BAT_TRANS",  # re-reports BAT triggers: no GRB stream of its own
+)
+
+
+def test_no_default_topic_is_dead() -> None:
+    topics = Registry().topics()
+    assert not [t for t in topics if t.startswith(DEAD_TOPIC_PREFIXES) or t in DEAD_TOPICS]
+    # The live replacements and the new families are claimed.
+    registry = Registry()
+    claims = {"igwn.gwalert": "lvk", "gcn.notices.superk.sn_alert": "snews",
+              "gcn.notices.icecube.gold_bronze_track_alerts": "icecube",
+              "gcn.classic.voevent.SWIFT_BAT_GRB_POS_ACK": "swift",
+              "gcn.classic.voevent.AMON_NU_EM_COINC": "amon",
+              "gcn.classic.voevent.HAWC_BURST_MONITOR": "hawc",
+              "gcn.classic.voevent.IPN_POS": "ipn"}
+    assert {topic: registry.for_topic(topic).NAME for topic in claims} == claims
+    # The retired families stay, for mma replay.
+    names = {handler.NAME for handler in registry.handlers}
+    for name in ("agile", "integral", "lvk_voevent", "km3net"):
+        assert name in names and registry.topics(name) == ()
+
+
 def test_discovery_finds_the_handlers_and_honours_the_contract() -> None:
     modules = discover()
     assert {lvk, ztf, fink} <= set(modules)
