@@ -161,3 +161,38 @@ def test_status_shows_the_last_gcn_heartbeat(engine: Engine, db_url: str,
     [row] = json.loads(capsys.readouterr().out)["gcn_heartbeat"]
     assert (row["instance"], row["heartbeats"], row["lag"]) == ("site-1", 3600, 0)
     assert row["last_received"] == received.isoformat() and 0 <= row["age_s"] < 120
+
+
+def test_heartbeats_from_a_real_broker(kafka_broker: Any) -> None:
+    """Real confluent-kafka messages of ``gcn.heartbeat`` (a good and a bad one) through
+    the intake: the metric moves, nothing reaches the pipeline."""
+    import uuid
+
+    from confluent_kafka import Consumer, Producer
+
+    producer = Producer(kafka_broker.client_config())
+    mine: set[tuple[Any, Any]] = set()  # (partition, offset): the topic may hold older ones
+    for raw in (SAMPLE.read_bytes(), MALFORMED["no-zone"]):
+        producer.produce(HEARTBEAT_TOPIC, raw, on_delivery=lambda err, msg: mine.add(
+            (msg.partition(), msg.offset())) if err is None else None)
+    assert producer.flush(30) == 0 and len(mine) == 2
+    consumer = Consumer(kafka_broker.client_config(**{
+        "group.id": f"mma-test-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}))
+    consumer.subscribe([HEARTBEAT_TOPIC])
+    got: list[Any] = []
+    try:
+        for _ in range(60):
+            got += [m for m in consumer.consume(100, 1.0)
+                    if m.error() is None and (m.partition(), m.offset()) in mine]
+            if len(got) == 2:
+                break
+    finally:
+        consumer.close()
+    book = SourceBook()
+    runtime = SimpleNamespace(pipeline=_Untouchable(), registry=_Untouchable())
+    intake = Intake(runtime, retry=_Untouchable(), metrics=Metrics(),  # type: ignore[arg-type]
+                    book=book, wake_delivery=lambda: None)
+    intake.handle(got)
+    assert (intake.gcn_heartbeat.received, intake.gcn_heartbeat.malformed) == (1, 1)
+    assert intake.gcn_heartbeat.sent_at == SENT
+    assert book.snapshot()[HEARTBEAT_TOPIC].messages == 1
