@@ -69,18 +69,8 @@ LEAD = 1e-6
 
 @dataclass(frozen=True)
 class Footprint:
-    """A watch's region as a notice states it.
-
-    Attributes
-    ----------
-    kind : str
-        ``moc``, ``skymap`` or ``discs``.
-    spec : RegionSpec
-        A ``skymap`` spec whose bytes are a multi-order FITS table.
-    area_deg2 : float or None
-        The footprint's area [deg^2]; None for a probability map (its A90 is stored
-        with the region).
-    """
+    """A watch's region: *kind* ``moc``, ``skymap`` or ``discs``; *spec* a ``skymap``
+    spec of multi-order FITS bytes; *area_deg2* [deg^2], None for a probability map."""
 
     kind: str
     spec: RegionSpec
@@ -147,6 +137,7 @@ def _moc_of(layout: Any, data: bytes) -> MOC:
     """The MOC of a FITS table of ``UNIQ`` cells or ``RANGE`` pairs (MOC 1.x and 2.0)."""
     if layout.rows == 0:
         raise InvalidValue("the MOC is empty (no cells)")
+    _prefix(data, layout.data_end)  # the whole table is there
     if "UNIQ" in layout.columns:
         lo, hi = tile_ranges(layout.view(data, "UNIQ")[:, 0].astype(np.int64))
         ranges = np.stack([lo, hi], axis=1)

@@ -307,6 +307,25 @@ def _truncated(tmp_path: Path) -> Path:
     return path
 
 
+def _cut_in_table(tmp_path: Path) -> Path:
+    """A real MOC whose headers are whole but whose table stops half-way."""
+    data = moc_file(tmp_path, v1=True).read_bytes()
+    path = tmp_path / "half.fits"
+    path.write_bytes(data[:2 * 2880 + 100])
+    return path
+
+
+def _bad_nuniq(tmp_path: Path) -> Path:
+    """A real NUNIQ MOC with one cell index below every order's (NUNIQ >= 4)."""
+    from astropy.io import fits
+
+    with fits.open(moc_file(tmp_path, v1=True)) as hdus:
+        hdus[1].data["UNIQ"][0] = 1
+        path = tmp_path / "bad-uniq.fits"
+        hdus.writeto(path)
+    return path
+
+
 HOSTILE_CSV = {
     "not-numbers": ("148.6,abc,1\n", "not three numbers"),
     "radius-zero": ("148.6,26.7,0\n", "outside (0, 180]"),
@@ -333,15 +352,20 @@ def test_bad_csv_is_refused(setup: tuple[list[str], str], tmp_path: Path,
     (lambda p: p / "x.bin", "not a FITS file"),
     (_fits_no_rows, "empty"),
     (_truncated, "truncated"),
+    (_cut_in_table, "truncated"),
+    (_bad_nuniq, "NUNIQ"),
+    (lambda p: p / "latin1.csv", "not UTF-8"),
     (lambda p: p / "x.gz", "gzip"),
     (lambda p: p / "huge.fits", "above the cap"),
     (lambda p: p / "absent.fits", "no such file"),
-], ids=["binary", "empty-moc", "truncated-moc", "gzip-not-fits", "10-GB", "missing"])
+], ids=["binary", "empty-moc", "truncated-moc", "table-cut", "bad-nuniq", "latin-1",
+        "gzip-not-fits", "10-GB", "missing"])
 def test_hostile_files_are_refused(setup: tuple[list[str], str], tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str], make: Any,
                                    message: str) -> None:
     (tmp_path / "x.bin").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "x.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(100))
+    (tmp_path / "latin1.csv").write_bytes("10,20,1 # café\n".encode("latin-1"))
     with open(tmp_path / "huge.fits", "wb") as fh:  # sparse: no disk used
         fh.truncate(10 * 2**30)
     err = mma(*setup, capsys, "watch", "add", "bad", str(make(tmp_path)), status=1)

@@ -32,7 +32,7 @@ from mma.errors import BadMessage
 from mma.printable import printable
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
     from mma.db.queries import EventRow
 
@@ -136,7 +136,7 @@ def cmd_add(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _refuse_taken(conn: Any, name: str, data: bytes, path: str) -> None:
+def _refuse_taken(conn: Connection, name: str, data: bytes, path: str) -> None:
     """A name is used once (a removed watch keeps its name); a file makes one watch."""
     from mma import watch
     from mma.db import queries, store
