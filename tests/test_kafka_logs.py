@@ -7,13 +7,18 @@ import logging
 import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from mma.errors import ConfigError
 from mma.kafka_conf import KAFKA_LOGGER, check_properties, with_logger
 from mma.log import ThrottledLog
+from mma.service.consume import Consumers
+from tests.services.kafka import KafkaService, unique_topic
 
 # A child process: a real consumer (and producer) of mma's configuration, pointed at a
 # closed loopback port, polled for a few seconds; it prints the records logging got.
@@ -112,3 +117,55 @@ def test_with_logger_adds_the_shared_logger_only() -> None:
 def test_logger_cannot_be_set_in_a_client_table() -> None:
     with pytest.raises(ConfigError, match=r"'kafka\.alert_client\.logger' is set by mma itself"):
         check_properties("kafka.alert_client", {"logger": "x"}, "configuration")
+
+
+class _CountingConsumer:
+    """A real consumer that counts, per topic, the UNKNOWN_TOPIC_OR_PART errors it hands out."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.unknown: Counter[str] = Counter()
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        from confluent_kafka import KafkaError
+
+        messages = self.consumer.consume(num_messages, timeout)
+        self.unknown.update(m.topic() for m in messages if m.error() is not None
+                            and m.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART)
+        return list(messages)
+
+
+class _NoIntake:
+    def handle(self, messages: list[Any]) -> None:
+        assert messages == []
+
+
+@pytest.mark.kafka
+def test_missing_topic_is_one_warning_not_an_error(
+        kafka_broker: KafkaService, caplog: pytest.LogCaptureFixture) -> None:
+    """A subscribed topic that does not exist (GCN: a Classic topic without recent traffic):
+    librdkafka reports it whenever it joins the subscription (at start, and again when a
+    reload drops and restores it); the daemon says so once per topic, as a warning."""
+    from confluent_kafka import Consumer
+
+    missing, other = unique_topic("gcn.classic.voevent.IPN_POS"), unique_topic("absent")
+    consumer = Consumer(kafka_broker.client_config(**{"group.id": unique_topic("g")}))
+    spy = _CountingConsumer(consumer)
+    consumers = Consumers(cast(Any, None), "t", cast(Any, None), cast(Any, None),
+                          stopping=lambda: False)
+    caplog.set_level(logging.INFO, "mma.service.consume")
+    try:
+        for topics in ([missing], [other], [missing]):
+            consumer.subscribe(topics)
+            deadline = time.monotonic() + 15.0
+            seen = sum(spy.unknown.values())
+            while sum(spy.unknown.values()) == seen and time.monotonic() < deadline:
+                consumers._poll(cast(Any, spy), cast(Any, _NoIntake()), 10, 0.5)
+    finally:
+        consumer.close()
+    assert spy.unknown == {missing: 2, other: 1}  # librdkafka said it twice...
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records
+             if r.name == "mma.service.consume"]
+    assert lines == [(logging.WARNING, f"topic {topic} does not exist (yet): subscribed, "
+                                       "read once it appears")
+                     for topic in (missing, other)]  # ...mma once per topic

@@ -45,6 +45,7 @@ class Consumers:
         self.consumers: list[tuple[str, Consumer]] = []
         self.assignments = Assignments([])
         self._topics: dict[str, list[str]] = {}
+        self._missing: set[str] = set()  # subscribed topics reported absent, logged once
 
     def open(self) -> int:
         """Create and subscribe the consumers; return how many there are."""
@@ -94,6 +95,14 @@ class Consumers:
             error = msg.error()
             if error is None:
                 valid.append(msg)
+            elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                # GCN: a Classic topic exists only after recent traffic. librdkafka repeats
+                # this at every metadata refresh; the subscription picks the topic up later.
+                topic = msg.topic() or str(error)
+                if topic not in self._missing:
+                    self._missing.add(topic)
+                    log.warning("topic %s does not exist (yet): subscribed, read once it "
+                                "appears", topic)
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.error("kafka error on %s: %s", msg.topic(), error)
         if self.stopping():
