@@ -96,8 +96,9 @@ class Consumers:
             if error is None:
                 valid.append(msg)
             elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                # GCN: a Classic topic exists only after recent traffic. librdkafka repeats
-                # this at every metadata refresh; the subscription picks the topic up later.
+                # GCN: a Classic topic exists only after recent traffic. librdkafka says so
+                # whenever the topic joins the subscription (start, reloads); the
+                # subscription picks the topic up once it is created.
                 topic = msg.topic() or str(error)
                 if topic not in self._missing:
                     self._missing.add(topic)
