@@ -423,7 +423,7 @@ def event_event_records(conn: Connection, event_pk: int) -> list[dict[str, Any]]
                coincidences.c.event_pk)
         .where((coincidences.c.event_pk == event_pk)
                | (coincidences.c.other_event_pk == event_pk),
-               coincidences.c.object_pk.is_(None))
+               coincidences.c.other_event_pk.is_not(None))
         .order_by(coincidences.c.coincidence_id))
     return [{"payload": dict(r.payload) if isinstance(r.payload, Mapping) else {},
              "status": str(r.status), "revision": int(r.revision),

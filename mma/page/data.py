@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from mma.db import pages as db
 from mma.db.queries import event_event_records
-from mma.emitters.joint_message import clean, counterpart, is_event_event, pair_label
+from mma.emitters.joint_message import clean, counterpart, pair_label
 from mma.page.links import Link, event_links, object_links
 
 __all__ = ("CandidateView", "EventPage", "JointView", "gather", "number", "strings", "text")
@@ -226,13 +226,8 @@ def gather(conn: Connection, event_id: str, *, max_candidates: int,
         return None
     notices = tuple(db.event_notices(conn, event.pk))
     regions = tuple(db.event_regions(conn, event.pk))
-    pairs = event_event_records(conn, event.pk)
     n_ranked, n_total = db.count_candidates(conn, event.pk)
-    # The candidate queries read every coincidence of the event: its event x event pairs
-    # (no object, never ranked) are shown in their own section, not as candidates.
-    n_total -= sum(1 for f in pairs if f["primary"])
-    rows = [r for r in db.event_candidates(conn, event.pk, limit=max_candidates + len(pairs))
-            if not is_event_event(r.payload)][:max_candidates]
+    rows = db.event_candidates(conn, event.pk, limit=max_candidates)
     history = db.revisions_of(conn, [r.coincidence_id for r in rows])
     views = tuple(_view(i, row, history.get(row.coincidence_id, ()))
                   for i, row in enumerate(rows, start=1))
@@ -241,7 +236,7 @@ def gather(conn: Connection, event_id: str, *, max_candidates: int,
     links = event_links({"event_id": event.event_id, "aliases": list(event.aliases),
                          "messenger": event.messenger, "event_class": event.event_class,
                          "instrument": event.instrument}, event.properties, urls)
-    coincident = tuple(_joint_view(f) for f in pairs)
+    coincident = tuple(_joint_view(f) for f in event_event_records(conn, event.pk))
     return EventPage(event=event, notices=notices, regions=regions,
                      region=current_region(regions), candidates=views, n_ranked=n_ranked,
                      n_total=n_total, links=tuple(links), generated_at=now,
