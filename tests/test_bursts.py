@@ -106,7 +106,7 @@ def test_a_burst_elsewhere_is_its_own_event(engine: Engine, config: Config,
     assert gbm.region is not None
     # The same GBM notice, its circle moved to the opposite sky.
     far: Notice = dataclasses.replace(gbm, region=dataclasses.replace(
-        gbm.region, ra_deg=(gbm.region.ra_deg + 180.0) % 360.0,
+        gbm.region, ra_deg=((gbm.region.ra_deg or 0.0) + 180.0) % 360.0,
         dec_deg=-(gbm.region.dec_deg or 0.0)))
     assert p.process(fermi_gbm, b"moved", origin="moved", item=far).kind == "notice"
     assert set(_events(engine)) == {"Swift-1208389", "FermiGBM-726773850"}

@@ -18,7 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError
 
@@ -139,16 +139,40 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def _upgrade(engine: Engine, revision: str) -> None:
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Several daemons starting together on one database: one migrates, the
-            # others wait here and then find the schema at head.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-        cfg = alembic_config(engine)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a column by rebuilding its table (copy, drop, rename): rows
+            # of other tables refer to it meanwhile. Foreign keys are off for the
+            # migration (a pragma that only works outside a transaction) and every
+            # reference is checked before it commits.
+            _pragma(conn, "foreign_keys=OFF")
+        try:
+            with conn.begin():
+                if not sqlite:
+                    # Several daemons starting together on one database: one migrates,
+                    # the others wait here and then find the schema at head.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": MIGRATION_LOCK})
+                cfg = alembic_config(engine)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration to {revision} leaves broken "
+                                           f"references: {broken[:5]}")
+        finally:
+            if sqlite:
+                _pragma(conn, "foreign_keys=ON")
     log.info("database %s at revision %s",
              engine.url.render_as_string(hide_password=True), revision)
+
+
+def _pragma(conn: Connection, setting: str) -> None:
+    """Set a SQLite pragma outside any transaction."""
+    conn.exec_driver_sql(f"PRAGMA {setting}")
+    conn.commit()
 
 
 def is_current(engine: Engine) -> bool:
