@@ -14,15 +14,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from sqlalchemy import Engine, select
+
+from mma import report
 
 from mma.config import Config, load_config
 from mma.db.schema import coincidences, outbox
 from mma.handlers import fermi_gbm, lvk_voevent
 from mma.ingest import Pipeline
 from mma.match import joint
-from mma.models import Notice
+from mma.models import Alert, Notice
+from tests.test_emitter_kafka import SCHEMA
 
 pytestmark = pytest.mark.slow  # GW170817's NSIDE 1024 map (~10 s per database)
 
@@ -133,3 +137,60 @@ def test_test_events_never_pair_with_real_ones(engine: Engine, config: Config,
     assert p.process(fermi_gbm, b"a test burst", origin="test",
                      item=dataclasses.replace(grb, test=True)).kind == "notice"
     assert _pairs(engine) == []
+
+
+def test_optical_candidates_are_scored_on_the_joint_region(
+        engine: Engine, config: Config, corpus: Path, skymap: bytes) -> None:
+    """The pair's product map is the joint event's region: AT2017gfo is a candidate of
+    the GW and of the joint event, whose record carries the pair's FARs; retracting
+    the GRB withdraws the pair, the joint event and its candidate, not the GW's."""
+    p = _replay(engine, config, corpus, skymap, (GW, GRB))
+    (pair,) = _pairs(engine)
+    name = pair.payload["joint_event_id"]
+    assert name == "G298048+FermiGBM-524666471"
+    t0 = lvk_voevent.parse((corpus / GW).read_bytes(), topic="").event_time
+    kilonova = Alert(alert_id="AT2017gfo-1", object_id="AT2017gfo", survey="ZTF",
+                     ra_deg=197.450374, dec_deg=-23.381495, time=t0 + timedelta(days=0.5),
+                     quality={"rb": 0.95, "drb": 0.99, "isdiffpos": True})
+    assert p.process(lvk_voevent, b"alert", origin="alert", item=kilonova).touched
+    by_event = {c.payload["event_id"]: c for c in _candidates(engine)}
+    # The GRB's own circle (17.45 deg at 1 sigma, with GBM systematics) holds it too.
+    assert set(by_event) == {"G298048", "FermiGBM-524666471", name}
+    joint_record = by_event[name].payload
+    assert joint_record["joint"]["space_time_far_hz"] == pytest.approx(
+        pair.payload["space_time_far_hz"])
+    assert joint_record["joint"]["other_event_id"] == "FermiGBM-524666471"
+    assert "joint" in joint_record["flags"] and "joint" not in by_event["G298048"].payload
+    # The GRB circle favours the GW map's southern end, where the kilonova is: the
+    # joint map puts it at a lower credible level, in a smaller searched area.
+    gw_record = by_event["G298048"].payload
+    assert joint_record["credible_level"] < gw_record["credible_level"]
+    assert joint_record["searched_area_deg2"] < gw_record["searched_area_deg2"]
+
+    grb = fermi_gbm.parse((corpus / GRB).read_bytes(), topic="")
+    gone = dataclasses.replace(grb, notice_type="Retraction", region=None, retraction=True,
+                               issued_time=grb.issued_time + timedelta(hours=1))
+    assert p.process(fermi_gbm, b"retraction of the GRB", origin="test",
+                     item=gone).kind == "notice"
+    status = {c.payload["event_id"]: c.status for c in _candidates(engine)}
+    assert status == {"G298048": "active", "FermiGBM-524666471": "retracted",
+                      name: "retracted"}
+    assert [r.status for r in _pairs(engine)] == ["retracted"]
+
+
+def test_records_follow_the_published_schema(engine: Engine, config: Config, corpus: Path,
+                                             skymap: bytes) -> None:
+    _replay(engine, config, corpus, skymap, (GW, GRB))
+    with engine.connect() as conn:
+        records = report.records(conn)
+    assert [r.get("coincidence_type") for r in records] == ["event-event"]
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator.validate(records[0])
+    broken = {k: v for k, v in records[0].items() if k != "overlap_integral"}
+    assert not validator.is_valid(broken)  # a pair must say its overlap (null or not)
+
+
+def _candidates(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(coincidences).where(
+            coincidences.c.other_event_pk.is_(None))))

@@ -22,6 +22,7 @@ from mma.config import Config
 from mma.db import pairs, region_store, store
 from mma.match import joint
 from mma.match.active import ActiveRegion
+from mma.match.pairs import JOINT
 from mma.models import Notice, StoredEvent
 from mma.skymaps.region import Region
 
@@ -59,7 +60,7 @@ def burst_of(conn: Connection, rules: BurstRules, notice: Notice, handler: str,
     best: tuple[float, float, int] | None = None
     for other in pairs.events_near(conn, notice.event_time, rules.window_s, exclude_pk=0):
         if (other.messenger != notice.messenger or other.status != "active"
-                or other.test != notice.test
+                or other.test != notice.test or other.instrument == JOINT
                 or store.home_handler(conn, other.pk) == handler):
             continue
         dt = abs((other.event_time - notice.event_time).total_seconds())

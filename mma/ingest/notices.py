@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from mma.db import locks, region_store, store
 from mma.errors import BadMessage, TransientError
 from mma.ingest.bursts import BurstRules, burst_of, combined_region
+from mma.ingest.joint_events import is_joint, sync_joint_events
 from mma.ingest.stage import Handler, Outcome, Stage
 from mma.match.pairs import PairRules, pair_event
 from mma.match.revisions import Ledger
@@ -72,8 +73,8 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
         if notice.retraction:
             ledger = stage.correlator.ledger()
             stage.correlator.retract(conn, ledger, stored.event_pk)
-            pair_with_others(stage, conn, ledger, stored.event_pk, now)
-            touched = stage.finish(conn, ledger, {stored.event_pk})
+            joined = pair_with_others(stage, conn, ledger, stored.event_pk, now)
+            touched = stage.finish(conn, ledger, {stored.event_pk}) | joined
             log.warning("event %s: retracted by %s; %d candidates withdrawn",
                         notice.event_id, origin, len(touched))
             return Outcome("notice", touched)
@@ -89,8 +90,8 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
             touched = store_region(stage, conn, stored, region, spec.kind, origin, now)
         else:  # a time-only notice: the event may still pair with others on time
             ledger = stage.correlator.ledger()
-            pair_with_others(stage, conn, ledger, stored.event_pk, now)
-            touched = stage.finish(conn, ledger, {stored.event_pk})
+            joined = pair_with_others(stage, conn, ledger, stored.event_pk, now)
+            touched = stage.finish(conn, ledger, {stored.event_pk}) | joined
     if spec is not None and spec.skymap_url and spec.skymap is None:
         touched |= _upgrade(stage, stored, notice, spec, now)
     return Outcome("notice", touched)
@@ -116,8 +117,8 @@ def store_region(stage: Stage, conn: Connection, stored: store.StoredNotice, reg
             placed = _place(stage, conn, ledger, event, combined[1], combined[0],
                             region_store.COMBINED, now, False)
             region, kind = combined[0], region_store.COMBINED
-    pair_with_others(stage, conn, ledger, stored.event_pk, now)
-    touched = stage.finish(conn, ledger, {stored.event_pk})
+    joined = pair_with_others(stage, conn, ledger, stored.event_pk, now)
+    touched = stage.finish(conn, ledger, {stored.event_pk}) | joined
     log.info("event %s: region v%d (%s%s) from %s, %d tiles, A90 %.1f deg2, %d "
              "candidates published", event.event_id, placed.version, kind,
              "" if placed.active else ", older than the active one: superseded", origin,
@@ -152,11 +153,15 @@ def _place(stage: Stage, conn: Connection, ledger: Ledger, event: StoredEvent,
 
 
 def pair_with_others(stage: Stage, conn: Connection, ledger: Ledger, event_pk: int,
-                     now: datetime) -> None:
+                     now: datetime) -> set[str]:
     """Find, revise or withdraw the event's coincidences with other events
-    (:mod:`mma.match.pairs`), in the notice's transaction."""
-    pair_event(conn, ledger, PairRules.of(stage.config), store.load_event(conn, event_pk),
-               stage.correlator.active, now)
+    (:mod:`mma.match.pairs`), and their joint events (:mod:`mma.ingest.joint_events`),
+    in the notice's transaction. Returns the joint events' candidates published."""
+    event = store.load_event(conn, event_pk)
+    if is_joint(event):
+        return set()
+    pair_event(conn, ledger, PairRules.of(stage.config), event, stage.correlator.active, now)
+    return sync_joint_events(stage, conn, event_pk, now, store_region)
 
 
 def _upgrade(stage: Stage, stored: store.StoredNotice, notice: Notice, spec: RegionSpec,

@@ -26,6 +26,9 @@ from mma.match.scoring import Score
 from mma.models import PRE_EXISTING_CLASSES, Detection, StoredEvent, StoredObject
 
 SCHEMA_VERSION = 2
+# What a candidate of a joint event (mma.ingest.joint_events) says of its pair.
+JOINT_FIELDS = ("pair_id", "other_event_id", "overlap_integral", "temporal_far_hz",
+                "space_time_far_hz")
 # Namespace of candidate ids: uuid5(event_id|survey|object_id), stable for the event's life.
 COINCIDENCE_NS = uuid.UUID("5d1c3e0a-6f55-4c36-9a38-8f0e3e0b8a11")
 DETECTIONS_CAP = 20  # detections listed in a record (the newest; n_detections counts all)
@@ -267,7 +270,11 @@ def payload_of(cid: str, event: StoredEvent, region_version: int, obj: StoredObj
         "log_bayes_factor": score.log_bayes_factor, "components": score.components(),
         "p_chance": score.p_chance, "p_association": score.p_association,
         "classes": classes, "flags": flags, "changes": [],
+        "coincidence_type": "candidate",
     }
+    joint = event.properties.get("joint")
+    if isinstance(joint, Mapping):  # a joint event's candidate: the pair's FARs travel too
+        record["joint"] = {key: joint.get(key) for key in JOINT_FIELDS}
     check_record(record, event_id=event.event_id, object_id=obj.object_id)
     return record
 

@@ -34,6 +34,9 @@ from mma.models import StoredEvent
 
 log = logging.getLogger(__name__)
 
+#: Instrument (and notice handler) of joint events (:mod:`mma.ingest.joint_events`),
+#: which are never paired nor merged themselves.
+JOINT = "joint"
 PAIR_NS = uuid.UUID("8b0b4c52-7d0e-5a4e-9d7e-3f1f6c1e2a90")
 # Which event of a pair is first: the one whose FAR RAVEN scales by the other's rate.
 _RANK = {"gw": 0, "neutrino": 1, "grb": 2, "xray": 3}
@@ -92,6 +95,12 @@ def pair_id(first: StoredEvent, second: StoredEvent) -> str:
     return str(uuid.uuid5(PAIR_NS, f"event-event|{first.event_id}|{second.event_id}"))
 
 
+def joint_event_id(first: StoredEvent, second: StoredEvent) -> str:
+    """The id of a pair's joint event (:mod:`mma.ingest.joint_events`): both canonical
+    ids, cut to the column's 64 characters."""
+    return f"{first.event_id}+{second.event_id}"[:64]
+
+
 def pair_event(conn: Connection, ledger: Ledger, rules: PairRules, event: StoredEvent,
                active: Mapping[int, ActiveRegion], now: datetime) -> int:
     """Find, revise or withdraw the event's coincidences with other events.
@@ -100,12 +109,13 @@ def pair_event(conn: Connection, ledger: Ledger, rules: PairRules, event: Stored
     is the active region of each event by pk (the correlator's, already
     showing this transaction's change). Returns the pairs published.
     """
-    if not rules.enabled or event.messenger not in _RANK:
+    if not rules.enabled or event.messenger not in _RANK or event.instrument == JOINT:
         return 0
     before = len(ledger.published)
     seen: set[str] = set()
     for other in stored.events_near(conn, event.event_time, rules.span_s, event.pk):
-        if other.messenger not in _RANK or other.test != event.test:
+        if (other.messenger not in _RANK or other.test != event.test
+                or other.instrument == JOINT):
             continue
         first, second = ordered(event, other)
         key = rules.window(first, second)
@@ -192,7 +202,9 @@ def pair_record(rules: PairRules, key: str, first: StoredEvent, second: StoredEv
         "dt_s": round((second.event_time - first.event_time).total_seconds(), 3),
         "window_s": list(window), "window_source": rules.sources.get(key, key),
         "overlap_integral": _finite(overlap), "overlap_method": None if overlap is None
-        else "skymap", **far, "joint_event_id": None,
+        else "skymap", **far,
+        # Optical candidates are scored on the product of the two regions, where they meet.
+        "joint_event_id": joint_event_id(first, second) if overlap else None,
         "flags": flags, "changes": []}
 
 
