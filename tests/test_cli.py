@@ -29,9 +29,9 @@ SCHEMA = json.loads((ROOT / "mma/schema/coincidence.schema.json").read_text())
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     names = sorted(sub.choices)  # type: ignore[arg-type]
-    assert names == ["candidates", "check", "config", "db", "dead-letters", "deliver", "demo",
-                     "events", "ingest", "mute", "outbox", "page", "pages", "picture", "replay",
-                     "resend", "run", "show", "status", "unmute"]
+    assert names == ["candidates", "check", "coincidences", "config", "db", "dead-letters",
+                     "deliver", "demo", "events", "ingest", "mute", "outbox", "page", "pages",
+                     "picture", "replay", "resend", "run", "show", "status", "unmute"]
     for name in names:
         with pytest.raises(SystemExit) as exit_:
             main([name, "--help"])
