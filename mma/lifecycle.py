@@ -40,6 +40,13 @@ TYPE_RANK: dict[str, int] = {
     "Wakeup_Pos": 1, "Refined_Pos": 2, "Offline_Pos": 3,
     # IceCube AMON and GCN JSON, and every GCN JSON stream: initial < update
     "initial": 1, "update": 2,
+    # SVOM VOEvents: GRM trigger < ECLAIRs < slew decision < MXT initial < MXT update
+    "grm-trigger": 1, "eclairs-wakeup": 2, "eclairs-catalog": 2, "slewing": 3,
+    "not-slewing": 3, "mxt-initial": 4, "mxt-update": 5,
+    # Fermi LAT: on-board initial < update < diagnostic < ground and offline analyses
+    "LAT_POS_INI": 1, "LAT_POS_UPD": 2, "LAT_POS_DIAG": 3, "LAT_GND": 4, "LAT_OFFLINE": 4,
+    # GECAM: flight < ground
+    "GECAM_FLT": 1, "GECAM_GND": 2,
 }
 
 OrderKey = tuple[datetime, int, str, int]
