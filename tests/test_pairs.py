@@ -19,10 +19,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mma import report
-
 from mma.config import Config, load_config
 from mma.db.schema import coincidences, outbox
-from mma.handlers import fermi_gbm, lvk_voevent
+from mma.handlers import fermi_gbm, icecube, lvk, lvk_voevent
 from mma.ingest import Pipeline
 from mma.match import joint
 from mma.models import Alert, Notice
@@ -194,3 +193,28 @@ def _candidates(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(select(coincidences).where(
             coincidences.c.other_event_pk.is_(None))))
+
+
+def test_a_neutrino_of_icecubes_gw_search_pairs_by_its_p_value(
+        engine: Engine, config: Config, corpus: Path) -> None:
+    """IceCube's lvk_nu_track_search neutrino (the schema example, re-timed 12.91 s
+    after a real O4 GW as the search reports it) pairs with that GW; the joint FAR is
+    FAR_gw x the search's p-value, not the Gold-track rate, which would be far too low
+    for a search over every track in +-500 s."""
+    gw_raw = (corpus / "gcn-json/igwn-gwalert/O4-2024-01/S240112e-preliminary-1.json")
+    p = Pipeline(engine, config)
+    assert p.process(lvk, gw_raw.read_bytes(), origin="gw").kind == "notice"
+    gw = lvk.parse(gw_raw.read_bytes(), topic="igwn.gwalert")
+    raw = (corpus / "gcn-json/gcn-schema/icecube/lvk_nu_track_search.example.json"
+           ).read_bytes()
+    nu = icecube.parse(raw, topic="gcn.notices.icecube.lvk_nu_track_search")
+    nu = dataclasses.replace(nu, event_time=gw.event_time + timedelta(seconds=12.91),
+                             issued_time=gw.issued_time + timedelta(minutes=20))
+    assert p.process(icecube, raw, origin="nu", item=nu).kind == "notice"
+    (row,) = _pairs(engine)
+    r = row.payload
+    assert (r["event_id"], r["other"]["event_class"]) == (gw.event_id,
+                                                          "neutrino.gw_followup")
+    assert r["window_s"] == [-500.0, 500.0] and r["dt_s"] == pytest.approx(12.91)
+    assert r["far_method"] == "search_p_value" and r["temporal_far_hz"] is None
+    assert r["space_time_far_hz"] == pytest.approx(gw.properties["far"] * 0.0191)

@@ -227,6 +227,14 @@ def _fars(rules: PairRules, window: tuple[float, float], first: StoredEvent,
                            "far_method": None, "external_rate_hz": rate}
     if far_first is None:
         return out
+    p_value = _search_p_value(second)
+    if p_value is not None:
+        # IceCube's search around this GW already weighs the neutrinos against the GW
+        # map and the +-500 s window: its p-value is the chance of a background result
+        # as significant, so the pair's FAR is FAR_gw x p (no extra rate, no 1/I).
+        out.update(far_method="search_p_value", external_rate_hz=None,
+                   space_time_far_hz=far_first * p_value)
+        return out
     if thresholds is not None and far_second is not None:
         temporal = joint.temporal_far_targeted(window, far_second, far_first, *thresholds)
         out["far_method"] = "targeted"
@@ -239,6 +247,17 @@ def _fars(rules: PairRules, window: tuple[float, float], first: StoredEvent,
     if overlap is not None:
         out["space_time_far_hz"] = _finite(joint.space_time_far(temporal, overlap))
     return out
+
+
+def _search_p_value(event: StoredEvent) -> float | None:
+    """The p-value of IceCube's neutrino search around a GW (``neutrino.gw_followup``:
+    ``pval_generic``), or None for any other event."""
+    if event.event_class != "neutrino.gw_followup":
+        return None
+    value = event.properties.get("pval_generic")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    return None
 
 
 def _finite(value: float | None) -> float | None:
