@@ -78,6 +78,9 @@ MAX_MESSAGE_BYTES = 1 * 2**20  # the longest circulars are ~50 kB of photometry 
 MAX_SUBJECT_CHARS = 1000
 MAX_PROPERTY_CHARS = 200  # the subject kept in properties, escaped and cut
 MAX_CIRCULAR_ID = 10**7  # ~44,000 circulars by 2026
+# Longer "sentences" are tables or noise: no trigger is read there (and the cost of
+# reading one stays bounded, whatever the body).
+MAX_SENTENCE_CHARS = 2000
 # Fermi mission elapsed time counts seconds from 2001-01-01 00:00 UTC (leap seconds,
 # a few, are irrelevant at the day scale used here).
 FERMI_MET_EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
@@ -96,6 +99,7 @@ _NAME_PATTERNS: tuple[tuple[str, Messenger, re.Pattern[str]], ...] = (
         r"\b(?:Fermi|GBM)\b[^.\d:]{0,40}?\btrig(?:ger)?\b\.?\s*(?:No\.?\s*|#\s*)?"
         r"(\d{9})(?:\.\d+)?(?:\s*/\s*(?:GRB\s*)?(\d{9}))?", re.I)),
 )
+_ICECUBE_NAME = next(p for kind, _m, p in _NAME_PATTERNS if kind == "icecube")
 # Trigger numbers stated in a body sentence (beyond the names above).
 _SWIFT_BODY = re.compile(r"\btrigger\s*(?:=|#|number\b|no\.)\s*(\d{5,8})(?!\d)", re.I)
 # Missions that number their triggers: a Swift trigger number must follow a mention of
@@ -170,6 +174,8 @@ def _body_triggers(body: str, known: set[str], created: datetime) -> list[_Name]
     """
     found: dict[str, set[str]] = {}
     for sentence in _SENTENCE.split(body):
+        if len(sentence) > MAX_SENTENCE_CHARS:
+            continue
         names = _find(sentence, created)
         designations = {name for kind, _m, name in names if kind in _DESIGNATIONS}
         if not designations or not designations <= known:
@@ -185,8 +191,7 @@ def _body_triggers(body: str, known: set[str], created: datetime) -> list[_Name]
             missions = _MISSIONS.findall(sentence, 0, match.start())
             if missions and missions[-1] in ("Swift", "BAT"):
                 found.setdefault("swift", set()).add(f"Swift-{int(match.group(1))}")
-    neutrinos = {name for kind, _m, name in _find(body, created)
-                 if kind == "icecube"}
+    neutrinos = {match.group(1) for match in _ICECUBE_NAME.finditer(body)}
     if neutrinos <= known:
         found["amon"] = {f"IceCube-{int(m.group(1))}_{int(m.group(2))}"
                          for m in _AMON_URL.finditer(body)}

@@ -183,3 +183,16 @@ def test_sniff_claims_circulars_only() -> None:
     assert not circulars.sniff(b"TITLE: GCN CIRCULAR\nSUBJECT: x")
     assert Registry().detect(_raw(34599)) is circulars
     assert Registry().for_topic(TOPIC) is circulars
+
+
+def test_a_megabyte_of_trigger_text_costs_little() -> None:
+    """Derived from 34479: a body of one 800 kB "sentence" of trigger statements once took
+    minutes (each trigger looked back over the whole sentence for its mission)."""
+    import time
+
+    doc = _doc(34479)
+    doc["body"] = "GRB 230818A (trigger=1186032) Swift BAT " * 20000
+    started = time.monotonic()
+    notice = circulars.parse(_bytes(doc), topic=TOPIC)
+    assert time.monotonic() - started < 5.0
+    assert notice.aliases == ()  # no sentence of prose: no trigger is read
