@@ -28,10 +28,13 @@ else the first name of the subject. **Aliases** are conservative, because an ali
 merges events for good: the other names of the subject and ``eventId`` of the
 same messenger (a GBM trigger "not associated with S230807f" never merges a GRB
 into a GW event); plus, from the body, only trigger numbers written in an
-explicit form — Swift's ``(trigger=1253910)``, ``trigger #1186032``, Fermi GBM's
-``trigger 713559497/230812790`` or ``Fermi GBM Trig 725806648``, an AMON
-``notices_amon_g_b/<run>_<event>.amon`` URL — and only in a sentence that names
-the circular's event and no other (circulars cite other bursts). A GBM trigger
+explicit form: Swift's ``(trigger=1253910)`` or ``trigger #1186032`` after a
+mention of Swift or BAT with no other mission in between, Fermi GBM's
+``trigger 713559497/230812790`` or ``Fermi GBM Trig 725806648``, each only in a
+sentence (of prose: at most 2,000 characters) that names the circular's event and
+no other, since circulars cite other bursts; and the
+``notices_amon_g_b/<run>_<event>.amon`` URL of IceCube's initial alert when it is
+the body's only one and the body names no other IceCube event. A GBM trigger
 number counts only if, read as Fermi mission elapsed time, it falls in the year
 before the circular: that also tells the trigger from the ``bn`` number beside it.
 Two different names of one kind (two GRBs, two superevents) make the circular
