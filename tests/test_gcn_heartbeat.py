@@ -52,6 +52,7 @@ def test_the_real_heartbeat_updates_the_metric() -> None:
     metrics = Metrics()
     beats = GcnHeartbeat(metrics)
     assert beats.latency_s() is None
+    assert beats.health() == {"gcn_heartbeat_age_s": None, "gcn_heartbeat_latency_s": None}
     assert beats.receive(SAMPLE.read_bytes(), now=NOW)
     assert (beats.received_at, beats.sent_at, beats.received) == (NOW, SENT, 1)
     assert beats.latency_s() == pytest.approx(0.25)
@@ -59,6 +60,8 @@ def test_the_real_heartbeat_updates_the_metric() -> None:
     assert _metric(metrics, "mma_gcn_heartbeat_latency_seconds") == pytest.approx(0.25)
     assert _metric(metrics, "mma_gcn_heartbeats_total", {"outcome": "ok"}) == 1.0
     assert b"mma_gcn_heartbeat_latency_seconds" in metrics.render()
+    assert beats.health(now=NOW + timedelta(seconds=2)) == {
+        "gcn_heartbeat_age_s": 2.0, "gcn_heartbeat_latency_s": pytest.approx(0.25)}
     # A second tracker on the same metrics (a rebuilt intake) shares the instruments.
     GcnHeartbeat(metrics).receive(SAMPLE.read_bytes(), now=NOW)
     assert _metric(metrics, "mma_gcn_heartbeats_total", {"outcome": "ok"}) == 2.0

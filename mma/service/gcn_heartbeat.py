@@ -159,6 +159,16 @@ class GcnHeartbeat:
             count.labels(outcome="ok").inc()
         return True
 
+    def health(self, now: datetime | None = None) -> dict[str, float | None]:
+        """For ``/healthz``'s ``sources``: seconds since the last heartbeat arrived and
+        its latency [s] (None before the first), e.g. as a HealthServer *source_lag*."""
+        now = now or datetime.now(UTC)
+        with self._lock:
+            received = self.received_at
+        return {"gcn_heartbeat_age_s": None if received is None
+                else (now - received).total_seconds(),
+                "gcn_heartbeat_latency_s": self.latency_s()}
+
     def latency_s(self) -> float | None:
         """Arrival minus ``alert_datetime`` of the last heartbeat [s]; None before one."""
         with self._lock:
