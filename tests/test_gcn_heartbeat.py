@@ -199,3 +199,25 @@ def test_heartbeats_from_a_real_broker(kafka_broker: Any) -> None:
     assert (intake.gcn_heartbeat.received, intake.gcn_heartbeat.malformed) == (1, 1)
     assert intake.gcn_heartbeat.sent_at == SENT
     assert book.snapshot()[HEARTBEAT_TOPIC].messages == 1
+
+
+def test_the_notice_consumer_subscribes_the_heartbeat(tmp_path: Path) -> None:
+    """With GCN's default topics the notice consumer reads gcn.heartbeat (and
+    gcn.circulars); the topics a reload compares against stay the handlers' own."""
+    from mma.service.consume import Consumers
+    from mma.service.sources import registry_of
+
+    config = _config(tmp_path, 'notice_topics = ["*"]')
+    runtime = SimpleNamespace(config=config, registry=registry_of(config))
+    consumers = Consumers(runtime, "t", SourceBook(), Metrics(),  # type: ignore[arg-type]
+                          stopping=lambda: False)
+    seen: list[list[str]] = []
+
+    class _Consumer:
+        def subscribe(self, topics: list[str], **_callbacks: Any) -> None:
+            seen.append(topics)
+
+    consumers._subscribe("notice", _Consumer())  # type: ignore[arg-type]
+    [topics] = seen
+    assert topics[-1] == HEARTBEAT_TOPIC and "gcn.circulars" in topics
+    assert consumers._topics["notice"] == topics[:-1]

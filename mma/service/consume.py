@@ -74,10 +74,11 @@ class Consumers:
             self.assignments.revoked(kind)
 
         topics = topics_of(self.runtime.config, self.runtime.registry, kind)
-        consumer.subscribe(subscription(self.runtime.config, kind, topics), on_assign=assigned,
-                           on_revoke=revoked)
+        subscribed = subscription(self.runtime.config, kind, topics)  # + gcn.heartbeat
+        consumer.subscribe(subscribed, on_assign=assigned, on_revoke=revoked)
         self._topics[kind] = topics
-        log.info("%s consumer of %s subscribed to %s", kind, self.instance, ", ".join(topics))
+        log.info("%s consumer of %s subscribed to %s", kind, self.instance,
+                 ", ".join(subscribed))
 
     def poll(self, intake: Intake, wait_s: float) -> int:
         """One round over the consumers: a batch from each, processed and committed.
