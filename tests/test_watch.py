@@ -148,6 +148,7 @@ def test_csv_watch_matches_alerts_already_stored(
                                                             for ra, dec in NEAR))
     out = mma(opts, url, capsys, "watch", "add", "near", str(path), "--start", START)
     assert "watch near: discs" in out and "2 candidates now" in out
+    assert "note:" not in out  # kafka is enabled
     check_watch_scores(of_watch(url, "near"))
 
 
@@ -186,8 +187,9 @@ def test_list_and_remove(setup: tuple[list[str], str], near_alerts: list[tuple[b
     opts, url = setup
     feed(opts, url, near_alerts)
     path = csv_file(tmp_path, f"{NEAR[0][0]},{NEAR[0][1]},1.0\n")
-    mma(opts, url, capsys, "watch", "add", "one", str(path), "--start", START,
-        "--end", "2027-01-01T00:00:00+00:00", "--channels", "kafka,slack:ops")
+    out = mma(opts, url, capsys, "watch", "add", "one", str(path), "--start", START,
+              "--end", "2027-01-01T00:00:00+00:00", "--channels", "kafka,slack:ops")
+    assert "note: slack:ops not enabled" in out  # only the plain slack channel is
     [row] = [json.loads(line) for line in mma(opts, url, capsys, "watch", "list", "--json")
              .splitlines()]
     assert row["name"] == "one" and row["status"] == "active" and row["kind"] == "discs"

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mma.channels import CHANNELS
+from mma.channels import CHANNELS, enabled_channels
 from mma.cli.common import (
     UsageError,
     add_db,
@@ -130,6 +130,11 @@ def cmd_add(args: argparse.Namespace, config: Config) -> int:
     print(printable(f"watch {name}: {footprint.kind}, {_area(footprint.area_deg2, row)} deg2, "
                     f"window {_window(row)}, channels {','.join(channels)}, "
                     f"{len(outcome.touched)} candidates now"))
+    enabled = enabled_channels(config)
+    idle = [c for c in channels if not any(watch.subscribed(e, [c]) for e in enabled)]
+    if idle:
+        print(printable(f"note: {', '.join(idle)} not enabled in this configuration: "
+                        "nothing goes there until it is"))
     if end is not None and row.window_end is not None and row.window_end != end:
         print(printable(f"note: the region's window ends {row.window_end.isoformat()}, not "
                         f"--end {end.isoformat()} (this version keeps [windows] watch)"))
