@@ -33,6 +33,7 @@ from mma.emitters import Delivery, DigestEmitter, Emitter
 from mma.errors import DeliveryError
 from mma.report import record_of
 from mma.skymaps.region import Region
+from mma.watch import watch_passes
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,8 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
             if kind == "retraction":
                 wanted = channel in carried[cid]  # say so wherever it was said
             else:  # a muted event (``mma mute``): nothing new about it reaches people
-                accepts = (passes_pair(rules, record) if row.other_event_pk is not None
-                           else passes(rules, record, event, row.area90_deg2))
                 wanted = (not row.vetoed and (row.muted_at is None or not is_human(channel))
-                          and accepts)
+                          and _accepts(channel, rules, row, record, event))
             if wanted:
                 rows.append({"coincidence_id": cid, "revision": row.revision,
                              "channel": channel, "status": "pending", "attempts": 0,
@@ -102,6 +101,16 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
     if rows:
         conn.execute(insert(outbox), rows)
     return len(rows)
+
+
+def _accepts(channel: str, rules: Mapping[str, Any], row: Any, record: Mapping[str, Any],
+             event: Mapping[str, Any]) -> bool:
+    """Whether *channel*'s rules take a new or updated record: an event x event pair's
+    rules, a watch's own channels (:mod:`mma.watch`), or the candidate rules."""
+    if row.other_event_pk is not None:
+        return passes_pair(rules, record)
+    verdict = watch_passes(channel, rules, record, row.properties or {})
+    return passes(rules, record, event, row.area90_deg2) if verdict is None else verdict
 
 
 def release_claims(engine: Engine, owner: str, now: datetime) -> int:

@@ -31,7 +31,7 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     names = sorted(sub.choices)  # type: ignore[arg-type]
     assert names == ["candidates", "check", "coincidences", "config", "db", "dead-letters",
                      "deliver", "demo", "events", "ingest", "mute", "outbox", "page", "pages",
-                     "picture", "replay", "resend", "run", "show", "status", "unmute"]
+                     "picture", "replay", "resend", "run", "show", "status", "unmute", "watch"]
     for name in names:
         with pytest.raises(SystemExit) as exit_:
             main([name, "--help"])

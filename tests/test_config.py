@@ -137,7 +137,7 @@ DEFAULT_WINDOWS = {
     "gw.cbc": (-1.0, 14.0), "gw.burst": (-1.0, 14.0), "grb": (-1.0, 10.0),
     "xray": (-1.0, 14.0), "neutrino.track": (-365.0, 30.0),
     "neutrino.cascade": (-365.0, 30.0), "neutrino.gw_followup": (-1.0, 14.0),
-    "neutrino.sn_burst": (-0.0417, 14.0),
+    "neutrino.sn_burst": (-0.0417, 14.0), "watch": (0.0, 365.0),
 }  # fmt: skip
 
 

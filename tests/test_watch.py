@@ -220,7 +220,7 @@ def test_list_and_remove(setup: tuple[list[str], str], near_alerts: list[tuple[b
 
 
 # ------------------------------------------------------------------ channels
-@pytest.mark.xfail(reason="needs the watch_passes hook in mma.outbox.enqueue", strict=False)
+
 def test_a_watch_reaches_only_its_channels(
         setup: tuple[list[str], str], near_alerts: list[tuple[bytes, Alert]],
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,8 +254,6 @@ def test_watch_passes_picks_its_own_channels(setup: tuple[list[str], str]) -> No
     assert not subscribed("slack", ["slack:ops"]) and not subscribed("email:ab12", ["kafka"])
 
 
-@pytest.mark.xfail(reason="needs mma.watch.window_days where region windows are set "
-                   "(mma.ingest.notices.store_region, mma.match.active)", strict=False)
 def test_end_closes_the_window(setup: tuple[list[str], str],
                                near_alerts: list[tuple[bytes, Alert]], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,7 @@ from mma.match.revisions import Ledger
 from mma.models import Notice, RegionSpec, StoredEvent
 from mma.skymaps.region import Region, build_region
 from mma.skymaps.spec import region_table
+from mma.watch import window_days
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ def _place(stage: Stage, conn: Connection, ledger: Ledger, event: StoredEvent,
            notice_pk: int, region: Region, kind: str, now: datetime,
            retracted: bool) -> region_store.StoredRegion:
     """Store one region of *event*; match it if it became the active one."""
-    start, end = stage.config.window_days(event.event_class)
+    start, end = window_days(event.event_class, event.properties,
+                             stage.config.window_days(event.event_class))
     t0 = event.event_time
     if event.messenger != "gw":
         # Distance layers mean something only for a GW map (a GUANO or IceCube

@@ -20,6 +20,7 @@ from mma.match.distance import DistanceSettings, distance_quantile_mpc
 from mma.models import StoredEvent
 from mma.skymaps.index import RegionIndex
 from mma.skymaps.region import Region
+from mma.watch import window_days
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,9 @@ class ActiveRegions:
         ok, _ = region.distance_support()
         reach = None if ok is None or not ok.any() else distance_quantile_mpc(
             region, self.reach_quantile)
-        active = ActiveRegion(region_pk, version, event,
-                              self.config.window_days(event.event_class), region, ok, reach)
+        window = window_days(event.event_class, event.properties,
+                             self.config.window_days(event.event_class))
+        active = ActiveRegion(region_pk, version, event, window, region, ok, reach)
         self.by_event[event.pk] = active
         self.index.add(event.pk, region)
         return active
