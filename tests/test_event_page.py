@@ -59,7 +59,8 @@ def _write(url: str, event_id: str, out: Path) -> Path:
 def _live_ranked(url: str, event_id: str) -> int:
     engine = make_engine(url)
     with engine.connect() as conn:
-        n = conn.execute(select(func.count()).select_from(coincidences).join(events).where(
+        n = conn.execute(select(func.count()).select_from(coincidences).join(
+            events, events.c.id == coincidences.c.event_pk).where(
             events.c.event_id == event_id, coincidences.c.status.in_(("active", "updated")),
             coincidences.c.rank.is_not(None))).scalar_one()
     engine.dispose()

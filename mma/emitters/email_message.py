@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 
 from mma.emitters import Delivery
 from mma.emitters.event_facts import classes_lines, event_rows
-from mma.emitters.joint_message import is_event_event, joint_describe
+from mma.emitters.joint_message import clean, is_event_event, joint_describe
 from mma.emitters.links import message_links
 from mma.emitters.slack_message import (
     detections_text,
@@ -219,12 +219,18 @@ def describe(delivery: Delivery) -> tuple[str, list[Row], list[Row]]:
     return subject, facts, links(p, delivery.event, delivery.page_url)
 
 
+def _what(subject: str) -> str:
+    """What a message is about, as its retraction line says it."""
+    return "coincidence" if "coincidence" in subject.lower() else "candidate"
+
+
 def _text_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row],
                kind: str) -> str:
     width = max(len(label) for label, _ in facts)
     lines = [subject.removeprefix("[mma] "), ""]
     if kind == "retraction":
-        lines += ["This candidate is RETRACTED: disregard earlier messages about it.", ""]
+        lines += [f"This {_what(subject)} is RETRACTED: disregard earlier messages about it.",
+                  ""]
     lines += [f"{label.ljust(width)}  {value}" for label, value in facts]
     if link_rows:
         lines += ["", "Links:"] + [f"  {label}: {url}" for label, url in link_rows]
@@ -241,7 +247,7 @@ def _html_body(subject: str, facts: Sequence[Row], link_rows: Sequence[Row], kin
         for label, value in facts)
     parts = [f"<html><body style=\"font-family:sans-serif\"><h3>{esc(subject)}</h3>"]
     if kind == "retraction":
-        parts.append('<p style="color:#b00"><b>This candidate is RETRACTED</b>: '
+        parts.append(f'<p style="color:#b00"><b>This {_what(subject)} is RETRACTED</b>: '
                      "disregard earlier messages about it.</p>")
     parts.append(f"<table>{rows}</table>")
     if link_rows:
@@ -315,7 +321,12 @@ def build_message(delivery: Delivery, *, sender: str, recipients: Sequence[str],
     msg["X-MMA-Coincidence-Id"] = cid
     msg["X-MMA-Revision"] = str(rev)
     msg["X-MMA-Kind"] = delivery.kind
-    msg["X-MMA-Object"] = f"{p.get('survey', '?')} {p.get('object_id', '?')}"
+    if is_event_event(p):  # a pair of events: no object, the second event instead
+        other = p.get("other")
+        msg["X-MMA-Other-Event"] = clean(other.get("event_id") if isinstance(other, Mapping)
+                                         else None)
+    else:
+        msg["X-MMA-Object"] = f"{p.get('survey', '?')} {p.get('object_id', '?')}"
     msg["X-MMA-Event"] = str(p.get("event_id", "?"))
     inline = ([Picture(_PICTURE_CID, png, "sky region with the object marked: 50 % and "
                        "90 % credible contours")] if png is not None else [])

@@ -116,7 +116,11 @@ def counts_text(entries: Sequence[DigestEntry]) -> str:
     """``N candidates (k new, u updated, r retracted)``, plus the messages when more."""
     kinds = [e.kind for e in entries]
     messages = sum(e.messages for e in entries)
-    text = (f"{len(kinds)} candidate{'' if len(kinds) == 1 else 's'} ({kinds.count('new')} "
+    pairs = sum(is_event_event(e.delivery.payload) for e in entries)
+    n = len(kinds) - pairs
+    what = [f"{n} candidate{'' if n == 1 else 's'}"] if n else []
+    what += [f"{pairs} event coincidence{'' if pairs == 1 else 's'}"] if pairs else []
+    text = (f"{' and '.join(what) or '0 candidates'} ({kinds.count('new')} "
             f"new, {kinds.count('update')} updated, {kinds.count('retraction')} retracted)")
     return text + (f" from {messages} messages" if messages != len(kinds) else "")
 
