@@ -181,7 +181,8 @@ def _region(event: VOEvent, packet: Packet, props: dict[str, Any]) -> RegionSpec
     if position is None:
         raise MissingField(f"SVOM {packet.notice_type} {event.ivorn[:80]} has no Position2D")
     if not position.error_radius_deg:  # absent or 0: no error circle
-        raise InvalidValue(f"SVOM {packet.notice_type} {event.ivorn[:80]} has no error radius")
+        raise InvalidValue(f"SVOM {packet.notice_type} {event.ivorn[:80]}: Error2Radius "
+                           "missing or not positive")
     props["error_radius_stated_deg"] = position.error_radius_deg
     region = circle_region(position, containment=R90)
     if region is None:

@@ -21,7 +21,7 @@ import logging
 from mma.epochs import EARLIEST
 from mma.errors import Ignored
 from mma.formats.voevent import parse_voevent, sniff_ivorn
-from mma.handlers import agile, fermi_gbm, integral, lvk_voevent, swift
+from mma.handlers import agile, fermi_gbm, fermi_lat, gecam, integral, ipn, lvk_voevent, swift
 from mma.models import Notice
 
 __all__ = ["DEFAULT_TOPICS", "FALLBACK", "FIRST_LIGHT", "KIND", "NAME", "parse", "sniff"]
@@ -38,7 +38,7 @@ FIRST_LIGHT = EARLIEST
 # Prefixes of the streams the handlers in this package parse.
 OWNED_PREFIXES: tuple[str, ...] = (
     fermi_gbm.STREAM_PREFIX, swift.STREAM_PREFIX, *integral.STREAM_PREFIXES,
-    agile.STREAM_PREFIX, lvk_voevent.STREAM_PREFIX,
+    agile.STREAM_PREFIX, lvk_voevent.STREAM_PREFIX, gecam.STREAM_PREFIX, ipn.STREAM_PREFIX,
 )  # fmt: skip
 # Ivorn fragments (upper-cased) of streams that neutrino/supernova/SVOM handlers own.
 OWNED_MARKERS = ("AMON", "ICECUBE", "SNEWS", "KM3NET", "SVOM")
@@ -47,7 +47,7 @@ LVK_INTERNAL = "ivo://lvk.internal/"
 # Known streams of no interest → why (for the log and the Ignored message).
 KNOWN: tuple[tuple[str, str], ...] = (
     ("ivo://nasa.gsfc.gcn/MOA#", "MOA microlensing event"),
-    ("ivo://nasa.gsfc.gcn/Fermi#LAT_", "Fermi LAT monitor/transient packet (not a GBM burst)"),
+    ("ivo://nasa.gsfc.gcn/Fermi#LAT_", "Fermi LAT monitor packet (not a burst position)"),
     ("ivo://gaia.cam.uk/", "Gaia science alert (optical transient)"),
     ("ivo://voevent.4pisky.org/ASASSN", "ASAS-SN optical transient"),
     ("ivo://com.dc3/", "VOEvent broker test message"),
@@ -58,6 +58,8 @@ KNOWN: tuple[tuple[str, str], ...] = (
 def _owned(ivorn: str) -> bool:
     if ivorn.startswith(OWNED_PREFIXES):
         return True
+    if ivorn.startswith(fermi_lat.STREAM_PREFIX):  # LAT positions: its Monitor packets are ours
+        return not ivorn.startswith(fermi_lat.MONITOR_PREFIX)
     if ivorn.startswith(LVK_INTERNAL):  # re-publications (even of SVOM triggers) are ours
         return False
     upper = ivorn.upper()

@@ -143,8 +143,8 @@ def test_hostile_variants_raise_bad_message(raw: bytes, error: type[BadMessage],
 
 def test_sniff_claims_only_ipn() -> None:
     assert_sniff_claims_only(ipn, DATA)
-    # The catch-all would take an IPN packet alone; the registry tries it last.
-    assert voevent_other.sniff(LATEST.read_bytes()) and voevent_other.FALLBACK
+    # The catch-all leaves IPN packets to this handler.
+    assert not voevent_other.sniff(LATEST.read_bytes())
 
 
 def test_default_topics_skip_streams_without_a_localisation() -> None:

@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path as FilePath
 from typing import Any
 
 from lxml import etree
@@ -31,6 +32,7 @@ from tests.hostile import Case
 from tests.skymaps.hostile_maps import declared_table, flat_map, zeros_bomb
 
 GCN = CORPUS / "gcn-json/gcn-schema"
+DATA = FilePath(__file__).resolve().parents[1] / "data"  # real notices kept in the repo
 LVK_NOTICE = CORPUS / "gcn-json/igwn-gwalert/S230528ay-preliminary.json"
 DIGITS = "9" * 401  # no float holds it
 YEAR_1, YEAR_9999 = "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"
@@ -63,6 +65,14 @@ VOEVENT_BASES = (
     ("snews", CORPUS / "voevent/snews/snews_gcn.xml"),
     ("lvk_voevent", CORPUS / "voevent/gw/S190425z-1-Initial_GW190425.xml"),
     ("voevent_other", CORPUS / "voevent/other/MOA_Lensing_Event_2015-07-10T14_50_54.00.xml"),
+    ("svom_voevent", DATA / "svom/eclairs_296.xml"),
+    ("svom_voevent", DATA / "svom/mxt_40.xml"),
+    ("fermi_lat", DATA / "fermi_lat/fermi_lat_offline_29.xml"),
+    ("gecam", DATA / "gecam/260-GND.xml"),
+    ("amon", DATA / "amon/NU_EM_Event2023-10-20T04-29-20.00_000000_000142904-795.xml"),
+    ("hawc", DATA / "hawc" / ("HAWC_BURST_MONITOR_Event2023-05-04T04-32-16.00_10011296_"
+                              "000009331-066.xml")),
+    ("ipn", DATA / "ipn/Raw_2023-12-10T15-25-06.26_-00001-740.xml"),
 )
 
 
