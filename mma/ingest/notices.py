@@ -162,6 +162,9 @@ def pair_with_others(stage: Stage, conn: Connection, ledger: Ledger, event_pk: i
     event = store.load_event(conn, event_pk)
     if is_joint(event):
         return set()
+    # Another daemon may have changed the other events' regions: pairs are judged on
+    # the database's (this transaction holds the regions lock, so they cannot move).
+    stage.correlator.sync_active(conn)
     pair_event(conn, ledger, PairRules.of(stage.config), event, stage.correlator.active, now)
     return sync_joint_events(stage, conn, event_pk, now, store_region)
 
