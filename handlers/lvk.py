@@ -84,16 +84,32 @@ def _far(event: Mapping[str, Any]) -> float:
     return value
 
 
-def _skymap(event: Mapping[str, Any]) -> RegionSpec | None:
-    encoded = event.get("skymap")
+def _skymap(event: Mapping[str, Any], key: str = "skymap",
+            where: str = "event") -> RegionSpec | None:
+    encoded = event.get(key)
     if encoded is None:
         return None
     if not isinstance(encoded, str):
-        raise InvalidValue(f"event.skymap is {type(encoded).__name__}, expected base64 text")
-    data = b64decode_capped(encoded, max_bytes=MAX_SKYMAP_BYTES, what="event.skymap")
+        raise InvalidValue(f"{where}.{key} is {type(encoded).__name__}, expected base64 text")
+    data = b64decode_capped(encoded, max_bytes=MAX_SKYMAP_BYTES, what=f"{where}.{key}")
     if not data.startswith(_FITS_START):
-        raise BadSkymap("event.skymap does not decode to a FITS file")
+        raise BadSkymap(f"{where}.{key} does not decode to a FITS file")
     return RegionSpec(kind="skymap", skymap=data)
+
+
+# How RAVEN's external_coinc names the other event's observatory, to mma's event ids
+# (handlers fermi_gbm and swift): "<prefix><gcn_notice_id>".
+_EXTERNAL_NAMES = {"fermi": "FermiGBM-", "swift": "Swift-"}
+
+
+def _external_names(coinc: Mapping[str, Any]) -> tuple[str, ...]:
+    """mma's name of the external event of a RAVEN coincidence, when it can tell."""
+    trigger = coinc.get("gcn_notice_id")
+    observatory = coinc.get("observatory")
+    if isinstance(trigger, bool) or not isinstance(trigger, int) or trigger <= 0:
+        return ()
+    prefix = _EXTERNAL_NAMES.get(str(observatory).casefold())
+    return () if prefix is None else (f"{prefix}{trigger}",)
 
 
 def gw_event_class(group: Any) -> str:
@@ -204,10 +220,15 @@ def parse(raw: bytes, *, topic: str) -> Notice:
     else:
         raise MissingField(f"event is missing from a {alert_type} alert")
     coinc = _typed(msg, "external_coinc", dict, "message")
+    joint_region: RegionSpec | None = None
+    joint_with: tuple[str, ...] = ()
     if coinc is not None:
         props["external_coinc"] = {k: v for k, v in coinc.items() if k != "combined_skymap"}
         props["has_combined_skymap"] = coinc.get("combined_skymap") is not None
         flags.append("external_coinc")
+        joint_with = _external_names(coinc)
+        if joint_with and not retraction:
+            joint_region = _skymap(coinc, "combined_skymap", "external_coinc")
     if alert_type == "EARLY_WARNING":
         flags.append("early_warning")
     if props.get("significant") is False:
@@ -230,4 +251,6 @@ def parse(raw: bytes, *, topic: str) -> Notice:
         properties=props,
         flags=tuple(flags),
         event_class=klass,
+        joint_region=joint_region,
+        joint_with=joint_with,
     )

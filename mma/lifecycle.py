@@ -47,6 +47,8 @@ TYPE_RANK: dict[str, int] = {
     "LAT_POS_INI": 1, "LAT_POS_UPD": 2, "LAT_POS_DIAG": 3, "LAT_GND": 4, "LAT_OFFLINE": 4,
     # GECAM: flight < ground
     "GECAM_FLT": 1, "GECAM_GND": 2,
+    # Joint events (mma.ingest.joint_events): mma's product < LVK's combined sky map
+    "JOINT": 1, "LVK_COMBINED": 2,
 }
 
 OrderKey = tuple[datetime, int, str, int]

@@ -171,6 +171,12 @@ class Notice:
     event_class : str, optional
         One of :data:`EVENT_CLASSES`; None means the messenger's default
         (:data:`DEFAULT_EVENT_CLASS`). Sets the event's time window.
+    joint_region : RegionSpec, optional
+        A sky map the notice gives for the event jointly with another one (LVK's
+        RAVEN ``external_coinc.combined_skymap``); optical matching of the pair's
+        joint event then uses it instead of mma's own product.
+    joint_with : tuple of str
+        Names of that other event, as mma's handlers name it (``FermiGBM-<trigger>``).
     """
 
     event_id: str
@@ -186,6 +192,8 @@ class Notice:
     properties: Mapping[str, Any] = field(default_factory=dict)
     flags: tuple[str, ...] = ()
     event_class: str | None = None
+    joint_region: RegionSpec | None = None
+    joint_with: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.event_id:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select
 
 from mma import report
 from mma.config import Config, load_config
-from mma.db.schema import coincidences, outbox
+from mma.db.schema import coincidences, events, outbox, regions
 from mma.handlers import fermi_gbm, icecube, lvk, lvk_voevent
 from mma.ingest import Pipeline
 from mma.match import joint
@@ -218,3 +218,33 @@ def test_a_neutrino_of_icecubes_gw_search_pairs_by_its_p_value(
     assert r["window_s"] == [-500.0, 500.0] and r["dt_s"] == pytest.approx(12.91)
     assert r["far_method"] == "search_p_value" and r["temporal_far_hz"] is None
     assert r["space_time_far_hz"] == pytest.approx(gw.properties["far"] * 0.0191)
+
+
+def test_lvks_combined_sky_map_is_the_joint_region(engine: Engine, config: Config,
+                                                   corpus: Path) -> None:
+    """An LVK alert with RAVEN's external_coinc (the corpus's MDC burst MS230425j with
+    Fermi trigger 1366451077): its combined_skymap becomes the joint event's region,
+    with LVK's own joint FARs, and mma's product of the two maps does not replace it."""
+    gw_raw = (corpus / "gcn-json/igwn-gwalert/MSBURST-initial.json").read_bytes()
+    gw = lvk.parse(gw_raw, topic="igwn.gwalert")
+    assert gw.joint_with == ("FermiGBM-1366451077",) and gw.joint_region is not None
+    grb = fermi_gbm.parse((corpus / GRB).read_bytes(), topic="")
+    mdc: Notice = dataclasses.replace(  # the MDC's Fermi trigger, as its ivorn dates it
+        grb, event_id="FermiGBM-1366451077", test=True,
+        event_time=gw.event_time + timedelta(seconds=4.564),
+        issued_time=gw.issued_time - timedelta(minutes=5))
+    p = Pipeline(engine, config)
+    assert p.process(fermi_gbm, b"mdc burst", origin="grb", item=mdc).kind == "notice"
+    assert p.process(lvk, gw_raw, origin="gw").kind == "notice"
+    (pair,) = _pairs(engine)
+    name = pair.payload["joint_event_id"]
+    assert name == "MS230425j+FermiGBM-1366451077" and "test" in pair.payload["flags"]
+    assert pair.payload["window_s"] == [-60.0, 600.0]  # a burst-group GW
+    with engine.connect() as conn:
+        (kind,) = conn.execute(
+            select(regions.c.kind).join(events, events.c.id == regions.c.event_pk)
+            .where(events.c.event_id == name, regions.c.status == "active")).scalars()
+        (props,) = conn.execute(select(events.c.properties)
+                                .where(events.c.event_id == name)).scalars()
+    assert kind == "lvk_combined"
+    assert props["joint"]["space_time_far_hz"] == pytest.approx(1.85587892471037e-18)

@@ -24,13 +24,15 @@ from sqlalchemy import Connection, Row
 from mma.db import pairs, store
 from mma.ingest.stage import Stage
 from mma.match import joint
-from mma.match.pairs import JOINT
+from mma.match.pairs import JOINT, joint_event_id, ordered, pair_id
 from mma.models import Notice, StoredEvent
 from mma.skymaps.region import Region
 
 log = logging.getLogger(__name__)
 
-LVK_COMBINED = "lvk_combined"  # regions.kind of LVK's combined sky map
+LVK_COMBINED = "lvk_combined"  # regions.kind (and a flag) of LVK's combined sky map
+# Notice types of joint events' notices: LVK's map outranks mma's product of one instant.
+LVK_COMBINED_TYPE = "LVK_COMBINED"
 
 Place = Callable[[Stage, Connection, store.StoredNotice, Region, str, str, datetime],
                  set[str]]
@@ -106,3 +108,45 @@ def _retract(stage: Stage, conn: Connection, name: str) -> set[str]:
     log.warning("event %s: retracted with its pair; %d candidates withdrawn", name,
                 len(touched))
     return touched
+
+
+def store_lvk_combined(stage: Stage, conn: Connection, event_pk: int, notice: Notice,
+                       region: Region, now: datetime, place: Place) -> set[str]:
+    """Make LVK's combined sky map (RAVEN's, in the GW notice) the region of the joint
+    event of the GW and the external event it names, if mma knows that event.
+
+    The LVK's own joint FARs travel with it; mma's product of the two regions no
+    longer replaces it. Returns the candidates published.
+    """
+    other_pk = store.find_event(conn, notice.joint_with)
+    if other_pk is None:
+        log.info("event %s: LVK's combined map with %s not used: that event is not known",
+                 notice.event_id, ", ".join(notice.joint_with))
+        return set()
+    first, second = ordered(store.load_event(conn, event_pk), store.load_event(conn, other_pk))
+    if first.test != second.test:
+        return set()
+    coinc = notice.properties.get("external_coinc") or {}
+    facts = {"pair_id": pair_id(first, second), "other_event_id": second.event_id,
+             "overlap_integral": None, "source": "LVK RAVEN combined sky map",
+             "temporal_far_hz": coinc.get("time_coincidence_far"),
+             "space_time_far_hz": coinc.get("time_sky_position_coincidence_far")}
+    name = joint_event_id(first, second)
+    joint_notice = Notice(
+        event_id=name, messenger=first.messenger,  # type: ignore[arg-type]
+        instrument=JOINT, notice_type=LVK_COMBINED_TYPE, event_time=first.event_time,
+        # The same clock as mma's product (issued_time=now): at one instant LVK's map
+        # outranks the product by its notice type (mma.lifecycle).
+        issued_time=now, test=first.test, event_class=first.event_class,
+        properties={**first.properties, JOINT: facts},
+        flags=(*first.flags, JOINT, LVK_COMBINED))
+    raw = json.dumps({"joint_event_id": name, "lvk_notice": notice.notice_type,
+                      "issued": notice.issued_time.isoformat(), **facts},
+                     sort_keys=True, default=str).encode()
+    origin = f"{notice.event_id} external_coinc"
+    stored = store.add_notice(conn, joint_notice, raw, handler=JOINT, origin=origin)
+    if not stored.is_new or stored.inert:
+        return set()
+    log.info("event %s: LVK's combined sky map of %s and %s is its region", name,
+             first.event_id, second.event_id)
+    return place(stage, conn, stored, region, LVK_COMBINED, origin, now)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from mma.db import locks, region_store, store
 from mma.errors import BadMessage, TransientError
 from mma.ingest.bursts import BurstRules, burst_of, combined_region
-from mma.ingest.joint_events import is_joint, sync_joint_events
+from mma.ingest.joint_events import is_joint, store_lvk_combined, sync_joint_events
 from mma.ingest.stage import Handler, Outcome, Stage
 from mma.match.pairs import PairRules, pair_event
 from mma.match.revisions import Ledger
@@ -60,6 +60,8 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
             return Outcome("ignored")
     spec = None if notice.retraction else notice.region
     region = None if spec is None else region_of(stage, spec)
+    combined = (None if notice.retraction or notice.joint_region is None
+                else region_of(stage, notice.joint_region))
     with stage.engine.begin() as conn:
         locks.hold_regions(conn)  # a notice may change the active regions: see mma.db.locks
         burst = None
@@ -93,6 +95,9 @@ def store_notice(stage: Stage, handler: Handler, notice: Notice, raw: bytes, ori
             ledger = stage.correlator.ledger()
             joined = pair_with_others(stage, conn, ledger, stored.event_pk, now)
             touched = stage.finish(conn, ledger, {stored.event_pk}) | joined
+        if combined is not None:
+            touched |= store_lvk_combined(stage, conn, stored.event_pk, notice, combined, now,
+                                          store_region)
     if spec is not None and spec.skymap_url and spec.skymap is None:
         touched |= _upgrade(stage, stored, notice, spec, now)
     return Outcome("notice", touched)
