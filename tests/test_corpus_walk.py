@@ -53,8 +53,7 @@ def test_every_notice_is_parsed_or_skipped_with_a_reason(corpus: Path) -> None:
     assert outcome["lvk"] >= 32
 
 
-@pytest.mark.parametrize("name", ["chime/frb.detection.example.json",
-                                  "circulars.example.json"])
+@pytest.mark.parametrize("name", ["chime/frb.detection.example.json"])
 def test_gcn_types_without_handler_are_ignored_not_dead_lettered(corpus: Path,
                                                                 name: str) -> None:
     raw = (corpus / "gcn-json/gcn-schema" / name).read_bytes()
@@ -62,3 +61,12 @@ def test_gcn_types_without_handler_are_ignored_not_dead_lettered(corpus: Path,
     assert handler.NAME == "gcn_other"
     with pytest.raises(Ignored, match="no mma handler"):
         handler.parse(raw, topic="gcn.notices.chime.frb")
+
+
+def test_the_schema_circular_goes_to_the_circulars_handler(corpus: Path) -> None:
+    """GCN Circulars are read (names, aliases, retractions): attach-only notices."""
+    raw = (corpus / "gcn-json/gcn-schema/circulars.example.json").read_bytes()
+    handler = Registry().detect(raw)
+    assert handler.NAME == "circulars"
+    notice = handler.parse(raw, topic="gcn.circulars")
+    assert isinstance(notice, Notice) and "attach_only" in notice.flags
