@@ -139,7 +139,10 @@ class Daemon:
         self.delivery.start()
         port = int(self.config.section("daemon")["health_port"])
         if port:
-            self.liveness.health = HealthServer("127.0.0.1", port, metrics=self.metrics).start()
+            # /healthz shows how long ago GCN's heartbeat arrived (mma.service.gcn_heartbeat).
+            self.liveness.health = HealthServer(
+                "127.0.0.1", port, metrics=self.metrics,
+                source_lag=self.intake.gcn_heartbeat.health).start()
         self.notifier.ready(status=f"consuming with {n_consumers} consumers")
         log.info("mma %s running: %d consumers", self.instance, n_consumers)
         try:
