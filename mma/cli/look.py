@@ -155,7 +155,7 @@ COINCIDENCE_HEADERS = ("other event", "messengers", "Δt s", "overlap I", "tempo
 
 def cmd_coincidences(args: argparse.Namespace, config: Config) -> int:
     """List an event's coincident events (GW x GRB, GW x neutrino...): Δt, overlap, FARs."""
-    from mma.db.queries import event_event_records
+    from mma.db.pairs import event_event_records
 
     with read_engine(config, args.db).connect() as conn:
         found = event_event_records(conn, find_event(conn, args.event))

@@ -399,32 +399,3 @@ def outbox_counts(conn: Connection) -> list[ChannelCounts]:
             .group_by(outbox.c.channel)))).all())
     return [ChannelCounts(c, n.get("pending", 0), n.get("sent", 0), n.get("parked", 0),
                           last.get(c)) for c, n in sorted(counts.items())]
-
-
-def event_event_records(conn: Connection, event_pk: int) -> list[dict[str, Any]]:
-    """The event's event x event coincidences, as first or as second event, by id.
-
-    Parameters
-    ----------
-    conn : Connection
-        Read-only use.
-    event_pk : int
-        The event (``events.id``).
-
-    Returns
-    -------
-    list of dict
-        ``payload`` (the published record, ``{}`` when not a mapping), ``status``,
-        ``revision`` and ``primary`` (True when *event_pk* is the record's first event,
-        False when it is its ``other``).
-    """
-    rows = conn.execute(
-        select(coincidences.c.payload, coincidences.c.status, coincidences.c.revision,
-               coincidences.c.event_pk)
-        .where((coincidences.c.event_pk == event_pk)
-               | (coincidences.c.other_event_pk == event_pk),
-               coincidences.c.other_event_pk.is_not(None))
-        .order_by(coincidences.c.coincidence_id))
-    return [{"payload": dict(r.payload) if isinstance(r.payload, Mapping) else {},
-             "status": str(r.status), "revision": int(r.revision),
-             "primary": int(r.event_pk) == event_pk} for r in rows]

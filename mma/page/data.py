@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from mma.db import pages as db
-from mma.db.queries import event_event_records
+from mma.db.pairs import event_event_records
 from mma.emitters.joint_message import clean, counterpart, pair_label
 from mma.page.links import Link, event_links, object_links
 
@@ -134,7 +134,7 @@ class JointView:
 
 
 def _joint_view(found: Mapping[str, Any]) -> JointView:
-    """A row of :func:`mma.db.queries.event_event_records` as the page shows it."""
+    """A row of :func:`mma.db.pairs.event_event_records` as the page shows it."""
     p = found["payload"]
     other, dt = counterpart(p, primary=bool(found["primary"]))
     window = p.get("window_s")
