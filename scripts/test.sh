@@ -22,4 +22,5 @@ echo "== ruff" >&2
 echo "== mypy" >&2
 .venv/bin/mypy
 echo "== pytest" >&2
-exec .venv/bin/python -m pytest "${select[@]}" "$@"
+# --durations: where the time goes, for whoever keeps the suite within its budget.
+exec .venv/bin/python -m pytest --durations=25 "${select[@]}" "$@"

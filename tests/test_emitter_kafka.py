@@ -183,6 +183,7 @@ def test_new_update_retraction_round_trip(kafka_broker: KafkaBroker | ExternalKa
             "mma-revision": str(revision).encode(),
             "content-type": b"application/json",
             "mma-schema": schema_id().encode(),
+            "mma-coincidence-type": b"candidate",
         }
     assert [m.offset() for m in messages] == [0, 1, 2]
 

@@ -55,6 +55,7 @@ class PairRules:
     sources: Mapping[str, str]
     rates_hz: Mapping[str, float]
     targeted_hz: Mapping[str, tuple[float, float]]
+    joint_min_overlap: float = 1.0
 
     @classmethod
     def of(cls, config: Config) -> PairRules:
@@ -68,7 +69,8 @@ class PairRules:
         targeted = {k: (float(v[0]), float(v[1]))
                     for k, v in config.section("joint.targeted_thresholds_hz").items()}
         return cls(bool(section["enabled"]), windows,
-                   dict(config.section("joint.window_sources")), rates, targeted)
+                   dict(config.section("joint.window_sources")), rates, targeted,
+                   float(section["joint_region_min_overlap"]))
 
     @property
     def span_s(self) -> float:
@@ -203,8 +205,10 @@ def pair_record(rules: PairRules, key: str, first: StoredEvent, second: StoredEv
         "window_s": list(window), "window_source": rules.sources.get(key, key),
         "overlap_integral": _finite(overlap), "overlap_method": None if overlap is None
         else "skymap", **far,
-        # Optical candidates are scored on the product of the two regions, where they meet.
-        "joint_event_id": joint_event_id(first, second) if overlap else None,
+        # Optical candidates are scored on the product of the two regions where the two
+        # agree (the joint event, mma.ingest.joint_events).
+        "joint_event_id": joint_event_id(first, second)
+        if overlap is not None and overlap >= rules.joint_min_overlap else None,
         "flags": flags, "changes": []}
 
 
