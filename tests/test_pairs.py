@@ -27,6 +27,9 @@ from mma.match import joint
 from mma.models import Alert, Notice
 from tests.test_emitter_kafka import SCHEMA
 
+# What does not depend on the database runs on SQLite only (the suite's time budget).
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 pytestmark = pytest.mark.slow  # GW170817's NSIDE 1024 map (~10 s per database)
 
 GW = "voevent/gw/G298048-1-Initial_GW170817.xml"
@@ -119,6 +122,7 @@ def test_retraction_withdraws_the_pair(engine: Engine, config: Config, corpus: P
     assert kinds == [("kafka", "retraction"), ("slack", "retraction")]
 
 
+@SQLITE_ONLY
 def test_a_grb_outside_the_window_is_no_pair(engine: Engine, config: Config, corpus: Path,
                                             skymap: bytes) -> None:
     p = _replay(engine, config, corpus, skymap, (GW,))
@@ -129,6 +133,7 @@ def test_a_grb_outside_the_window_is_no_pair(engine: Engine, config: Config, cor
     assert _pairs(engine) == []
 
 
+@SQLITE_ONLY
 def test_test_events_never_pair_with_real_ones(engine: Engine, config: Config,
                                                corpus: Path, skymap: bytes) -> None:
     p = _replay(engine, config, corpus, skymap, (GW,))
@@ -177,6 +182,7 @@ def test_optical_candidates_are_scored_on_the_joint_region(
     assert [r.status for r in _pairs(engine)] == ["retracted"]
 
 
+@SQLITE_ONLY
 def test_records_follow_the_published_schema(engine: Engine, config: Config, corpus: Path,
                                              skymap: bytes) -> None:
     _replay(engine, config, corpus, skymap, (GW, GRB))
@@ -195,6 +201,7 @@ def _candidates(engine: Engine) -> list[Any]:
             coincidences.c.other_event_pk.is_(None))))
 
 
+@SQLITE_ONLY
 def test_a_neutrino_of_icecubes_gw_search_pairs_by_its_p_value(
         engine: Engine, config: Config, corpus: Path) -> None:
     """IceCube's lvk_nu_track_search neutrino (the schema example, re-timed 12.91 s
@@ -220,6 +227,7 @@ def test_a_neutrino_of_icecubes_gw_search_pairs_by_its_p_value(
     assert r["space_time_far_hz"] == pytest.approx(gw.properties["far"] * 0.0191)
 
 
+@SQLITE_ONLY
 def test_lvks_combined_sky_map_is_the_joint_region(engine: Engine, config: Config,
                                                    corpus: Path) -> None:
     """An LVK alert with RAVEN's external_coinc (the corpus's MDC burst MS230425j with
