@@ -14,7 +14,8 @@ cd "$root"
 select=()
 if [[ "${1:-}" == "--fast" ]]; then
     shift
-    select=(-m "not kafka and not postgres and not daemon and not slow and not browser")
+    # Both cores: these tests start no service, so two workers share nothing.
+    select=(-n 2 -m "not kafka and not postgres and not daemon and not slow and not browser")
 fi
 bash scripts/bootstrap.sh test
 echo "== ruff" >&2
