@@ -3,6 +3,8 @@ and of circulars about events never stored (attach-only: nothing is created)."""
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,11 @@ import pytest
 from sqlalchemy import func, select
 
 from mma.cli import main
-from mma.db.engine import make_engine
+from mma.config import load_config
+from mma.db.engine import make_engine, upgrade
 from mma.db.schema import dead_letters, event_aliases, events, notices
+from mma.handlers import circulars, icecube
+from mma.ingest import Pipeline
 from tests.conftest import CORPUS
 
 CIRCULARS = Path(__file__).resolve().parent / "data" / "circulars"
@@ -88,3 +93,29 @@ def test_circular_naming_a_gw_and_a_gbm_trigger_merges_nothing(tmp_path: Path) -
         ("G298048", "lvk_voevent")]
     assert state["events"]["G298048"].event_time == before["events"]["G298048"].event_time
     assert state["dead_letters"] == 0
+
+
+def test_an_icecube_retraction_circular_withdraws_the_event(tmp_path: Path) -> None:
+    """GCN 28892 retracts IceCube alert 134701_49508272. Its own notice is not in the
+    corpus, so a real IceCube notice (IceCube-230416A's) is stored under that alert's
+    name and time; the circular then retracts the event, as a retraction notice does."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    config = load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp_path)},
+                         system_file=tmp_path / "absent.toml")
+    p = Pipeline(engine, config)
+    raw = (CIRCULARS / "28892.json").read_bytes()
+    circular = circulars.parse(raw, topic="gcn.circulars")
+    notice = icecube.parse(ICECUBE.read_bytes(), topic="")
+    renamed = dataclasses.replace(notice, event_id=circular.event_id,
+                                  event_time=circular.event_time - timedelta(hours=2),
+                                  issued_time=circular.event_time - timedelta(hours=2))
+    assert p.process(icecube, b"the alert", origin="alert", item=renamed).kind == "notice"
+    assert p.process(circulars, raw, origin="gcn.circulars:0:1").kind == "notice"
+    with engine.connect() as conn:
+        (status,) = conn.execute(select(events.c.status)).scalars()
+        flags = conn.execute(select(notices.c.flags).order_by(notices.c.id)).scalars().all()
+    engine.dispose()
+    assert status == "retracted"
+    assert "retraction" in flags[-1] and "attach_only" in flags[-1]
