@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import Engine, select
 
 from mma.config import Config
 from mma.db.schema import coincidences, event_aliases, events, notices, regions
-from mma.handlers import fermi_gbm, integral, swift
+from mma.handlers import fermi_gbm, integral, lvk_voevent, swift
 from mma.ingest import Pipeline
 from mma.models import Notice
 
@@ -31,6 +32,8 @@ SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 pytestmark = pytest.mark.slow  # GBM circles with systematics: ~5 s a feed
 
 DIR = "voevent/gcn-2024-01-fink-mm"
+GW170817 = [(lvk_voevent, "voevent/gw/G298048-1-Initial_GW170817.xml"),
+            (fermi_gbm, "voevent/fermi-gbm/GRB170817A_GBM_Gnd_Pos_524666471.xml")]
 JAN12 = [(swift, "BAT_GRB_Pos_1208389-262.xml"),
          (fermi_gbm, "GBM_Flt_Pos_2024-01-12T173725.12_726773850_43-264.xml"),
          (fermi_gbm, "GBM_Gnd_Pos_2024-01-12T173725.12_726773850_57-268.xml"),
@@ -136,3 +139,60 @@ def test_the_event_keeps_its_first_missions_time(engine: Engine, config: Config,
     with engine.connect() as conn:
         (t0,) = conn.execute(select(events.c.event_time)).scalars()
     assert t0.isoformat().startswith("2024-01-15T16:45:37.62")  # GBM's, not IBAS's
+
+
+# PostgreSQL only: SQLite lets one writer at a time in, so the race cannot happen there.
+# One order in CI (~20 s); run it with --count under a CPU hog to hunt races.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("seed", [1])
+def test_two_daemons_at_once_still_make_one_event_per_burst(
+        engine: Engine, config: Config, corpus: Path, seed: int) -> None:
+    """Two pipelines (two daemons, each its own in-memory regions) on one PostgreSQL
+    database, each given every notice in its own random order, in two threads at
+    once: the notices are stored once, each burst is one event, and GW170817 and
+    GRB 170817A make one pair, with the GW map's overlap."""
+    files = list(JAN12) + list(JAN15) + GW170817
+    skymap = (corpus / "skymaps/gw/GW170817_skymap.fits.gz").read_bytes()
+    daemons = [Pipeline(engine, config, fetch=lambda url: skymap) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def run(p: Pipeline, order: list[Any]) -> None:
+        try:
+            for handler, name in order:
+                outcome = p.process(handler, (corpus / name).read_bytes(), origin=name)
+                assert outcome.kind in ("notice", "duplicate"), (name, outcome)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    rng = random.Random(seed)
+    jan12 = [(h, f"{DIR}/{name}") for h, name in JAN12]
+    jan15 = [(h, f"{DIR}/{name}") for h, name in JAN15]
+    orders = [GW170817 + _interleave(jan12, rng.randrange(99))
+              + _interleave(jan15, rng.randrange(99)),
+              _interleave(jan15, rng.randrange(99)) + GW170817[::-1]
+              + _interleave(jan12, rng.randrange(99))]
+    threads = [threading.Thread(target=run, args=(p, o)) for p, o in zip(daemons, orders,
+                                                                        strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert sorted(map(sorted, _events(engine).values())) == [
+        ["FermiGBM-524666471"], ["FermiGBM-726773850", "Swift-1208389"],
+        ["FermiGBM-727029942", "INTEGRAL-10472"], ["G298048"],
+        ["G298048+FermiGBM-524666471"]]
+    with engine.connect() as conn:
+        stored = conn.execute(select(notices.c.handler)).scalars().all()
+    # Every notice once, and the joint event's one notice of mma's product.
+    assert len(stored) == len(files) + 1 and stored.count("joint") == 1
+    kinds = {r.event_id: r.kind for r in _active(engine)}
+    merged = [e for e in kinds if e.startswith(("Swift-1208389", "FermiGBM-7"))]
+    assert len(merged) == 2 and {kinds[e] for e in merged} == {"combined"}
+    with engine.connect() as conn:
+        pairs = conn.execute(select(coincidences.c.payload, coincidences.c.revision)
+                             .where(coincidences.c.other_event_pk.is_not(None))).all()
+    # GW170817 x GRB 170817A once, with the overlap of the GW map whichever came first.
+    ((pair, _revision),) = pairs
+    assert pair["other"]["event_id"] == "FermiGBM-524666471"
+    assert pair["overlap_integral"] == pytest.approx(2.97, abs=0.01)
