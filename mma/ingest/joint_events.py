@@ -50,12 +50,12 @@ def sync_joint_events(stage: Stage, conn: Connection, event_pk: int, now: dateti
     touched: set[str] = set()
     for row in pairs.pairs_of(conn, event_pk):
         name = row.payload.get("joint_event_id")
-        if not name:
-            continue
-        if row.status == "retracted":
-            touched |= _retract(stage, conn, name)
-        else:
+        if row.status != "retracted" and name:
             touched |= _refresh(stage, conn, row, name, now, place)
+        else:  # withdrawn, or its maps no longer agree: so is its joint event, if any
+            first = store.load_event(conn, row.event_pk)
+            second = store.load_event(conn, row.other_event_pk)
+            touched |= _retract(stage, conn, joint_event_id(first, second))
     return touched
 
 

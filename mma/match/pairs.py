@@ -161,8 +161,8 @@ def _judge(conn: Connection, ledger: Ledger, rules: PairRules, key: str,
         changes = ["status", *changes]
     if changes:
         record["changes"] = changes
-        revise(conn, cid, status="updated", revision=row.revision + 1,
-                      payload=record, region_pk=region[0])
+        revise(conn, cid, status="updated", revision=row.revision + 1, payload=record,
+               region_pk=region[0])
         ledger.note(cid, row.revision + 1, True, "region", changes, region, "updated", record)
         log.info("event %s x %s: coincidence revised (%s)", first.event_id,
                  second.event_id, ", ".join(changes))
@@ -176,7 +176,7 @@ def _withdraw(conn: Connection, ledger: Ledger, row: Row[Any], flag: str) -> Non
     payload["flags"] = [*payload.get("flags", []), flag]
     payload["changes"] = ["status", "flags"]
     revise(conn, row.coincidence_id, status="retracted", revision=row.revision + 1,
-                  payload=payload)
+           payload=payload)
     ledger.note(row.coincidence_id, row.revision + 1, True, "retraction",
                 ["status", "flags"], (row.region_pk, payload.get("region_version")),
                 "retracted", payload)
