@@ -14,7 +14,6 @@ neutrino, else GRB, else X-ray); the *second* plays RAVEN's external trigger.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from mma.db.candidates import revise
 from mma.match import joint
 from mma.match.active import ActiveRegion
 from mma.match.candidate import SCHEMA_VERSION, iso, significance
+from mma.match.finite import finite_or_none
 from mma.match.revisions import Ledger
 from mma.models import StoredEvent
 
@@ -203,7 +203,7 @@ def pair_record(rules: PairRules, key: str, first: StoredEvent, second: StoredEv
         "other": _event_fields(second, b),
         "dt_s": round((second.event_time - first.event_time).total_seconds(), 3),
         "window_s": list(window), "window_source": rules.sources.get(key, key),
-        "overlap_integral": _finite(overlap), "overlap_method": None if overlap is None
+        "overlap_integral": finite_or_none(overlap), "overlap_method": None if overlap is None
         else "skymap", **far,
         # Optical candidates are scored on the product of the two regions where the two
         # agree (the joint event, mma.ingest.joint_events).
@@ -249,7 +249,7 @@ def _fars(rules: PairRules, window: tuple[float, float], first: StoredEvent,
         return out
     out["temporal_far_hz"] = temporal
     if overlap is not None:
-        out["space_time_far_hz"] = _finite(joint.space_time_far(temporal, overlap))
+        out["space_time_far_hz"] = finite_or_none(joint.space_time_far(temporal, overlap))
     return out
 
 
@@ -262,11 +262,6 @@ def _search_p_value(event: StoredEvent) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
     return None
-
-
-def _finite(value: float | None) -> float | None:
-    """A JSON-safe number: None for None, NaN and infinities (no common sky)."""
-    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def material_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
