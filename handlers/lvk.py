@@ -102,6 +102,22 @@ def _skymap(event: Mapping[str, Any], key: str = "skymap",
 _EXTERNAL_NAMES = {"fermi": "FermiGBM-", "swift": "Swift-"}
 
 
+def _external_coinc(coinc: Mapping[str, Any] | None, retraction: bool,
+                    props: dict[str, Any], flags: list[str],
+                    ) -> tuple[RegionSpec | None, tuple[str, ...]]:
+    """RAVEN's ``external_coinc``: its facts into *props* (without the inline map) and
+    *flags*; LVK's combined sky map and mma's name of the external trigger."""
+    if coinc is None:
+        return None, ()
+    props["external_coinc"] = {k: v for k, v in coinc.items() if k != "combined_skymap"}
+    props["has_combined_skymap"] = coinc.get("combined_skymap") is not None
+    flags.append("external_coinc")
+    names = _external_names(coinc)
+    if not names or retraction:
+        return None, names
+    return _skymap(coinc, "combined_skymap", "external_coinc"), names
+
+
 def _external_names(coinc: Mapping[str, Any]) -> tuple[str, ...]:
     """mma's name of the external event of a RAVEN coincidence, when it can tell."""
     trigger = coinc.get("gcn_notice_id")
@@ -220,15 +236,7 @@ def parse(raw: bytes, *, topic: str) -> Notice:
     else:
         raise MissingField(f"event is missing from a {alert_type} alert")
     coinc = _typed(msg, "external_coinc", dict, "message")
-    joint_region: RegionSpec | None = None
-    joint_with: tuple[str, ...] = ()
-    if coinc is not None:
-        props["external_coinc"] = {k: v for k, v in coinc.items() if k != "combined_skymap"}
-        props["has_combined_skymap"] = coinc.get("combined_skymap") is not None
-        flags.append("external_coinc")
-        joint_with = _external_names(coinc)
-        if joint_with and not retraction:
-            joint_region = _skymap(coinc, "combined_skymap", "external_coinc")
+    joint_region, joint_with = _external_coinc(coinc, retraction, props, flags)
     if alert_type == "EARLY_WARNING":
         flags.append("early_warning")
     if props.get("significant") is False:
