@@ -109,27 +109,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
         log.info("event %s: new %s event (%s) from %s", notice.event_id, notice.messenger,
                  event_class, notice.instrument)
     else:
-        status = lock_event(conn, event_pk)
-        inert = after_retraction(status, notice.retraction)
-        sets_time = not (notice.retraction or "no_event_time" in notice.flags) and \
-            home_handler(conn, event_pk) in (None, handler)
-        mine = order_key(notice.issued_time, notice.notice_type, digest)
-        # The event is what its newest notice with an event time says, whatever order
-        # they came in, and even after a retraction (which then still stands).
-        newest = sets_time and all(
-            order_key(r.issued_time, r.notice_type, r.sha256) < mine
-            for r in conn.execute(select(notices.c.issued_time, notices.c.notice_type,
-                                         notices.c.sha256, notices.c.flags)
-                                  .where(notices.c.event_pk == event_pk,
-                                         notices.c.handler == handler))
-            if not _without_time(r.notice_type, r.flags))
-        if newest:
-            conn.execute(
-                update(events).where(events.c.id == event_pk).values(
-                    event_time=notice.event_time, event_class=event_class,
-                    properties=plain_json(notice.properties), flags=list(notice.flags),
-                )
-            )
+        inert = _update_event(conn, event_pk, notice, handler, digest)
     for alias in {notice.event_id, *notice.aliases}:
         if conn.execute(select(event_aliases.c.alias).where(
                 event_aliases.c.alias == alias)).first() is None:
@@ -142,6 +122,31 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
         properties=plain_json(notice.properties), flags=flags,
     ))
     return StoredNotice(event_pk, notice_pk, is_new=True, inert=inert)
+
+
+def _update_event(conn: Connection, event_pk: int, notice: Notice, handler: str,
+                  digest: str) -> bool:
+    """Lock the event and let *notice* set it if it is the newest of the event's own
+    handler with an event time; whether the notice is inert (after a retraction)."""
+    status = lock_event(conn, event_pk)
+    sets_time = not (notice.retraction or "no_event_time" in notice.flags) and \
+        home_handler(conn, event_pk) in (None, handler)
+    mine = order_key(notice.issued_time, notice.notice_type, digest)
+    # The event is what its newest notice with an event time says, whatever order
+    # they came in, and even after a retraction (which then still stands).
+    newest = sets_time and all(
+        order_key(r.issued_time, r.notice_type, r.sha256) < mine
+        for r in conn.execute(select(notices.c.issued_time, notices.c.notice_type,
+                                     notices.c.sha256, notices.c.flags)
+                              .where(notices.c.event_pk == event_pk,
+                                     notices.c.handler == handler))
+        if not _without_time(r.notice_type, r.flags))
+    if newest:
+        conn.execute(update(events).where(events.c.id == event_pk).values(
+            event_time=notice.event_time,
+            event_class=event_class_of(notice.messenger, notice.event_class),
+            properties=plain_json(notice.properties), flags=list(notice.flags)))
+    return after_retraction(status, notice.retraction)
 
 
 def _without_time(notice_type: str, flags: list[str] | None) -> bool:
