@@ -111,6 +111,8 @@ VALUE_CHECKS: tuple[tuple[str, Check], ...] = (
     ("replay.progress_min_items", at_least(0)),
     ("replay.max_clock_gap_days", POSITIVE),
     ("pages.max_candidates", at_least(1)),
+    ("retention.margin_days", at_least(0)),
+    ("retention.*_days", POSITIVE),
 )
 
 # (section, description, test of the section): checks between keys of one section.

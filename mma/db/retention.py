@@ -1,0 +1,441 @@
+"""Retention: what the database forgets, and when (``[retention]``, docs/retention.md).
+
+Rubin alone stores up to ten million alerts a night; without pruning the database grows
+without bound. :func:`prune` deletes, table by table:
+
+* **alerts** (with their cutouts) older than the *alert horizon*: the longest look-back
+  of any window in force (``now + min(start)`` over the event classes of ``[windows]``,
+  never later than now) less ``retention.margin_days``, and never later than the start
+  of the window of an active region. An alert older than that cannot be matched by an
+  event stored now or later. Every alert of an object that is or was a candidate
+  (``coincidences.object_pk``) is kept, whatever its age;
+* **objects** whose last alert went and that were never a candidate, in the same
+  transaction as that alert;
+* **cutouts** of alerts older than ``retention.cutout_days``, except candidates';
+* **outbox** rows ``sent`` or ``superseded`` more than ``retention.outbox_days`` ago,
+  except the newest sent row of each candidate and channel (:func:`mma.outbox.enqueue`
+  reads it to send a retraction wherever the candidate was announced); pending and
+  parked rows stay;
+* **dead_letters** received more than ``retention.dead_letter_days`` ago;
+* **background_cells** of nights before the background's span (``background.span_days``,
+  else the longest window) and the margin: :class:`mma.match.scorer.Backgrounds` never
+  reads them again.
+
+Every delete runs in chunks of at most :attr:`RetentionPolicy.chunk` rows, each its own
+short transaction, so a prune of millions of rows never holds locks for long while
+daemons write. Alert chunks hold the regions lock shared (:mod:`mma.db.locks`) and
+re-read the active regions, so that a region stored meanwhile keeps its window's
+alerts. On PostgreSQL one prune runs at a time: :data:`PRUNE_LOCK` is taken with a
+try-lock and a second daemon skips its turn. A dry run counts with the same predicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from mma.config import Config
+from mma.db import locks
+from mma.db.background import background_surveys
+from mma.db.schema import (
+    alerts,
+    background_cells,
+    coincidences,
+    cutouts,
+    dead_letters,
+    objects,
+    outbox,
+    regions,
+)
+from mma.match.background import night_of
+from mma.models import EVENT_CLASSES
+
+log = logging.getLogger(__name__)
+
+CHUNK = 10_000  # rows per delete statement (one short transaction each)
+# PostgreSQL advisory lock key, in the space of mma.db.locks.REGIONS_KEY: one prune at a time.
+PRUNE_LOCK = 0x6D6D61_0002
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each kind of row is kept [days], from the configuration in force.
+
+    Attributes
+    ----------
+    lookback_days
+        Longest look-back of a window in force: ``-min(start)`` over the event classes
+        of ``[windows]``, at least 0.
+    margin_days
+        Added to every horizon (late notices, an event time before its notice).
+    cutout_days, outbox_days, dead_letter_days
+        Ages past which cutouts (by alert time), delivered outbox rows (by send time)
+        and dead letters (by receipt) go.
+    background_days
+        Span of the background counters read (``background.span_days``, else the
+        longest window).
+    chunk
+        Rows per delete statement.
+    """
+
+    lookback_days: float
+    margin_days: float
+    cutout_days: float
+    outbox_days: float
+    dead_letter_days: float
+    background_days: float
+    chunk: int = CHUNK
+
+    @classmethod
+    def from_config(cls, config: Config) -> RetentionPolicy:
+        """The policy of *config*: ``[retention]``, ``[windows]`` and ``[background]``."""
+        from mma.match.scorer import Backgrounds  # the background's own span rule
+
+        conf = config.section("retention")
+        starts = [config.window_days(c)[0] for c in EVENT_CLASSES]
+        return cls(lookback_days=max(0.0, -min(starts)),
+                   margin_days=float(conf["margin_days"]),
+                   cutout_days=float(conf["cutout_days"]),
+                   outbox_days=float(conf["outbox_days"]),
+                   dead_letter_days=float(conf["dead_letter_days"]),
+                   background_days=Backgrounds(config).span_days())
+
+
+@dataclass(frozen=True)
+class Horizons:
+    """Rows older than these times [UTC] go (see :func:`prune`)."""
+
+    windows: datetime  # now - lookback - margin: no future event reaches further back
+    active_start: datetime | None  # earliest window start of an active region
+    alerts: datetime  # the earlier of the two
+    cutouts: datetime
+    outbox: datetime
+    dead_letters: datetime
+    background: datetime  # counters of nights that began before this go
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """Rows per table that a dry run would delete, or that a prune deleted.
+
+    ``skipped``: another process held :data:`PRUNE_LOCK` (nothing done).
+    ``complete``: False when the prune stopped early (asked to stop, or a race with
+    a writer); what was not deleted goes at the next run.
+    """
+
+    dry_run: bool
+    horizons: Horizons
+    alerts: int = 0
+    cutouts: int = 0
+    objects: int = 0
+    outbox: int = 0
+    dead_letters: int = 0
+    background_cells: int = 0
+    skipped: bool = False
+    complete: bool = True
+
+    TABLES: ClassVar[tuple[str, ...]] = ("alerts", "cutouts", "objects", "outbox",
+                                         "dead_letters", "background_cells")
+
+    @classmethod
+    def of(cls, counts: dict[str, int], *, dry_run: bool, horizons: Horizons,
+           complete: bool = True) -> PruneResult:
+        """The result with *counts* (rows per table; a table not named: 0)."""
+        n = {name: int(counts.get(name, 0)) for name in cls.TABLES}
+        return cls(dry_run=dry_run, horizons=horizons, alerts=n["alerts"],
+                   cutouts=n["cutouts"], objects=n["objects"], outbox=n["outbox"],
+                   dead_letters=n["dead_letters"], background_cells=n["background_cells"],
+                   complete=complete)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table, in :attr:`TABLES` order."""
+        return {name: int(getattr(self, name)) for name in self.TABLES}
+
+
+def _active_start(conn: Connection) -> datetime | None:
+    """The earliest window start of an active region, if any."""
+    value: datetime | None = conn.execute(
+        select(func.min(regions.c.window_start)).where(regions.c.status == "active")
+    ).scalar_one()
+    return value
+
+
+def horizons(conn: Connection, policy: RetentionPolicy, now: datetime) -> Horizons:
+    """The horizons of *policy* at *now* (timezone-aware UTC), on the database of *conn*."""
+    if now.tzinfo is None:
+        raise ValueError(f"naive datetime {now!r}: retention works in UTC")
+    now = now.astimezone(UTC)
+    margin = timedelta(days=policy.margin_days)
+    windows = now - timedelta(days=policy.lookback_days) - margin
+    active = _active_start(conn)
+    return Horizons(windows=windows, active_start=active,
+                    alerts=windows if active is None else min(windows, active),
+                    cutouts=now - timedelta(days=policy.cutout_days),
+                    outbox=now - timedelta(days=policy.outbox_days),
+                    dead_letters=now - timedelta(days=policy.dead_letter_days),
+                    # Whole nights are read (mma.match.scorer): a day more for the rounding.
+                    background=now - timedelta(days=math.ceil(policy.background_days) + 1)
+                    - margin)
+
+
+# -- predicates ---------------------------------------------------------------------------
+
+
+def _unclaimed() -> ColumnElement[bool]:
+    """The alert's object was never a candidate, and no coincidence names the alert."""
+    return and_(~exists().where(coincidences.c.object_pk == alerts.c.object_pk),
+                ~exists().where(coincidences.c.alert_pk == alerts.c.id))
+
+
+def _old_alerts(before: datetime) -> ColumnElement[bool]:
+    return and_(alerts.c.time < before, _unclaimed())
+
+
+def _old_cutouts(before: datetime) -> Select[Any]:
+    """Alert keys of the cutouts to go (an alert's three stamps share one key)."""
+    return (select(cutouts.c.alert_pk).join(alerts, alerts.c.id == cutouts.c.alert_pk)
+            .where(_old_alerts(before)))
+
+
+def _old_outbox(before: datetime) -> ColumnElement[bool]:
+    """Delivered rows older than *before*, but the newest sent one of each candidate and
+    channel: it says where a retraction must go (:func:`mma.outbox.enqueue`)."""
+    newer = outbox.alias("newer")
+    later_sent = exists().where(newer.c.coincidence_id == outbox.c.coincidence_id,
+                                newer.c.channel == outbox.c.channel,
+                                newer.c.status == "sent", newer.c.id > outbox.c.id)
+    return or_(and_(outbox.c.status == "sent", outbox.c.sent_at < before, later_sent),
+               and_(outbox.c.status == "superseded", outbox.c.created_at < before))
+
+
+def _first_night(survey: str, before: datetime) -> int:
+    """The first night of *survey* whose counters are kept: the one *before* falls in."""
+    return int(night_of(survey, before.timestamp()))
+
+
+# -- dry run ------------------------------------------------------------------------------
+
+
+def count(conn: Connection, h: Horizons) -> dict[str, int]:
+    """Rows per table that :func:`prune` would delete at horizons *h* (nothing deleted)."""
+    def scalar(query: Select[Any]) -> int:
+        return int(conn.execute(query).scalar_one() or 0)
+
+    kept_later = exists().where(alerts.c.object_pk == objects.c.id, alerts.c.time >= h.alerts)
+    orphans = (select(func.count()).select_from(objects).where(
+        exists().where(alerts.c.object_pk == objects.c.id, alerts.c.time < h.alerts),
+        ~kept_later, ~exists().where(coincidences.c.object_pk == objects.c.id)))
+    cells = 0
+    for survey in background_surveys(conn):
+        cells += scalar(select(func.count()).select_from(background_cells).where(
+            background_cells.c.survey == survey,
+            background_cells.c.night < _first_night(survey, h.background)))
+    return {
+        "alerts": scalar(select(func.count()).select_from(alerts)
+                         .where(_old_alerts(h.alerts))),
+        "cutouts": scalar(select(func.count()).select_from(
+            _old_cutouts(max(h.alerts, h.cutouts)).subquery())),
+        "objects": scalar(orphans),
+        "outbox": scalar(select(func.count()).select_from(outbox)
+                         .where(_old_outbox(h.outbox))),
+        "dead_letters": scalar(select(func.count()).select_from(dead_letters)
+                               .where(dead_letters.c.received_at < h.dead_letters)),
+        "background_cells": cells,
+    }
+
+
+# -- deletes ------------------------------------------------------------------------------
+
+Step = Callable[[Connection], dict[str, int] | None]
+"""One chunk in its own transaction: rows deleted per table, or None when none is left."""
+
+
+def _chunked(conn: Connection, what: str, step: Step, stop: Callable[[], bool],
+             totals: dict[str, int]) -> str:
+    """Run *step* until nothing is left; add its counts to *totals*.
+
+    Returns ``done``, ``stopped`` (*stop* said so) or ``raced`` (a writer made a row
+    of the chunk referenced meanwhile: the chunk was rolled back; the next run retries).
+    """
+    while not stop():
+        try:
+            with conn.begin():
+                deleted = step(conn)
+        except IntegrityError as exc:
+            log.warning("retention: %s: a chunk raced a writer and was rolled back (%s); "
+                        "the next prune retries it", what, str(exc.orig).splitlines()[0])
+            return "raced"
+        if deleted is None:
+            return "done"
+        for table, n in deleted.items():
+            totals[table] = totals.get(table, 0) + n
+        log.debug("retention: %s: %s", what, deleted)
+    return "stopped"
+
+
+def _rows(result: Any) -> int:
+    return max(0, int(result.rowcount or 0))
+
+
+def _id_step(table: Any, where: ColumnElement[bool], chunk: int) -> Step:
+    """Delete up to *chunk* rows of *table* (an ``id`` key) matching *where*."""
+    def step(conn: Connection) -> dict[str, int] | None:
+        ids = list(conn.execute(select(table.c.id).where(where).order_by(table.c.id)
+                                .limit(chunk)).scalars())
+        if not ids:
+            return None
+        return {table.name: _rows(conn.execute(delete(table).where(table.c.id.in_(ids))))}
+    return step
+
+
+def _cutout_step(before: datetime, chunk: int) -> Step:
+    def step(conn: Connection) -> dict[str, int] | None:
+        keys = sorted(set(conn.execute(_old_cutouts(before).order_by(cutouts.c.alert_pk)
+                                       .limit(chunk)).scalars()))
+        if not keys:
+            return None
+        return {"cutouts": _rows(conn.execute(delete(cutouts)
+                                              .where(cutouts.c.alert_pk.in_(keys))))}
+    return step
+
+
+def _alert_step(h: Horizons, chunk: int) -> Step:
+    """Old alerts with their cutouts, and their objects left with none (never a candidate's).
+
+    The regions lock is held shared and the active regions read again: a region stored
+    since the horizons were taken keeps its window's alerts, and its back-match (which
+    holds the lock exclusively) never sees a chunk half deleted.
+    """
+    def step(conn: Connection) -> dict[str, int] | None:
+        locks.share_regions(conn)
+        active = _active_start(conn)
+        before = h.alerts if active is None else min(h.alerts, active)
+        rows = conn.execute(select(alerts.c.id, alerts.c.object_pk).where(_old_alerts(before))
+                            .order_by(alerts.c.time).limit(chunk)).all()
+        if not rows:
+            return None
+        ids = [int(r.id) for r in rows]
+        owners = sorted({int(r.object_pk) for r in rows})
+        n_cutouts = _rows(conn.execute(delete(cutouts).where(cutouts.c.alert_pk.in_(ids))))
+        n_alerts = _rows(conn.execute(delete(alerts).where(alerts.c.id.in_(ids))))
+        n_objects = _rows(conn.execute(delete(objects).where(
+            objects.c.id.in_(owners), ~exists().where(alerts.c.object_pk == objects.c.id),
+            ~exists().where(coincidences.c.object_pk == objects.c.id))))
+        return {"cutouts": n_cutouts, "alerts": n_alerts, "objects": n_objects}
+    return step
+
+
+def _background_step(survey: str, first_night: int) -> Step:
+    """One night of a survey's counters (at most 12,288 order-5 pixels) per chunk."""
+    c = background_cells.c
+
+    def step(conn: Connection) -> dict[str, int] | None:
+        night = conn.execute(select(func.min(c.night)).where(
+            c.survey == survey, c.night < first_night)).scalar_one()
+        if night is None:
+            return None
+        return {"background_cells": _rows(conn.execute(delete(background_cells).where(
+            c.survey == survey, c.night == night)))}
+    return step
+
+
+def _steps(conn: Connection, policy: RetentionPolicy,
+           h: Horizons) -> Iterable[tuple[str, Step]]:
+    """The delete phases, in order: stamps by age first, so a dry run's counts add up."""
+    yield "cutouts", _cutout_step(max(h.alerts, h.cutouts), policy.chunk)
+    yield "alerts", _alert_step(h, policy.chunk)
+    yield "outbox", _id_step(outbox, _old_outbox(h.outbox), policy.chunk)
+    yield "dead_letters", _id_step(dead_letters,
+                                   dead_letters.c.received_at < h.dead_letters, policy.chunk)
+    with conn.begin():
+        surveys = background_surveys(conn)
+    for survey in surveys:
+        yield f"background_cells of {survey}", _background_step(
+            survey, _first_night(survey, h.background))
+
+
+def _try_lock(conn: Connection) -> bool:
+    """Take :data:`PRUNE_LOCK` for the session if free (PostgreSQL; always True elsewhere)."""
+    if conn.dialect.name != "postgresql":
+        return True
+    with conn.begin():
+        return bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                 {"key": PRUNE_LOCK}).scalar_one())
+
+
+def _unlock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        with conn.begin():
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PRUNE_LOCK})
+
+
+def prune(bind: Engine | Connection, policy: RetentionPolicy, now: datetime, *,
+          dry_run: bool = False, stop: Callable[[], bool] | None = None) -> PruneResult:
+    """Delete (or with *dry_run* only count) what *policy* no longer keeps at *now*.
+
+    Parameters
+    ----------
+    bind
+        An engine, or a connection outside any transaction (each chunk commits).
+    policy
+        :meth:`RetentionPolicy.from_config` of the configuration in force.
+    now
+        The time the horizons are measured from (timezone-aware UTC).
+    dry_run
+        Count what would go; delete nothing.
+    stop
+        Asked between chunks; True stops the prune there (daemon shutdown).
+
+    Returns
+    -------
+    PruneResult
+        Rows per table and the horizons; ``skipped`` when another process was pruning.
+    """
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            return prune(conn, policy, now, dry_run=dry_run, stop=stop)
+    conn = bind
+    if conn.in_transaction():
+        raise ValueError("prune commits each chunk: pass a connection outside a transaction")
+    with conn.begin():
+        h = horizons(conn, policy, now)
+        if dry_run:
+            return PruneResult.of(count(conn, h), dry_run=True, horizons=h)
+    if not _try_lock(conn):
+        log.info("retention: another process is pruning; this turn is skipped")
+        return PruneResult(dry_run=False, horizons=h, skipped=True)
+    totals: dict[str, int] = {}
+    outcomes: list[str] = []
+    try:
+        for what, step in _steps(conn, policy, h):
+            outcomes.append(_chunked(conn, what, step, stop or (lambda: False), totals))
+            if outcomes[-1] == "stopped":
+                break
+    finally:
+        _unlock(conn)
+    result = PruneResult.of(totals, dry_run=False, horizons=h,
+                            complete=set(outcomes) == {"done"})
+    log.info("retention: alerts before %s pruned: %s%s", h.alerts.isoformat(),
+             ", ".join(f"{k} {v}" for k, v in result.counts().items()),
+             "" if result.complete else " (incomplete: the next run goes on)")
+    return result
+
