@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-from mma.cli.common import add_db, write_engine
+from mma.cli.common import add_db, print_table, read_engine, write_engine
 from mma.config import SYSTEM_CONFIG, Config, load_config
 from mma.printable import printable, printable_lines
 
@@ -61,9 +62,45 @@ def cmd_config(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
-    """Create or migrate the database schema."""
+    """Create or migrate the database schema (upgrade), or delete what retention no longer
+    keeps (prune, see docs/retention.md)."""
+    if args.action == "prune":
+        return _prune(args, config)
     engine = write_engine(config, args.db)
     print(printable(f"database at head: {engine.url.render_as_string(hide_password=True)}"))
+    return 0
+
+
+def _prune(args: argparse.Namespace, config: Config) -> int:
+    """``mma db prune [--dry-run]``: rows per table that go (or would), and the horizons."""
+    from mma.cli.look import when
+    from mma.db.retention import RetentionPolicy, prune
+
+    policy = RetentionPolicy.from_config(config)
+    now = datetime.now(UTC)
+    engine = read_engine(config, args.db)
+    try:
+        result = prune(engine, policy, now, dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+    h = result.horizons
+    if result.skipped:
+        print("another process is pruning this database now: nothing done")
+        return 0
+    before = {"alerts": when(h.alerts), "cutouts": when(max(h.alerts, h.cutouts)),
+              "objects": "with their last alert", "outbox": when(h.outbox),
+              "dead_letters": when(h.dead_letters), "background_cells": when(h.background)}
+    print_table(("table", "older than", "would go" if result.dry_run else "deleted"),
+                [(name, before[name], n) for name, n in result.counts().items()])
+    active = "none" if h.active_start is None else f"the earliest from {when(h.active_start)}"
+    print(printable(f"alert horizon {when(h.alerts)}: the windows in force look back "
+                    f"{policy.lookback_days:g} d + margin {policy.margin_days:g} d "
+                    f"({when(h.windows)}); active regions' windows: {active}"))
+    print("alerts of objects that are or were candidates are kept, whatever their age")
+    if result.dry_run:
+        print("dry run: nothing deleted")
+    elif not result.complete:
+        print("stopped before the end (a race with a writer): the next prune goes on")
     return 0
 
 
@@ -89,6 +126,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "gives them to the service)")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("db", help=cmd_db.__doc__, description=cmd_db.__doc__)
-    p.add_argument("action", choices=("upgrade",))
+    p.add_argument("action", choices=("upgrade", "prune"),
+                   help="upgrade: create or migrate the schema; prune: delete what "
+                   "[retention] no longer keeps, in short chunks (docs/retention.md)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="prune: count what would go and show the horizons; delete nothing")
     add_db(p)
     p.set_defaults(func=cmd_db)

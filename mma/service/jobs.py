@@ -1,7 +1,8 @@
 """The daemon's periodic jobs on an APScheduler background scheduler.
 
-The heartbeat (``mma status``) and the pruning of the skymap cache run on the
-scheduler's thread: they share no in-memory state with the main loop. The jobs
+The heartbeat (``mma status``), the pruning of the skymap cache and the database's
+retention (:mod:`mma.db.retention`) run on the scheduler's thread: they share no
+in-memory state with the main loop. The jobs
 that touch the pipeline's in-memory region index (re-scoring with freshly
 measured backgrounds, expiry of closed windows, the spool directory) only raise
 a flag there; the main loop runs them between batches (:meth:`Jobs.run_due`), so
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from mma.db.retention import RetentionPolicy, prune
 from mma.replay import process_spool
 from mma.service import heartbeat
 from mma.service.pages import PageJob
@@ -43,6 +45,7 @@ class Jobs:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.due: set[str] = {"expire"}  # flagged for the main loop; expiry first of all
         self.pages = PageJob(engine, lambda: self.runtime.config, instance=instance)
+        self.stopping = False  # asked between the retention's chunks: stop at shutdown
 
     def start(self) -> None:
         """Schedule the jobs and start the scheduler's thread; write a first heartbeat."""
@@ -64,13 +67,18 @@ class Jobs:
         pages = self.runtime.config.section("pages")
         if pages["enabled"]:  # reads the database and writes files: the scheduler's thread
             jobs.append((self.pages.tick, "pages", pages["min_interval_seconds"]))
+        retention = self.runtime.config.section("retention")
+        if retention["enabled"]:  # database only: the scheduler's thread
+            jobs.append((self.prune_database, "retention", retention["interval_seconds"]))
         self.scheduler.remove_all_jobs()
         for func, name, seconds in jobs:
             self.scheduler.add_job(func, "interval", seconds=seconds, id=name, max_instances=1,
                                    coalesce=True)
 
     def shutdown(self) -> None:
-        """Stop the scheduler (waiting for a running heartbeat or prune)."""
+        """Stop the scheduler (waiting for a running heartbeat or prune; a running
+        retention stops after its current chunk)."""
+        self.stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
 
@@ -110,3 +118,19 @@ class Jobs:
         removed = SkymapCache(config.cache_dir / "skymaps").prune(
             max_age_s=config.section("skymaps")["cache_max_age_days"] * 86400.0)
         log.info("%s: skymap cache: %d files pruned", self.instance, removed)
+
+    def prune_database(self, now: datetime | None = None) -> None:
+        """Delete what ``[retention]`` no longer keeps (:func:`mma.db.retention.prune`).
+
+        Several daemons may run it on one PostgreSQL database: one prunes, the others
+        skip their turn (an advisory try-lock); the deletes are chunked and idempotent.
+        """
+        try:
+            result = prune(self.engine, RetentionPolicy.from_config(self.runtime.config),
+                           now or datetime.now(UTC), stop=lambda: self.stopping)
+        except SQLAlchemyError as exc:  # the database is down: the next period tries again
+            log.warning("%s: retention not run: %s", self.instance, exc)
+            return
+        if not result.skipped:
+            log.info("%s: retention: %s", self.instance,
+                     ", ".join(f"{k} {v}" for k, v in result.counts().items()))
