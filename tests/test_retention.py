@@ -24,6 +24,7 @@ from sqlalchemy import Engine, func, select, text
 from mma.channels import enabled_channels
 from mma.cli import main
 from mma.config import Config, load_config
+from mma.db import retention
 from mma.db.engine import make_engine
 from mma.db.retention import PRUNE_LOCK, PruneResult, RetentionPolicy, prune
 from mma.db.schema import alerts, coincidences, cutouts, metadata, objects, outbox, regions
@@ -241,6 +242,25 @@ def test_a_stopped_prune_deletes_nothing_more(db: tuple[Config, Engine]) -> None
     result = prune(engine, RetentionPolicy.from_config(config), LATER, stop=lambda: True)
     assert not result.complete and result.counts() == dict.fromkeys(TABLES, 0)
     assert sizes(engine) == start
+
+
+def test_a_chunk_that_breaks_a_reference_is_rolled_back(db: tuple[Config, Engine],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer making a chunk's row referenced meanwhile (simulated: the candidate check
+    gone, so a candidate's alert named by coincidences.alert_pk is in a chunk): that
+    chunk is undone whole, the prune says so, and the other tables are still pruned."""
+    config, engine = db
+    expire(db, LATER)
+    with engine.connect() as conn:
+        named = set(conn.execute(select(coincidences.c.alert_pk).where(
+            coincidences.c.alert_pk.is_not(None))).scalars())
+    before = {a.id for a in alert_rows(engine)}
+    monkeypatch.setattr(retention, "_unclaimed", lambda: alerts.c.id.is_not(None))
+    policy = dataclasses.replace(RetentionPolicy.from_config(config), chunk=100_000)
+    result = prune(engine, policy, LATER)
+    assert not result.complete and result.alerts == 0 and result.objects == 0
+    assert {a.id for a in alert_rows(engine)} == before and named <= before
+    assert result.outbox > 0 and result.background_cells > 0
 
 
 def test_one_prune_at_a_time_on_postgresql(db: tuple[Config, Engine]) -> None:

@@ -1,25 +1,11 @@
 """Retention: what the database forgets, and when (``[retention]``, docs/retention.md).
 
-Rubin alone stores up to ten million alerts a night; without pruning the database grows
-without bound. :func:`prune` deletes, table by table:
-
-* **alerts** (with their cutouts) older than the *alert horizon*: the longest look-back
-  of any window in force (``now + min(start)`` over the event classes of ``[windows]``,
-  never later than now) less ``retention.margin_days``, and never later than the start
-  of the window of an active region. An alert older than that cannot be matched by an
-  event stored now or later. Every alert of an object that is or was a candidate
-  (``coincidences.object_pk``) is kept, whatever its age;
-* **objects** whose last alert went and that were never a candidate, in the same
-  transaction as that alert;
-* **cutouts** of alerts older than ``retention.cutout_days``, except candidates';
-* **outbox** rows ``sent`` or ``superseded`` more than ``retention.outbox_days`` ago,
-  except the newest sent row of each candidate and channel (:func:`mma.outbox.enqueue`
-  reads it to send a retraction wherever the candidate was announced); pending and
-  parked rows stay;
-* **dead_letters** received more than ``retention.dead_letter_days`` ago;
-* **background_cells** of nights before the background's span (``background.span_days``,
-  else the longest window) and the margin: :class:`mma.match.scorer.Backgrounds` never
-  reads them again.
+Rubin alone stores up to ten million alerts a night. :func:`prune` deletes alerts older
+than the *alert horizon* (the longest look-back of the windows in force, plus a margin,
+and never within the window of an active region) with their cutouts, except every
+alert of an object that is or was a candidate; the objects left without alerts; older
+cutouts, delivered outbox rows and dead letters by age; and the background counters
+no re-measurement reads again. :class:`Horizons` says where each table's line falls.
 
 Every delete runs in chunks of at most :attr:`RetentionPolicy.chunk` rows, each its own
 short transaction, so a prune of millions of rows never holds locks for long while
@@ -38,18 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Select,
-    and_,
-    delete,
-    exists,
-    func,
-    or_,
-    select,
-    text,
-)
+from sqlalchemy import Connection, Engine, Select, and_, delete, exists, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -78,31 +53,14 @@ PRUNE_LOCK = 0x6D6D61_0002
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """How long each kind of row is kept [days], from the configuration in force.
+    """How long each kind of row is kept [days], from the configuration in force."""
 
-    Attributes
-    ----------
-    lookback_days
-        Longest look-back of a window in force: ``-min(start)`` over the event classes
-        of ``[windows]``, at least 0.
-    margin_days
-        Added to every horizon (late notices, an event time before its notice).
-    cutout_days, outbox_days, dead_letter_days
-        Ages past which cutouts (by alert time), delivered outbox rows (by send time)
-        and dead letters (by receipt) go.
-    background_days
-        Span of the background counters read (``background.span_days``, else the
-        longest window).
-    chunk
-        Rows per delete statement.
-    """
-
-    lookback_days: float
-    margin_days: float
-    cutout_days: float
-    outbox_days: float
-    dead_letter_days: float
-    background_days: float
+    lookback_days: float  # longest look-back of a window in force: -min(start), >= 0
+    margin_days: float  # added to the alert and background horizons (late notices)
+    cutout_days: float  # by alert time
+    outbox_days: float  # by send time (superseded rows: by creation)
+    dead_letter_days: float  # by receipt
+    background_days: float  # counters read: background.span_days, else the longest window
     chunk: int = CHUNK
 
     @classmethod
