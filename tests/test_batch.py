@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from mma.config import Config
-from mma.db import store
+from mma.db import alert_store
 from mma.db.engine import make_engine, upgrade
 from mma.db.schema import alerts, dead_letters, objects
 from mma.errors import TransientError
@@ -60,12 +60,12 @@ def test_add_alerts_equals_one_at_a_time(engine: Engine, tmp_path: Path) -> None
     hpx, vetoes = [10 * i for i in range(len(batch))], [["x"] if i == 2 else []
                                                        for i in range(len(batch))]
     with ref.begin() as conn:
-        store.add_alert(conn, earlier, hpx29=0, vetoes=[])
-        expected = [store.add_alert(conn, a, hpx29=h, vetoes=v)
+        alert_store.add_alert(conn, earlier, hpx29=0, vetoes=[])
+        expected = [alert_store.add_alert(conn, a, hpx29=h, vetoes=v)
                     for a, h, v in zip(batch, hpx, vetoes, strict=True)]
     with engine.begin() as conn:
-        store.add_alert(conn, earlier, hpx29=0, vetoes=[])
-        got = store.add_alerts(conn, batch, hpx29=hpx, vetoes=vetoes)
+        alert_store.add_alert(conn, earlier, hpx29=0, vetoes=[])
+        got = alert_store.add_alerts(conn, batch, hpx29=hpx, vetoes=vetoes)
     assert [g is None for g in got] == [e is None for e in expected] == [
         True, False, False, False, False, True]
     assert [g and g[1] for g in got] == [e and e[1] for e in expected]
@@ -146,20 +146,20 @@ def test_database_failure_commits_nothing_and_can_be_retried(
     pipeline = Pipeline(engine, config)
     feed(pipeline, notice("Initial", 0.5, {0: 0.8, 1: 0.2}))
     batch = [Parsed(HANDLER, b"r", f"t:0:{i}", item=alert(str(i), 0, 2.0)) for i in range(3)]
-    add_alerts = store.add_alerts
+    add_alerts = alert_store.add_alerts
 
     def fail_after_insert(conn: Any, *args: Any, **kwargs: Any) -> Any:
         add_alerts(conn, *args, **kwargs)
         raise OperationalError("INSERT", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(store, "add_alerts", fail_after_insert)
+    monkeypatch.setattr(alert_store, "add_alerts", fail_after_insert)
     with pytest.raises(TransientError) as failed:
         pipeline.process_alerts(batch)
     # One journald line naming the batch and the driver's error, no SQL text.
     assert str(failed.value) == "t:0:0 (+2): database error: Exception: connection lost"
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(alerts)).scalar_one() == 0
-    monkeypatch.setattr(store, "add_alerts", add_alerts)
+    monkeypatch.setattr(alert_store, "add_alerts", add_alerts)
     assert [o.kind for o in pipeline.process_alerts(batch)] == ["alert"] * 3
     assert len(rows(engine)) == 3
 
@@ -188,7 +188,7 @@ def test_quality_is_stored_as_plain_json(engine: Engine) -> None:
                "f32": np.float32(0.5), "i64": np.int64(7), "flag": np.bool_(True),
                "band": "g", "none": None}
     with engine.begin() as conn:
-        store.add_alerts(conn, [Alert(**{**base.__dict__, "quality": quality})],
+        alert_store.add_alerts(conn, [Alert(**{**base.__dict__, "quality": quality})],
                          hpx29=[1], vetoes=[[]])
     with engine.connect() as conn:
         stored = conn.execute(select(alerts.c.quality)).scalar_one()
@@ -207,12 +207,13 @@ def test_two_daemons_storing_one_new_object_at_once_both_commit(engine: Engine) 
     second = Alert(**{**alert("a2", 0, 2.0).__dict__, "object_id": first.object_id})
     result: dict[str, Any] = {}
     with engine.connect() as conn, conn.begin():
-        store.add_alerts(conn, [first], hpx29=[1], vetoes=[[]])
+        alert_store.add_alerts(conn, [first], hpx29=[1], vetoes=[[]])
 
         def other() -> None:
             try:
                 with engine.begin() as conn2:
-                    result["stored"] = store.add_alerts(conn2, [second], hpx29=[2], vetoes=[[]])
+                    result["stored"] = alert_store.add_alerts(conn2, [second], hpx29=[2],
+                                                              vetoes=[[]])
             except Exception as exc:  # the failure this test exists to catch
                 result["error"] = exc
 

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 
 from mma.cli import main
 from mma.config import Config, load_config
-from mma.db import store
+from mma.db import alert_store
 from mma.db.bulk import add_cutouts
 from mma.db.context import LIGHT_CURVE_CAP, Stamp, candidate_context, object_context
 from mma.db.engine import make_engine
@@ -169,7 +169,7 @@ def _store(engine: Engine, batch: list[Alert], vetoes: list[list[str]] | None = 
     """Store *batch* and the cutouts of its vetted alerts; their alerts.id."""
     vetoes = vetoes or [[] for _ in batch]
     with engine.begin() as conn:
-        stored = store.add_alerts(conn, batch, hpx29=[0] * len(batch), vetoes=vetoes)
+        stored = alert_store.add_alerts(conn, batch, hpx29=[0] * len(batch), vetoes=vetoes)
         pks = [s.alert_pk for s in stored if s is not None]
         add_cutouts(conn, [(pk, a) for pk, a, why in zip(pks, batch, vetoes, strict=True)
                            if not why], max_bytes=max_bytes)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
-from mma.db import region_store, store
+from mma.db import alert_store, region_store, store
 from mma.db.engine import json_loads, make_engine, refuses_values
 from mma.db.schema import alerts, dead_letters, events, metadata, notices, objects
 from mma.errors import InvalidValue, MalformedMessage, TransientError
@@ -98,9 +98,9 @@ def test_aliases_merge_and_revised_time_updates_the_event(engine: Engine) -> Non
 
 def test_alert_dedup_and_object_span(engine: Engine) -> None:
     with engine.begin() as conn:
-        one = store.add_alert(conn, _alert("1", hours=3), hpx29=123, vetoes=[])
-        dup = store.add_alert(conn, _alert("1", hours=3), hpx29=123, vetoes=[])
-        two = store.add_alert(conn, _alert("2", hours=30), hpx29=123, vetoes=["rb=0.1<0.5"])
+        one = alert_store.add_alert(conn, _alert("1", hours=3), hpx29=123, vetoes=[])
+        dup = alert_store.add_alert(conn, _alert("1", hours=3), hpx29=123, vetoes=[])
+        two = alert_store.add_alert(conn, _alert("2", hours=30), hpx29=123, vetoes=["rb=0.1<0.5"])
         assert one is not None and two is not None and dup is None
         assert one[1] == T0 - timedelta(days=2)  # first detection from the packet
         obj = conn.execute(select(objects)).one()

@@ -34,7 +34,7 @@ from sqlalchemy import (
 
 from mma.cli import main
 from mma.config import Config, load_config
-from mma.db import store
+from mma.db import alert_store
 from mma.db.engine import make_engine
 from mma.db.schema import alerts, coincidences, dead_letters, notices
 from mma.emitters.kafka import encode_value
@@ -217,7 +217,7 @@ def test_a_batch_whose_values_the_database_refuses_dead_letters_the_culprit(
     alert "2" is stored) fails the batch; one at a time, only that alert is a dead
     letter; the batch is not retried as if the database were down."""
     pipeline = Pipeline(engine, config)
-    add_alerts = store.add_alerts
+    add_alerts = alert_store.add_alerts
 
     def refusing(conn: Any, batch: Any, **kwargs: Any) -> Any:
         if any(a.alert_id == "2" for a in batch):
@@ -225,7 +225,7 @@ def test_a_batch_whose_values_the_database_refuses_dead_letters_the_culprit(
                                                      size=0, raw=b""))
         return add_alerts(conn, batch, **kwargs)
 
-    monkeypatch.setattr(store, "add_alerts", refusing)
+    monkeypatch.setattr(alert_store, "add_alerts", refusing)
     stream = [alert(str(i), 0, 1.0 + i) for i in range(4)]
     outcomes = pipeline.process_alerts(
         [Parsed(HANDLER, f"raw{i}".encode(), f"t:0:{i}", item=a) for i, a in enumerate(stream)])

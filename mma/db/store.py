@@ -11,37 +11,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, insert, select, update
 
-from mma.db.bulk import bulk_insert, lookup
 from mma.db.schema import (
-    HISTORY_CAP,
-    UTCDateTime,
-    alerts,
     dead_letters,
     event_aliases,
     events,
     notices,
-    objects,
     regions,
 )
 from mma.lifecycle import after_retraction, order_key
-from mma.models import Alert, Notice, StoredEvent, event_class_of
+from mma.models import Notice, StoredEvent, event_class_of
 
 log = logging.getLogger(__name__)
 
-OBJECT_CHUNK = 1000  # objects per INSERT ... VALUES (7 parameters each)
-
-
-def _insert(conn: Connection, stmt: Any) -> int:
+def insert_pk(conn: Connection, stmt: Any) -> int:
     """Execute an INSERT and return the new row's integer primary key."""
     key = conn.execute(stmt).inserted_primary_key
     assert key is not None
@@ -100,7 +89,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
                  notice.instrument, notice.notice_type, origin)
     inert = False
     if event_pk is None:
-        event_pk = _insert(conn, insert(events).values(
+        event_pk = insert_pk(conn, insert(events).values(
             event_id=notice.event_id, messenger=notice.messenger, event_class=event_class,
             instrument=notice.instrument, event_time=notice.event_time,
             status="active", test=notice.test, properties=plain_json(notice.properties),
@@ -116,7 +105,7 @@ def add_notice(conn: Connection, notice: Notice, raw: bytes, *, handler: str,
             conn.execute(insert(event_aliases).values(alias=alias, event_pk=event_pk))
     flags = [*notice.flags, *(["retraction"] if notice.retraction else []),
              *(["after_retraction"] if inert else [])]
-    notice_pk = _insert(conn, insert(notices).values(
+    notice_pk = insert_pk(conn, insert(notices).values(
         event_pk=event_pk, handler=handler, notice_type=notice.notice_type,
         issued_time=notice.issued_time, origin=origin, sha256=digest, raw=raw,
         properties=plain_json(notice.properties), flags=flags,
@@ -204,161 +193,7 @@ def retract_event(conn: Connection, event_pk: int) -> None:
                  .values(status="retracted"))
 
 
-def history_of(alert: Alert) -> list[int] | None:
-    """The alert's packet history as stored: the newest HISTORY_CAP, Unix seconds."""
-    if alert.history_source is None:
-        return None
-    return sorted({round(t.timestamp()) for t in alert.history})[-HISTORY_CAP:]
-
-
-class StoredAlert(NamedTuple):
-    """An alert as :func:`add_alerts` stored it."""
-
-    alert_pk: int
-    object_first: datetime  # the object's first detection so far, UTC
-    object_pk: int
-    object_last: datetime | None = None  # the object's latest alert before this one, UTC
-
-
-def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
-              vetoes: Sequence[str]) -> StoredAlert | None:
-    """Store an alert and update its object; None if this alert was stored before."""
-    if conn.execute(select(alerts.c.id).where(
-            alerts.c.survey == alert.survey, alerts.c.alert_id == alert.alert_id)).first():
-        return None
-    first = min(t for t in (alert.time, alert.first_detection) if t is not None)
-    obj = conn.execute(select(objects).where(
-        objects.c.survey == alert.survey, objects.c.object_id == alert.object_id)).first()
-    if obj is None:
-        object_pk = _insert(conn, insert(objects).values(
-            survey=alert.survey, object_id=alert.object_id, ra_deg=alert.ra_deg,
-            dec_deg=alert.dec_deg, first_time=first, last_time=alert.time, n_alerts=1,
-        ))
-        object_first = first
-    else:
-        object_pk = obj.id
-        object_first = min(obj.first_time, first)
-        conn.execute(update(objects).where(objects.c.id == obj.id).values(
-            first_time=object_first, last_time=max(obj.last_time, alert.time),
-            n_alerts=obj.n_alerts + 1,
-        ))
-    alert_pk = _insert(conn, insert(alerts).values(
-        survey=alert.survey, alert_id=alert.alert_id, object_pk=object_pk,
-        ra_deg=alert.ra_deg, dec_deg=alert.dec_deg, hpx29=hpx29, time=alert.time,
-        band=alert.band, magnitude=alert.magnitude, magnitude_err=alert.magnitude_err,
-        first_detection=alert.first_detection, distance_mpc=alert.distance_mpc,
-        broker=alert.broker, quality=_jsonable(alert.quality), vetoes=list(vetoes),
-        passes_vetting=not vetoes, history=history_of(alert),
-        history_source=alert.history_source,
-    ))
-    return StoredAlert(alert_pk, object_first, object_pk, None if obj is None else obj.last_time)
-
-
-def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int],
-               vetoes: Sequence[Sequence[str]]) -> list[StoredAlert | None]:
-    """Store many alerts and update their objects, as :func:`add_alert` would one by one.
-
-    A few statements for the whole batch instead of four per alert (a Rubin
-    visit is ~10,000 alerts). Alerts stored before, or repeated within the
-    batch, give None; the others give their :class:`StoredAlert`, where
-    the object's first time includes only the alerts before it in *batch*,
-    exactly as sequential calls would. Several daemons may store alerts of one
-    object at once: objects are created with ``ON CONFLICT DO NOTHING`` and
-    updated relatively (earliest, latest, count added), so no write is lost.
-    """
-    out: list[StoredAlert | None] = [None] * len(batch)
-    seen = set(lookup(conn, alerts.c.alert_id, {(a.survey, a.alert_id) for a in batch}))
-    fresh: list[int] = []
-    for i, alert in enumerate(batch):
-        if (alert.survey, alert.alert_id) not in seen:
-            seen.add((alert.survey, alert.alert_id))
-            fresh.append(i)
-    if not fresh:
-        return out
-    state, object_first, object_last = _object_states(conn, batch, fresh)
-    _write_objects(conn, state)
-    now = datetime.now(UTC)
-    bulk_insert(conn, alerts, [
-        {"survey": a.survey, "alert_id": a.alert_id,
-         "object_pk": state[(a.survey, a.object_id)]["id"], "ra_deg": a.ra_deg,
-         "dec_deg": a.dec_deg, "hpx29": int(hpx29[i]), "time": a.time, "band": a.band,
-         "magnitude": a.magnitude, "magnitude_err": a.magnitude_err,
-         "first_detection": a.first_detection, "distance_mpc": a.distance_mpc,
-         "broker": a.broker, "quality": _jsonable(a.quality), "vetoes": list(vetoes[i]),
-         "passes_vetting": not vetoes[i], "received_at": now,
-         "history": history_of(a), "history_source": a.history_source}
-        for i, a in ((i, batch[i]) for i in fresh)])
-    stored = lookup(conn, alerts.c.alert_id,
-                     [(batch[i].survey, batch[i].alert_id) for i in fresh], alerts.c.id)
-    for i in fresh:
-        obj = state[(batch[i].survey, batch[i].object_id)]
-        # An object another daemon created meanwhile: its earlier detections count too.
-        first = min(object_first[i], obj.get("stored_first") or object_first[i])
-        last = object_last[i] if object_last[i] is not None else obj.get("stored_last")
-        out[i] = StoredAlert(stored[(batch[i].survey, batch[i].alert_id)].id, first,
-                             obj["id"], last)
-    return out
-
-
-def _object_states(conn: Connection, batch: Sequence[Alert], fresh: list[int]) -> tuple[
-        dict[tuple[str, str], dict[str, Any]], dict[int, datetime], dict[int, datetime | None]]:
-    """Per object of the fresh alerts: what this batch adds; per alert, its object's
-    first and last times before it."""
-    known = lookup(conn, objects.c.object_id,
-                    {(batch[i].survey, batch[i].object_id) for i in fresh},
-                    objects.c.id, objects.c.first_time, objects.c.last_time)
-    state: dict[tuple[str, str], dict[str, Any]] = {
-        key: {"id": row.id, "first": row.first_time, "last": row.last_time, "added": 0}
-        for key, row in known.items()}
-    object_first: dict[int, datetime] = {}
-    object_last: dict[int, datetime | None] = {}
-    for i in fresh:
-        alert = batch[i]
-        first = min(t for t in (alert.time, alert.first_detection) if t is not None)
-        obj = state.get((alert.survey, alert.object_id))
-        object_last[i] = None if obj is None else obj["last"]
-        if obj is None:
-            state[(alert.survey, alert.object_id)] = obj = {
-                "id": None, "first": first, "last": alert.time, "added": 1,
-                "ra": alert.ra_deg, "dec": alert.dec_deg}
-        else:
-            obj.update(first=min(obj["first"], first), last=max(obj["last"], alert.time),
-                       added=obj["added"] + 1)
-        object_first[i] = obj["first"]
-    return state, object_first, object_last
-
-
-def _write_objects(conn: Connection, state: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """Create the new objects and update the others (relative: concurrent writers add up)."""
-    created = [(key, obj) for key, obj in state.items() if obj["id"] is None]
-    insert_of = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    for i in range(0, len(created), OBJECT_CHUNK):
-        values = insert_of(objects).values([
-            {"survey": survey, "object_id": object_id, "ra_deg": obj["ra"],
-             "dec_deg": obj["dec"], "first_time": obj["first"], "last_time": obj["last"],
-             "n_alerts": obj["added"]} for (survey, object_id), obj in created[i:i + OBJECT_CHUNK]])
-        for row in conn.execute(values.on_conflict_do_nothing(
-                index_elements=["survey", "object_id"]).returning(
-                objects.c.survey, objects.c.object_id, objects.c.id)):
-            obj = state[(row.survey, row.object_id)]
-            obj["id"], obj["added"] = row.id, 0  # its count is in the row already
-    raced = [key for key, obj in created if obj["id"] is None]  # created by another writer
-    for key, row in lookup(conn, objects.c.object_id, raced, objects.c.id, objects.c.first_time,
-                           objects.c.last_time).items():
-        state[key].update(id=row.id, stored_first=row.first_time, stored_last=row.last_time)
-    changed = [obj for obj in state.values() if obj["added"]]
-    if changed:
-        least, greatest = ((func.least, func.greatest) if conn.dialect.name == "postgresql"
-                           else (func.min, func.max))
-        conn.execute(update(objects).where(objects.c.id == bindparam("pk")).values(
-            first_time=least(objects.c.first_time, bindparam("first", type_=UTCDateTime)),
-            last_time=greatest(objects.c.last_time, bindparam("last", type_=UTCDateTime)),
-            n_alerts=objects.c.n_alerts + bindparam("added")),
-            [{"pk": o["id"], "first": o["first"], "last": o["last"], "added": o["added"]}
-             for o in sorted(changed, key=lambda o: o["id"])])
-
-
-def _jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
+def jsonable(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """Plain JSON types only (numpy scalars from Avro/parquet decoders become Python).
 
     NaN and infinities become null (not measured): the database's JSON
@@ -399,7 +234,7 @@ def add_dead_letter(engine: Engine, *, source: str, origin: str | None, error: B
                     raw: bytes) -> int:
     """Keep the raw bytes of a message that could not be processed, in its own transaction."""
     with engine.begin() as conn:
-        pk = _insert(conn, insert(dead_letters).values(
+        pk = insert_pk(conn, insert(dead_letters).values(
             source=_text(source)[:64], origin=None if origin is None else _text(origin),
             error_type=_text(type(error).__name__)[:64], error=_text(str(error))[:4000],
             size=len(raw), raw=raw,

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from mma.config import Config
-from mma.db import locks, store
+from mma.db import alert_store, locks
 from mma.db.background import add_cells
 from mma.db.bulk import add_cutouts
 from mma.ingest.stage import Outcome, Stage
@@ -70,7 +70,7 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
     correlator = stage.correlator
     with stage.engine.begin() as conn:
         locks.share_regions(conn)
-        stored = store.add_alerts(conn, batch, hpx29=ipix, vetoes=vetoes)
+        stored = alert_store.add_alerts(conn, batch, hpx29=ipix, vetoes=vetoes)
         # Another daemon may have stored, superseded or retracted a region since this
         # index was built: match against what the database holds now (and until commit).
         correlator.sync_active(conn)
@@ -103,7 +103,7 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
 
 
 def keep_cutouts(conn: Connection, vet: Vetters, batch: Sequence[Alert],
-                 stored: Sequence[store.StoredAlert | None], vetoes: Sequence[Sequence[str]],
+                 stored: Sequence[alert_store.StoredAlert | None], vetoes: Sequence[Sequence[str]],
                  matched: Mapping[int, set[str]]) -> None:
     """Store the stamps of the fresh alerts that pass vetting and whose object is a candidate.
 
@@ -120,7 +120,7 @@ def keep_cutouts(conn: Connection, vet: Vetters, batch: Sequence[Alert],
 
 
 def count_background(conn: Connection, batch: Sequence[Alert], fresh: list[int],
-                     stored: Sequence[store.StoredAlert | None], ipix: Sequence[int],
+                     stored: Sequence[alert_store.StoredAlert | None], ipix: Sequence[int],
                      vetoes: Sequence[Sequence[str]]) -> None:
     """Add the freshly stored alerts to their surveys' background counters.
 
