@@ -10,7 +10,7 @@ indexed), so "which alerts lie in this region" is a range join:
 
 driven by the region's tiles: one index range scan of ``alerts.hpx29`` per tile,
 cost proportional to the number of tiles kept plus the alerts in them
-(index ``ix_alerts_hpx29_time``). Only
+(index ``ix_alerts_hpx29_time_object_pk``). Only
 tiles at credible level <= the cut (``region_tiles.credible_level``, stored at
 insert) take part, which both applies the correlator's cut in SQL and removes
 most tiles of an LVK map.
@@ -36,6 +36,19 @@ region inserted moments ago, can make the same mistake (40 s instead of 0.2 s
 against 1 M alerts, measured): there the alerts of each tile come from a
 ``LATERAL`` subquery that it cannot flatten, so tiles stay outer, and the
 (hpx29, time) index checks the window without visiting rows outside it.
+
+Why the correlator asks only for object keys (:func:`objects_in_region`): it
+judges each object found on all its detections, which it reads again anyway
+(:func:`mma.db.candidates.objects_until`), so the alert rows of the match are
+only a way to name objects. ``alerts.*`` carries JSON (quality, history,
+vetoes) that the driver decodes for every row: for a year-long window over a
+GW map that was most of the query's time. The index ``(hpx29, time,
+object_pk)`` (migration 0009) covers the thin query, so neither database
+visits the table at all (PostgreSQL's index-only scan, once vacuum has marked
+the pages all-visible, as autovacuum does after bulk inserts). No other cut
+can be applied here without changing the result: an object found through a
+vetoed alert is still judged (its candidate is flagged ``veto:*``), and its
+position, the mean of its detections, is known only after they are read.
 """
 
 from __future__ import annotations
@@ -51,7 +64,8 @@ from sqlalchemy.sql.operators import custom_op
 
 from mma.db.schema import UTCDateTime, alerts, objects, region_tiles
 
-__all__ = ("DEFAULT_MAX_CREDIBLE_LEVEL", "alerts_in_region", "alerts_in_region_query")
+__all__ = ("DEFAULT_MAX_CREDIBLE_LEVEL", "alerts_in_region", "alerts_in_region_query",
+           "objects_in_region")
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +75,7 @@ DEFAULT_MAX_CREDIBLE_LEVEL = 0.9
 
 def alerts_in_region_query(region_pk: int, start: datetime, end: datetime,
                            max_credible_level: float = DEFAULT_MAX_CREDIBLE_LEVEL,
-                           *, sqlite: bool = False) -> Any:
+                           *, sqlite: bool = False, thin: bool = False) -> Any:
     """The SELECT behind :func:`alerts_in_region` (for EXPLAIN and benchmarks).
 
     Parameters
@@ -69,26 +83,59 @@ def alerts_in_region_query(region_pk: int, start: datetime, end: datetime,
     sqlite : bool
         Write the time terms as ``+alerts.time`` so that SQLite cannot drive the
         join from the time index (see the module notes).
+    thin : bool
+        Select only ``alerts.object_pk`` (:func:`objects_in_region`): no join
+        with ``objects``, and every column read is in ``ix_alerts_hpx29_time_object_pk``.
     """
     tile, alert, obj = region_tiles, alerts, objects
     tiles_kept = (tile.c.region_pk == region_pk, tile.c.credible_level <= max_credible_level)
     inside = and_(alert.c.hpx29 >= tile.c.lo, alert.c.hpx29 < tile.c.hi)
     if sqlite:
         # SQLite's documented idiom: a unary + makes a term unusable by an index,
-        # here ix_alerts_time, leaving tiles outer and a seek on ix_alerts_hpx29_time.
+        # here ix_alerts_time, leaving tiles outer and a seek on the hpx29 index.
         time = UnaryExpression(alert.c.time, operator=custom_op("+"), type_=UTCDateTime())
+        if thin:
+            return (select(alert.c.object_pk).select_from(tile.join(alert, inside))
+                    .where(*tiles_kept, time >= start, time <= end))
         source = tile.join(alert, inside).join(obj, obj.c.id == alert.c.object_pk)
         return (select(alert, obj.c.first_time.label("object_first"), obj.c.object_id)
                 .select_from(source)
                 .where(*tiles_kept, time >= start, time <= end))
     # A LATERAL subquery per tile; OFFSET keeps PostgreSQL from flattening it into a
     # plain join, whose plan would be free to start from the time index.
-    per_tile = (select(alert).where(inside, alert.c.time >= start, alert.c.time <= end)
+    columns = [alert.c.object_pk] if thin else [alert]
+    per_tile = (select(*columns).where(inside, alert.c.time >= start, alert.c.time <= end)
                 .offset(0).lateral("a"))
+    if thin:
+        return select(per_tile.c.object_pk).select_from(tile.join(per_tile, true())).where(
+            *tiles_kept)
     source = tile.join(per_tile, true()).join(obj, obj.c.id == per_tile.c.object_pk)
     return (select(per_tile, obj.c.first_time.label("object_first"), obj.c.object_id)
             .select_from(source)
             .where(*tiles_kept))
+
+
+def objects_in_region(conn: Connection, region_pk: int, start: datetime, end: datetime,
+                      max_credible_level: float = DEFAULT_MAX_CREDIBLE_LEVEL) -> list[int]:
+    """Objects with a stored alert inside a stored region's tiles and a time window.
+
+    The same alerts as :func:`alerts_in_region` (same parameters: window
+    inclusive at both ends, UTC; tiles at credible level <= the cut), reduced
+    to their objects: what the correlator's back-match needs (module notes).
+
+    Returns
+    -------
+    list of int
+        ``objects.id`` of each object found, once, in increasing order.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    stmt = alerts_in_region_query(region_pk, start, end, max_credible_level, sqlite=sqlite,
+                                  thin=True)
+    # Deduplicated here: a set of ints costs less than the database's sort or hash.
+    found = sorted(set(conn.execute(stmt).scalars()))
+    log.debug("region %d: %d stored objects with an alert inside (CL <= %g) between %s "
+              "and %s", region_pk, len(found), max_credible_level, start, end)
+    return found
 
 
 def alerts_in_region(conn: Connection, region_pk: int, start: datetime, end: datetime,

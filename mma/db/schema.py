@@ -210,9 +210,10 @@ alerts = Table(
     UniqueConstraint("survey", "alert_id"),
     Index(None, "survey", "passes_vetting", "time"),
     # Back-matching (mma.db.backmatch) seeks a range of hpx29 per region tile and
-    # keeps the alerts in the time window: with time in the index, PostgreSQL checks
-    # the window on index entries and visits only the rows that match.
-    Index(None, "hpx29", "time"),
+    # keeps the alerts in the time window: with time in the index, the window is
+    # checked on index entries, and with object_pk the correlator's query (which
+    # objects) is answered from the index alone, without visiting the rows.
+    Index(None, "hpx29", "time", "object_pk"),
 )
 
 # The image stamps an alert packet carries (ZTF and Rubin science, template and

@@ -25,13 +25,13 @@ from mma.config import Config
 from mma.db import candidates as rows
 from mma.db import region_store, store
 from mma.db.background import background_surveys
-from mma.db.backmatch import alerts_in_region
+from mma.db.backmatch import objects_in_region
 from mma.errors import InvalidValue
 from mma.match.active import ActiveRegion, ActiveRegions
-from mma.match.candidate import Thresholds, coincidence_id, payload_of, summarise
+from mma.match.candidate import Summary, Thresholds, coincidence_id, payload_of, summarise
 from mma.match.revisions import Ledger, record, retract
 from mma.match.scorer import Backgrounds, Scorer
-from mma.models import StoredEvent
+from mma.models import StoredEvent, StoredObject
 from mma.skymaps.region import Region, hpx29
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,10 @@ class Correlator:
         Candidates of the event that the region no longer holds are retracted
         with the flag ``left_region``.
         """
-        found = alerts_in_region(conn, active.region_pk, active.start, active.end, self.max_cl)
-        kept = set(self._candidates(conn, ledger, active, {r.object_pk for r in found}, now,
-                                    reason, skip_bad=True).values())
+        found = objects_in_region(conn, active.region_pk, active.start, active.end,
+                                  self.max_cl)
+        kept = set(self._candidates(conn, ledger, active, found, now, reason,
+                                    skip_bad=True).values())
         for row in rows.live_of_event(conn, active.event_pk):
             if row.coincidence_id not in kept:
                 retract(conn, ledger, row, "left_region", "left_region", active.key)
@@ -151,13 +152,9 @@ class Correlator:
                for pk, obj in objects.items()}
         stored = rows.lock_many(conn, ids.values())
         inside: dict[int, str] = {}
-        for obj in sorted(objects.values(), key=lambda o: o.pk):
-            summary = summarise(obj, event.event_time, active.start, active.end)
-            if summary is None:
-                continue
+        for obj, summary, tile in self._placed(active, objects.values()):
             cid, existing = ids[obj.pk], stored.get(ids[obj.pk])
-            tile = int(active.region.lookup(hpx29(summary.ra_deg, summary.dec_deg)))
-            if tile < 0 or active.region.credible_level[tile] > self.max_cl:
+            if tile < 0:
                 if existing is not None and existing.status != "retracted":
                     retract(conn, ledger, existing, "left_region", "left_region", active.key)
                 continue
@@ -177,6 +174,27 @@ class Correlator:
                    event_retracted=event.status == "retracted")
         ledger.insert(conn)
         return inside
+
+    def _placed(self, active: ActiveRegion, objects: Iterable[StoredObject]
+                ) -> list[tuple[StoredObject, Summary, int]]:
+        """Each object with a detection in *active*'s window, by pk: its summary and tile.
+
+        The tile is -1 where the summary's position lies outside the region's
+        credible-level cut. The positions are looked up in one call: a back-match
+        may judge a hundred thousand objects, and healpy's checks cost ~50 us a call.
+        """
+        t0 = active.event.event_time
+        placed = [(obj, summary) for obj in sorted(objects, key=lambda o: o.pk)
+                  if (summary := summarise(obj, t0, active.start, active.end)) is not None]
+        if not placed:
+            return []
+        ra = np.array([s.ra_deg for _, s in placed], dtype=np.float64)
+        dec = np.array([s.dec_deg for _, s in placed], dtype=np.float64)
+        tiles = active.region.lookup(hpx29(ra, dec))
+        cl = active.region.credible_level[np.maximum(tiles, 0)]
+        tiles = np.where((tiles >= 0) & (cl <= self.max_cl), tiles, -1)
+        return [(obj, summary, tile)
+                for (obj, summary), tile in zip(placed, tiles.tolist(), strict=True)]
 
     def remeasure(self, conn: Connection, now: datetime) -> None:
         """Measure every survey's background again (before a re-score)."""
