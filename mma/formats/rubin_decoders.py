@@ -16,8 +16,7 @@ generated decoder: each item is a ``diaSource`` record again, and only its
 :data:`HISTORY_FIELDS` become Python objects (``isNegative`` only where the version
 has it: v7 does not). An item costs about 6 µs this way against about 18 µs for
 fastavro skipping the same ~100 fields with a reader schema, and a year of history
-is hundreds of items. :func:`compile_keys` is the shortest decoder, for batch
-matching: id, position and time only.
+is hundreds of items.
 
 :mod:`mma.formats.rubin` compiles these once per bundled schema version. The
 generated code comes only from the bundled schema files, never from a message:
@@ -27,7 +26,6 @@ no sender-controlled text reaches ``exec``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +35,7 @@ from mma.formats.ids import escaped
 
 __all__ = [
     "HISTORY_FIELDS", "MAX_HISTORY_ITEMS", "SOURCE_FIELDS", "History", "Prefix",
-    "compile_history", "compile_keys", "compile_prefix",
+    "compile_history", "compile_prefix",
 ]
 
 # diaSource fields the handler reads (any version); the rest are skipped unread.
@@ -264,32 +262,3 @@ def compile_history(field: dict[str, Any], source: dict[str, Any]) -> History:
                              "MAX_HISTORY_ITEMS": MAX_HISTORY_ITEMS}
     exec(compile("\n".join(lines), f"<rubin history {source['namespace']}>", "exec"), scope)
     return History(fields=kept, function=scope["decode"])
-
-
-_KEY_TARGETS = {"diaSourceId": "sid", "ra": "ra", "dec": "dec", "midpointMjdTai": "t"}
-
-
-def compile_keys(alert: dict[str, Any],
-                 source: dict[str, Any]) -> Callable[[bytes, int], tuple[Any, Any, Any, Any, int]]:
-    """Straight-line decoder of (diaSourceId, ra, dec, midpointMjdTai, end) for one version.
-
-    The shortest leading-field decoder: generated like :class:`Prefix`, but it
-    stops at the last of these four ``diaSource`` fields (``dec``, about 60 bytes
-    in) and builds no dict: 3x faster than the full prefix. *alert* and *source*
-    are the version's raw ``alert`` and ``diaSource`` schema records.
-    """
-    fields = source["fields"]
-    last = max(i for i, f in enumerate(fields) if f["name"] in _KEY_TARGETS)
-    lines = ["def decode(buf, p):", "    sid = ra = dec = t = None"]
-    for field in alert["fields"]:
-        if field["name"] == "diaSource":
-            break
-        _emit_field(lines, field["type"], None)
-    for field in fields[: last + 1]:
-        _emit_field(lines, field["type"], _KEY_TARGETS.get(field["name"]))
-    lines.append("    return sid, ra, dec, t, p")
-    scope: dict[str, Any] = {"_long": _long, "_text": _text, "_F": _F,
-                             "_D": _D, "MalformedMessage": MalformedMessage}
-    exec(compile("\n".join(lines), f"<rubin match keys {alert['namespace']}>", "exec"), scope)
-    function: Callable[[bytes, int], tuple[Any, Any, Any, Any, int]] = scope["decode"]
-    return function
