@@ -17,13 +17,14 @@ import base64
 import functools
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import Connection, Engine, insert, select
 
-from mma.config import Config
+from mma.config import Config, load_config
 from mma.db import candidates, region_store, store
 from mma.db.schema import alerts, coincidences, objects
 from mma.match.active import ActiveRegion
@@ -176,6 +177,36 @@ def test_back_match_writes_the_reference_candidates(
     assert any(r["n_detections"] + r["n_vetoed_detections"] > 1 for r in expected.values())
     assert any(r["n_prior_detections"] for r in expected.values())
     assert n_found > len(expected)  # found, but the mean position lies outside the cut
+    assert any(r["classes"] for r in expected.values())  # a broker's quality fields read
+
+
+def test_back_match_again_retracts_those_that_left(
+        engine: Engine, sky: tuple[Correlator, ActiveRegion], tmp_path: Path) -> None:
+    correlator, active = sky
+    now = T0 + timedelta(days=2)
+    with engine.begin() as conn:
+        ledger = correlator.ledger()
+        correlator.on_region(conn, ledger, active, now)
+        ledger.flush(conn)
+    # The same region judged again with a tighter credible-level cut.
+    tight = Correlator(load_config(
+        environ={"MMA_SCORING__MAX_CREDIBLE_LEVEL": "0.5",
+                 "MMA_PATHS__STATE_DIR": str(tmp_path / "state")},
+        system_file=tmp_path / "absent.toml"))
+    again = tight.activate(active.region_pk, active.version, active.event, active.region)
+    with engine.connect() as conn:
+        expected = _reference(conn, tight, again, now)
+    with engine.begin() as conn:
+        before = {r.coincidence_id for r in conn.execute(select(coincidences))}
+        ledger = tight.ledger()
+        tight.on_region(conn, ledger, again, now)
+        ledger.flush(conn)
+        after = {r.coincidence_id: r for r in conn.execute(select(coincidences))}
+    live = {cid for cid, r in after.items() if r.status != "retracted"}
+    assert live == set(expected) and set(after) == before
+    left = before - live
+    assert len(left) > 10
+    assert all("left_region" in after[cid].payload["flags"] for cid in left)
 
 
 def _found_objects(conn: Connection, active: ActiveRegion, cut: float) -> list[int]:

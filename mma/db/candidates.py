@@ -13,7 +13,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    case,
+    func,
+    insert,
+    null,
+    select,
+    update,
+)
 
 from mma.db.schema import alerts, coincidence_revisions, coincidences, objects
 from mma.match.classes import alert_classes
@@ -35,7 +46,7 @@ def objects_until(conn: Connection, object_pks: Iterable[int],
                        alerts.c.ra_deg, alerts.c.dec_deg, alerts.c.hpx29, alerts.c.band,
                        alerts.c.magnitude, alerts.c.magnitude_err, alerts.c.vetoes,
                        alerts.c.history, alerts.c.history_source, alerts.c.distance_mpc,
-                       alerts.c.broker, alerts.c.quality)
+                       alerts.c.broker, _BROKER_QUALITY)
                 .where(alerts.c.object_pk.in_(chunk), alerts.c.time <= until)):
             found[row.object_pk].append(_detection(row))
         for obj in conn.execute(select(objects).where(objects.c.id.in_(chunk))):
@@ -43,6 +54,12 @@ def objects_until(conn: Connection, object_pks: Iterable[int],
             out[obj.id] = StoredObject(obj.id, obj.survey, obj.object_id, obj.first_time,
                                        tuple(found[obj.id]))
     return out
+
+
+# The quality fields are read for a broker's classes only: a survey's own alert would
+# decode a JSON document per detection for nothing (a back-match reads 10^5 of them).
+_BROKER_QUALITY = case((alerts.c.broker.is_not(None), alerts.c.quality),
+                       else_=null()).label("quality")
 
 
 def _detection(row: Any) -> Detection:
@@ -82,11 +99,24 @@ def lock_many(conn: Connection, cids: Iterable[str]) -> dict[str, Row[Any]]:
 
 def live_of_event(conn: Connection, event_pk: int) -> list[Row[Any]]:
     """The event's candidates not retracted, locked, in id order (not its event pairs)."""
-    return list(conn.execute(
-        select(coincidences).where(coincidences.c.event_pk == event_pk,
-                                   coincidences.c.other_event_pk.is_(None),
-                                   coincidences.c.status != "retracted")
-        .order_by(coincidences.c.coincidence_id).with_for_update()))
+    return list(conn.execute(_live_of_event(select(coincidences), event_pk)))
+
+
+def live_ids_of_event(conn: Connection, event_pk: int) -> list[str]:
+    """The ids of :func:`live_of_event`, locked alike, without their records.
+
+    A back-match keeps most of them: it reads the records of the others only
+    (:func:`lock_many`), not a JSON payload per candidate of the event.
+    """
+    return list(conn.execute(_live_of_event(select(coincidences.c.coincidence_id),
+                                            event_pk)).scalars())
+
+
+def _live_of_event(query: Select[Any], event_pk: int) -> Select[Any]:
+    return (query.where(coincidences.c.event_pk == event_pk,
+                        coincidences.c.other_event_pk.is_(None),
+                        coincidences.c.status != "retracted")
+            .order_by(coincidences.c.coincidence_id).with_for_update())
 
 
 def live_of_object(conn: Connection, object_pk: int) -> list[Row[Any]]:

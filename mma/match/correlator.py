@@ -86,9 +86,10 @@ class Correlator:
                                   self.max_cl)
         kept = set(self._candidates(conn, ledger, active, found, now, reason,
                                     skip_bad=True).values())
-        for row in rows.live_of_event(conn, active.event_pk):
-            if row.coincidence_id not in kept:
-                retract(conn, ledger, row, "left_region", "left_region", active.key)
+        left = [cid for cid in rows.live_ids_of_event(conn, active.event_pk)
+                if cid not in kept]
+        for row in rows.lock_many(conn, left).values():  # in id order, as locked
+            retract(conn, ledger, row, "left_region", "left_region", active.key)
         log.info("event %s: region v%d holds %d objects detected in its window",
                  active.event.event_id, active.version, len(kept))
 
