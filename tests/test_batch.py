@@ -182,19 +182,22 @@ def test_parse_never_raises_and_settle_dead_letters(engine: Engine, config: Conf
 
 
 def test_quality_is_stored_as_plain_json(engine: Engine) -> None:
-    """NaN and infinities become null, numpy scalars plain numbers, on every database."""
+    """NaN and infinities become null, numpy scalars plain numbers, on every database;
+    a survey's alert keeps only the fields that say something, a broker's all."""
     base = alert("q", 0, 1.0)
     quality = {"reliability": float("nan"), "snr": float("inf"), "neg": -float("inf"),
                "f32": np.float32(0.5), "i64": np.int64(7), "flag": np.bool_(True),
-               "band": "g", "none": None}
+               "band": "g", "none": None, "raised": np.bool_(False), "zero": 0}
+    brokered = Alert(**{**base.__dict__, "alert_id": "b", "broker": "Fink", "quality": quality})
     with engine.begin() as conn:
-        alert_store.add_alerts(conn, [Alert(**{**base.__dict__, "quality": quality})],
-                         hpx29=[1], vetoes=[[]])
+        alert_store.add_alerts(conn, [Alert(**{**base.__dict__, "quality": quality}), brokered],
+                               hpx29=[1, 1], vetoes=[[], []])
     with engine.connect() as conn:
-        stored = conn.execute(select(alerts.c.quality)).scalar_one()
-    assert stored == {"reliability": None, "snr": None, "neg": None, "f32": 0.5, "i64": 7,
-                      "flag": True, "band": "g", "none": None}
-    assert type(stored["i64"]) is int and type(stored["flag"]) is bool
+        stored = dict(conn.execute(select(alerts.c.alert_id, alerts.c.quality)).all())
+    assert stored["q"] == {"f32": 0.5, "i64": 7, "flag": True, "band": "g", "zero": 0}
+    assert type(stored["q"]["i64"]) is int and type(stored["q"]["flag"]) is bool
+    assert stored["b"] == {"reliability": None, "snr": None, "neg": None, "f32": 0.5, "i64": 7,
+                           "flag": True, "band": "g", "none": None, "raised": False, "zero": 0}
 
 
 # PostgreSQL only: SQLite lets one writer at a time in.

@@ -69,7 +69,7 @@ def add_alert(conn: Connection, alert: Alert, *, hpx29: int,
         ra_deg=alert.ra_deg, dec_deg=alert.dec_deg, hpx29=hpx29, time=alert.time,
         band=alert.band, magnitude=alert.magnitude, magnitude_err=alert.magnitude_err,
         first_detection=alert.first_detection, distance_mpc=alert.distance_mpc,
-        broker=alert.broker, quality=jsonable(alert.quality), vetoes=list(vetoes),
+        broker=alert.broker, quality=stored_quality(alert), vetoes=list(vetoes),
         passes_vetting=not vetoes, history=history_of(alert),
         history_source=alert.history_source,
     ))
@@ -109,6 +109,23 @@ def add_alerts(conn: Connection, batch: Sequence[Alert], *, hpx29: Sequence[int]
     return out
 
 
+def stored_quality(alert: Alert) -> dict[str, Any]:
+    """The alert's quality fields as stored: plain JSON; for a survey's own alert, only
+    the fields that say something.
+
+    A survey alert's quality is read by nothing once it is vetted (its vetoes are
+    stored with it): it is kept for people. Null (not measured) and false (a flag
+    not raised) say nothing there, and leaving them out takes a Rubin alert's
+    from ~1,050 to ~300 bytes of JSON. A broker's alert keeps every field: its
+    classes are read from them (:func:`mma.match.classes.alert_classes`).
+    """
+    quality = jsonable(alert.quality)
+    if alert.broker is not None:
+        return quality
+    return {key: value for key, value in quality.items()
+            if value is not None and value is not False}
+
+
 def _insert_alerts(conn: Connection, batch: Sequence[Alert], fresh: list[int],
                    state: Mapping[tuple[str, str], Mapping[str, Any]], hpx29: Sequence[int],
                    vetoes: Sequence[Sequence[str]]) -> list[int]:
@@ -123,7 +140,7 @@ def _insert_alerts(conn: Connection, batch: Sequence[Alert], fresh: list[int],
              "dec_deg": a.dec_deg, "hpx29": int(hpx29[i]), "time": a.time, "band": a.band,
              "magnitude": a.magnitude, "magnitude_err": a.magnitude_err,
              "first_detection": a.first_detection, "distance_mpc": a.distance_mpc,
-             "broker": a.broker, "quality": jsonable(a.quality), "vetoes": list(vetoes[i]),
+             "broker": a.broker, "quality": stored_quality(a), "vetoes": list(vetoes[i]),
              "passes_vetting": not vetoes[i], "received_at": now,
              "history": history_of(a), "history_source": a.history_source}
             for i, a in ((i, batch[i]) for i in fresh)]
