@@ -9,6 +9,7 @@ candidates. ``LATER`` puts every alert beyond the default horizon (365 + 7 days)
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import uuid
 from collections import Counter
@@ -331,7 +332,8 @@ def test_cli_prune_dry_run_then_prune(db: tuple[Config, Engine], tmp_path: Path,
     assert gone == int(rows["alerts"][2]) == start["alerts"] - sizes(engine)["alerts"]
 
 
-def test_the_daemon_job_prunes(db: tuple[Config, Engine], tmp_path: Path) -> None:
+def test_the_daemon_job_prunes(db: tuple[Config, Engine], tmp_path: Path,
+                               caplog: pytest.LogCaptureFixture) -> None:
     config, engine = db
     expire(db, LATER)
     jobs = Jobs(Runtime.build(engine, config), engine, instance="retention-test",
@@ -340,8 +342,11 @@ def test_the_daemon_job_prunes(db: tuple[Config, Engine], tmp_path: Path) -> Non
     job = jobs.scheduler.get_job("retention")
     assert job is not None and job.trigger.interval == timedelta(hours=1)
     start = sizes(engine)
-    jobs.prune_database(LATER)
+    with caplog.at_level(logging.INFO, logger="mma.service.jobs"):
+        jobs.prune_database(LATER)
     assert 0 < sizes(engine)["alerts"] < start["alerts"]
+    assert f"retention-test: retention (alerts before {(LATER - timedelta(days=372)).isoformat()}" \
+        in caplog.text
     off = load_config(environ={"MMA_RETENTION__ENABLED": "false",
                                "MMA_PATHS__STATE_DIR": str(tmp_path)},
                       system_file=tmp_path / "x")

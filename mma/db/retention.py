@@ -397,7 +397,7 @@ def prune(bind: Engine | Connection, policy: RetentionPolicy, now: datetime, *,
         _unlock(conn)
     result = PruneResult.of(totals, dry_run=False, horizons=h,
                             complete=set(outcomes) == {"done"})
-    log.info("retention: alerts before %s pruned: %s%s", h.alerts.isoformat(),
+    log.debug("retention: alerts before %s pruned: %s%s", h.alerts.isoformat(),
              ", ".join(f"{k} {v}" for k, v in result.counts().items()),
              "" if result.complete else " (incomplete: the next run goes on)")
     return result

@@ -132,5 +132,7 @@ class Jobs:
             log.warning("%s: retention not run: %s", self.instance, exc)
             return
         if not result.skipped:
-            log.info("%s: retention: %s", self.instance,
-                     ", ".join(f"{k} {v}" for k, v in result.counts().items()))
+            log.info("%s: retention (alerts before %s): %s deleted%s", self.instance,
+                     result.horizons.alerts.isoformat(),
+                     ", ".join(f"{k} {v}" for k, v in result.counts().items()),
+                     "" if result.complete else "; incomplete, the next run goes on")
