@@ -312,6 +312,19 @@ class Thresholds:
                    int(section["material_rank_top"]), cuts("max_p_chance"),
                    cuts("max_credible_level"), cuts("min_log_bayes_factor"))
 
+    def below_top(self, old: int | None, new: int | None) -> bool:
+        """Both ranks below the top ranks: a move between them is never published.
+
+        Every rank change reaching the top ranks is published, so a candidate whose
+        stored rank is below the top was published below the top too (or with
+        that very rank): :func:`mma.match.revisions.rerank` need not read its
+        record to know that the move is not material. An event holds thousands of
+        candidates by the end of a Rubin night, and each new one at the top moves
+        them all down by one.
+        """
+        return (self.rank_top > 0 and old is not None and new is not None
+                and min(old, new) > self.rank_top)
+
     def rank_is_material(self, old: int | None, new: int | None) -> bool:
         """A rank change worth a revision: within the top ranks, or any when top is 0."""
         if old == new:

@@ -141,7 +141,9 @@ def rerank(conn: Connection, ledger: Ledger, event_pks: set[int],
     """Rank each event's live, unvetoed candidates by ln B (1 = best); others get none.
 
     A rank change is published when :meth:`Thresholds.rank_is_material` says so
-    (a candidate already revised in this transaction just carries its new rank).
+    (a candidate already revised in this transaction just carries its new rank);
+    the records of candidates moving below the top ranks are not read
+    (:meth:`Thresholds.below_top`).
 
     Parameters
     ----------
@@ -160,7 +162,8 @@ def rerank(conn: Connection, ledger: Ledger, event_pks: set[int],
                 new = position
             if new != row.rank:
                 new_ranks[row.coincidence_id] = new
-            if new is not None and (new != row.rank or row.coincidence_id in ledger.published):
+            if new is not None and (row.coincidence_id in ledger.published or (
+                    new != row.rank and not ledger.thresholds.below_top(row.rank, new))):
                 look[row.coincidence_id] = row
         rows.set_ranks(conn, list(new_ranks.items()))
         _publish_ranks(conn, ledger, look, new_ranks, versions)
