@@ -313,7 +313,7 @@ def test_cli_prune_dry_run_then_prune(db: tuple[Config, Engine], tmp_path: Path,
     conf = tmp_path / "short.toml"
     conf.write_text("[windows]\n" + "".join(
         f'"{c}" = [0.0, 10.0]\n' for c in config.section("windows"))
-        + "[retention]\nmargin_days = 0.0\n")
+        + "[retention]\nmargin_days = 0.0\nenabled = false\n")  # the daemon's schedule only
     args = ["-c", str(conf), "db", "prune", "--db", engine.url.render_as_string(False)]
     start = sizes(engine)
     capsys.readouterr()
