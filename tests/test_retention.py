@@ -27,7 +27,8 @@ from mma.cli import main
 from mma.config import Config, load_config
 from mma.db import retention
 from mma.db.engine import make_engine
-from mma.db.retention import PRUNE_LOCK, PruneResult, RetentionPolicy, prune
+from mma.db.locks import PRUNE_KEY
+from mma.db.retention import PruneResult, RetentionPolicy, prune
 from mma.db.schema import alerts, coincidences, cutouts, metadata, objects, outbox, regions
 from mma.db.store import add_dead_letter
 from mma.emitters import Delivery
@@ -264,26 +265,27 @@ def test_a_chunk_that_breaks_a_reference_is_rolled_back(db: tuple[Config, Engine
     assert result.outbox > 0 and result.background_cells > 0
 
 
+# PostgreSQL only: SQLite has one writer at a time, and no advisory locks.
+@pytest.mark.parametrize("template", ["postgresql"], indirect=True)
 def test_one_prune_at_a_time_on_postgresql(db: tuple[Config, Engine]) -> None:
     config, engine = db
-    if engine.dialect.name != "postgresql":
-        pytest.skip("the prune lock is PostgreSQL's (SQLite has a single writer)")
+    assert engine.dialect.name == "postgresql"
     expire(db, LATER)
     policy = RetentionPolicy.from_config(config)
     start = sizes(engine)
     with engine.connect() as other:  # another daemon pruning
-        other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PRUNE_LOCK})
+        other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PRUNE_KEY})
         other.commit()
         skipped = prune(engine, policy, LATER)
         assert skipped.skipped and skipped.counts() == dict.fromkeys(TABLES, 0)
         assert sizes(engine) == start
-        other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PRUNE_LOCK})
+        other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PRUNE_KEY})
         other.commit()
     result = prune(engine, policy, LATER)
     assert not result.skipped and result.alerts > 0
     with engine.connect() as conn:  # the prune let its own lock go
         assert conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
-                            {"key": PRUNE_LOCK}).scalar_one()
+                            {"key": PRUNE_KEY}).scalar_one()
 
 
 def test_the_horizon_follows_the_windows_in_force(tmp_path: Path) -> None:

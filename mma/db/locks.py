@@ -29,6 +29,7 @@ from sqlalchemy import Connection, text
 # Keys in PostgreSQL's advisory lock space (bigint); "mma" in the high bits, away from
 # the migration lock (mma.db.engine.MIGRATION_LOCK).
 REGIONS_KEY = 0x6D6D61_0001
+PRUNE_KEY = 0x6D6D61_0002  # one retention prune at a time (mma.db.retention), session-level
 EVENT_KEY_BASE = 0x6D6D61 << 32  # + events.id
 
 

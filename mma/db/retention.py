@@ -11,8 +11,8 @@ Every delete runs in chunks of at most :attr:`RetentionPolicy.chunk` rows, each 
 short transaction, so a prune of millions of rows never holds locks for long while
 daemons write. Alert chunks hold the regions lock shared (:mod:`mma.db.locks`) and
 re-read the active regions, so that a region stored meanwhile keeps its window's
-alerts. On PostgreSQL one prune runs at a time: :data:`PRUNE_LOCK` is taken with a
-try-lock and a second daemon skips its turn. A dry run counts with the same predicates.
+alerts. On PostgreSQL one prune runs at a time: :data:`mma.db.locks.PRUNE_KEY` is
+taken with a try-lock and a second daemon skips its turn. A dry run counts with the same predicates.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ from mma.models import EVENT_CLASSES
 log = logging.getLogger(__name__)
 
 CHUNK = 10_000  # rows per delete statement (one short transaction each)
-# PostgreSQL advisory lock key, in the space of mma.db.locks.REGIONS_KEY: one prune at a time.
-PRUNE_LOCK = 0x6D6D61_0002
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class Horizons:
 class PruneResult:
     """Rows per table that a dry run would delete, or that a prune deleted.
 
-    ``skipped``: another process held :data:`PRUNE_LOCK` (nothing done).
+    ``skipped``: another process held :data:`mma.db.locks.PRUNE_KEY` (nothing done).
     ``complete``: False when the prune stopped early (asked to stop, or a race with
     a writer); what was not deleted goes at the next run.
     """
@@ -337,18 +335,18 @@ def _steps(conn: Connection, policy: RetentionPolicy,
 
 
 def _try_lock(conn: Connection) -> bool:
-    """Take :data:`PRUNE_LOCK` for the session if free (PostgreSQL; always True elsewhere)."""
+    """Take :data:`mma.db.locks.PRUNE_KEY` for the session if free (PostgreSQL; True elsewhere)."""
     if conn.dialect.name != "postgresql":
         return True
     with conn.begin():
         return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"),
-                                 {"key": PRUNE_LOCK}).scalar_one())
+                                 {"key": locks.PRUNE_KEY}).scalar_one())
 
 
 def _unlock(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         with conn.begin():
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": PRUNE_LOCK})
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": locks.PRUNE_KEY})
 
 
 def prune(bind: Engine | Connection, policy: RetentionPolicy, now: datetime, *,

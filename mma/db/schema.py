@@ -253,7 +253,8 @@ coincidences = Table(
     Column("event_pk", Id, ForeignKey("events.id"), nullable=False, index=True),
     Column("object_pk", Id, ForeignKey("objects.id"), nullable=True, index=True),  # see event_class
     # The object's latest detection in the window when last scored (NULL: event x event).
-    Column("alert_pk", Id, ForeignKey("alerts.id"), nullable=True),
+    # Indexed: deleting an old alert (mma.db.retention) checks this reference.
+    Column("alert_pk", Id, ForeignKey("alerts.id"), nullable=True, index=True),
     # The region scored against (NULL: an event x event pair whose first event has none).
     Column("region_pk", Id, ForeignKey("regions.id"), nullable=True),
     # The second event of an event x event coincidence (docs/joint.md); NULL for a candidate.
