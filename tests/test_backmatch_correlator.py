@@ -215,3 +215,27 @@ def _found_objects(conn: Connection, active: ActiveRegion, cut: float) -> list[i
     tile = active.region.lookup(np.array([r.hpx29 for r in rows], dtype=np.int64))
     keep = (tile >= 0) & (active.region.credible_level[np.maximum(tile, 0)] <= cut)
     return [rows[i].object_pk for i in np.flatnonzero(keep).tolist()]
+
+
+def test_candidates_written_in_bulk_keep_every_value(engine: Engine) -> None:
+    """Inserted by COPY and revised by one array UPDATE (PostgreSQL), values intact."""
+    notice = Notice(event_id="S240114aj", messenger="gw", instrument="LVK",
+                    notice_type="PRELIMINARY", event_time=T0, issued_time=T0)
+    tricky = {"s": "é\"'\\\n\t", "nested": [1, None, {"k": 2.5e-300}], "b": True}
+    with engine.begin() as conn:
+        event_pk = store.add_notice(conn, notice, b"n", handler="lvk", origin=None).event_pk
+        candidates.insert_candidates(conn, [
+            {"coincidence_id": f"c{i}", "event_pk": event_pk, "object_pk": None,
+             "alert_pk": None, "region_pk": None, "vetoed": i == 2,
+             "log_bayes_factor": 1.0 + i, "p_chance": 0.1, "payload": {**tricky, "i": i}}
+            for i in range(3)])
+        candidates.set_ranks(conn, [("c0", None), ("c1", None)])  # no type to infer
+        candidates.set_ranks(conn, [("c2", 7), ("c0", 1)])
+        candidates.revise_many(conn, [{"cid": "c1", "payload": {"x": tricky},
+                                       "revision": 2, "status": "updated"}])
+        got = {r.coincidence_id: r for r in conn.execute(select(coincidences))}
+    assert {c: (r.rank, r.revision, r.status, r.vetoed) for c, r in got.items()} == {
+        "c0": (1, 1, "active", False), "c1": (None, 2, "updated", False),
+        "c2": (7, 1, "active", True)}
+    assert got["c0"].payload == {**tricky, "i": 0} and got["c1"].payload == {"x": tricky}
+    assert got["c1"].updated_at >= got["c1"].created_at.replace(microsecond=0)
