@@ -115,7 +115,7 @@ def stored_quality(alert: Alert) -> dict[str, Any]:
 
     A survey alert's quality is read by nothing once it is vetted (its vetoes are
     stored with it): it is kept for people. Null (not measured) and false (a flag
-    not raised) say nothing there, and leaving them out takes a Rubin alert's
+    not raised) say nothing there, and leaving them out takes a Rubin alert's quality
     from ~1,050 to ~300 bytes of JSON. A broker's alert keeps every field: its
     classes are read from them (:func:`mma.match.classes.alert_classes`).
     """
