@@ -107,6 +107,32 @@ def alert_rows(engine: Engine) -> list[Any]:
         return list(conn.execute(select(alerts.c.id, alerts.c.object_pk, alerts.c.time)))
 
 
+def test_stamps_go_after_cutout_days_candidates_included(db: tuple[Config, Engine]) -> None:
+    """The only raw packet bytes stored are kept ``cutout_days`` by their alert's time."""
+    config, engine = db
+    with engine.connect() as conn:
+        stamped = sorted(conn.execute(select(cutouts.c.alert_pk, alerts.c.time)
+                                      .join(alerts, alerts.c.id == cutouts.c.alert_pk)
+                                      .distinct()).all(), key=lambda r: r.time)
+    assert len(stamped) >= 2 and stamped[0].time < stamped[-1].time
+    assert {r.alert_pk for r in stamped} <= {a.id for a in alert_rows(engine)
+                                             if a.object_pk in candidate_objects(engine)}
+    # A horizon between the oldest and the newest stamped alert, all windows still open.
+    cut = stamped[len(stamped) // 2].time
+    now = cut + timedelta(days=1)
+    policy = dataclasses.replace(RetentionPolicy.from_config(config), cutout_days=1.0)
+    before = sorted(alert_rows(engine))
+    with engine.connect() as conn:
+        n_old = conn.execute(select(func.count()).select_from(cutouts).join(
+            alerts, alerts.c.id == cutouts.c.alert_pk).where(alerts.c.time < cut)).scalar_one()
+    result = prune(engine, policy, now)
+    with engine.connect() as conn:
+        left = set(conn.execute(select(cutouts.c.alert_pk)).scalars())
+    assert left == {r.alert_pk for r in stamped if r.time >= cut}
+    assert result.cutouts == n_old > 0
+    assert sorted(alert_rows(engine)) == before  # the alerts themselves stay
+
+
 def expire(db: tuple[Config, Engine], now: datetime) -> None:
     """Close the regions whose windows ended by *now* (the daemon's expiry job)."""
     config, engine = db
@@ -123,8 +149,10 @@ def test_old_alerts_go_candidates_objects_keep_theirs(db: tuple[Config, Engine])
     with engine.connect() as conn:
         stamps = set(conn.execute(select(cutouts.c.alert_pk, cutouts.c.kind)).all())
         n_objects = conn.execute(select(func.count()).select_from(objects)).scalar_one()
-    # Small chunks: the same result in many short transactions.
-    policy = dataclasses.replace(RetentionPolicy.from_config(config), chunk=100)
+    # Small chunks: the same result in many short transactions; stamps kept for longer
+    # than the alerts' age (their own horizon has a test below).
+    policy = dataclasses.replace(RetentionPolicy.from_config(config), chunk=100,
+                                 cutout_days=10_000.0)
     result = prune(engine, policy, LATER)
     assert result.horizons.windows == LATER - timedelta(days=365 + 7)
     assert result.horizons.active_start is None and result.complete

@@ -168,10 +168,11 @@ def _old_alerts(before: datetime) -> ColumnElement[bool]:
     return and_(alerts.c.time < before, _unclaimed())
 
 
-def _old_cutouts(before: datetime) -> Select[Any]:
-    """Alert keys of the cutouts to go (an alert's three stamps share one key)."""
+def _old_cutouts(h: Horizons) -> Select[Any]:
+    """Alert keys of the stamps to go (an alert's three share one key): those of alerts
+    older than the stamps' horizon, candidates' included, and of the alerts that go."""
     return (select(cutouts.c.alert_pk).join(alerts, alerts.c.id == cutouts.c.alert_pk)
-            .where(_old_alerts(before)))
+            .where(or_(alerts.c.time < h.cutouts, _old_alerts(h.alerts))))
 
 
 def _old_outbox(before: datetime) -> ColumnElement[bool]:
@@ -202,7 +203,7 @@ def count(conn: Connection, h: Horizons) -> dict[str, int]:
     with_alert = exists().where(alerts.c.object_pk == objects.c.id)
     return {
         "alerts": n(alerts, _old_alerts(h.alerts)),
-        "cutouts": n(_old_cutouts(max(h.alerts, h.cutouts)).subquery()),
+        "cutouts": n(_old_cutouts(h).subquery()),
         # Objects whose every alert goes: some before the horizon, none after it.
         "objects": n(objects, with_alert.where(alerts.c.time < h.alerts),
                      ~with_alert.where(alerts.c.time >= h.alerts),
@@ -267,9 +268,9 @@ def _id_step(table: Any, where: ColumnElement[bool], chunk: int) -> Step:
     return step
 
 
-def _cutout_step(before: datetime, chunk: int) -> Step:
+def _cutout_step(h: Horizons, chunk: int) -> Step:
     def step(conn: Connection) -> dict[str, int] | None:
-        keys = sorted(set(conn.execute(_old_cutouts(before).order_by(cutouts.c.alert_pk)
+        keys = sorted(set(conn.execute(_old_cutouts(h).order_by(cutouts.c.alert_pk)
                                        .limit(chunk)).scalars()))
         if not keys:
             return None
@@ -322,7 +323,7 @@ def _background_step(survey: str, first_night: int) -> Step:
 def _steps(conn: Connection, policy: RetentionPolicy,
            h: Horizons) -> Iterable[tuple[str, Step]]:
     """The delete phases, in order: stamps by age first, so a dry run's counts add up."""
-    yield "cutouts", _cutout_step(max(h.alerts, h.cutouts), policy.chunk)
+    yield "cutouts", _cutout_step(h, policy.chunk)
     yield "alerts", _alert_step(h, policy.chunk)
     yield "outbox", _id_step(outbox, _old_outbox(h.outbox), policy.chunk)
     yield "dead_letters", _id_step(dead_letters,
