@@ -1,6 +1,6 @@
 """End to end: Rubin alerts through a real Kafka broker into ``mma run`` on PostgreSQL.
 
-Issue 7. Starts its own broker and PostgreSQL (``tests.services``), stopped at the end::
+Starts its own broker and PostgreSQL (``tests.services``), stopped at the end::
 
     python benchmarks/e2e_kafka.py [N] [--burst B] [--in-region F]
 
@@ -40,7 +40,7 @@ The daemons run with the knobs already in the configuration: ``kafka.batch`` (50
 ``MMA_KAFKA__BATCH=2000`` in the environment for the larger batch),
 ``kafka.poll_timeout_seconds`` (0.2 here) and ``daemon.deliver_interval_seconds`` (0.5
 here: the outbox drain period bounds the latency from below while delivery is only
-periodic). Targets (issue 7, this 2-core machine): sustained >= 50 % of (a) and
+periodic). Targets (this 2-core machine): sustained >= 50 % of (a) and
 >= 5,000 alerts/s per process; the burst stored and emitted within 5 s of the last
 alert's arrival, and p99 latency <= 5 s. Each is printed with PASS or MISS.
 """

@@ -25,7 +25,7 @@ from mma.service.preflight import daemon_problems
 SAMPLE = Path(__file__).parents[1] / "mma" / "data" / "sample"
 MMA = str(Path(sys.executable).with_name("mma"))
 
-# The new user's configuration of issue 15: each line crashed later, or never ran.
+# A new user's configuration as reported: each line crashed later, or never ran.
 BAD_VALUES = """
 [channels.email]
 security = "tls"

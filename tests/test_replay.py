@@ -38,7 +38,7 @@ MANIFEST_COUNTS = {
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def replayed(request: pytest.FixtureRequest, corpus: Path,
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run ``mma replay`` once per database on the corpus example of issue 3."""
+    """Run ``mma replay`` once per database on the corpus example."""
     tmp = tmp_path_factory.mktemp("replay")
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'replay.sqlite'}"
