@@ -228,9 +228,8 @@ def revise_many(conn: Connection, changes: Sequence[Mapping[str, Any]]) -> None:
     """Set payload, revision and status of many candidates (``cid`` keys) at once."""
     if not changes:
         return
-    if conn.dialect.name == "postgresql":
-        _update_from_json(conn, {"payload": "json", "revision": "integer",
-                                   "status": "varchar"}, changes)
+    if conn.dialect.name == "postgresql" and _update_from_json(
+            conn, {"payload": "json", "revision": "integer", "status": "varchar"}, changes):
         return
     conn.execute(update(coincidences).where(
         coincidences.c.coincidence_id == bindparam("cid")).values(
@@ -242,9 +241,8 @@ def set_ranks(conn: Connection, ranks: Sequence[tuple[str, int | None]]) -> None
     """Set the rank column of many candidates in one statement (one executemany on SQLite)."""
     if not ranks:
         return
-    if conn.dialect.name == "postgresql":
-        _update_from_json(conn, {"rank": "integer"},
-                            [{"cid": c, "rank": r} for c, r in ranks])
+    if conn.dialect.name == "postgresql" and _update_from_json(
+            conn, {"rank": "integer"}, [{"cid": c, "rank": r} for c, r in ranks]):
         return
     conn.execute(update(coincidences).where(
         coincidences.c.coincidence_id == bindparam("cid")).values(
@@ -252,7 +250,7 @@ def set_ranks(conn: Connection, ranks: Sequence[tuple[str, int | None]]) -> None
 
 
 def _update_from_json(conn: Connection, columns: Mapping[str, str],
-                      rows: Sequence[Mapping[str, Any]]) -> None:
+                      rows: Sequence[Mapping[str, Any]]) -> bool:
     """PostgreSQL: ``UPDATE coincidences ... FROM json_to_recordset(rows)``, one statement.
 
     SQLAlchemy's executemany pipelines an UPDATE per row (~0.1 ms each): the first
@@ -261,15 +259,23 @@ def _update_from_json(conn: Connection, columns: Mapping[str, str],
     written): the driver's array parameters quote every element with a regular
     expression, seconds for 10^5 records. *columns*: name -> SQL type of each
     column set, from the rows' keys (``cid`` names the candidate).
+
+    Returns False, writing nothing, when a record holds a NUL character (a hostile
+    broker class, escaped ``\u0000``): ``json_to_recordset`` converts the strings
+    it reads to text, which PostgreSQL refuses for NUL, while a ``json`` column
+    stores the escape as it is. The caller then updates row by row.
     """
     names = ["cid", *columns]
+    document = json_dumps([{n: row[n] for n in names} for row in rows])
+    if "\\u0000" in document:
+        return False
     record = ", ".join(f"{n} {t}" for n, t in {"cid": "varchar", **columns}.items())
     conn.execute(text(
         f"UPDATE coincidences AS c SET {', '.join(f'{n} = v.{n}' for n in columns)}, "
         f"updated_at = :now FROM json_to_recordset(CAST(:rows AS json)) AS v({record}) "
         "WHERE c.coincidence_id = v.cid"),
-        {"rows": json_dumps([{n: row[n] for n in names} for row in rows]),
-         "now": datetime.now(UTC)})
+        {"rows": document, "now": datetime.now(UTC)})
+    return True
 
 
 def vetted_objects(conn: Connection, survey: str, start: datetime,
