@@ -22,59 +22,27 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-import e2e_kafka as e2e  # noqa: E402
+import alert_path  # noqa: E402
 
-from mma.config import load_config  # noqa: E402
 from mma.db import alert_store  # noqa: E402
 from mma.db.engine import make_engine, upgrade  # noqa: E402
 from mma.db.store import jsonable  # noqa: E402
-from mma.handlers import lvk, rubin  # noqa: E402
-from mma.ingest import Pipeline  # noqa: E402
 from mma.models import Alert  # noqa: E402
 from tests.services.postgres import postgres_from_env  # noqa: E402
 
 BATCH = 500
 TABLES = ("alerts", "objects", "cutouts", "background_cells", "coincidences",
           "coincidence_revisions", "outbox")
-
-
-def frames(n: int) -> tuple[list[bytes], list[bytes]]:
-    """The 10 LVK notices and *n* frames (3 % near the lobes), as the e2e benchmark makes them."""
-    rng = np.random.default_rng(7)
-    t_unix = time.time() - 60
-    made = e2e.Frames(t_unix)
-    notices, lobes = e2e.notices(rng, datetime.fromtimestamp(t_unix, UTC) - timedelta(days=0.5))
-    near = int(n * 0.03)
-    positions = e2e.uniform(rng, n - near) + e2e.near_lobes(rng, lobes, near)
-    return notices, [made.make(10**12 + i, ra, dec) for i, (ra, dec) in enumerate(positions)]
-
-
-def fill(engine: Engine, notices: list[bytes], raws: list[bytes]) -> None:
-    """Store the notices, then the alerts in batches, as the daemon does."""
-    tmp = Path(tempfile.mkdtemp(prefix="mma-db-size-"))
-    config = load_config(environ={"MMA_PATHS__STATE_DIR": str(tmp)},
-                         system_file=tmp / "none.toml")
-    pipeline = Pipeline(engine, config)
-    for raw in notices:
-        item = lvk.parse(raw, topic="")
-        pipeline.process(lvk, raw, origin="notice", item=item, now=item.issued_time)
-    parsed = [pipeline.parse(rubin, raw, origin=f"t:0:{i}", topic="lsst-alerts-v9")
-              for i, raw in enumerate(raws)]
-    for i in range(0, len(parsed), BATCH):
-        pipeline.process_alerts(parsed[i:i + BATCH])
 
 
 def sizes(engine: Engine) -> dict[str, int]:
@@ -113,13 +81,11 @@ def measure(url_of: Callable[[str], str], notices: list[bytes], raws: list[bytes
     """Sizes per table for the code before and after, each on a fresh database."""
     out: dict[str, dict[str, int]] = {}
     for case in ("before", "after"):
-        engine = make_engine(url_of(case))
+        url = url_of(case)
+        engine = make_engine(url)
         upgrade(engine)
-        if case == "before":
-            with before(engine):
-                fill(engine, notices, raws)
-        else:
-            fill(engine, notices, raws)
+        with before(engine) if case == "before" else nullcontext():
+            alert_path.run(url, notices, raws, BATCH)  # as the daemon stores them
         out[case] = sizes(engine)
         engine.dispose()
     return out
@@ -138,7 +104,7 @@ def report(db: str, n: int, got: dict[str, dict[str, int]]) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    notices, raws = frames(n)
+    notices, raws = alert_path.frames(n, 0.03)
     tmp = Path(tempfile.mkdtemp(prefix="mma-db-size-"))
     report("SQLite", n, measure(lambda case: f"sqlite:///{tmp / case}.sqlite", notices, raws))
     server = postgres_from_env()

@@ -9,7 +9,6 @@ statements themselves (COPY, sequence draws) are in :mod:`mma.db.bulk`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -22,8 +21,6 @@ from mma.db.store import insert_pk, jsonable
 from mma.models import Alert
 
 __all__ = ["StoredAlert", "add_alert", "add_alerts", "history_of"]
-
-log = logging.getLogger(__name__)
 
 
 def history_of(alert: Alert) -> list[int] | None:
