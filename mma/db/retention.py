@@ -12,7 +12,8 @@ short transaction, so a prune of millions of rows never holds locks for long whi
 daemons write. Alert chunks hold the regions lock shared (:mod:`mma.db.locks`) and
 re-read the active regions, so that a region stored meanwhile keeps its window's
 alerts. On PostgreSQL one prune runs at a time: :data:`mma.db.locks.PRUNE_KEY` is
-taken with a try-lock and a second daemon skips its turn. A dry run counts with the same predicates.
+taken with a try-lock and a second daemon skips its turn. A dry run counts with the
+same predicates.
 """
 
 from __future__ import annotations
@@ -131,10 +132,8 @@ class PruneResult:
 
 def _active_start(conn: Connection) -> datetime | None:
     """The earliest window start of an active region, if any."""
-    value: datetime | None = conn.execute(
-        select(func.min(regions.c.window_start)).where(regions.c.status == "active")
-    ).scalar_one()
-    return value
+    query = select(func.min(regions.c.window_start)).where(regions.c.status == "active")
+    return conn.execute(query).scalar_one()
 
 
 def horizons(conn: Connection, policy: RetentionPolicy, now: datetime) -> Horizons:
@@ -153,9 +152,6 @@ def horizons(conn: Connection, policy: RetentionPolicy, now: datetime) -> Horizo
                     # Whole nights are read (mma.match.scorer): a day more for the rounding.
                     background=now - timedelta(days=math.ceil(policy.background_days) + 1)
                     - margin)
-
-
-# -- predicates ---------------------------------------------------------------------------
 
 
 def _unclaimed() -> ColumnElement[bool]:
@@ -189,9 +185,6 @@ def _old_outbox(before: datetime) -> ColumnElement[bool]:
 def _first_night(survey: str, before: datetime) -> int:
     """The first night of *survey* whose counters are kept: the one *before* falls in."""
     return int(night_of(survey, before.timestamp()))
-
-
-# -- dry run ------------------------------------------------------------------------------
 
 
 def count(conn: Connection, h: Horizons) -> dict[str, int]:
