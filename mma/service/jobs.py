@@ -2,11 +2,11 @@
 
 The heartbeat (``mma status``), the pruning of the skymap cache and the database's
 retention (:mod:`mma.db.retention`) run on the scheduler's thread: they share no
-in-memory state with the main loop. The jobs
-that touch the pipeline's in-memory region index (re-scoring with freshly
-measured backgrounds, expiry of closed windows, the spool directory) only raise
-a flag there; the main loop runs them between batches (:meth:`Jobs.run_due`), so
-the index is never used by two threads at once. A job that fails logs and runs
+in-memory state with the main loop. The jobs that touch the pipeline's in-memory
+region index (re-scoring with freshly measured backgrounds, expiry of closed
+windows, the spool directory) only raise a flag there; the main loop runs them
+between batches (:meth:`Jobs.run_due`), so the index is never used by two threads
+at once. A job that fails logs and runs
 again at its next period.
 """
 
