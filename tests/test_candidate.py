@@ -127,7 +127,7 @@ def record(**values: object) -> dict[str, object]:
      ["detections"]),
     (record(n_vetoed_detections=3), []),  # a bogus subtraction beside it is no news
     (record(region_version=2, credible_level=0.7), ["credible_level", "region"]),
-    (record(region_version=2), []),
+    (record(region_version=2), ["region"]),  # always: the record names its map
     (record(log_bayes_factor=-math.inf), ["log_bayes_factor"]),
 ])
 def test_material_changes(new: dict[str, object], expected: list[str]) -> None:

@@ -85,7 +85,8 @@ def test_every_scoring_is_in_the_history(engine: Engine, config: Config) -> None
     feed(p, alert("a", pixel=0, hours=2))
     second = Alert(**{**alert("a2", pixel=0, hours=30).__dict__, "object_id": "ZTF25obja"})
     feed(p, second)  # a new detection of the same object: one candidate, revision 2
-    feed(p, notice("UPDATE", 40, {0: 0.6, 1: 0.25, 2: 0.15}))  # same map: quiet
+    # The same map again: the numbers do not move, but the record now names version 2.
+    feed(p, notice("UPDATE", 40, {0: 0.6, 1: 0.25, 2: 0.15}))
     feed(p, notice("UPDATE", 41, {0: 0.9, 1: 0.1}))  # CL 0.6 -> 0.9: material
     feed(p, notice("RETRACTION", 50, retraction=True))
     cid = rows(engine)["a"]["coincidence_id"]
@@ -96,10 +97,10 @@ def test_every_scoring_is_in_the_history(engine: Engine, config: Config) -> None
                                          .order_by(coincidence_revisions.c.id))]
     assert history[0] == (1, True, "new", (), 1)
     assert history[1][:3] == (2, True, "new_detection") and "detections" in history[1][3]
-    assert history[2] == (2, False, "region", (), 2)  # re-scored against v2, not published
-    assert history[3][:3] == (3, True, "region") and history[3][4] == 3
+    assert history[2] == (3, True, "region", ("region",), 2)
+    assert history[3][:3] == (4, True, "region") and history[3][4] == 3
     assert "credible_level" in history[3][3] and "region" in history[3][3]
-    assert history[4] == (4, True, "retraction", ("status", "flags"), 3)
+    assert history[4] == (5, True, "retraction", ("status", "flags"), 3)
     assert len(history) == 5
 
 

@@ -156,13 +156,15 @@ def test_update_rescores_and_withdraws(engine: Engine, config: Config) -> None:
     assert after["b"]["status"] == "retracted" and "left_region" in after["b"]["flags"]
     # The same update delivered again is a duplicate and changes nothing ...
     assert feed(p, notice("UPDATE", 3, {0: 0.85, 2: 0.15})) == set()
-    # ... and a newer notice with the same map moves the region on without an update:
-    # the published record (revision, region version) stays what consumers last saw.
-    assert feed(p, notice("UPDATE", 4, {0: 0.85, 2: 0.15})) == set()
+    # ... and a newer notice with the same map is a revision that names the new version
+    # and nothing else: the numbers stay, the retracted candidate stays withdrawn.
+    assert feed(p, notice("UPDATE", 4, {0: 0.85, 2: 0.15})) == {after["a"]["coincidence_id"]}
     again = rows(engine)
-    assert again["a"]["region_version"] == 2 and again["a"]["status"] == "updated"
-    assert again["a"]["revision"] == after["a"]["revision"]
+    assert again["a"]["region_version"] == 3 and again["a"]["status"] == "updated"
+    assert again["a"]["revision"] == after["a"]["revision"] + 1
+    assert again["a"]["changes"] == ["region"]
     assert again["a"]["credible_level"] == after["a"]["credible_level"]
+    assert again["b"]["status"] == "retracted" and again["b"]["revision"] == after["b"]["revision"]
 
 
 def test_retraction_withdraws_every_coincidence(engine: Engine, config: Config) -> None:

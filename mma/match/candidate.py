@@ -354,7 +354,11 @@ def material_changes(old: Mapping[str, Any], new: Mapping[str, Any],
             isinstance(p_old, float) and isinstance(p_new, float)
             and abs(p_new - p_old) > th.p_chance_relative * max(abs(p_old), 1e-300)):
         changes.append("p_chance")
-    if changes and old.get("region_version") != new.get("region_version"):
+    # A newer map is always news for the record, even when it scores the object the same:
+    # otherwise which version a record ends on would depend on whether the object's
+    # detections arrived before or after the map. Human channels leave ``region`` alone
+    # out of their ``updates``.
+    if old.get("region_version") != new.get("region_version"):
         changes.append("region")
     return changes
 
