@@ -65,6 +65,7 @@ def _env(db: str, tmp_path: Path, bootstrap: str, stem: str, t_notices: str, t_a
             "MMA_PATHS__CACHE_DIR": str(tmp_path), "MMA_LOGGING__LEVEL": "WARNING",
             "MMA_KAFKA__GCN_BOOTSTRAP_SERVERS": bootstrap,
             "MMA_KAFKA__ALERT_BOOTSTRAP_SERVERS": bootstrap, "MMA_KAFKA__GROUP_ID": f"g-{stem}",
+            "MMA_KAFKA__SESSION_TIMEOUT_SECONDS": "3",
             "MMA_KAFKA__NOTICE_TOPICS": json.dumps([f"lvk:{t_notices}"]),
             "MMA_KAFKA__ALERT_TOPICS": json.dumps([f"ztf:{t_alerts}"]),
             "MMA_SKYMAPS__FETCH": "false", **extra}

@@ -50,6 +50,8 @@ def _env(tmp_path: Path, db: str, bootstrap: str, stem: str, **extra: str) -> di
             "MMA_KAFKA__GCN_BOOTSTRAP_SERVERS": bootstrap,
             "MMA_KAFKA__ALERT_BOOTSTRAP_SERVERS": bootstrap,
             "MMA_KAFKA__GROUP_ID": f"g-{stem}", "MMA_KAFKA__POLL_TIMEOUT_SECONDS": "0.5",
+            # A killed daemon's partitions move on after 3 s, not 10 (the broker allows it).
+            "MMA_KAFKA__SESSION_TIMEOUT_SECONDS": "3",
             "MMA_KAFKA__NOTICE_TOPICS": json.dumps([f"lvk:n-{stem}"]),
             "MMA_KAFKA__ALERT_TOPICS": json.dumps([f"ztf:a-{stem}"]),
             "MMA_CHANNELS__KAFKA__ENABLED": "true",

@@ -308,9 +308,7 @@ def test_sigkills_at_volume_end_as_a_clean_replay(
     _scenario(tmp_path, kafka_bootstrap, postgres_url, stream, 1, disturb, idle_exit=False)
 
 
-# Three daemons, not also two: three share the partitions unevenly and rebalance more
-# often, and each case costs ~90 s of the suite's 15-minute budget.
-@pytest.mark.parametrize("n_daemons", [3])
+@pytest.mark.parametrize("n_daemons", [2, 3])
 def test_scale_out_at_volume_ends_as_a_clean_replay(
         tmp_path: Path, kafka_bootstrap: str, postgres_url: str, stream: Stream,
         n_daemons: int) -> None:

@@ -32,7 +32,6 @@ from mma.service.heartbeat import SourceStats
 
 log = logging.getLogger(__name__)
 
-ALERT_SESSION_TIMEOUT_MS = 10_000
 
 
 EVERY_DEFAULT = "*"
@@ -109,7 +108,7 @@ def make_consumer(config: Config, kind: str, *, instance: str) -> Consumer:
                               "broker of your optical alert stream)")
         return Consumer(with_logger({**common, **ALERT_FETCH, **client_config(config, "alerts"),
                                      "group.id": kafka["group_id"],
-                                     "session.timeout.ms": ALERT_SESSION_TIMEOUT_MS}))
+                                     **_session(kafka["session_timeout_seconds"])}))
     group = f"{kafka['group_id']}-notices-{instance}"
     # This group is the instance's own: static membership lets a restarted daemon take
     # its partitions back at once instead of waiting out its crashed predecessor's
@@ -178,6 +177,15 @@ class SourceBook:
                 stats = out.setdefault(topic, SourceStats())
                 stats.lag = (stats.lag or 0) + lag
         return out
+
+
+def _session(timeout_s: float) -> dict[str, int]:
+    """Session timeout of the shared alert group, and a heartbeat well inside it.
+
+    A SIGKILLed daemon's partitions wait this long before the group hands them on.
+    """
+    ms = round(timeout_s * 1000)
+    return {"session.timeout.ms": ms, "heartbeat.interval.ms": max(100, ms // 3)}
 
 
 # librdkafka calls on_assign after every rebalance, with an empty list when the group

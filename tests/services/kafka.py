@@ -179,6 +179,9 @@ class KafkaBroker(ProcessService):
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Daemons under test use a 3 s session, so that a SIGKILLed one's partitions
+            # move on sooner than the default minimum of 6 s would let them.
+            "group.min.session.timeout.ms": "1000",
             "auto.create.topics.enable": "true",
             "delete.topic.enable": "true",
             "log.flush.interval.messages": "1",
