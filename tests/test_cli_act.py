@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -204,5 +205,49 @@ def test_commands_on_postgresql(postgres_url: str, tmp_path: Path,
         slack = next(c for c in status["outbox"] if c["channel"] == "slack")
         assert slack["parked"] == len(parked) and slack["last_error"] == "muted"
         assert status["alerts"][0]["count"] > 0 and status["notices"][0]["count"] == 4
+    finally:
+        engine.dispose()
+
+
+def test_mute_waits_for_a_batch_writing_the_event_and_parks_what_it_queued(
+        postgres_url: str, tmp_path: Path) -> None:
+    """A mute while an alert batch is writing the event's candidates (it holds the event's
+    lock) waits for the batch to commit, then parks the deliveries the batch queued: no
+    person hears of the event after the mute returned."""
+    from mma.db import locks
+    from mma.db.actions import mute
+
+    ingest_sample(tmp_path, postgres_url)
+    engine = make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            pk, cid = conn.execute(
+                select(events.c.id, coincidences.c.coincidence_id)
+                .join(coincidences, coincidences.c.event_pk == events.c.id)
+                .where(events.c.event_id == EVENT).limit(1)).one()
+        done = threading.Event()
+        batch = engine.connect()
+        txn = batch.begin()
+        locks.share_regions(batch)
+        locks.lock_events(batch, [pk])  # a batch in flight on the event
+
+        def muter() -> None:
+            with engine.begin() as conn:
+                mute(conn, pk, datetime.now(UTC))
+            done.set()
+
+        thread = threading.Thread(target=muter)
+        thread.start()
+        assert not done.wait(1.0), "mute did not wait for the event's writer"
+        queued = batch.execute(outbox.insert().values(
+            coincidence_id=cid, revision=1, channel="slack", status="pending", attempts=0,
+            payload={"kind": "update"}, next_attempt_at=datetime.now(UTC),
+            created_at=datetime.now(UTC)).returning(outbox.c.id)).scalar_one()
+        txn.commit()
+        batch.close()
+        thread.join(30)
+        assert done.is_set()
+        assert {r.id: (r.status, r.last_error) for r in deliveries(engine)}[queued] == (
+            "parked", "muted")
     finally:
         engine.dispose()

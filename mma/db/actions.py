@@ -7,6 +7,11 @@ human deliveries already waiting, with ``last_error`` ``muted``, so nothing more
 reaches a person; retractions are let through, as they are by ``enqueue``.
 Unmuting lets new revisions through again and leaves the parked ones parked
 (``mma resend`` sends a candidate's latest revision when wanted).
+
+Each is a write concerning one event, so it takes that event's lock
+(:mod:`mma.db.locks`) like a daemon's alert batch: a mute waits for the batches
+writing the event's candidates and parks what they queued, and every batch
+after it sees the mute.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from mma.db import locks
 from mma.db.schema import coincidences, events, outbox, regions
 from mma.report import record_of
 
@@ -49,6 +55,7 @@ def mute(conn: Connection, event_pk: int, now: datetime) -> int:
 
     Returns the deliveries parked.
     """
+    _lock_event(conn, event_pk)
     conn.execute(update(events).where(events.c.id == event_pk, events.c.muted_at.is_(None))
                  .values(muted_at=now))
     pending = conn.execute(
@@ -65,11 +72,18 @@ def mute(conn: Connection, event_pk: int, now: datetime) -> int:
 
 def unmute(conn: Connection, event_pk: int) -> bool:
     """Clear the event's mute; False when it was not muted."""
+    _lock_event(conn, event_pk)
     done = conn.execute(update(events).where(events.c.id == event_pk,
                                              events.c.muted_at.is_not(None))
                         .values(muted_at=None)).rowcount
     log.info("event %d unmuted", event_pk)
     return bool(done)
+
+
+def _lock_event(conn: Connection, event_pk: int) -> None:
+    """Wait for the event's writers in flight, and hold new ones off until commit."""
+    locks.share_regions(conn)
+    locks.lock_events(conn, [event_pk])
 
 
 def _kind(payload: Any) -> str | None:
@@ -92,6 +106,11 @@ def resend(conn: Connection, coincidence_id: str, channels: Sequence[str],
     LookupError
         No such candidate.
     """
+    event_pk = conn.execute(select(coincidences.c.event_pk).where(
+        coincidences.c.coincidence_id == coincidence_id)).scalar()
+    if event_pk is None:
+        raise LookupError(f"no candidate {coincidence_id}")
+    _lock_event(conn, event_pk)  # the revision read below is then the latest
     row = conn.execute(
         select(coincidences, events.c.properties, events.c.test, regions.c.area90_deg2)
         .join(events, events.c.id == coincidences.c.event_pk)
