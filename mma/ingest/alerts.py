@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from mma.config import Config
-from mma.db import alert_store, locks
+from mma.db import alert_store, candidates, locks
 from mma.db.background import add_cells
 from mma.db.bulk import add_cutouts
 from mma.ingest.stage import Outcome, Stage
@@ -76,7 +76,7 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
         correlator.sync_active(conn)
         fresh = [i for i, result in enumerate(stored) if result is not None]
         # Rubin re-sends a source it withdrew: its object is judged again.
-        withdrawn = {i: correlator.withdraw_alert(conn, alert.survey, alert.alert_id, vetoes[i])
+        withdrawn = {i: withdraw_alert(conn, alert.survey, alert.alert_id, vetoes[i])
                      for i, alert in enumerate(batch)
                      if stored[i] is None and "withdrawn" in vetoes[i]}
         count_background(conn, batch, fresh, stored, ipix, vetoes)
@@ -100,6 +100,26 @@ def store_alerts(stage: Stage, vet: Vetters, batch: Sequence[Alert],
             if found is not None:
                 outcomes[i].touched |= set(found[1].values()) & touched
     return outcomes
+
+
+def withdraw_alert(conn: Connection, survey: str, alert_id: str,
+                   vetoes: list[str]) -> tuple[int, dict[int, str]] | None:
+    """A survey withdrew a source: veto the stored alert.
+
+    Returns its object and the object's live candidates before, by event (to be
+    re-judged with :meth:`mma.match.correlator.Correlator.rejudge`); None if the
+    alert is not stored.
+    """
+    found = candidates.object_of_alert(conn, survey, alert_id)
+    if found is None:
+        return None
+    alert_pk, object_pk = found
+    candidates.veto_alert(conn, alert_pk, vetoes)
+    events = {row.event_pk: row.coincidence_id
+              for row in candidates.live_of_object(conn, object_pk)}
+    log.warning("%s alert %s withdrawn by the survey: its object's candidates of %d "
+                "events to be re-judged", survey, alert_id, len(events))
+    return object_pk, events
 
 
 def keep_cutouts(conn: Connection, vet: Vetters, batch: Sequence[Alert],

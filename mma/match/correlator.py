@@ -4,12 +4,10 @@ region against the objects already stored.
 The correlator keeps the active region of each event in memory (rebuilt from
 the database by :meth:`Correlator.load_active`) as one level-29 range index.
 A match of any detection of an object inside an event's region and window
-makes the object a candidate of the event; the candidate is then judged on
-all its detections in the window (:func:`mma.match.candidate.summarise`): its
-combined position must lie inside the region's credible-level cut, and it is
-scored there. Both directions apply this same rule, so the result does not
-depend on whether the alerts or the notice came first. Rows are written with
-:mod:`mma.match.revisions` in the caller's transaction; nothing is emitted here.
+makes the object a candidate of the event, judged on all its detections in the
+window by :class:`mma.match.judge.Judge`. Both directions apply this same rule,
+so the result does not depend on whether the alerts or the notice came first.
+Rows are written in the caller's transaction; nothing is emitted here.
 """
 
 from __future__ import annotations
@@ -26,13 +24,13 @@ from mma.db import candidates as rows
 from mma.db import region_store, store
 from mma.db.background import background_surveys
 from mma.db.backmatch import objects_in_region
-from mma.errors import InvalidValue
 from mma.match.active import ActiveRegion, ActiveRegions
-from mma.match.candidate import Summary, Thresholds, coincidence_id, payload_of, summarise
-from mma.match.revisions import Ledger, record, retract
+from mma.match.candidate import Thresholds
+from mma.match.judge import Judge
+from mma.match.revisions import Ledger, retract
 from mma.match.scorer import Backgrounds, Scorer
-from mma.models import StoredEvent, StoredObject
-from mma.skymaps.region import Region, hpx29
+from mma.models import StoredEvent
+from mma.skymaps.region import Region
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +44,7 @@ class Correlator:
         self.max_cl = float(config.section("scoring")["max_credible_level"])
         self.regions = ActiveRegions(config, self.max_cl)
         self.scorer = Scorer(config)
+        self.judge = Judge(self.scorer, self.max_cl)
 
     def ledger(self) -> Ledger:
         """A fresh record of one transaction's candidate changes."""
@@ -131,71 +130,13 @@ class Correlator:
                 out.setdefault(object_pk, set()).add(cid)
         return out
 
-    def _refresh(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
-                 object_pks: Iterable[int], now: datetime, reason: str) -> set[str]:
-        """Score each object against *active*; the ids of those inside the region."""
-        return set(self._candidates(conn, ledger, active, object_pks, now, reason).values())
-
     def _candidates(self, conn: Connection, ledger: Ledger, active: ActiveRegion,
                     object_pks: Iterable[int], now: datetime, reason: str, *,
                     skip_bad: bool = False) -> dict[int, str]:
-        """Record the candidate of each object inside *active*; by object, their ids.
-
-        A record refused for a non-finite number (:func:`payload_of`) raises, so the
-        alert being processed is dead-lettered with the reason; with *skip_bad* (a
-        region or a re-score: the message is the notice, or none) it is logged and
-        that candidate left as it was, so one object cannot cost an event its notice.
-        """
-        event = active.event
-        objects = rows.objects_until(conn, object_pks, active.end)
+        """Judge each object against *active* (:meth:`Judge.record`); by object, the ids."""
         live = {a.region_pk for a in self.active.values()}
-        ids = {pk: coincidence_id(event.event_id, obj.survey, obj.object_id)
-               for pk, obj in objects.items()}
-        stored = rows.lock_many(conn, ids.values())
-        inside: dict[int, str] = {}
-        for obj, summary, tile in self._placed(active, objects.values()):
-            cid, existing = ids[obj.pk], stored.get(ids[obj.pk])
-            if tile < 0:
-                if existing is not None and existing.status != "retracted":
-                    retract(conn, ledger, existing, "left_region", "left_region", active.key)
-                continue
-            inside[obj.pk] = cid
-            score = self.scorer.score(conn, active, obj.survey, summary, tile, now, live)
-            try:
-                payload = payload_of(cid, event, active.version, obj, summary, score)
-            except InvalidValue as exc:
-                if not skip_bad:
-                    raise
-                log.error("event %s: %s: candidate not recorded: %s", event.event_id, reason,
-                          exc)
-                continue
-            record(conn, ledger, existing, cid, payload, score, event_pk=event.pk,
-                   object_pk=obj.pk, alert_pk=summary.latest_alert_pk, region=active.key,
-                   vetoed=summary.vetoed, reason=reason,
-                   event_retracted=event.status == "retracted")
-        ledger.insert(conn)
-        return inside
-
-    def _placed(self, active: ActiveRegion, objects: Iterable[StoredObject]
-                ) -> list[tuple[StoredObject, Summary, int]]:
-        """Each object with a detection in *active*'s window, by pk: its summary and tile.
-
-        The tile is -1 where the summary's position lies outside the region's
-        credible-level cut. The positions are looked up in one call: a back-match
-        may judge a hundred thousand objects, and healpy's checks cost ~50 us a call.
-        """
-        t0 = active.event.event_time
-        placed = [(obj, summary) for obj in sorted(objects, key=lambda o: o.pk)
-                  if (summary := summarise(obj, t0, active.start, active.end)) is not None]
-        if not placed:
-            return []
-        ra = np.array([s.ra_deg for _, s in placed], dtype=np.float64)
-        dec = np.array([s.dec_deg for _, s in placed], dtype=np.float64)
-        tiles = active.region.lookup(hpx29(ra, dec))
-        cl = active.region.credible_level[np.maximum(tiles, 0)]
-        tiles = np.where((tiles >= 0) & (cl <= self.max_cl), tiles, -1)
-        return [(obj, summary, tile)
-                for (obj, summary), tile in zip(placed, tiles.tolist(), strict=True)]
+        return self.judge.record(conn, ledger, active, object_pks, now, reason, live=live,
+                                 skip_bad=skip_bad)
 
     def remeasure(self, conn: Connection, now: datetime) -> None:
         """Measure every survey's background again (before a re-score)."""
@@ -211,24 +152,6 @@ class Correlator:
         """
         self.on_region(conn, ledger, self.active[event_pk], now, reason="rescore")
 
-    def withdraw_alert(self, conn: Connection, survey: str, alert_id: str,
-                       vetoes: list[str]) -> tuple[int, dict[int, str]] | None:
-        """A survey withdrew a source: veto the stored alert.
-
-        Returns its object and the object's live candidates before, by event (to
-        be re-judged with :meth:`rejudge`); None if the alert is not stored.
-        """
-        found = rows.object_of_alert(conn, survey, alert_id)
-        if found is None:
-            return None
-        alert_pk, object_pk = found
-        rows.veto_alert(conn, alert_pk, vetoes)
-        events = {row.event_pk: row.coincidence_id
-                  for row in rows.live_of_object(conn, object_pk)}
-        log.warning("%s alert %s withdrawn by the survey: its object's candidates of %d "
-                    "events to be re-judged", survey, alert_id, len(events))
-        return object_pk, events
-
     def rejudge(self, conn: Connection, ledger: Ledger, object_pk: int,
                 event_pks: Iterable[int], now: datetime) -> None:
         """Judge an object again against each of *event_pks* still active (a withdrawal).
@@ -237,8 +160,8 @@ class Correlator:
         ``veto:withdrawn`` and ``source_withdrawn``). Call with the events locked.
         """
         for event_pk in sorted(set(event_pks) & set(self.active)):
-            self._refresh(conn, ledger, self.active[event_pk], [object_pk], now,
-                          "source_withdrawn")
+            self._candidates(conn, ledger, self.active[event_pk], [object_pk], now,
+                             "source_withdrawn")
 
     def expire(self, conn: Connection, now: datetime) -> list[str]:
         """Close the regions whose time window ended before *now* (status ``expired``).
