@@ -148,85 +148,37 @@ class Notifier:
                 return False
         return True
 
+    # The messages the daemon sends: each returns whether its datagram was sent.
+
     def ready(self, status: str | None = None) -> bool:
-        """Tell systemd that start-up (or a reload) is complete.
-
-        Parameters
-        ----------
-        status : str, optional
-            A one-line status shown by ``systemctl status``.
-
-        Returns
-        -------
-        bool
-            Whether the notification was sent.
-        """
+        """Start-up (or a reload) is complete; *status* is one line for ``systemctl status``."""
         if status is None:
             return self.notify(READY=1)
         return self.notify(READY=1, STATUS=status)
 
     def reloading(self) -> bool:
-        """Tell systemd a configuration reload has begun; call :meth:`ready` when done.
+        """A configuration reload has begun; call :meth:`ready` when done.
 
         Sends ``MONOTONIC_USEC`` (``CLOCK_MONOTONIC`` in µs) as
         ``Type=notify-reload`` requires; harmless under ``Type=notify``.
-
-        Returns
-        -------
-        bool
-            Whether the notification was sent.
         """
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.notify(RELOADING=1, MONOTONIC_USEC=usec)
 
     def stopping(self) -> bool:
-        """Tell systemd the service is shutting down.
-
-        Returns
-        -------
-        bool
-            Whether the notification was sent.
-        """
+        """The service is shutting down."""
         return self.notify(STOPPING=1)
 
     def watchdog(self) -> bool:
-        """Ping the watchdog (``WATCHDOG=1``); call every :func:`watchdog_interval_s`.
-
-        Returns
-        -------
-        bool
-            Whether the notification was sent.
-        """
+        """Ping the watchdog (``WATCHDOG=1``); call every :func:`watchdog_interval_s`."""
         return self.notify(WATCHDOG=1)
 
     def status(self, text: str) -> bool:
-        """Set the free-form status line shown by ``systemctl status``.
-
-        Parameters
-        ----------
-        text : str
-            One line; newlines are replaced by spaces.
-
-        Returns
-        -------
-        bool
-            Whether the notification was sent.
-        """
+        """Set the one-line status shown by ``systemctl status`` (newlines become spaces)."""
         return self.notify(STATUS=text)
 
     def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more time to start, reload or stop (``EXTEND_TIMEOUT_USEC``).
-
-        Parameters
-        ----------
-        seconds : float
-            Time from now [s] within which the next state change will come.
-
-        Returns
-        -------
-        bool
-            Whether the notification was sent.
-        """
+        """Ask for *seconds* [s] more to start, reload or stop (``EXTEND_TIMEOUT_USEC``)."""
         return self.notify(EXTEND_TIMEOUT_USEC=max(0, round(seconds * 1_000_000)))
 
     def close(self) -> None:
