@@ -5,8 +5,8 @@ coincidences, so a message exists if and only if the change committed: a
 crash after the commit loses nothing (the next drain sends it), a crash
 before it sends nothing. :func:`drain` delivers pending rows through the
 emitters: each row is first *claimed* (its next attempt moved a lease into the
-future by a conditional UPDATE, with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL
-so several daemons take disjoint rows), then sent outside any transaction, then
+future, so that several daemons take disjoint rows: :func:`mma.db.deliveries.claim`),
+then sent outside any transaction, then
 marked sent, or rescheduled with exponential backoff, or parked after
 ``outbox.max_attempts`` failures. A sender that dies mid-send leaves its row to
 be retried when the lease runs out: delivery is at least once, and every
@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine
 
 from mma.channels import digest_minutes, passes, passes_pair
 from mma.config import Config
+from mma.db import deliveries
 from mma.db.actions import is_human
-from mma.db.schema import coincidences, events, outbox, regions
 from mma.emitters import Delivery, DigestEmitter, Emitter
 from mma.errors import DeliveryError
 from mma.report import record_of
@@ -38,7 +38,6 @@ from mma.watch import watch_passes
 log = logging.getLogger(__name__)
 
 
-CHUNK = 500  # ids per IN (...) list
 MARK_EVERY_S = 1.0  # sent rows are marked at least this often (seconds)
 
 
@@ -55,20 +54,7 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
     ids = sorted(set(coincidence_ids))
     if not channels or not ids:
         return 0
-    found: dict[str, Any] = {}
-    carried: dict[str, set[str]] = {cid: set() for cid in ids}
-    for i in range(0, len(ids), CHUNK):
-        chunk = ids[i:i + CHUNK]
-        for row in conn.execute(
-                select(coincidences, events.c.properties, events.c.test, events.c.muted_at,
-                       regions.c.area90_deg2)
-                .join(events, events.c.id == coincidences.c.event_pk)
-                .outerjoin(regions, regions.c.id == coincidences.c.region_pk)
-                .where(coincidences.c.coincidence_id.in_(chunk))):
-            found[row.coincidence_id] = row
-        for cid, channel in conn.execute(select(outbox.c.coincidence_id, outbox.c.channel).where(
-                outbox.c.coincidence_id.in_(chunk), outbox.c.status.in_(("sent", "pending")))):
-            carried[cid].add(channel)
+    found, carried = deliveries.to_deliver(conn, ids)
     missing = [cid for cid in ids if cid not in found]
     if missing:
         raise LookupError(f"coincidences not stored: {', '.join(missing[:5])}")
@@ -91,15 +77,7 @@ def enqueue(conn: Connection, channels: Mapping[str, Mapping[str, Any]],
                              "next_attempt_at": now, "created_at": now,
                              "payload": {"kind": kind, "record": record, "event": event,
                                          "region_pk": row.region_pk}})
-    # Only the newest revision is sent: older pending rows of the same channel give way.
-    for channel in channels:
-        mine = [r["coincidence_id"] for r in rows if r["channel"] == channel]
-        for i in range(0, len(mine), CHUNK):
-            conn.execute(update(outbox).where(
-                outbox.c.coincidence_id.in_(mine[i:i + CHUNK]), outbox.c.channel == channel,
-                outbox.c.status == "pending").values(status="superseded"))
-    if rows:
-        conn.execute(insert(outbox), rows)
+    deliveries.replace_pending(conn, rows)
     return len(rows)
 
 
@@ -121,35 +99,18 @@ def release_claims(engine: Engine, owner: str, now: datetime) -> int:
     least once), and need not wait out their lease.
     """
     with engine.begin() as conn:
-        released = conn.execute(update(outbox).where(
-            outbox.c.status == "pending", outbox.c.claimed_by == owner,
-            outbox.c.next_attempt_at > now).values(next_attempt_at=now))
-    if released.rowcount:
+        released = deliveries.release(conn, owner, now)
+    if released:
         log.warning("outbox: %d deliveries claimed by %s before a restart are due again",
-                    released.rowcount, owner)
-    return int(released.rowcount or 0)
+                    released, owner)
+    return released
 
 
 def _claim(engine: Engine, now: datetime, lease: timedelta, batch: int,
            channels: Iterable[str], owner: str | None) -> list[Any]:
     """Claim up to *batch* due rows of *channels*; another drainer will not take them."""
     with engine.begin() as conn:
-        query = (select(outbox.c.id).where(
-            outbox.c.status == "pending", outbox.c.next_attempt_at <= now,
-            outbox.c.channel.in_(list(channels))).order_by(outbox.c.id).limit(batch))
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        ids = list(conn.execute(query).scalars())
-        if not ids:
-            return []
-        # Conditional: on SQLite (no row locks) a second drainer's UPDATE matches nothing.
-        claimed = list(conn.execute(update(outbox).where(
-            outbox.c.id.in_(ids), outbox.c.status == "pending",
-            outbox.c.next_attempt_at <= now).values(
-            next_attempt_at=now + lease, attempts=outbox.c.attempts + 1, claimed_by=owner)
-            .returning(outbox.c.id)).scalars())
-        return list(conn.execute(select(outbox).where(outbox.c.id.in_(claimed))
-                                 .order_by(outbox.c.id)))
+        return deliveries.claim(conn, now, lease, batch, channels, owner)
 
 
 def drain(engine: Engine, emitters: Mapping[str, Emitter], config: Config, now: datetime,
@@ -236,8 +197,7 @@ def _delivery(row: Any, region_loader: Callable[[int], Region | None] | None,
 
 def _mark_sent(engine: Engine, rows: list[Any], now: datetime) -> None:
     with engine.begin() as conn:
-        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(
-            status="sent", sent_at=now, last_error=None))
+        deliveries.mark_sent(conn, [r.id for r in rows], now)
     for row in rows:
         log.info("coincidence %s r%d: %s sent to %s", row.coincidence_id, row.revision,
                  row.payload["kind"], row.channel)
@@ -246,8 +206,7 @@ def _mark_sent(engine: Engine, rows: list[Any], now: datetime) -> None:
 def _postpone(engine: Engine, rows: list[Any], until: datetime) -> None:
     """Give back claimed rows untried (their channel is down): due again at *until*."""
     with engine.begin() as conn:
-        conn.execute(update(outbox).where(outbox.c.id.in_([r.id for r in rows])).values(
-            next_attempt_at=until, attempts=outbox.c.attempts - 1))
+        deliveries.postpone(conn, [r.id for r in rows], until)
     log.info("outbox: %d deliveries to %s wait until %s (channel down)", len(rows),
              ", ".join(sorted({r.channel for r in rows})), until.isoformat())
 
@@ -255,9 +214,7 @@ def _postpone(engine: Engine, rows: list[Any], until: datetime) -> None:
 def _digest_due(engine: Engine, channel: str, now: datetime, minutes: float) -> bool:
     """True once the oldest pending delivery of *channel* has waited *minutes*."""
     with engine.connect() as conn:
-        oldest = conn.execute(select(func.min(outbox.c.created_at)).where(
-            outbox.c.channel == channel, outbox.c.status == "pending",
-            outbox.c.next_attempt_at <= now)).scalar_one()
+        oldest = deliveries.oldest_due(conn, channel, now)
     return oldest is not None and oldest <= now - timedelta(minutes=minutes)
 
 
@@ -287,9 +244,8 @@ def _failed(engine: Engine, row: Any, exc: Exception, conf: Mapping[str, Any],
     backoff = min(conf["backoff_seconds"] * 2 ** (attempts - 1), conf["max_backoff_seconds"])
     delay = max(backoff, retry_after or 0.0)
     with engine.begin() as conn:
-        conn.execute(update(outbox).where(outbox.c.id == row.id).values(
-            status="parked" if park else "pending", last_error=str(exc)[:2000],
-            next_attempt_at=now + timedelta(seconds=delay)))
+        deliveries.reschedule(conn, row.id, park=park, error=str(exc),
+                              at=now + timedelta(seconds=delay))
     level = logging.ERROR if park else logging.WARNING
     log.log(level, "coincidence %s r%d: %s delivery %s after attempt %d: %s",
             row.coincidence_id, row.revision, row.channel,
