@@ -1,7 +1,7 @@
 """Daemon heartbeats in the shared database, for ``mma status``.
 
 Each running daemon instance writes, every heartbeat interval, one row of
-:data:`mma.db.schema.daemon_status` for itself (source ``""``) and one per
+:data:`mma.db.schema.daemon_status` (:mod:`mma.db.daemons`) for itself (source ``""``) and one per
 Kafka topic it consumes, with the messages and dead letters counted since it
 started and its consumer lag. ``mma status``, a separate process without
 access to Kafka, reads them back with :func:`read_status`; an instance whose
@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, delete, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine
 
-from mma.db.schema import daemon_status
+from mma.db import daemons
 from mma.printable import printable
 
 log = logging.getLogger(__name__)
@@ -158,28 +157,8 @@ def beat(engine: Engine, *, instance: str, started_at: datetime,
              "last_message_at": s.last_message_at}
             for name, s in {INSTANCE_ROW: total, **sources}.items()]
     with engine.begin() as conn:
-        _upsert(conn, rows)
-        conn.execute(delete(daemon_status).where(
-            daemon_status.c.instance == instance,
-            daemon_status.c.source.not_in([row["source"] for row in rows])))
+        daemons.write_beat(conn, instance, rows)
     log.debug("heartbeat of %s: %d sources", instance, len(sources))
-
-
-def _upsert(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert *rows* of daemon_status, or update them where (instance, source) exists."""
-    table = daemon_status
-    keys = [table.c.instance, table.c.source]
-    if conn.dialect.name in ("postgresql", "sqlite"):
-        stmt = (postgresql.insert(table) if conn.dialect.name == "postgresql"
-                else sqlite.insert(table))
-        updates = {c.name: stmt.excluded[c.name] for c in table.c if not c.primary_key}
-        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
-        return
-    # Other dialects: delete and insert within the caller's transaction.
-    for row in rows:
-        conn.execute(delete(table).where(table.c.instance == row["instance"],
-                                         table.c.source == row["source"]))
-    conn.execute(insert(table), rows)
 
 
 def retire(engine: Engine, *, instance: str) -> None:
@@ -193,8 +172,7 @@ def retire(engine: Engine, *, instance: str) -> None:
         The daemon instance name given to :func:`beat`.
     """
     with engine.begin() as conn:
-        n = conn.execute(delete(daemon_status).where(
-            daemon_status.c.instance == instance)).rowcount
+        n = daemons.remove_instance(conn, instance)
     log.debug("heartbeat rows of %s removed: %d", instance, n)
 
 
@@ -217,7 +195,7 @@ def read_status(conn: Connection, *, now: datetime,
     list of InstanceStatus
         One per instance row; source rows without an instance row are ignored.
     """
-    rows = conn.execute(select(daemon_status)).mappings().all()
+    rows = daemons.beats(conn)
     found: dict[str, InstanceStatus] = {}
     for row in rows:
         if row["source"] == INSTANCE_ROW:
