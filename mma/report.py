@@ -7,9 +7,10 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
-from mma.db.schema import alerts, coincidences, dead_letters, events, notices, regions
+from mma.db.summary import counts as counts_of
+from mma.db.summary import event_regions, stored_coincidences
 from mma.printable import printable
 
 LIVE = ("active", "updated")
@@ -22,10 +23,8 @@ def records(conn: Connection, *, include_test: bool = False,
     Vetoed coincidences are kept in the database with their reasons but are
     not emitted unless *include_vetoed*; test/mock events likewise.
     """
-    query = select(coincidences.c.payload, coincidences.c.status, coincidences.c.rank,
-                   coincidences.c.vetoed, coincidences.c.revision)
     out = []
-    for row in conn.execute(query):
+    for row in stored_coincidences(conn):
         if row.vetoed and not include_vetoed:
             continue
         if "test" in row.payload["flags"] and not include_test:
@@ -108,13 +107,7 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
     for row in rows:
         if row["status"] in LIVE and not is_pair(row):
             by_event.setdefault(row["event_id"], []).append(row)
-    region_rows = conn.execute(
-        select(events.c.event_id, events.c.messenger, events.c.status, regions.c.version,
-               regions.c.area90_deg2)
-        .join(regions, regions.c.event_pk == events.c.id)
-        .where(regions.c.status.in_(("active", "retracted")))
-        .order_by(events.c.event_time)
-    ).all()
+    region_rows = event_regions(conn)
     header = (f"{'event':<14} {'msgr':<5} {'v':>2} {'A90 deg2':>9} {'cands':>5}  "
               f"{'best object':<14} {'CL':>5} {'lnB':>6} {'P_chance':>8}")
     lines += [header, "-" * len(header)]
@@ -130,15 +123,13 @@ def summary(conn: Connection, rows: list[dict[str, Any]], counts: Mapping[str, i
                f"{'-':<14} {'':>5} {'':>6} {'':>8}")
             + status)
     lines += _pair_lines(pairs)
+    stored = counts_of(conn)
     totals = {
-        "notices": conn.execute(select(func.count()).select_from(notices)).scalar_one(),
-        "alerts": conn.execute(select(func.count()).select_from(alerts)).scalar_one(),
+        "notices": stored["notices"], "alerts": stored["alerts"],
         "candidates emitted": len(rows) - len(pairs),
         "event x event coincidences": len(pairs),
-        "vetoed (kept, not emitted)": conn.execute(select(func.count()).select_from(
-            coincidences).where(coincidences.c.vetoed.is_(True))).scalar_one(),
-        "dead letters": conn.execute(select(func.count()).select_from(
-            dead_letters)).scalar_one(),
+        "vetoed (kept, not emitted)": stored["vetoed"],
+        "dead letters": stored["dead letters"],
         "duplicates skipped": counts.get("duplicate", 0),
         "ignored (of no interest)": counts.get("ignored", 0),
     }
