@@ -116,6 +116,31 @@ def test_alert_first_and_region_first_give_the_same_coincidence(engine: Engine,
     assert live["status"] == "active" and live["rank"] == 1
 
 
+def test_a_new_map_before_or_after_the_detection_ends_the_same(engine: Engine,
+                                                               config: Config) -> None:
+    """Whether an object's detection arrives before or after a newer map that barely
+    moves its numbers, its candidate ends scored against, and naming, the newer map."""
+    v1, v2 = MAP_1, {0: 0.755, 1: 0.245}  # CL 0.75 -> 0.755, ln B +0.007: not material
+    p = Pipeline(engine, config)
+    # Event x: the detection between the two maps.
+    feed(p, notice("PRELIMINARY", 0.01, v1))
+    feed(p, alert("a", pixel=0, hours=5))
+    feed(p, notice("UPDATE", 6, v2))
+    # Event z: both maps first (the same maps turned to other pixels, another event id).
+    for item in (notice("PRELIMINARY", 0.01, {k + 2: v for k, v in v1.items()}),
+                 notice("UPDATE", 6, {k + 2: v for k, v in v2.items()})):
+        feed(p, replace(item, event_id="S250301z"))
+    feed(p, alert("b", pixel=2, hours=5))
+    found = rows(engine)
+    assert found["a"]["event_id"] == "S250301x" and found["b"]["event_id"] == "S250301z"
+    assert (found["a"]["status"], found["b"]["status"]) == ("updated", "active")  # both live
+    for key in ("region_version", "credible_level", "prob_density_sr"):
+        assert found["a"][key] == pytest.approx(found["b"][key], rel=1e-12), key
+    assert found["a"]["region_version"] == 2
+    assert found["a"]["credible_level"] == pytest.approx(0.755, abs=1e-12)
+    assert found["a"]["changes"] == ["region"]  # published: named the newer map
+
+
 def test_outside_credible_level_or_window_does_not_match(engine: Engine,
                                                          config: Config) -> None:
     p = Pipeline(engine, config)
