@@ -1,8 +1,8 @@
 """Daemon heartbeats in the shared database, for ``mma status``.
 
-Each running daemon instance writes, every heartbeat interval, one row of
-:data:`mma.db.schema.daemon_status` (:mod:`mma.db.daemons`) for itself (source ``""``) and one per
-Kafka topic it consumes, with the messages and dead letters counted since it
+Each running daemon instance writes (:mod:`mma.db.daemons`), every heartbeat
+interval, one row of :data:`mma.db.schema.daemon_status` for itself (source ``""``)
+and one per Kafka topic it consumes, with the messages and dead letters counted since it
 started and its consumer lag. ``mma status``, a separate process without
 access to Kafka, reads them back with :func:`read_status`; an instance whose
 last heartbeat is older than a few intervals is shown as stale (crashed,

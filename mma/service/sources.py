@@ -32,8 +32,6 @@ from mma.service.heartbeat import SourceStats
 
 log = logging.getLogger(__name__)
 
-
-
 EVERY_DEFAULT = "*"
 """The topic-list entry standing for every handler's default topics of that kind."""
 
